@@ -1,0 +1,231 @@
+// Internal: what a primitive is, and how one definition serves all three modes.
+//
+// A primitive is a struct in its own file, autodiff/ops/<name>.cpp, with:
+//   static constexpr const char* name;           // for errors and tape dumps
+//   static constexpr int arity;                  // 1 or 2 tensor inputs
+//   static constexpr unsigned saves;             // residuals its rules read: save::x0|x1|y
+//   static constexpr bool linear;                // optional: true if linear in its inputs
+//   Shape output_shape(const Shape&...) const;    // checks the input shapes (ShapeError)
+//   primal(x..., y)                               // y = f(x)
+//   jvp(s, dx..., dy)                             // dy = J dx            (tangent rule)
+//   vjp(s, ybar, xbar...)                         // xbar += J^T ybar     (adjoint rule)
+//   vjp_tangent(s, dx..., dy, ybar, xbar_dot...)  // xbar_dot += d/de J(x + e dx)^T ybar
+// where s holds the saved residuals (s.x[i], s.y). Unary rules get tensors by reference; binary
+// rules get pointers, null meaning "zero tangent" (jvp) or "cotangent not wanted" (vjp), so a
+// constant input (data, labels) costs nothing. vjp_tangent is the second-order rule behind exact
+// Hessian-vector products; linear primitives omit it.
+//
+// apply(op, inputs...) below then runs the primitive on plain tensors (primal only), on duals
+// (primal + JVP rule: forward mode), or on tape variables (primal + one record on the tape; the
+// tape's sweeps call the JVP, VJP and second-order rules later).
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include <amari/autodiff/dual.hpp>
+#include <amari/autodiff/kernels/elementwise.hpp>
+#include <amari/autodiff/kernels/reduce.hpp>
+#include <amari/autodiff/ops.hpp>
+#include <amari/autodiff/tape.hpp>
+#include <amari/autodiff/tensor.hpp>
+
+namespace amari {
+namespace save {
+/// Residual flags: which inputs/outputs the rules of a primitive read.
+inline constexpr unsigned none = 0, x0 = 1, x1 = 2, y = 4;
+}  // namespace save
+
+namespace detail {
+
+/// Residuals available to the rules: inputs s.x[i] and output s.y (undefined if not saved).
+template <Real T, int N>
+struct Saved {
+  std::array<Tensor<T>, N> x;
+  Tensor<T> y;
+};
+
+struct VarAccess {
+  template <Real T>
+  static const std::shared_ptr<TapeState<T>>& tape(const Var<T>& v) { return v.tape_; }
+  template <Real T>
+  static std::int32_t slot(const Var<T>& v) { return v.slot_; }
+  template <Real T>
+  static std::uint64_t epoch(const Var<T>& v) { return v.epoch_; }
+  template <Real T>
+  static Var<T> make(Tensor<T> value, std::shared_ptr<TapeState<T>> tape, std::int32_t slot,
+                     std::uint64_t epoch) {
+    return Var<T>(std::move(value), std::move(tape), slot, epoch);
+  }
+};
+
+template <class Op>
+constexpr bool is_linear_op() {
+  if constexpr (requires { Op::linear; }) {
+    return Op::linear;
+  } else {
+    return false;
+  }
+}
+
+// Calls the rules with the calling convention of the primitive's arity.
+template <class Op, Real T>
+void call_jvp(const Op& op, const Saved<T, Op::arity>& s, const Tensor<T>* const* dx, Tensor<T>& dy) {
+  if constexpr (Op::arity == 1) {
+    op.jvp(s, *dx[0], dy);
+  } else {
+    op.jvp(s, dx[0], dx[1], dy);
+  }
+}
+template <class Op, Real T>
+void call_vjp(const Op& op, const Saved<T, Op::arity>& s, const Tensor<T>& ybar, Tensor<T>* const* xbar) {
+  if constexpr (Op::arity == 1) {
+    if (xbar[0]) op.vjp(s, ybar, *xbar[0]);
+  } else {
+    op.vjp(s, ybar, xbar[0], xbar[1]);
+  }
+}
+template <class Op, Real T>
+void call_vjp_tangent(const Op& op, const Saved<T, Op::arity>& s, const Tensor<T>* const* dx,
+                      const Tensor<T>& dy, const Tensor<T>& ybar, Tensor<T>* const* xbar_dot) {
+  if constexpr (is_linear_op<Op>()) {
+    (void)op, (void)s, (void)dx, (void)dy, (void)ybar, (void)xbar_dot;
+  } else if constexpr (Op::arity == 1) {
+    if (xbar_dot[0]) op.vjp_tangent(s, *dx[0], dy, ybar, *xbar_dot[0]);
+  } else {
+    op.vjp_tangent(s, dx[0], dx[1], dy, ybar, xbar_dot[0], xbar_dot[1]);
+  }
+}
+
+/// The tape record of one application of primitive Op.
+template <Real T, class Op>
+class Node final : public NodeBase<T> {
+ public:
+  Node(const Op& op, Saved<T, Op::arity> s) : op_(op), s_(std::move(s)) {}
+  const char* name() const override { return Op::name; }
+  bool is_linear() const override { return is_linear_op<Op>(); }
+  void jvp(const Tensor<T>* const* dx, Tensor<T>& dy) const override { call_jvp(op_, s_, dx, dy); }
+  void vjp(const Tensor<T>& ybar, Tensor<T>* const* xbar) const override {
+    call_vjp(op_, s_, ybar, xbar);
+  }
+  void vjp_tangent(const Tensor<T>* const* dx, const Tensor<T>& dy, const Tensor<T>& ybar,
+                   Tensor<T>* const* xbar_dot) const override {
+    call_vjp_tangent(op_, s_, dx, dy, ybar, xbar_dot);
+  }
+  void collect_saved(std::vector<const Tensor<T>*>& out) const override {
+    for (const auto& x : s_.x) out.push_back(&x);
+    out.push_back(&s_.y);
+  }
+
+ private:
+  Op op_;
+  Saved<T, Op::arity> s_;
+};
+
+// ---- helpers the rules are written with ----------------------------------------------------------
+
+/// out = f(in...) element by element; all tensors have out's shape. f maps SIMD batches.
+template <Real T, class F, class... In>
+void elementwise(Tensor<T>& out, const F& f, const In&... in) {
+  kernels::map(out.size(), out.data(), f, in.data()...);
+}
+/// out += f(in...) element by element; all tensors have out's shape.
+template <Real T, class F, class... In>
+void accumulate(Tensor<T>& out, const F& f, const In&... in) {
+  kernels::map_accumulate(out.size(), out.data(), f, in.data()...);
+}
+/// out = f(in...) with each input broadcast to out's shape.
+template <Real T, class F, class... In>
+void broadcast(Tensor<T>& out, const F& f, const In&... in) {
+  kernels::broadcast_map<false>(out.shape(), out.data(), f,
+                                std::pair<const T*, Shape>{in.data(), in.shape()}...);
+}
+/// xbar += unbroadcast(f(in...)): f is evaluated at the broadcast shape `full` and summed over the
+/// axes along which xbar's shape was broadcast (the VJP of broadcasting). No temporary when xbar
+/// already has the full shape.
+template <Real T, class F, class... In>
+void accumulate_unbroadcast(Tensor<T>& xbar, const Shape& full, const F& f, const In&... in) {
+  if (xbar.shape() == full) {
+    kernels::broadcast_map<true>(full, xbar.data(), f, std::pair<const T*, Shape>{in.data(), in.shape()}...);
+    return;
+  }
+  Tensor<T> tmp = Tensor<T>::uninitialized(full);
+  broadcast(tmp, f, in...);
+  kernels::sum_to_accumulate(tmp.data(), full, xbar.data(), xbar.shape());
+}
+
+/// Base of the element-wise unary primitives: one input, output of the same shape.
+struct UnaryElementwise {
+  static constexpr int arity = 1;
+  Shape output_shape(const Shape& x) const { return x; }
+};
+
+// ---- the three modes -------------------------------------------------------------------------
+
+/// Plain evaluation: the primal rule only.
+template <class Op, Real T, class... X>
+  requires(sizeof...(X) + 1 == Op::arity && (std::same_as<X, Tensor<T>> && ...))
+Tensor<T> apply(const Op& op, const Tensor<T>& x0, const X&... xs) {
+  Tensor<T> y = Tensor<T>::uninitialized(op.output_shape(x0.shape(), xs.shape()...));
+  op.primal(x0, xs..., y);
+  return y;
+}
+
+/// Forward mode: primal, then the JVP rule on the tangents (skipped if all tangents are zero).
+template <class Op, Real T, class... X>
+  requires(sizeof...(X) + 1 == Op::arity && (std::same_as<X, Dual<T>> && ...))
+Dual<T> apply(const Op& op, const Dual<T>& x0, const X&... xs) {
+  Tensor<T> y = Tensor<T>::uninitialized(op.output_shape(x0.shape(), xs.shape()...));
+  op.primal(x0.primal(), xs.primal()..., y);
+  if (!(x0.has_tangent() || ... || xs.has_tangent())) return Dual<T>(std::move(y));
+  Saved<T, Op::arity> s{{x0.primal(), xs.primal()...}, y};
+  const Tensor<T>* dx[Op::arity] = {x0.has_tangent() ? &x0.tangent() : nullptr,
+                                    (xs.has_tangent() ? &xs.tangent() : nullptr)...};
+  Tensor<T> dy = Tensor<T>::uninitialized(y.shape());
+  call_jvp(op, s, dx, dy);
+  return Dual<T>(std::move(y), std::move(dy));
+}
+
+/// Reverse mode: primal, then (if any input depends on a variable) one record on the tape with
+/// the residuals the primitive declared in `saves`.
+template <class Op, Real T, class... X>
+  requires(sizeof...(X) + 1 == Op::arity && (std::same_as<X, Var<T>> && ...))
+Var<T> apply(const Op& op, const Var<T>& x0, const X&... xs) {
+  const Var<T>* in[Op::arity] = {&x0, &xs...};
+  std::shared_ptr<TapeState<T>> tape;
+  for (int i = 0; i < Op::arity; ++i) {
+    const auto& t = VarAccess::tape(*in[i]);
+    if (!t) continue;
+    if (!t->alive || VarAccess::epoch(*in[i]) != t->epoch) {
+      throw TapeError(std::string(Op::name) + ": input " + std::to_string(i) +
+                      (t->alive ? " was recorded before its tape was cleared"
+                                : " was recorded on a tape that has been destroyed"));
+    }
+    if (tape && tape != t) {
+      throw TapeError(std::string(Op::name) + ": inputs were recorded on two different tapes");
+    }
+    tape = t;
+  }
+  Tensor<T> y = Tensor<T>::uninitialized(op.output_shape(x0.shape(), xs.shape()...));
+  op.primal(x0.value(), xs.value()..., y);
+  if (!tape) return Var<T>(std::move(y));
+
+  Saved<T, Op::arity> s;
+  for (int i = 0; i < Op::arity; ++i) {
+    if (Op::saves & (save::x0 << i)) s.x[static_cast<std::size_t>(i)] = in[i]->value();
+  }
+  if (Op::saves & save::y) s.y = y;
+  auto node = std::make_unique<Node<T, Op>>(op, std::move(s));
+  node->arity = Op::arity;
+  for (int i = 0; i < Op::arity; ++i) node->inputs[static_cast<std::size_t>(i)] = VarAccess::slot(*in[i]);
+  const auto slot = tape->add_slot(y.shape(), static_cast<std::int32_t>(tape->nodes.size()));
+  node->output = slot;
+  tape->nodes.push_back(std::move(node));
+  const auto epoch = tape->epoch;
+  return VarAccess::make(std::move(y), std::move(tape), slot, epoch);
+}
+
+}  // namespace detail
+}  // namespace amari

@@ -1,0 +1,355 @@
+#include <amari/autodiff/tape.hpp>
+
+#include <algorithm>
+#include <string>
+#include <unordered_set>
+
+#include <amari/autodiff/kernels/elementwise.hpp>
+
+namespace amari {
+namespace detail {
+
+template <Real T>
+std::int32_t TapeState<T>::add_slot(const Shape& shape, std::int32_t node) {
+  slot_shapes.push_back(shape);
+  slot_node.push_back(node);
+  return static_cast<std::int32_t>(slot_shapes.size() - 1);
+}
+
+template <Real T>
+void TapeState<T>::reset() {
+  nodes.clear();
+  slot_shapes.clear();
+  slot_node.clear();
+  tangent_buf.clear();
+  adjoint_buf.clear();
+  adjoint_tangent_buf.clear();
+  tangent.clear();
+  adjoint.clear();
+  adjoint_tangent.clear();
+  needed.clear();
+  target.clear();
+  io_slots.clear();
+}
+
+}  // namespace detail
+
+namespace {
+
+// Returns the workspace tensor for a slot, allocating it on first use in this epoch.
+template <Real T>
+Tensor<T>& workspace(std::vector<Tensor<T>>& buf, std::size_t slot, const Shape& shape) {
+  if (buf.size() <= slot) buf.resize(slot + 1);
+  if (!buf[slot].defined() || !(buf[slot].shape() == shape)) buf[slot] = Tensor<T>::uninitialized(shape);
+  return buf[slot];
+}
+
+template <Real T>
+void add_into(Tensor<T>& dst, const Tensor<T>& src) {
+  kernels::map_accumulate(dst.size(), dst.data(), []<class B>(B s) { return s; }, src.data());
+}
+
+std::string ordinal(const char* role, std::size_t k) { return std::string(role) + " " + std::to_string(k); }
+
+}  // namespace
+
+template <Real T>
+Tape<T>::Tape() : state_(std::make_shared<detail::TapeState<T>>()) {}
+
+template <Real T>
+Tape<T>::~Tape() {
+  state_->alive = false;
+  state_->reset();
+}
+
+template <Real T>
+Tape<T>& Tape<T>::current() {
+  static thread_local Tape<T> tape;
+  return tape;
+}
+
+template <Real T>
+Var<T> Tape<T>::variable(Tensor<T> value) {
+  if (!value.defined()) throw ValueError("Tape::variable: the value tensor is undefined");
+  const std::int32_t slot = state_->add_slot(value.shape(), -1);
+  return Var<T>(std::move(value), state_, slot, state_->epoch);
+}
+
+template <Real T>
+void Tape<T>::clear() {
+  ++state_->epoch;
+  state_->reset();
+}
+
+template <Real T>
+std::size_t Tape<T>::size() const {
+  return state_->nodes.size();
+}
+
+template <Real T>
+std::size_t Tape<T>::memory_bytes() const {
+  std::vector<const Tensor<T>*> saved;
+  for (const auto& n : state_->nodes) n->collect_saved(saved);
+  for (const auto* bufs : {&state_->tangent_buf, &state_->adjoint_buf, &state_->adjoint_tangent_buf})
+    for (const auto& t : *bufs) saved.push_back(&t);
+  std::unordered_set<const T*> seen;
+  std::size_t bytes = 0;
+  for (const Tensor<T>* t : saved) {
+    if (t->defined() && seen.insert(t->data()).second) bytes += static_cast<std::size_t>(t->size()) * sizeof(T);
+  }
+  return bytes;
+}
+
+template <Real T>
+std::int32_t Tape<T>::slot_of(const Var<T>& v, const char* op, const char* role, std::size_t k) const {
+  if (!v.tape_) return -1;
+  if (v.tape_ != state_) {
+    throw TapeError(std::string(op) + ": " + ordinal(role, k) + " was recorded on another tape");
+  }
+  if (v.epoch_ != state_->epoch) {
+    throw TapeError(std::string(op) + ": " + ordinal(role, k) +
+                    " was recorded before the tape was cleared");
+  }
+  return v.slot_;
+}
+
+template <Real T>
+void Tape<T>::forward_sweep(const char* op, std::span<const Var<T>> inputs,
+                            std::span<const Tensor<T>> tangents, std::span<const Var<T>> outputs,
+                            std::span<Tensor<T>> output_tangents) {
+  auto& st = *state_;
+  if (inputs.size() != tangents.size()) {
+    throw ShapeError(std::string(op) + ": " + std::to_string(inputs.size()) + " inputs but " +
+                     std::to_string(tangents.size()) + " tangents");
+  }
+  const std::size_t nslots = st.slot_shapes.size();
+  st.tangent.assign(nslots, nullptr);
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const std::int32_t s = slot_of(inputs[i], op, "input", i);
+    if (s < 0 || st.slot_node[static_cast<std::size_t>(s)] >= 0) {
+      throw TapeError(std::string(op) + ": " + ordinal("input", i) +
+                      " is not a variable of this tape (tangents can only be seeded at variables)");
+    }
+    if (!(tangents[i].shape() == inputs[i].shape())) {
+      throw ShapeError(std::string(op) + ": tangent " + std::to_string(i) + " has shape " +
+                       tangents[i].shape().str() + ", its input has shape " + inputs[i].shape().str());
+    }
+    // Seeds are only read by the rules; no record writes to a variable's slot.
+    st.tangent[static_cast<std::size_t>(s)] = const_cast<Tensor<T>*>(&tangents[i]);
+  }
+  // Outputs computed by records are written straight into the caller's buffers.
+  std::vector<std::int32_t>& out_slots = st.io_slots;
+  out_slots.resize(outputs.size());
+  for (std::size_t k = 0; k < outputs.size(); ++k) {
+    out_slots[k] = slot_of(outputs[k], op, "output", k);
+    if (!output_tangents.empty() && !(output_tangents[k].shape() == outputs[k].shape())) {
+      throw ShapeError(std::string(op) + ": result buffer " + std::to_string(k) + " has shape " +
+                       output_tangents[k].shape().str() + ", output has shape " + outputs[k].shape().str());
+    }
+  }
+  std::vector<Tensor<T>*>& target = st.target;
+  target.assign(nslots, nullptr);
+  if (!output_tangents.empty()) {
+    for (std::size_t k = 0; k < outputs.size(); ++k) {
+      const std::int32_t s = out_slots[k];
+      if (s >= 0 && st.slot_node[static_cast<std::size_t>(s)] >= 0 && !target[static_cast<std::size_t>(s)])
+        target[static_cast<std::size_t>(s)] = &output_tangents[k];
+    }
+  }
+  const Tensor<T>* dx[detail::kMaxArity];
+  for (const auto& node : st.nodes) {
+    bool any = false;
+    for (int i = 0; i < detail::kMaxArity; ++i) {
+      const std::int32_t in = i < node->arity ? node->inputs[static_cast<std::size_t>(i)] : -1;
+      dx[i] = in >= 0 ? st.tangent[static_cast<std::size_t>(in)] : nullptr;
+      any = any || dx[i];
+    }
+    if (!any) continue;
+    const auto out = static_cast<std::size_t>(node->output);
+    Tensor<T>* dy = target[out] ? target[out] : &workspace(st.tangent_buf, out, st.slot_shapes[out]);
+    node->jvp(dx, *dy);
+    st.tangent[out] = dy;
+  }
+  if (output_tangents.empty()) return;
+  for (std::size_t k = 0; k < outputs.size(); ++k) {
+    const std::int32_t s = out_slots[k];
+    Tensor<T>* t = s >= 0 ? st.tangent[static_cast<std::size_t>(s)] : nullptr;
+    if (!t) {
+      output_tangents[k].fill(T(0));  // the output does not depend on the seeded inputs
+    } else if (t != &output_tangents[k]) {
+      output_tangents[k].copy_from(*t);
+    }
+  }
+}
+
+template <Real T>
+void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
+                            std::span<const Tensor<T>> cotangents, std::span<const Var<T>> inputs,
+                            std::span<Tensor<T>> results, bool second_order) {
+  auto& st = *state_;
+  if (outputs.size() != cotangents.size()) {
+    throw ShapeError(std::string(op) + ": " + std::to_string(outputs.size()) + " outputs but " +
+                     std::to_string(cotangents.size()) + " cotangents");
+  }
+  const std::size_t nslots = st.slot_shapes.size();
+  std::vector<std::int32_t>& in_slots = st.io_slots;
+  in_slots.resize(inputs.size());
+  st.needed.assign(nslots, 0);
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    in_slots[i] = slot_of(inputs[i], op, "input", i);
+    if (!(results[i].shape() == inputs[i].shape())) {
+      throw ShapeError(std::string(op) + ": result buffer " + std::to_string(i) + " has shape " +
+                       results[i].shape().str() + ", input has shape " + inputs[i].shape().str());
+    }
+    if (in_slots[i] >= 0) st.needed[static_cast<std::size_t>(in_slots[i])] = 1;
+  }
+  // A slot needs an adjoint only if it depends on a requested input: one forward pass of flags.
+  for (const auto& node : st.nodes) {
+    for (int i = 0; i < node->arity; ++i) {
+      const std::int32_t in = node->inputs[static_cast<std::size_t>(i)];
+      if (in >= 0 && st.needed[static_cast<std::size_t>(in)]) st.needed[static_cast<std::size_t>(node->output)] = 1;
+    }
+  }
+  // Requested inputs accumulate straight into the caller's buffers (adjoints for first-order
+  // sweeps, adjoint tangents for second-order ones).
+  std::vector<Tensor<T>*>& target = st.target;
+  target.assign(nslots, nullptr);
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (in_slots[i] >= 0 && !target[static_cast<std::size_t>(in_slots[i])])
+      target[static_cast<std::size_t>(in_slots[i])] = &results[i];
+  }
+  st.adjoint.assign(nslots, nullptr);
+  if (second_order) st.adjoint_tangent.assign(nslots, nullptr);
+  // First touch of a slot zero-fills its buffer; later contributions accumulate.
+  auto acquire = [&](std::vector<Tensor<T>*>& ptrs, std::vector<Tensor<T>>& bufs, std::size_t s,
+                     bool is_result) -> Tensor<T>* {
+    if (!ptrs[s]) {
+      ptrs[s] = is_result && target[s] ? target[s] : &workspace(bufs, s, st.slot_shapes[s]);
+      ptrs[s]->fill(T(0));
+    }
+    return ptrs[s];
+  };
+  auto adjoint = [&](std::size_t s) { return acquire(st.adjoint, st.adjoint_buf, s, !second_order); };
+  auto adjoint_tangent = [&](std::size_t s) {
+    return acquire(st.adjoint_tangent, st.adjoint_tangent_buf, s, true);
+  };
+
+  for (std::size_t k = 0; k < outputs.size(); ++k) {
+    const std::int32_t s = slot_of(outputs[k], op, "output", k);
+    if (!(cotangents[k].shape() == outputs[k].shape())) {
+      throw ShapeError(std::string(op) + ": cotangent " + std::to_string(k) + " has shape " +
+                       cotangents[k].shape().str() + ", output has shape " + outputs[k].shape().str());
+    }
+    if (s < 0 || !st.needed[static_cast<std::size_t>(s)]) continue;
+    add_into(*adjoint(static_cast<std::size_t>(s)), cotangents[k]);
+  }
+
+  Tensor<T>* xbar[detail::kMaxArity];
+  Tensor<T>* xbar_dot[detail::kMaxArity];
+  const Tensor<T>* dx[detail::kMaxArity];
+  for (auto it = st.nodes.rbegin(); it != st.nodes.rend(); ++it) {
+    const auto& node = *it;
+    const auto out = static_cast<std::size_t>(node->output);
+    if (!st.adjoint[out]) continue;
+    bool any = false, any_dx = false;
+    for (int i = 0; i < detail::kMaxArity; ++i) {
+      const std::int32_t in = i < node->arity ? node->inputs[static_cast<std::size_t>(i)] : -1;
+      const bool want = in >= 0 && st.needed[static_cast<std::size_t>(in)];
+      xbar[i] = want ? adjoint(static_cast<std::size_t>(in)) : nullptr;
+      any = any || want;
+      if (second_order) {
+        xbar_dot[i] = want ? adjoint_tangent(static_cast<std::size_t>(in)) : nullptr;
+        dx[i] = in >= 0 ? st.tangent[static_cast<std::size_t>(in)] : nullptr;
+        any_dx = any_dx || dx[i];
+      }
+    }
+    if (!any) continue;
+    node->vjp(*st.adjoint[out], xbar);
+    if (!second_order) continue;
+    // Forward-over-reverse: the adjoint tangent flows back through the same (linear) VJP rule, and
+    // the rule's own dependence on the inputs adds the curvature term.
+    if (st.adjoint_tangent[out]) node->vjp(*st.adjoint_tangent[out], xbar_dot);
+    if (any_dx && !node->is_linear()) node->vjp_tangent(dx, *st.tangent[out], *st.adjoint[out], xbar_dot);
+  }
+
+  std::vector<Tensor<T>*>& final_ptrs = second_order ? st.adjoint_tangent : st.adjoint;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const std::int32_t s = in_slots[i];
+    Tensor<T>* r = s >= 0 ? final_ptrs[static_cast<std::size_t>(s)] : nullptr;
+    if (!r) {
+      results[i].fill(T(0));  // constant, or no path from the outputs
+    } else if (r != &results[i]) {
+      results[i].copy_from(*r);  // the same input requested twice
+    }
+  }
+}
+
+template <Real T>
+std::vector<Tensor<T>> Tape<T>::vjp(std::span<const Var<T>> outputs,
+                                    std::span<const Tensor<T>> cotangents,
+                                    std::span<const Var<T>> inputs) {
+  std::vector<Tensor<T>> results;
+  results.reserve(inputs.size());
+  for (const auto& v : inputs) results.push_back(Tensor<T>::uninitialized(v.shape()));
+  reverse_sweep("Tape::vjp", outputs, cotangents, inputs, results, false);
+  return results;
+}
+
+template <Real T>
+void Tape<T>::vjp_into(std::span<const Var<T>> outputs, std::span<const Tensor<T>> cotangents,
+                       std::span<const Var<T>> inputs, std::span<Tensor<T>> input_cotangents) {
+  if (inputs.size() != input_cotangents.size())
+    throw ShapeError("Tape::vjp_into: " + std::to_string(inputs.size()) + " inputs but " +
+                     std::to_string(input_cotangents.size()) + " result buffers");
+  reverse_sweep("Tape::vjp_into", outputs, cotangents, inputs, input_cotangents, false);
+}
+
+template <Real T>
+std::vector<Tensor<T>> Tape<T>::jvp(std::span<const Var<T>> inputs,
+                                    std::span<const Tensor<T>> tangents,
+                                    std::span<const Var<T>> outputs) {
+  std::vector<Tensor<T>> results;
+  results.reserve(outputs.size());
+  for (const auto& v : outputs) results.push_back(Tensor<T>::uninitialized(v.shape()));
+  forward_sweep("Tape::jvp", inputs, tangents, outputs, results);
+  return results;
+}
+
+template <Real T>
+void Tape<T>::jvp_into(std::span<const Var<T>> inputs, std::span<const Tensor<T>> tangents,
+                       std::span<const Var<T>> outputs, std::span<Tensor<T>> output_tangents) {
+  if (outputs.size() != output_tangents.size())
+    throw ShapeError("Tape::jvp_into: " + std::to_string(outputs.size()) + " outputs but " +
+                     std::to_string(output_tangents.size()) + " result buffers");
+  forward_sweep("Tape::jvp_into", inputs, tangents, outputs, output_tangents);
+}
+
+template <Real T>
+std::vector<Tensor<T>> Tape<T>::hvp(std::span<const Var<T>> outputs,
+                                    std::span<const Tensor<T>> cotangents,
+                                    std::span<const Var<T>> inputs,
+                                    std::span<const Tensor<T>> tangents) {
+  std::vector<Tensor<T>> results;
+  results.reserve(inputs.size());
+  for (const auto& v : inputs) results.push_back(Tensor<T>::uninitialized(v.shape()));
+  hvp_into(outputs, cotangents, inputs, tangents, results);
+  return results;
+}
+
+template <Real T>
+void Tape<T>::hvp_into(std::span<const Var<T>> outputs, std::span<const Tensor<T>> cotangents,
+                       std::span<const Var<T>> inputs, std::span<const Tensor<T>> tangents,
+                       std::span<Tensor<T>> input_results) {
+  if (inputs.size() != input_results.size())
+    throw ShapeError("Tape::hvp: " + std::to_string(inputs.size()) + " inputs but " +
+                     std::to_string(input_results.size()) + " result buffers");
+  forward_sweep("Tape::hvp", inputs, tangents, {}, {});
+  reverse_sweep("Tape::hvp", outputs, cotangents, inputs, input_results, true);
+}
+
+template class Tape<float>;
+template class Tape<double>;
+template struct detail::TapeState<float>;
+template struct detail::TapeState<double>;
+
+}  // namespace amari
