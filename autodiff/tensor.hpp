@@ -32,6 +32,12 @@ inline constexpr DType dtype_of = std::is_same_v<T, float> ? DType::f32 : DType:
 /// "float32" or "float64".
 inline const char* dtype_name(DType d) { return d == DType::f32 ? "float32" : "float64"; }
 
+/// Returns the calling thread's cached tensor blocks to the system. Tensor storage of 32 KiB or
+/// more is recycled through a per-thread cache (at most 512 MiB, oldest evicted first) because
+/// re-mapping fresh pages for every large buffer of a training step or curvature product costs
+/// page faults; the cache never changes a value and is emptied when the thread ends.
+void release_cached_memory();
+
 namespace detail {
 /// Allocates `count` elements of `bytes_each` bytes, 64-byte aligned; throws SizeError if the byte
 /// count overflows, std::bad_alloc if memory is exhausted. Never returns null for count > 0.

@@ -7,62 +7,11 @@
 #include <utility>
 
 #include <amari/nn/idx.hpp>
+#include <amari/nn/random.hpp>
 
 namespace amari::nn {
 
 namespace {
-
-// splitmix64 (Steele, Lea, Flood 2014): a bijective 64-bit mixer; used to turn (seed, epoch) into
-// a well-spread generator state, as the xoshiro authors recommend.
-std::uint64_t splitmix64(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-std::uint64_t rotl(std::uint64_t x, int k) {
-  return (x << k) | (x >> (64 - k));
-}
-
-// xoshiro256** (Blackman, Vigna 2018). Written out here rather than taken from <random> because
-// the standard distributions are not specified bit-for-bit, and batch orders must be reproducible
-// everywhere.
-class Xoshiro256 {
- public:
-  Xoshiro256(std::uint64_t seed, std::uint64_t epoch) {
-    std::uint64_t sm = seed;
-    // Hashing the seed first, then adding the epoch, gives every (seed, epoch) pair with the same
-    // seed a distinct state (splitmix64 is a bijection).
-    sm = splitmix64(sm) + epoch;
-    for (std::uint64_t& word : s_) word = splitmix64(sm);
-  }
-
-  std::uint64_t next() {
-    const std::uint64_t result = rotl(s_[1] * 5, 7) * 9;
-    const std::uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = rotl(s_[3], 45);
-    return result;
-  }
-
-  // Uniform integer in [0, bound), bound >= 1, without modulo bias: draws below 2^64 mod bound are
-  // rejected so every residue is equally likely.
-  std::uint64_t below(std::uint64_t bound) {
-    const std::uint64_t threshold = (0 - bound) % bound;
-    for (;;) {
-      const std::uint64_t r = next();
-      if (r >= threshold) return r % bound;
-    }
-  }
-
- private:
-  std::uint64_t s_[4];
-};
 
 std::string resolve_fashion_file(const std::string& dir, const std::string& name) {
   const std::filesystem::path base = std::filesystem::path(dir) / name;
@@ -239,7 +188,7 @@ std::vector<Index> shuffled_indices(Index n, std::uint64_t seed, std::uint64_t e
   if (n < 0) throw ValueError("shuffled_indices: n must be >= 0, got " + std::to_string(n));
   std::vector<Index> order(static_cast<std::size_t>(n));
   for (Index i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
-  Xoshiro256 rng(seed, epoch);
+  Rng rng(seed, epoch);
   // Fisher-Yates, from the back: position i receives a uniform choice among the first i + 1.
   for (Index i = n - 1; i > 0; --i) {
     const auto j = static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(i) + 1));

@@ -1,0 +1,89 @@
+// Fisher products from score outer products (SEED-NOTES 1 and 4):
+//   F v ~ (1 / (N k)) sum_i sum_s J_i^T s_is (s_is^T J_i v),   s_is = grad_z log r(y_is | z_i)
+// with two different choices of y, which give two different matrices:
+//  - MonteCarloFisherOperator: y_is ~ r(. | z_i), k samples from the model itself. An unbiased
+//    estimate of the true Fisher F (= the GGN for amari's heads, ggn.hpp); the error shrinks like
+//    1 / sqrt(k).
+//  - EmpiricalFisherOperator: y_i = the data labels (k = 1). The "empirical Fisher": in general
+//    neither F nor the GGN, and it does not converge to them with more data unless the model is
+//    well specified and fits. Useful as a preconditioner (Martens 2010), not as the Fisher.
+// Each product costs one JVP sweep, O(N C k) and one VJP sweep, whatever k is.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <amari/curvature/linear_operator.hpp>
+#include <amari/curvature/linearization.hpp>
+#include <amari/nn/heads.hpp>
+
+namespace amari::curvature {
+
+/// Shared product of the two operators below: out = J^T (sum_s S_s * rowdot(S_s, J v)) * weight,
+/// for fixed score matrices S_s (N, C).
+template <Real T>
+class ScoreOuterProductOperator : public LinearOperator<T> {
+ public:
+  Index size() const override { return lin_.num_parameters(); }
+  void apply(const Tensor<T>& v, Tensor<T>& out) override;
+  ModelLinearization<T>& linearization() { return lin_; }
+  const nn::Head<T>& head() const { return *head_; }
+  /// The fixed scores S_s (N, C), one per sample.
+  const std::vector<Tensor<T>>& scores() const { return scores_; }
+
+ protected:
+  ScoreOuterProductOperator(const nn::Model<T>& model, const nn::Head<T>& head, Tensor<T> inputs);
+  const nn::Head<T>* head_;
+  ModelLinearization<T> lin_;
+  std::vector<Tensor<T>> scores_;
+
+ private:
+  Tensor<T> a_, b_;
+};
+
+/// Monte-Carlo estimate of the true Fisher with k labels sampled from the model per example. The
+/// samples are drawn once per (re)linearization with a counter-based generator keyed by
+/// (seed, example, sample), so every product of a CG solve applies the same fixed symmetric PSD
+/// matrix, whatever the thread count.
+template <Real T>
+class MonteCarloFisherOperator final : public ScoreOuterProductOperator<T> {
+ public:
+  /// k >= 1 samples per example (ValueError otherwise).
+  MonteCarloFisherOperator(const nn::Model<T>& model, const nn::Head<T>& head, Tensor<T> inputs, int samples,
+                           std::uint64_t seed);
+  /// "MC-Fisher(<head>, N=.., k=..)".
+  std::string name() const override;
+  /// New linearization point (the model's current parameters), new samples from `seed`.
+  void relinearize(std::uint64_t seed);
+  void relinearize(Tensor<T> inputs, std::uint64_t seed);
+  int samples() const { return samples_; }
+
+ private:
+  void draw(std::uint64_t seed);
+  int samples_;
+};
+
+/// The empirical Fisher: score outer products at the data labels y (N, C). Not the Fisher.
+template <Real T>
+class EmpiricalFisherOperator final : public ScoreOuterProductOperator<T> {
+ public:
+  EmpiricalFisherOperator(const nn::Model<T>& model, const nn::Head<T>& head, Tensor<T> inputs, Tensor<T> targets);
+  /// "EmpiricalFisher(<head>, N=..)".
+  std::string name() const override;
+  void relinearize();
+  void relinearize(Tensor<T> inputs, Tensor<T> targets);
+
+ private:
+  void compute_scores();
+  Tensor<T> targets_;
+};
+
+extern template class ScoreOuterProductOperator<float>;
+extern template class ScoreOuterProductOperator<double>;
+extern template class MonteCarloFisherOperator<float>;
+extern template class MonteCarloFisherOperator<double>;
+extern template class EmpiricalFisherOperator<float>;
+extern template class EmpiricalFisherOperator<double>;
+
+}  // namespace amari::curvature

@@ -1,0 +1,286 @@
+#include <amari/curvature/second_order.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <vector>
+
+#include <amari/curvature/fisher.hpp>
+#include <amari/curvature/ggn.hpp>
+#include <amari/curvature/hessian.hpp>
+#include <amari/curvature/linearization.hpp>
+#include <amari/curvature/vector_ops.hpp>
+#include <amari/nn/training.hpp>
+
+namespace amari::curvature {
+
+const char* to_string(Curvature c) {
+  switch (c) {
+    case Curvature::ggn: return "ggn";
+    case Curvature::mc_fisher: return "mc_fisher";
+    case Curvature::empirical_fisher: return "empirical_fisher";
+    case Curvature::hessian: return "hessian";
+  }
+  return "unknown";
+}
+
+std::string StepReport::str() const {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "loss %.4f -> %.4f | lambda %.3g rho %.2f | cg %d (%s) | step %.2f", loss,
+                loss_after, lambda, rho, cg_iterations, to_string(cg_status), step_scale);
+  return buf;
+}
+
+template <Real T>
+std::unique_ptr<LinearOperator<T>> make_curvature(Curvature kind, const nn::Model<T>& model,
+                                                  const nn::Head<T>& head, const Tensor<T>& inputs,
+                                                  const Tensor<T>& targets, int samples, std::uint64_t seed) {
+  switch (kind) {
+    case Curvature::ggn: return std::make_unique<GgnOperator<T>>(model, head, inputs);
+    case Curvature::mc_fisher:
+      return std::make_unique<MonteCarloFisherOperator<T>>(model, head, inputs, samples, seed);
+    case Curvature::empirical_fisher:
+      return std::make_unique<EmpiricalFisherOperator<T>>(model, head, inputs, targets);
+    case Curvature::hessian: return std::make_unique<HessianOperator<T>>(model, head, inputs, targets);
+  }
+  throw ValueError("make_curvature: unknown curvature kind");
+}
+
+template <Real T>
+Tensor<T> empirical_fisher_diagonal(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                                    const Tensor<T>& targets, Index max_examples) {
+  const Index n_all = inputs.shape()[0];
+  const Index n = (max_examples > 0 && max_examples < n_all) ? max_examples : n_all;
+  const Index d = inputs.size() / std::max<Index>(n_all, 1), c = targets.shape()[1];
+  ModelLinearization<T> lin(model, inputs.view(0, Shape{n, d}));
+  const Tensor<T> y = targets.view(0, Shape{n, c});
+  // Row i of N * gradient(z) is the gradient of example i's own loss in z_i.
+  Tensor<T> gz = Tensor<T>::uninitialized(lin.logits().shape());
+  head.gradient(lin.logits(), y, gz);
+  Tensor<T> b(lin.logits().shape()), gi = model.zeros_like_parameters(), diag = model.zeros_like_parameters();
+  for (Index i = 0; i < n; ++i) {
+    b.fill(T(0));
+    for (Index j = 0; j < c; ++j) b[i * c + j] = gz[i * c + j] * static_cast<T>(n);
+    lin.vjp(b, gi);  // g_i = J_i^T grad_z l_i
+    for (Index k = 0; k < gi.size(); ++k) diag[k] += gi[k] * gi[k];
+  }
+  scal(1.0 / static_cast<double>(n), diag);
+  return diag;
+}
+
+namespace {
+
+template <Real T>
+struct Batch {
+  Tensor<T> x, y;
+};
+
+// The first n examples (all if n == 0 or n >= N), as views.
+template <Real T>
+Batch<T> first_examples(const Tensor<T>& x, const Tensor<T>& y, Index n) {
+  const Index total = x.shape()[0];
+  if (n <= 0 || n >= total) return {x, y};
+  return {x.view(0, Shape{n, x.size() / total}), y.view(0, Shape{n, y.shape()[1]})};
+}
+
+// Loss at theta0 + alpha d, leaving the model at that point.
+template <Real T>
+double loss_at(nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+               const Tensor<T>& theta0, const Tensor<T>& d, double alpha) {
+  Tensor<T>& theta = model.parameters();
+  copy(theta0, theta);
+  axpy(alpha, d, theta);
+  const double l = static_cast<double>(head.loss(model.forward(x), y).item());
+  return std::isfinite(l) ? l : std::numeric_limits<double>::infinity();
+}
+
+// theta = theta0 + alpha d (theta0 itself for alpha == 0).
+template <Real T>
+void set_parameters(nn::Model<T>& model, const Tensor<T>& theta0, const Tensor<T>& d, double alpha) {
+  copy(theta0, model.parameters());
+  if (alpha != 0) axpy(alpha, d, model.parameters());
+}
+
+void check_batch(const char* op, const Shape& x, const Shape& y) {
+  if (x.rank() != 2 || y.rank() != 2 || x[0] != y[0] || x[0] == 0) {
+    throw ShapeError(std::string(op) + ": inputs " + x.str() + " and targets " + y.str() +
+                     " must be (N, D) and (N, C) with the same N >= 1");
+  }
+}
+
+// Undamped predicted reduction of the quadratic model for step alpha d, from phi(d) (the damped
+// model value CG reports): q(alpha d) = alpha g.d + alpha^2/2 d^T G d with
+// d^T G d = 2 (phi - g.d) - lambda |d|^2.
+double predicted_reduction(double phi, double g_dot_d, double d_norm2, double lambda, double alpha) {
+  const double dgd = 2.0 * (phi - g_dot_d) - lambda * d_norm2;
+  return -(alpha * g_dot_d + 0.5 * alpha * alpha * dgd);
+}
+
+}  // namespace
+
+// ---- natural gradient ----------------------------------------------------------------------------
+
+template <Real T>
+NaturalGradient<T>::NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head, NaturalGradientOptions options)
+    : model_(&model), head_(&head), options_(options) {
+  if (!(options.learning_rate > 0) || !std::isfinite(options.learning_rate)) {
+    throw ValueError("NaturalGradient: learning_rate must be positive and finite, got " +
+                     std::to_string(options.learning_rate));
+  }
+  lm_.lambda = options.initial_damping;
+  lm_.validate();
+}
+
+template <Real T>
+StepReport NaturalGradient<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
+  check_batch("NaturalGradient::step", inputs.shape(), targets.shape());
+  StepReport r;
+  const Tensor<T> theta0 = model_->gather();
+  Tensor<T> g = model_->zeros_like_parameters();
+  r.loss = static_cast<double>(nn::loss_and_gradient(*model_, *head_, inputs, targets, g));
+  r.gradient_norm = norm(g);
+  r.lambda = lm_.lambda;
+
+  const Batch<T> cb = first_examples(inputs, targets, options_.curvature_batch);
+  auto curvature = make_curvature(options_.curvature, *model_, *head_, cb.x, cb.y, options_.mc_samples,
+                                  options_.seed + steps_);
+  DampedOperator<T> a(borrowed(*curvature), lm_.lambda);
+  Tensor<T> b = g.clone();
+  scal(-1.0, b);
+  const CgResult<T> cg = conjugate_gradient(a, b, options_.cg);
+  r.cg_iterations = cg.iterations;
+  r.cg_products = cg.products;
+  r.cg_status = cg.status;
+
+  const Tensor<T>& d = cg.x;
+  const double gd = dot(g, d), dd = dot(d, d);
+  // Damping follows the step CG proposed (learning_rate * d), before any line search shortens it.
+  const double proposed = loss_at(*model_, *head_, inputs, targets, theta0, d, options_.learning_rate);
+  r.predicted_reduction = predicted_reduction(cg.model_value, gd, dd, lm_.lambda, options_.learning_rate);
+  r.rho = options_.adapt_damping ? lm_.update(r.loss - proposed, r.predicted_reduction)
+                                 : reduction_ratio(r.loss - proposed, r.predicted_reduction);
+  double alpha = options_.learning_rate, after = proposed;
+  if (options_.line_search) {
+    // Armijo: accept the first alpha with f(theta + alpha d) <= f(theta) + c alpha g.d.
+    constexpr double c = 1e-2;
+    for (int tries = 0; after > r.loss + c * alpha * gd && tries < 30; ++tries) {
+      alpha *= 0.5;
+      after = loss_at(*model_, *head_, inputs, targets, theta0, d, alpha);
+    }
+    if (after > r.loss + c * alpha * gd) alpha = 0;
+  }
+  if (!std::isfinite(after)) alpha = 0;  // never keep a step into NaN/inf: nothing is lost
+  set_parameters(*model_, theta0, d, alpha);
+  r.step_scale = alpha;
+  r.loss_after = alpha == 0 ? r.loss : after;
+  r.step_norm = alpha * std::sqrt(dd);
+  ++steps_;
+  return r;
+}
+
+// ---- Hessian-free -----------------------------------------------------------------------------------
+
+template <Real T>
+HessianFree<T>::HessianFree(nn::Model<T>& model, const nn::Head<T>& head, HessianFreeOptions options)
+    : model_(&model), head_(&head), options_(options) {
+  if (!(options.warm_start_decay >= 0 && options.warm_start_decay <= 1)) {
+    throw ValueError("HessianFree: warm_start_decay must be in [0, 1], got " + std::to_string(options.warm_start_decay));
+  }
+  lm_.lambda = options.initial_damping;
+  lm_.validate();
+}
+
+template <Real T>
+StepReport HessianFree<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
+  check_batch("HessianFree::step", inputs.shape(), targets.shape());
+  StepReport r;
+  const Tensor<T> theta0 = model_->gather();
+  Tensor<T> g = model_->zeros_like_parameters();
+  r.loss = static_cast<double>(nn::loss_and_gradient(*model_, *head_, inputs, targets, g));
+  r.gradient_norm = norm(g);
+  r.lambda = lm_.lambda;
+
+  const Batch<T> cb = first_examples(inputs, targets, options_.curvature_batch);
+  auto curvature = make_curvature(options_.curvature, *model_, *head_, cb.x, cb.y, options_.mc_samples,
+                                  options_.seed + steps_);
+  DampedOperator<T> a(borrowed(*curvature), lm_.lambda);
+  Tensor<T> b = g.clone();
+  scal(-1.0, b);
+
+  std::unique_ptr<DiagonalPreconditioner<T>> m;
+  if (options_.preconditioner) {
+    // Martens 2010, sec. 4.7: M = (diag(EF) + lambda)^alpha, EF from per-example gradients.
+    Tensor<T> diag = empirical_fisher_diagonal(*model_, *head_, inputs, targets, options_.preconditioner_examples);
+    for (Index k = 0; k < diag.size(); ++k)
+      diag[k] = static_cast<T>(std::pow(static_cast<double>(diag[k]) + lm_.lambda, options_.preconditioner_exponent));
+    m = std::make_unique<DiagonalPreconditioner<T>>(diag);
+  }
+  // sec. 4.5: start CG from a decayed copy of the previous solution.
+  Tensor<T> x0;
+  const bool warm = previous_.defined() && previous_.size() == g.size() && options_.warm_start_decay > 0;
+  if (warm) {
+    x0 = previous_.clone();
+    scal(options_.warm_start_decay, x0);
+  }
+  const CgResult<T> cg = conjugate_gradient(a, b, options_.cg, warm ? &x0 : nullptr, m.get());
+  r.cg_iterations = cg.iterations;
+  r.cg_products = cg.products;
+  r.cg_status = cg.status;
+  previous_ = cg.x;
+
+  // sec. 4.6, CG backtracking: walk back from the last kept iterate while the loss keeps dropping.
+  std::size_t best = cg.iterates.empty() ? 0 : cg.iterates.size() - 1;
+  const Tensor<T>* d = cg.iterates.empty() ? &cg.x : &cg.iterates[best];
+  double best_loss = loss_at(*model_, *head_, inputs, targets, theta0, *d, 1.0);
+  if (options_.backtracking) {
+    while (best > 0) {
+      const double l = loss_at(*model_, *head_, inputs, targets, theta0, cg.iterates[best - 1], 1.0);
+      if (!(l < best_loss)) break;
+      best_loss = l;
+      d = &cg.iterates[--best];
+    }
+  }
+  const int step_index = cg.iterates.empty() ? cg.iterations : cg.iterate_steps[best];
+  r.backtrack_iterate = step_index;
+  const double gd = dot(g, *d), dd = dot(*d, *d);
+  const double phi = static_cast<std::size_t>(step_index) < cg.model_values.size()
+                         ? cg.model_values[static_cast<std::size_t>(step_index)]
+                         : cg.model_value;
+  r.predicted_reduction = predicted_reduction(phi, gd, dd, lm_.lambda, 1.0);
+  r.rho = lm_.update(r.loss - best_loss, r.predicted_reduction);  // sec. 4.1, on the chosen iterate
+
+  double alpha = 1.0, after = best_loss;
+  if (options_.line_search) {
+    // sec. 8: backtracking Armijo line search, c = 1e-2, shrinking by 0.8.
+    constexpr double c = 1e-2;
+    for (int tries = 0; after > r.loss + c * alpha * gd && tries < 60; ++tries) {
+      alpha *= 0.8;
+      after = loss_at(*model_, *head_, inputs, targets, theta0, *d, alpha);
+    }
+    if (after > r.loss + c * alpha * gd) alpha = 0;
+  }
+  if (!std::isfinite(after)) alpha = 0;
+  set_parameters(*model_, theta0, *d, alpha);
+  r.step_scale = alpha;
+  r.loss_after = alpha == 0 ? r.loss : after;
+  r.step_norm = alpha * std::sqrt(dd);
+  ++steps_;
+  return r;
+}
+
+template std::unique_ptr<LinearOperator<float>> make_curvature<float>(Curvature, const nn::Model<float>&,
+                                                                      const nn::Head<float>&, const Tensor<float>&,
+                                                                      const Tensor<float>&, int, std::uint64_t);
+template std::unique_ptr<LinearOperator<double>> make_curvature<double>(Curvature, const nn::Model<double>&,
+                                                                        const nn::Head<double>&, const Tensor<double>&,
+                                                                        const Tensor<double>&, int, std::uint64_t);
+template Tensor<float> empirical_fisher_diagonal<float>(const nn::Model<float>&, const nn::Head<float>&,
+                                                        const Tensor<float>&, const Tensor<float>&, Index);
+template Tensor<double> empirical_fisher_diagonal<double>(const nn::Model<double>&, const nn::Head<double>&,
+                                                          const Tensor<double>&, const Tensor<double>&, Index);
+template class NaturalGradient<float>;
+template class NaturalGradient<double>;
+template class HessianFree<float>;
+template class HessianFree<double>;
+
+}  // namespace amari::curvature

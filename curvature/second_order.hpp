@@ -1,0 +1,136 @@
+// Second-order training steps built on the curvature products: natural gradient (CG on the damped
+// Fisher) and Hessian-free optimization as Martens (2010) runs it. Both work with any nn::Model
+// and any nn::Head, and report what they did at every step.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <amari/curvature/cg.hpp>
+#include <amari/curvature/damping.hpp>
+#include <amari/curvature/linear_operator.hpp>
+#include <amari/nn/heads.hpp>
+#include <amari/nn/model.hpp>
+
+namespace amari::curvature {
+
+/// Which curvature matrix a second-order method solves with.
+enum class Curvature {
+  ggn,               ///< Generalized Gauss-Newton = true Fisher for amari's heads (ggn.hpp)
+  mc_fisher,         ///< Monte-Carlo Fisher with sampled labels (fisher.hpp)
+  empirical_fisher,  ///< Empirical Fisher at the data labels: NOT the Fisher (fisher.hpp)
+  hessian,           ///< Exact Hessian of the loss (may be indefinite: CG may stop early)
+};
+/// "ggn", "mc_fisher", "empirical_fisher", "hessian".
+const char* to_string(Curvature c);
+
+/// The curvature operator of `kind` at the model's current parameters on a batch. For mc_fisher,
+/// `samples` labels per example are drawn with `seed`. Model and head must outlive the operator.
+template <Real T>
+std::unique_ptr<LinearOperator<T>> make_curvature(Curvature kind, const nn::Model<T>& model,
+                                                  const nn::Head<T>& head, const Tensor<T>& inputs,
+                                                  const Tensor<T>& targets, int samples = 1,
+                                                  std::uint64_t seed = 0);
+
+/// The diagonal of the empirical Fisher, (1/n) sum_i g_i * g_i with g_i the gradient of example
+/// i's loss, over the first `max_examples` examples of the batch (all if 0): per-example gradients
+/// from one recorded forward pass and one reverse sweep per example. Used by Martens' (2010,
+/// sec. 4.7) preconditioner. Cost: n reverse sweeps.
+template <Real T>
+Tensor<T> empirical_fisher_diagonal(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                                    const Tensor<T>& targets, Index max_examples = 0);
+
+/// What one second-order step did.
+struct StepReport {
+  double loss = 0;                  ///< minibatch loss before the step
+  double loss_after = 0;            ///< minibatch loss after the step
+  double gradient_norm = 0;
+  double lambda = 0;                ///< damping used for this step's solve
+  double rho = 0;                   ///< reduction ratio actual / predicted (SEED-NOTES 5)
+  double predicted_reduction = 0;   ///< decrease promised by the quadratic model
+  int cg_iterations = 0;
+  int cg_products = 0;
+  CgStatus cg_status = CgStatus::converged;
+  double step_scale = 1;            ///< line-search factor applied to the CG step (0: rejected)
+  int backtrack_iterate = -1;       ///< HF: the CG iteration whose iterate was taken
+  double step_norm = 0;             ///< ||theta_new - theta||
+  /// One line: "loss 0.53 -> 0.49 | lambda 0.1 rho 0.82 | cg 17 (progress_stalled) | step 1.0".
+  std::string str() const;
+};
+
+/// Natural gradient: d solves (F + lambda I) d = -g by CG on the chosen curvature, then
+/// theta += learning_rate * d (optionally with an Armijo backtracking line search), and lambda
+/// follows the Levenberg-Marquardt rule (SEED-NOTES 5). Damping bounds the step, which is close to
+/// bounding the KL divergence between the model before and after it.
+struct NaturalGradientOptions {
+  Curvature curvature = Curvature::ggn;
+  double learning_rate = 1.0;
+  double initial_damping = 1.0;
+  bool adapt_damping = true;        ///< Levenberg-Marquardt on lambda
+  bool line_search = false;         ///< Armijo backtracking on the minibatch loss
+  Index curvature_batch = 0;        ///< examples used for the curvature (first n; 0 = all)
+  int mc_samples = 1;               ///< labels per example for Curvature::mc_fisher
+  std::uint64_t seed = 0;           ///< for sampled labels
+  CgOptions cg = {.max_iterations = 50, .relative_tolerance = 1e-4};
+};
+
+template <Real T>
+class NaturalGradient {
+ public:
+  /// The model is updated in place by step(); model and head must outlive the optimizer.
+  NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head, NaturalGradientOptions options = {});
+  /// One step on the minibatch (inputs (N, D), targets (N, C)).
+  StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
+  double lambda() const { return lm_.lambda; }
+  const NaturalGradientOptions& options() const { return options_; }
+
+ private:
+  nn::Model<T>* model_;
+  const nn::Head<T>* head_;
+  NaturalGradientOptions options_;
+  LevenbergMarquardt lm_;
+  std::uint64_t steps_ = 0;
+};
+
+/// Hessian-free optimization (Martens 2010): GGN products on a curvature minibatch, CG warm-started
+/// from decay * the previous solution, iterates kept for CG backtracking, an Armijo line search,
+/// Levenberg-Marquardt damping, and optionally the (diag(EF) + lambda)^alpha preconditioner.
+struct HessianFreeOptions {
+  Curvature curvature = Curvature::ggn;
+  double initial_damping = 1.0;
+  double warm_start_decay = 0.95;   ///< sec. 4.5: x0 = decay * previous CG solution
+  bool backtracking = true;         ///< sec. 4.6: choose among the kept CG iterates
+  bool line_search = true;          ///< sec. 8: Armijo with c = 1e-2, shrinking by 0.8
+  bool preconditioner = false;      ///< sec. 4.7: M = (diag(EF) + lambda)^alpha
+  double preconditioner_exponent = 0.75;
+  Index preconditioner_examples = 32;  ///< examples for diag(EF) (one reverse sweep each)
+  Index curvature_batch = 0;        ///< examples used for the curvature (first n; 0 = all)
+  int mc_samples = 1;
+  std::uint64_t seed = 0;
+  CgOptions cg = {.max_iterations = 250, .relative_tolerance = 0, .keep_iterates = true};
+};
+
+template <Real T>
+class HessianFree {
+ public:
+  HessianFree(nn::Model<T>& model, const nn::Head<T>& head, HessianFreeOptions options = {});
+  StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
+  double lambda() const { return lm_.lambda; }
+  const HessianFreeOptions& options() const { return options_; }
+
+ private:
+  nn::Model<T>* model_;
+  const nn::Head<T>* head_;
+  HessianFreeOptions options_;
+  LevenbergMarquardt lm_;
+  Tensor<T> previous_;  // last CG solution, for the warm start
+  std::uint64_t steps_ = 0;
+};
+
+extern template class NaturalGradient<float>;
+extern template class NaturalGradient<double>;
+extern template class HessianFree<float>;
+extern template class HessianFree<double>;
+
+}  // namespace amari::curvature

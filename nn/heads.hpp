@@ -1,0 +1,144 @@
+// Negative-log-likelihood heads on logits z (N, C): an output distribution r(y | z) from an
+// exponential family with natural parameter z (SEED-NOTES 3), its loss, and its logit-space
+// curvature in closed form.
+//
+// | head                     | mean mu(z)        | H_L(z) a               | sample y ~ r(.|z)       |
+// | SoftmaxCrossEntropy      | p = softmax(z)    | p * a - p (p . a)      | one-hot categorical(p)  |
+// | SigmoidBernoulli         | p = sigmoid(z)    | p (1 - p) * a          | Bernoulli(p) per output |
+// | Gaussian (fixed sigma)   | z                 | a / sigma^2            | z + sigma N(0, I)       |
+//
+// Targets are always a tensor y of the same shape (N, C) as z: one-hot rows (or class
+// probabilities) for softmax, 0/1 (or probabilities) for Bernoulli, real values for the Gaussian.
+// one_hot() turns class labels into such rows.
+//
+// Conventions: loss() is the mean over the batch of the per-example NLL; gradient() is its
+// gradient (so it carries 1/N); hessian_product(), score() and sample() are per example (no 1/N),
+// because the Fisher/GGN averages them itself (SEED-NOTES 4).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <amari/autodiff/autodiff.hpp>
+
+namespace amari::nn {
+
+/// A head: loss on logits in all three modes plus the closed-form pieces curvature needs.
+template <Real T>
+class Head {
+ public:
+  virtual ~Head() = default;
+  /// Name for reports, e.g. "softmax cross-entropy".
+  virtual std::string name() const = 0;
+
+  /// Mean NLL over the batch; z and y (N, C). Stable for logits of any finite magnitude.
+  virtual Tensor<T> loss(const Tensor<T>& z, const Tensor<T>& y) const = 0;
+  /// The same loss with z carrying a tangent (forward mode).
+  virtual Dual<T> loss(const Dual<T>& z, const Tensor<T>& y) const = 0;
+  /// The same loss recorded on z's tape (reverse mode, Hessian-vector products).
+  virtual Var<T> loss(const Var<T>& z, const Tensor<T>& y) const = 0;
+
+  /// mu(z) = E[T(Y)], row by row: the predicted class probabilities / means. (N, C).
+  virtual void mean(const Tensor<T>& z, Tensor<T>& mu) const = 0;
+  /// Gradient of loss() in z: (mu(z) - T(y)) / N. (N, C).
+  virtual void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const = 0;
+  /// Score s_z(y | z) = grad_z log r(y | z) = T(y) - mu(z), per example (no 1/N). (N, C).
+  virtual void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const = 0;
+  /// out_i = H_L(z_i) a_i for every row i, in closed form, without forming any C x C matrix
+  /// (per example, no 1/N). Cost O(N C).
+  virtual void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const = 0;
+  /// One draw y ~ r(. | z_i) per row. Counter-based: row i uses the key
+  /// (seed, first_example + i, sample_index), so the draw is the same whatever the batch split,
+  /// thread count or call order.
+  virtual Tensor<T> sample(const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample_index,
+                           Index first_example = 0) const = 0;
+
+  /// Class probabilities / predicted means (= mean()).
+  Tensor<T> predict(const Tensor<T>& z) const {
+    Tensor<T> mu = Tensor<T>::uninitialized(z.shape());
+    mean(z, mu);
+    return mu;
+  }
+};
+
+/// Softmax + cross-entropy: r(y | z) = categorical(softmax(z)).
+template <Real T>
+class SoftmaxCrossEntropy final : public Head<T> {
+ public:
+  std::string name() const override { return "softmax cross-entropy"; }
+  Tensor<T> loss(const Tensor<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
+  Dual<T> loss(const Dual<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
+  Var<T> loss(const Var<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
+  void mean(const Tensor<T>& z, Tensor<T>& mu) const override;
+  void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
+  void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
+  void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const override;
+  Tensor<T> sample(const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample_index,
+                   Index first_example = 0) const override;
+
+  /// mean_i [ logsumexp(z_i) - y_i . z_i ]; equals -mean_i log p_{y_i} for one-hot y.
+  template <Value V>
+  V nll(const V& z, const Tensor<T>& y) const;
+};
+
+/// Sigmoid + Bernoulli cross-entropy, one independent binary output per column.
+template <Real T>
+class SigmoidBernoulli final : public Head<T> {
+ public:
+  std::string name() const override { return "sigmoid Bernoulli"; }
+  Tensor<T> loss(const Tensor<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
+  Dual<T> loss(const Dual<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
+  Var<T> loss(const Var<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
+  void mean(const Tensor<T>& z, Tensor<T>& mu) const override;
+  void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
+  void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
+  void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const override;
+  Tensor<T> sample(const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample_index,
+                   Index first_example = 0) const override;
+
+  /// mean_i sum_c [ softplus(z_ic) - y_ic z_ic ] (= -log p or -log(1 - p), computed stably).
+  template <Value V>
+  V nll(const V& z, const Tensor<T>& y) const;
+};
+
+/// Gaussian with mean z and fixed standard deviation sigma (mean squared error).
+template <Real T>
+class Gaussian final : public Head<T> {
+ public:
+  /// sigma > 0 and finite (ValueError otherwise).
+  explicit Gaussian(double sigma = 1.0);
+  std::string name() const override { return "Gaussian (sigma " + std::to_string(sigma_) + ")"; }
+  Tensor<T> loss(const Tensor<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
+  Dual<T> loss(const Dual<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
+  Var<T> loss(const Var<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
+  void mean(const Tensor<T>& z, Tensor<T>& mu) const override;
+  void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
+  void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
+  void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const override;
+  Tensor<T> sample(const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample_index,
+                   Index first_example = 0) const override;
+  double sigma() const { return sigma_; }
+  /// The constant (C/2) log(2 pi sigma^2) per example that loss() leaves out (it has no gradient).
+  double nll_constant(Index num_outputs) const;
+
+  /// mean_i ||z_i - y_i||^2 / (2 sigma^2): the NLL up to nll_constant().
+  template <Value V>
+  V nll(const V& z, const Tensor<T>& y) const;
+
+ private:
+  double sigma_;
+};
+
+/// One-hot rows (N, num_classes) for class labels; ValueError naming the first label outside
+/// [0, num_classes).
+template <Real T>
+Tensor<T> one_hot(const std::vector<int>& labels, Index num_classes);
+/// Index of the largest logit of each row (first one on ties).
+template <Real T>
+std::vector<int> argmax_rows(const Tensor<T>& z);
+/// Fraction of rows whose largest logit is at the label.
+template <Real T>
+double accuracy(const Tensor<T>& z, const std::vector<int>& labels);
+
+}  // namespace amari::nn

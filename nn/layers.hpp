@@ -1,0 +1,157 @@
+// The standard layers: Linear, element-wise activations, Sequential, and an MLP builder.
+#pragma once
+
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <amari/nn/module.hpp>
+
+namespace amari::nn {
+
+/// y = x W + b: x (N, in), W (in, out), b (out). Parameters "weight" then "bias".
+/// Cost: 2 N in out flops forward.
+template <Real T>
+class Linear final : public Layer<T, Linear<T>> {
+ public:
+  /// A layer from `in` to `out` features; weights initialized by `init`, bias (if any) zero.
+  Linear(Index in, Index out, bool bias = true, Init init = Init::xavier_uniform)
+      : in_(in), out_(out), bias_(bias), init_(init) {
+    if (in <= 0 || out <= 0) {
+      throw ValueError("Linear: feature counts must be positive, got in=" + std::to_string(in) +
+                       ", out=" + std::to_string(out));
+    }
+  }
+  std::string describe() const override {
+    return "Linear(" + std::to_string(in_) + " -> " + std::to_string(out_) + (bias_ ? ")" : ", no bias)");
+  }
+  void declare(std::vector<ParamSpec>& out, const std::string& prefix) const override {
+    out.push_back({prefix + "weight", Shape{in_, out_}, init_, in_, out_});
+    if (bias_) out.push_back({prefix + "bias", Shape{out_}, Init::zeros, in_, out_});
+  }
+  template <Value V>
+  V apply(const V& x, ParamCursor<V>& p) const {
+    if (x.shape().rank() != 2 || x.shape()[1] != in_) {
+      throw ShapeError(describe() + ": expects input of shape (N, " + std::to_string(in_) + "), got " +
+                       x.shape().str());
+    }
+    V y = matmul(x, p.next());
+    if (bias_) y = y + p.next();  // (N, out) + (out): the bias broadcasts over rows
+    return y;
+  }
+  Index in_features() const { return in_; }
+  Index out_features() const { return out_; }
+
+ private:
+  Index in_, out_;
+  bool bias_;
+  Init init_;
+};
+
+/// An element-wise activation with no parameters; Fn is one of the tags below.
+template <Real T, class Fn>
+class Activation final : public Layer<T, Activation<T, Fn>> {
+ public:
+  std::string describe() const override { return Fn::name; }
+  void declare(std::vector<ParamSpec>&, const std::string&) const override {}
+  template <Value V>
+  V apply(const V& x, ParamCursor<V>&) const {
+    return Fn::apply(x);
+  }
+};
+
+namespace activation {
+struct Tanh {
+  static constexpr const char* name = "Tanh";
+  template <Value V> static V apply(const V& x) { return amari::tanh(x); }
+};
+struct Relu {
+  static constexpr const char* name = "ReLU";
+  template <Value V> static V apply(const V& x) { return amari::relu(x); }
+};
+struct Sigmoid {
+  static constexpr const char* name = "Sigmoid";
+  template <Value V> static V apply(const V& x) { return amari::sigmoid(x); }
+};
+struct Softplus {
+  static constexpr const char* name = "Softplus";
+  template <Value V> static V apply(const V& x) { return amari::softplus(x); }
+};
+struct Gelu {
+  static constexpr const char* name = "GELU";
+  template <Value V> static V apply(const V& x) { return amari::gelu(x); }
+};
+}  // namespace activation
+
+template <Real T> using Tanh = Activation<T, activation::Tanh>;
+template <Real T> using ReLU = Activation<T, activation::Relu>;
+template <Real T> using Sigmoid = Activation<T, activation::Sigmoid>;
+template <Real T> using Softplus = Activation<T, activation::Softplus>;
+template <Real T> using GELU = Activation<T, activation::Gelu>;
+
+/// Modules applied in order. Parameter names are prefixed with the child's index ("0.weight").
+template <Real T>
+class Sequential final : public Layer<T, Sequential<T>> {
+ public:
+  Sequential() = default;
+  /// Appends a module; returns *this for chaining.
+  Sequential& add(std::shared_ptr<const Module<T>> m) {
+    if (!m) throw ValueError("Sequential::add: null module");
+    children_.push_back(std::move(m));
+    return *this;
+  }
+  /// Constructs a module in place: seq.emplace<Linear<float>>(784, 256).
+  template <class M, class... Args>
+  Sequential& emplace(Args&&... args) {
+    return add(std::make_shared<M>(std::forward<Args>(args)...));
+  }
+  std::string describe() const override {
+    std::string s = "Sequential(";
+    for (std::size_t i = 0; i < children_.size(); ++i) s += (i ? ", " : "") + children_[i]->describe();
+    return s + ")";
+  }
+  void declare(std::vector<ParamSpec>& out, const std::string& prefix) const override {
+    for (std::size_t i = 0; i < children_.size(); ++i) children_[i]->declare(out, prefix + std::to_string(i) + ".");
+  }
+  template <Value V>
+  V apply(const V& x, ParamCursor<V>& p) const {
+    if (children_.empty()) return x;
+    V h = children_[0]->forward(x, p);
+    for (std::size_t i = 1; i < children_.size(); ++i) h = children_[i]->forward(h, p);
+    return h;
+  }
+  std::size_t size() const { return children_.size(); }
+  const Module<T>& operator[](std::size_t i) const { return *children_.at(i); }
+
+ private:
+  std::vector<std::shared_ptr<const Module<T>>> children_;
+};
+
+/// Activation choice for mlp().
+enum class Act { tanh, relu, sigmoid, softplus, gelu };
+
+/// A multilayer perceptron: Linear layers between consecutive `sizes`, the activation after
+/// every layer but the last (which outputs logits). Weights: Xavier for tanh/sigmoid/softplus,
+/// He for relu/gelu. E.g. mlp<float>({784, 256, 256, 10}, Act::tanh).
+template <Real T>
+std::shared_ptr<Sequential<T>> mlp(std::vector<Index> sizes, Act act = Act::tanh) {
+  if (sizes.size() < 2) throw ValueError("mlp: needs at least an input and an output size");
+  auto seq = std::make_shared<Sequential<T>>();
+  const Init init = (act == Act::relu || act == Act::gelu) ? Init::he_normal : Init::xavier_uniform;
+  for (std::size_t i = 0; i + 1 < sizes.size(); ++i) {
+    seq->template emplace<Linear<T>>(sizes[i], sizes[i + 1], true, init);
+    if (i + 2 == sizes.size()) break;
+    switch (act) {
+      case Act::tanh: seq->template emplace<Tanh<T>>(); break;
+      case Act::relu: seq->template emplace<ReLU<T>>(); break;
+      case Act::sigmoid: seq->template emplace<Sigmoid<T>>(); break;
+      case Act::softplus: seq->template emplace<Softplus<T>>(); break;
+      case Act::gelu: seq->template emplace<GELU<T>>(); break;
+    }
+  }
+  return seq;
+}
+
+}  // namespace amari::nn

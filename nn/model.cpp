@@ -1,0 +1,115 @@
+#include <amari/nn/model.hpp>
+
+#include <cmath>
+
+#include <amari/nn/random.hpp>
+
+namespace amari::nn {
+
+template <Real T>
+Model<T>::Model(std::shared_ptr<const Module<T>> net, std::uint64_t seed) : net_(std::move(net)) {
+  if (!net_) throw ValueError("Model: null module");
+  std::vector<ParamSpec> specs;
+  net_->declare(specs, "");
+  Index total = 0;
+  for (const auto& s : specs) {
+    layout_.push_back({s.name, s.shape, total, s.init, s.fan_in, s.fan_out});
+    total += s.shape.numel();
+  }
+  flat_ = Tensor<T>(Shape{total});
+  views_ = split(flat_);
+  initialize(seed);
+}
+
+template <Real T>
+void Model<T>::initialize(std::uint64_t seed) {
+  for (std::size_t i = 0; i < layout_.size(); ++i) {
+    const ParamInfo& p = layout_[i];
+    Tensor<T>& v = views_[i];
+    Rng rng(seed, i);
+    switch (p.init) {
+      case Init::zeros:
+        v.fill(T(0));
+        break;
+      case Init::xavier_uniform: {
+        const double a = std::sqrt(6.0 / static_cast<double>(p.fan_in + p.fan_out));
+        for (Index k = 0; k < v.size(); ++k) v[k] = static_cast<T>(rng.uniform(-a, a));
+        break;
+      }
+      case Init::he_normal: {
+        const double sd = std::sqrt(2.0 / static_cast<double>(p.fan_in));
+        for (Index k = 0; k < v.size(); ++k) v[k] = static_cast<T>(sd * rng.normal());
+        break;
+      }
+    }
+  }
+}
+
+template <Real T>
+void Model<T>::scatter(const Tensor<T>& flat) {
+  if (!(flat.shape() == flat_.shape())) {
+    throw ShapeError("Model::scatter: expected a flat vector of shape " + flat_.shape().str() + ", got " +
+                     flat.shape().str());
+  }
+  flat_.copy_from(flat);
+}
+
+template <Real T>
+void Model<T>::split_into(const Tensor<T>& flat, std::vector<Tensor<T>>& views) const {
+  const Index p = layout_.empty() ? 0 : layout_.back().offset + layout_.back().shape.numel();
+  if (flat.rank() != 1 || flat.size() != p) {
+    throw ShapeError("Model::split: expected a flat vector of shape (" + std::to_string(p) + "), got " +
+                     flat.shape().str());
+  }
+  views.resize(layout_.size());
+  for (std::size_t i = 0; i < layout_.size(); ++i) views[i] = flat.view(layout_[i].offset, layout_[i].shape);
+}
+
+template <Real T>
+std::vector<Tensor<T>> Model<T>::split(const Tensor<T>& flat) const {
+  const Index p = layout_.empty() ? 0 : layout_.back().offset + layout_.back().shape.numel();
+  if (flat.rank() != 1 || flat.size() != p) {
+    throw ShapeError("Model::split: expected a flat vector of shape (" + std::to_string(p) + "), got " +
+                     flat.shape().str());
+  }
+  std::vector<Tensor<T>> out;
+  out.reserve(layout_.size());
+  for (const auto& info : layout_) out.push_back(flat.view(info.offset, info.shape));
+  return out;
+}
+
+template <Real T>
+Tensor<T> Model<T>::forward(const Tensor<T>& x) const {
+  return forward<Tensor<T>>(x, std::span<const Tensor<T>>(views_));
+}
+
+template <Real T>
+Dual<T> Model<T>::forward_jvp(const Tensor<T>& x, const Tensor<T>& tangent) const {
+  const std::vector<Tensor<T>> dv = split(tangent);
+  std::vector<Dual<T>> params;
+  params.reserve(views_.size());
+  for (std::size_t i = 0; i < views_.size(); ++i) params.emplace_back(views_[i], dv[i]);
+  return forward<Dual<T>>(Dual<T>(x), params);
+}
+
+template <Real T>
+std::vector<Var<T>> Model<T>::variables(Tape<T>& tape) const {
+  std::vector<Var<T>> vars;
+  vars.reserve(views_.size());
+  for (const auto& v : views_) vars.push_back(tape.variable(v));
+  return vars;
+}
+
+template <Real T>
+std::string Model<T>::summary() const {
+  std::string s = net_->describe() + "\n";
+  for (const auto& p : layout_) {
+    s += "  " + p.name + " " + p.shape.str() + " at " + std::to_string(p.offset) + "\n";
+  }
+  return s + "  total " + std::to_string(num_parameters()) + " parameters\n";
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace amari::nn

@@ -1,0 +1,134 @@
+// First-order optimizers on a flat parameter vector: SGD (with momentum, Nesterov, weight decay)
+// and Adam / AdamW.
+//
+// An optimizer updates one tensor in place from a gradient of the same shape. The usual use is the
+// model's whole flat vector:
+//
+//   Adam<float> adam({.learning_rate = 1e-3});
+//   loss_and_gradient(model, head, x, y, grad);   // grad: flat, length P
+//   adam.step(model.parameters(), grad);
+//
+// Per-parameter settings need no extra machinery: model.split() gives views of the parameters and
+// of the gradient, and each view gets its own optimizer:
+//
+//   auto params = model.split(model.parameters());
+//   auto grads = model.split(grad);
+//   for (size_t i = 0; i < params.size(); ++i) optimizers[i].step(params[i], grads[i]);
+//
+// Numerics: the state (velocity, moments) is kept in T and the update is computed in T, as in
+// PyTorch; the hyperparameters are stored in double and rounded to T once per step. Before
+// anything is modified, the gradient is scanned for NaN and infinity; a bad gradient throws
+// ValueError and leaves the parameters and the state as they were, so the caller can skip the
+// batch or lower the learning rate and continue.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <amari/autodiff/tensor.hpp>
+
+namespace amari::nn {
+
+/// An in-place update rule: params <- params - (step computed from the gradient and the state).
+/// Stateful optimizers allocate their state on the first step and tie it to that size.
+template <Real T>
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  /// One update of `params` in place from `gradient` (same shape, any rank; ShapeError otherwise,
+  /// and also if the size differs from the one the state was allocated for). ValueError naming the
+  /// optimizer and the first bad index if the gradient holds NaN or infinity; nothing is modified
+  /// then. Cost O(size), a few passes, no allocation after the first step.
+  virtual void step(Tensor<T>& params, const Tensor<T>& gradient) = 0;
+  /// Forgets the state (velocity, moments, step count): the next step is like the first.
+  virtual void reset() = 0;
+  /// The optimizer and its options, e.g. "Adam(lr=0.001, beta1=0.9, ...)".
+  virtual std::string describe() const = 0;
+  /// The current learning rate.
+  virtual double learning_rate() const = 0;
+  /// Changes the learning rate for the following steps (schedules, recovery after a bad step);
+  /// the state is kept. ValueError if it is negative or not finite.
+  virtual void set_learning_rate(double learning_rate) = 0;
+};
+
+/// Options of Sgd. All must be finite.
+struct SgdOptions {
+  double learning_rate = 0.01;  ///< >= 0
+  double momentum = 0;          ///< mu in [0, 1); 0 disables the velocity buffer
+  bool nesterov = false;        ///< Nesterov momentum (needs momentum > 0)
+  double weight_decay = 0;      ///< >= 0; L2 penalty (wd/2)||p||^2 added to the loss
+};
+
+/// Stochastic gradient descent with PyTorch's torch.optim.SGD semantics (dampening 0):
+///   g = grad + wd p;  v = mu v + g (v = g on the first step);
+///   p -= lr (nesterov ? g + mu v : v)            (with mu = 0: p -= lr g).
+/// State: the velocity v (size of params, in T) when momentum > 0. Cost O(size) per step.
+template <Real T>
+class Sgd final : public Optimizer<T> {
+ public:
+  /// ValueError naming the option and its value if an option is out of range.
+  explicit Sgd(SgdOptions options = {});
+  void step(Tensor<T>& params, const Tensor<T>& gradient) override;
+  void reset() override;
+  std::string describe() const override;
+  double learning_rate() const override { return options_.learning_rate; }
+  void set_learning_rate(double learning_rate) override;
+  const SgdOptions& options() const { return options_; }
+  /// Number of steps taken since construction or reset().
+  std::int64_t steps() const { return steps_; }
+  /// The velocity v (undefined before the first step or without momentum).
+  const Tensor<T>& velocity() const { return velocity_; }
+
+ private:
+  SgdOptions options_;
+  Tensor<T> velocity_;
+  std::int64_t steps_ = 0;
+};
+
+/// Options of Adam. All must be finite.
+struct AdamOptions {
+  double learning_rate = 1e-3;  ///< >= 0
+  double beta1 = 0.9;           ///< in [0, 1): decay of the first moment
+  double beta2 = 0.999;         ///< in [0, 1): decay of the second moment
+  double epsilon = 1e-8;        ///< > 0: added to sqrt(v_hat) in the denominator
+  double weight_decay = 0;      ///< >= 0
+  /// false: L2 penalty added to the gradient (Adam, like torch.optim.Adam's weight_decay).
+  /// true: decoupled decay p -= lr wd p before the Adam step (AdamW, Loshchilov & Hutter 2019).
+  bool decoupled_weight_decay = false;
+};
+
+/// Adam (Kingma & Ba 2015, Algorithm 1) with bias correction; at step t (from 1):
+///   g = grad (+ wd p if coupled);  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+///   p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)   (AdamW: first p -= lr wd p).
+/// State: m and v (each the size of params, in T) allocated on the first step, and t. Cost O(size)
+/// per step, one sqrt and one division per element.
+template <Real T>
+class Adam final : public Optimizer<T> {
+ public:
+  /// ValueError naming the option and its value if an option is out of range.
+  explicit Adam(AdamOptions options = {});
+  void step(Tensor<T>& params, const Tensor<T>& gradient) override;
+  void reset() override;
+  std::string describe() const override;
+  double learning_rate() const override { return options_.learning_rate; }
+  void set_learning_rate(double learning_rate) override;
+  const AdamOptions& options() const { return options_; }
+  /// t: the number of steps taken since construction or reset().
+  std::int64_t steps() const { return steps_; }
+  /// The first moment m (undefined before the first step).
+  const Tensor<T>& first_moment() const { return m_; }
+  /// The second moment v (undefined before the first step).
+  const Tensor<T>& second_moment() const { return v_; }
+
+ private:
+  AdamOptions options_;
+  Tensor<T> m_, v_;
+  std::int64_t steps_ = 0;
+};
+
+extern template class Sgd<float>;
+extern template class Sgd<double>;
+extern template class Adam<float>;
+extern template class Adam<double>;
+
+}  // namespace amari::nn

@@ -1,0 +1,56 @@
+#include <amari/nn/training.hpp>
+
+#include <algorithm>
+
+namespace amari::nn {
+
+template <Real T>
+T loss_and_gradient(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+                    Tensor<T>& gradient, Tape<T>& tape) {
+  std::vector<Tensor<T>> grads = model.split(gradient);  // views into `gradient`
+  tape.clear();
+  const std::vector<Var<T>> params = model.variables(tape);
+  const Var<T> z = model.forward(Var<T>(x), std::span<const Var<T>>(params));
+  const Var<T> loss = head.loss(z, y);
+  const Tensor<T> one = Tensor<T>::scalar(T(1));
+  tape.vjp_into(std::span<const Var<T>>(&loss, 1), std::span<const Tensor<T>>(&one, 1), params, grads);
+  const T value = loss.value().item();
+  tape.clear();
+  return value;
+}
+
+template <Real T>
+Evaluation evaluate(const Model<T>& model, const Head<T>& head, const Tensor<T>& inputs,
+                    const std::vector<int>& labels, Index num_classes, Index batch_size) {
+  const Index n = inputs.shape()[0];
+  if (static_cast<Index>(labels.size()) != n) {
+    throw ShapeError("evaluate: " + std::to_string(n) + " inputs but " + std::to_string(labels.size()) + " labels");
+  }
+  if (batch_size <= 0) throw ValueError("evaluate: batch_size must be positive");
+  Evaluation e;
+  if (n == 0) return e;
+  const Index d = inputs.size() / n;
+  double loss_sum = 0, hits = 0;
+  for (Index b = 0; b < n; b += batch_size) {
+    const Index m = std::min(batch_size, n - b);
+    const Tensor<T> xb = inputs.view(b * d, Shape{m, d});
+    const std::vector<int> lb(labels.begin() + b, labels.begin() + b + m);
+    const Tensor<T> z = model.forward(xb);
+    loss_sum += static_cast<double>(head.loss(z, one_hot<T>(lb, num_classes)).item()) * static_cast<double>(m);
+    hits += accuracy(z, lb) * static_cast<double>(m);
+  }
+  e.loss = loss_sum / static_cast<double>(n);
+  e.accuracy = hits / static_cast<double>(n);
+  return e;
+}
+
+template float loss_and_gradient<float>(const Model<float>&, const Head<float>&, const Tensor<float>&,
+                                        const Tensor<float>&, Tensor<float>&, Tape<float>&);
+template double loss_and_gradient<double>(const Model<double>&, const Head<double>&, const Tensor<double>&,
+                                          const Tensor<double>&, Tensor<double>&, Tape<double>&);
+template Evaluation evaluate<float>(const Model<float>&, const Head<float>&, const Tensor<float>&,
+                                    const std::vector<int>&, Index, Index);
+template Evaluation evaluate<double>(const Model<double>&, const Head<double>&, const Tensor<double>&,
+                                     const std::vector<int>&, Index, Index);
+
+}  // namespace amari::nn
