@@ -1,5 +1,6 @@
 #include <amari/autodiff/tensor.hpp>
 
+#include <algorithm>
 #include <new>
 #include <vector>
 
@@ -35,6 +36,7 @@ struct BlockCache {
 };
 
 thread_local bool cache_alive = false;  // trivially destructible: readable during thread exit
+thread_local MemoryStats stats;          // tensor bytes allocated and freed by this thread
 
 // Frees a block returned by aligned_allocate (its size header sits kAlignment bytes in front).
 void free_block(void* p) { ::operator delete(static_cast<char*>(p) - kAlignment, std::align_val_t{kAlignment}); }
@@ -62,8 +64,10 @@ void* aligned_allocate(Index count, std::size_t bytes_each) {
   std::size_t bytes = static_cast<std::size_t>(count) * bytes_each;
   bytes = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   if (bytes == 0) bytes = kAlignment;
+  if (bytes >= kCacheMinBytes) bytes = (bytes + kCachePage - 1) / kCachePage * kCachePage;
+  stats.live_bytes += bytes;
+  stats.peak_bytes = std::max(stats.peak_bytes, stats.live_bytes);
   if (bytes >= kCacheMinBytes) {
-    bytes = (bytes + kCachePage - 1) / kCachePage * kCachePage;
     BlockCache& c = cache();
     for (std::size_t i = c.blocks.size(); i-- > 0;) {  // most recently freed first: warmest in cache
       if (c.blocks[i].bytes == bytes) {
@@ -84,6 +88,7 @@ void aligned_free(void* p) noexcept {
   if (!p) return;
   void* raw = static_cast<char*>(p) - kAlignment;
   const std::size_t bytes = *static_cast<std::size_t*>(raw);
+  stats.live_bytes = stats.live_bytes >= bytes ? stats.live_bytes - bytes : 0;
   if (bytes >= kCacheMinBytes && bytes <= kCacheMaxBytes && cache_alive) {
     BlockCache& c = cache();
     try {
@@ -104,6 +109,10 @@ void aligned_free(void* p) noexcept {
 }
 
 }  // namespace detail
+
+MemoryStats memory_stats() { return detail::stats; }
+
+void reset_peak_memory() { detail::stats.peak_bytes = detail::stats.live_bytes; }
 
 void release_cached_memory() {
   if (!detail::cache_alive) return;

@@ -38,6 +38,18 @@ inline const char* dtype_name(DType d) { return d == DType::f32 ? "float32" : "f
 /// page faults; the cache never changes a value and is emptied when the thread ends.
 void release_cached_memory();
 
+/// Tensor storage allocated on the calling thread: bytes currently live and the peak since the
+/// last reset_peak_memory(). Used by the benchmarks to compare the memory of a curvature product
+/// with that of a gradient (no hidden P x P storage). Blocks freed on another thread are counted
+/// there.
+struct MemoryStats {
+  std::size_t live_bytes = 0;
+  std::size_t peak_bytes = 0;
+};
+MemoryStats memory_stats();
+/// Sets the peak to the current live bytes.
+void reset_peak_memory();
+
 namespace detail {
 /// Allocates `count` elements of `bytes_each` bytes, 64-byte aligned; throws SizeError if the byte
 /// count overflows, std::bad_alloc if memory is exhausted. Never returns null for count > 0.

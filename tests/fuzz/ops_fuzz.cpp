@@ -1,0 +1,19 @@
+// libFuzzer entry point for the ops harness (tests/fuzz/harness/ops.hpp, which documents the
+// input layout and the properties checked). Build and run: docs/reliability.md.
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+
+#include "fuzz/harness/ops.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  try {
+    amari::fuzz::run_ops(data, size);
+  } catch (const std::exception& e) {
+    // Not an amari::Error (those are caught inside the harness): a bug. Abort so libFuzzer
+    // records the input as a crash.
+    std::fprintf(stderr, "amari_fuzz_ops: %s\n", e.what());
+    std::abort();
+  }
+  return 0;
+}
