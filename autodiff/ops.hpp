@@ -61,6 +61,9 @@ enum class Trans : bool { no = false, yes = true };
 /// op(a) * op(b) for rank-2 a, b, where op transposes when asked (no copy is made: the GEMM kernel
 /// reads the transposed layout). (m, k) x (k, n) -> (m, n). Cost 2mnk flops. ops/matmul.cpp
 template <Value V> V matmul(const V& a, const V& b, Trans trans_a = Trans::no, Trans trans_b = Trans::no);
+/// x w + b for x (N, in), w (in, out), b (out): a dense layer in one primitive (the bias is
+/// written first and the GEMM accumulates onto it). ops/linear.cpp
+template <Value V> V linear(const V& x, const V& w, const V& b);
 /// The transpose of a rank-2 tensor (copied). ops/transpose.cpp
 template <Value V> V transpose(const V& x);
 /// The same elements in another shape with the same element count. ops/reshape.cpp

@@ -11,8 +11,8 @@ namespace {
 
 constexpr std::size_t kAlignment = 64;
 // Blocks of at least this size go through the per-thread cache below; smaller ones are served well
-// by malloc's own per-thread caches.
-constexpr std::size_t kCacheMinBytes = std::size_t{32} << 10;
+// by malloc's own per-thread caches (below 4 KiB, frees and reuses cost malloc little).
+constexpr std::size_t kCacheMinBytes = std::size_t{4} << 10;
 constexpr std::size_t kCachePage = std::size_t{4} << 10;
 constexpr std::size_t kCacheMaxBytes = std::size_t{512} << 20;
 constexpr std::size_t kCacheMaxBlocks = 128;

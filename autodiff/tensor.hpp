@@ -32,7 +32,7 @@ inline constexpr DType dtype_of = std::is_same_v<T, float> ? DType::f32 : DType:
 /// "float32" or "float64".
 inline const char* dtype_name(DType d) { return d == DType::f32 ? "float32" : "float64"; }
 
-/// Returns the calling thread's cached tensor blocks to the system. Tensor storage of 32 KiB or
+/// Returns the calling thread's cached tensor blocks to the system. Tensor storage of 4 KiB or
 /// more is recycled through a per-thread cache (at most 512 MiB, oldest evicted first) because
 /// re-mapping fresh pages for every large buffer of a training step or curvature product costs
 /// page faults; the cache never changes a value and is emptied when the thread ends.

@@ -37,9 +37,9 @@ class Linear final : public Layer<T, Linear<T>> {
       throw ShapeError(describe() + ": expects input of shape (N, " + std::to_string(in_) + "), got " +
                        x.shape().str());
     }
-    V y = matmul(x, p.next());
-    if (bias_) y = y + p.next();  // (N, out) + (out): the bias broadcasts over rows
-    return y;
+    const V& w = p.next();
+    if (!bias_) return matmul(x, w);
+    return linear(x, w, p.next());  // x w + b in one primitive
   }
   Index in_features() const { return in_; }
   Index out_features() const { return out_; }

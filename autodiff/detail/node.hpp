@@ -11,7 +11,7 @@
 namespace amari::detail {
 
 /// Largest number of tensor inputs a primitive takes.
-inline constexpr int kMaxArity = 2;
+inline constexpr int kMaxArity = 3;
 
 /// A recorded application of a primitive: which tape slots it read and wrote, and the residuals its
 /// rules need. Pointer arrays have kMaxArity entries; a null entry means "zero" (tangents) or "not
@@ -37,7 +37,7 @@ class NodeBase {
   virtual void collect_saved(std::vector<const Tensor<T>*>& out) const = 0;
 
   /// Tape slots of the inputs; -1 for constants (values not depending on any variable).
-  std::array<std::int32_t, kMaxArity> inputs{-1, -1};
+  std::array<std::int32_t, kMaxArity> inputs{-1, -1, -1};
   int arity = 0;
   /// Tape slot of the output.
   std::int32_t output = -1;

@@ -115,7 +115,8 @@ void for_each_slice_lse(AxisView v, const T* x, F f) {
         lse = m;  // all -inf gives -inf; any +inf gives +inf
       } else {
         double acc = 0;
-        for (Index j = 0; j < v.n; ++j) acc += std::exp(static_cast<double>(s[j * v.inner] - m));
+        // exp in T (float exp is much cheaper than double), the sum in double.
+        for (Index j = 0; j < v.n; ++j) acc += static_cast<double>(std::exp(s[j * v.inner] - m));
         lse = static_cast<T>(m + std::log(acc));
       }
       f(o, i, lse);

@@ -2,16 +2,16 @@
 //
 // A primitive is a struct in its own file, autodiff/ops/<name>.cpp, with:
 //   static constexpr const char* name;           // for errors and tape dumps
-//   static constexpr int arity;                  // 1 or 2 tensor inputs
-//   static constexpr unsigned saves;             // residuals its rules read: save::x0|x1|y
+//   static constexpr int arity;                  // 1, 2 or 3 tensor inputs
+//   static constexpr unsigned saves;             // residuals its rules read: save::x0|x1|x2|y
 //   static constexpr bool linear;                // optional: true if linear in its inputs
 //   Shape output_shape(const Shape&...) const;    // checks the input shapes (ShapeError)
 //   primal(x..., y)                               // y = f(x)
 //   jvp(s, dx..., dy)                             // dy = J dx            (tangent rule)
 //   vjp(s, ybar, xbar...)                         // xbar += J^T ybar     (adjoint rule)
 //   vjp_tangent(s, dx..., dy, ybar, xbar_dot...)  // xbar_dot += d/de J(x + e dx)^T ybar
-// where s holds the saved residuals (s.x[i], s.y). Unary rules get tensors by reference; binary
-// rules get pointers, null meaning "zero tangent" (jvp) or "cotangent not wanted" (vjp), so a
+// where s holds the saved residuals (s.x[i], s.y). Unary rules get tensors by reference; rules of
+// two or three inputs get pointers, null meaning "zero tangent" (jvp) or "cotangent not wanted" (vjp), so a
 // constant input (data, labels) costs nothing. vjp_tangent is the second-order rule behind exact
 // Hessian-vector products; linear primitives omit it.
 //
@@ -35,7 +35,7 @@
 namespace amari {
 namespace save {
 /// Residual flags: which inputs/outputs the rules of a primitive read.
-inline constexpr unsigned none = 0, x0 = 1, x1 = 2, y = 4;
+inline constexpr unsigned none = 0, x0 = 1, x1 = 2, x2 = 4, y = 8;
 }  // namespace save
 
 namespace detail {
@@ -75,16 +75,20 @@ template <class Op, Real T>
 void call_jvp(const Op& op, const Saved<T, Op::arity>& s, const Tensor<T>* const* dx, Tensor<T>& dy) {
   if constexpr (Op::arity == 1) {
     op.jvp(s, *dx[0], dy);
-  } else {
+  } else if constexpr (Op::arity == 2) {
     op.jvp(s, dx[0], dx[1], dy);
+  } else {
+    op.jvp(s, dx[0], dx[1], dx[2], dy);
   }
 }
 template <class Op, Real T>
 void call_vjp(const Op& op, const Saved<T, Op::arity>& s, const Tensor<T>& ybar, Tensor<T>* const* xbar) {
   if constexpr (Op::arity == 1) {
     if (xbar[0]) op.vjp(s, ybar, *xbar[0]);
-  } else {
+  } else if constexpr (Op::arity == 2) {
     op.vjp(s, ybar, xbar[0], xbar[1]);
+  } else {
+    op.vjp(s, ybar, xbar[0], xbar[1], xbar[2]);
   }
 }
 template <class Op, Real T>
@@ -94,8 +98,10 @@ void call_vjp_tangent(const Op& op, const Saved<T, Op::arity>& s, const Tensor<T
     (void)op, (void)s, (void)dx, (void)dy, (void)ybar, (void)xbar_dot;
   } else if constexpr (Op::arity == 1) {
     if (xbar_dot[0]) op.vjp_tangent(s, *dx[0], dy, ybar, *xbar_dot[0]);
-  } else {
+  } else if constexpr (Op::arity == 2) {
     op.vjp_tangent(s, dx[0], dx[1], dy, ybar, xbar_dot[0], xbar_dot[1]);
+  } else {
+    op.vjp_tangent(s, dx[0], dx[1], dx[2], dy, ybar, xbar_dot[0], xbar_dot[1], xbar_dot[2]);
   }
 }
 

@@ -66,6 +66,12 @@ std::vector<AdCase> all_cases() {
                              {{Shape{3, 4}, Shape{5, 2}}, {Shape{3}, Shape{3, 4}}, {Shape{2, 3, 4}, Shape{4, 2}}}));
       }
 
+  for (auto [n, in, out] : std::vector<std::array<Index, 3>>{{3, 4, 5}, {1, 1, 1}, {17, 9, 2}})
+    cs.push_back(ad_case("linear",
+                         "linear N,in,out=" + std::to_string(n) + "," + std::to_string(in) + "," + std::to_string(out),
+                         {{Shape{n, in}}, {Shape{in, out}}, {Shape{out}}},
+                         [](auto x) { return amari::linear(x[0], x[1], x[2]); },
+                         {{Shape{3, 4}, Shape{5, 2}, Shape{2}}, {Shape{3, 4}, Shape{4, 2}, Shape{3}}}));
   for (const auto& s : S{Shape{3, 5}, Shape{1, 7}, Shape{17, 4}})
     cs.push_back(ad_case("transpose", "transpose " + s.str(), {{s}}, [](auto x) { return amari::transpose(x[0]); },
                          {{Shape{3}}, {Shape{2, 3, 4}}}));
