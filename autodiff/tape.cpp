@@ -36,10 +36,11 @@ void TapeState<T>::reset() {
 
 namespace {
 
-// Returns the workspace tensor for a slot, allocating it on first use in this epoch.
+// Returns the workspace tensor for a slot, allocating it on first use in this epoch. The sweeps
+// size `buf` to the slot count before taking any pointer into it: growing the vector here would
+// move the tensors that earlier pointers of the same sweep refer to.
 template <Real T>
 Tensor<T>& workspace(std::vector<Tensor<T>>& buf, std::size_t slot, const Shape& shape) {
-  if (buf.size() <= slot) buf.resize(slot + 1);
   if (!buf[slot].defined() || !(buf[slot].shape() == shape)) buf[slot] = Tensor<T>::uninitialized(shape);
   return buf[slot];
 }
@@ -124,6 +125,7 @@ void Tape<T>::forward_sweep(const char* op, std::span<const Var<T>> inputs,
   }
   const std::size_t nslots = st.slot_shapes.size();
   st.tangent.assign(nslots, nullptr);
+  if (st.tangent_buf.size() < nslots) st.tangent_buf.resize(nslots);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const std::int32_t s = slot_of(inputs[i], op, "input", i);
     if (s < 0 || st.slot_node[static_cast<std::size_t>(s)] >= 0) {
@@ -219,7 +221,11 @@ void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
       target[static_cast<std::size_t>(in_slots[i])] = &results[i];
   }
   st.adjoint.assign(nslots, nullptr);
-  if (second_order) st.adjoint_tangent.assign(nslots, nullptr);
+  if (st.adjoint_buf.size() < nslots) st.adjoint_buf.resize(nslots);
+  if (second_order) {
+    st.adjoint_tangent.assign(nslots, nullptr);
+    if (st.adjoint_tangent_buf.size() < nslots) st.adjoint_tangent_buf.resize(nslots);
+  }
   // First touch of a slot zero-fills its buffer; later contributions accumulate.
   auto acquire = [&](std::vector<Tensor<T>*>& ptrs, std::vector<Tensor<T>>& bufs, std::size_t s,
                      bool is_result) -> Tensor<T>* {

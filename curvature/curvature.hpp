@@ -11,3 +11,5 @@
 #include <amari/curvature/second_order.hpp>
 #include <amari/curvature/verify.hpp>
 #include <amari/curvature/cost.hpp>
+#include <amari/curvature/dense_solve.hpp>
+#include <amari/curvature/kfac.hpp>

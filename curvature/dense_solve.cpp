@@ -14,8 +14,7 @@ using kernels::Trans;
 
 Index check_square(const char* op, const Tensor<double>& a) {
   if (a.rank() != 2 || a.dim(0) != a.dim(1)) {
-    throw ShapeError(std::string(op) + ": expects a square matrix (n, n), got " +
-                     a.shape().str());
+    throw ShapeError(std::string(op) + ": expects a square matrix (n, n), got " + a.shape().str());
   }
   return a.dim(0);
 }
@@ -76,7 +75,8 @@ void cholesky_inverse_in_place(Tensor<double>& l) {
   const Index n = check_square("cholesky_inverse_in_place", l);
   if (n == 0) return;
   const double* lp = l.data();
-  // X = L^{-1}, lower triangular, by block rows I: X[I, :] = L_II^{-1} (E_I - L[I, 0:i0] X[0:i0, :]).
+  // X = L^{-1}, lower triangular, by block rows I: X[I, :] = L_II^{-1} (E_I - L[I, 0:i0] X[0:i0,
+  // :]).
   Tensor<double> xt(Shape{n, n});
   double* x = xt.data();
   for (Index i0 = 0; i0 < n; i0 += kDenseBlock) {
@@ -157,8 +157,8 @@ template <Real T>
 void symmetric_gram(Index m, Index n, double alpha, const T* x, Index ldx, double beta, T* c,
                     Index ldc) {
   if (m < 0 || n < 0 || ldx < n || ldc < n) {
-    throw ShapeError("symmetric_gram: bad extents m=" + std::to_string(m) + ", n=" +
-                     std::to_string(n) + ", ldx=" + std::to_string(ldx) +
+    throw ShapeError("symmetric_gram: bad extents m=" + std::to_string(m) +
+                     ", n=" + std::to_string(n) + ", ldx=" + std::to_string(ldx) +
                      ", ldc=" + std::to_string(ldc));
   }
   for (Index j0 = 0; j0 < n; j0 += kDenseBlock) {

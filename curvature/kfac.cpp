@@ -70,15 +70,14 @@ void validate(const KfacOptions& o) {
   check_option(o.damping > 0 && std::isfinite(o.damping), "damping", o.damping,
                "positive and finite");
   check_option(o.decay >= 0 && o.decay < 1, "decay", o.decay, "in [0, 1)");
-  check_option(o.inverse_update_every >= 1, "inverse_update_every", o.inverse_update_every,
-               ">= 1");
-  check_option(o.statistics_batch >= 0, "statistics_batch",
-               static_cast<double>(o.statistics_batch), ">= 0 (0: the whole batch)");
+  check_option(o.inverse_update_every >= 1, "inverse_update_every", o.inverse_update_every, ">= 1");
+  check_option(o.statistics_batch >= 0, "statistics_batch", static_cast<double>(o.statistics_batch),
+               ">= 0 (0: the whole batch)");
   check_option(o.momentum >= 0 && o.momentum < 1, "momentum", o.momentum, "in [0, 1)");
   check_option(o.kl_clip >= 0 && std::isfinite(o.kl_clip), "kl_clip", o.kl_clip,
                ">= 0 and finite (0 disables it)");
-  check_option(o.weight_decay >= 0 && std::isfinite(o.weight_decay), "weight_decay",
-               o.weight_decay, ">= 0 and finite");
+  check_option(o.weight_decay >= 0 && std::isfinite(o.weight_decay), "weight_decay", o.weight_decay,
+               ">= 0 and finite");
 }
 
 // ---- KroneckerFactors ---------------------------------------------------------------------------
@@ -131,10 +130,9 @@ KroneckerFactors<T>::KroneckerFactors(const nn::Model<T>& model, const nn::Head<
       l.bias = specs.size() == 2;
       l.offset = layout.at(p).offset;
       // The block [W; b] must be one contiguous (rows, out) row-major matrix (nn/model.hpp).
-      const bool contiguous =
-          layout[p].shape == Shape{l.in, l.out} &&
-          (!l.bias || (layout.at(p + 1).shape == Shape{l.out} &&
-                       layout[p + 1].offset == l.offset + l.in * l.out));
+      const bool contiguous = layout[p].shape == Shape{l.in, l.out} &&
+                              (!l.bias || (layout.at(p + 1).shape == Shape{l.out} &&
+                                           layout[p + 1].offset == l.offset + l.in * l.out));
       if (!contiguous) {
         throw Error("K-FAC: layer " + l.name + ": parameters are not laid out as [W; b]");
       }
@@ -241,6 +239,7 @@ double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& tar
   const double k = static_cast<double>(s.updates + 1);
   const double eps = std::min(1.0 - 1.0 / k, s.options.decay), w = 1.0 - eps;
   const double inv_ns = 1.0 / static_cast<double>(ns);
+  std::vector<double> colsum;
   for (std::size_t l = 0; l < num_layers; ++l) {
     const KfacLayer& L = s.layers[l];
     const Index rows = L.rows();
@@ -248,10 +247,15 @@ double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& tar
     // A = a^T a / Ns on the in x in block (row stride rows), then the bias row/column E[a] and 1.
     symmetric_gram<T>(ns, L.in, w * inv_ns, acts[l].data(), L.in, eps, a, rows);
     if (L.bias) {
+      // Column means E[a], accumulated in double row by row (contiguous reads).
       const T* x = acts[l].data();
+      colsum.assign(static_cast<std::size_t>(L.in), 0.0);
+      for (Index i = 0; i < ns; ++i) {
+        const T* xi = x + i * L.in;
+        for (Index j = 0; j < L.in; ++j) colsum[static_cast<std::size_t>(j)] += xi[j];
+      }
       for (Index j = 0; j < L.in; ++j) {
-        double m = 0;
-        for (Index i = 0; i < ns; ++i) m += static_cast<double>(x[i * L.in + j]);
+        const double m = colsum[static_cast<std::size_t>(j)];
         const T v = static_cast<T>(eps * static_cast<double>(a[L.in * rows + j]) + w * m * inv_ns);
         a[L.in * rows + j] = v;
         a[j * rows + L.in] = v;
@@ -382,11 +386,11 @@ const KfacOptions& KroneckerFactors<T>::options() const {
 template <Real T>
 std::string KroneckerFactors<T>::name() const {
   return std::string("K-FAC(") + (s_->options.true_fisher ? "true" : "EMPIRICAL") + " Fisher, " +
-         std::to_string(s_->layers.size()) + " layers, P=" + std::to_string(num_parameters()) +
-         ")";
+         std::to_string(s_->layers.size()) + " layers, P=" + std::to_string(num_parameters()) + ")";
 }
 
-// ---- Kfac -----------------------------------------------------------------------------------------
+// ---- Kfac
+// -----------------------------------------------------------------------------------------
 
 template <Real T>
 Kfac<T>::Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options)
@@ -445,7 +449,8 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   return r;
 }
 
-// ---- KfacPreconditioner ---------------------------------------------------------------------------
+// ---- KfacPreconditioner
+// ---------------------------------------------------------------------------
 
 template <Real T>
 void KfacPreconditioner<T>::apply(const Tensor<T>& r, Tensor<T>& z) {

@@ -29,8 +29,8 @@
 // use factored Tikhonov damping (sec. 6.3): with gamma = sqrt(lambda) and
 // pi = sqrt((tr(A) / dim A) / (tr(G) / dim G)),
 //   F_l + lambda I  ~  (A + pi gamma I) (x) (G + gamma / pi I),
-// and they are refreshed every inverse_update_every steps only (sec. 8), by a double-precision
-// Cholesky factorization (dense_solve.hpp).
+// and they are refreshed every inverse_update_every steps only (M&G use every 20th iteration), by a
+// double-precision Cholesky factorization (dense_solve.hpp).
 //
 // Cost of one Kfac step on a batch of N (statistics on Ns <= N examples), per Linear layer, in
 // flops: forward 2 N in out; gradient sweep ~4 N in out; the sampled-label sweep (true Fisher
@@ -54,20 +54,21 @@ namespace amari::curvature {
 
 /// Options of K-FAC (KroneckerFactors and Kfac). Violations raise ValueError naming the option.
 struct KfacOptions {
-  double learning_rate = 0.1;    ///< > 0: theta -= learning_rate * step
-  double damping = 1e-3;         ///< lambda > 0, factored Tikhonov damping (M&G 2015, sec. 6.3)
-  double decay = 0.95;           ///< in [0, 1): EMA weight of the old A, G (capped by 1 - 1/k)
-  int inverse_update_every = 10; ///< >= 1: steps between refreshes of the damped inverses
+  double learning_rate = 0.1;     ///< > 0: theta -= learning_rate * step
+  double damping = 1e-3;          ///< lambda > 0, factored Tikhonov damping (M&G 2015, sec. 6.3)
+  double decay = 0.95;            ///< in [0, 1): EMA weight of the old A, G (capped by 1 - 1/k)
+  int inverse_update_every = 10;  ///< >= 1: steps between refreshes of the damped inverses
   /// true: labels sampled from the model (the true Fisher, SEED-NOTES 1). false: the EMPIRICAL
   /// Fisher with the data labels, which is a different matrix (not the Fisher).
   bool true_fisher = true;
-  std::uint64_t seed = 0;        ///< for the sampled labels
-  Index statistics_batch = 0;    ///< A and G use the first n examples of each batch (0: all)
-  double momentum = 0;           ///< in [0, 1): heavy ball on the (clipped) K-FAC step
+  std::uint64_t seed = 0;      ///< for the sampled labels
+  Index statistics_batch = 0;  ///< A and G use the first n examples of each batch (0: all)
+  double momentum = 0;         ///< in [0, 1): heavy ball on the (clipped) K-FAC step
   /// >= 0; 0 disables. Ba et al. 2017: scale the step by
   /// nu = min(1, sqrt(kl_clip / (lr^2 sum_l <g_l, F_l^{-1} g_l>))), which bounds the KL divergence
-  /// the step predicts (lr^2 g^T F^{-1} g / 2 <= kl_clip / 2).
-  double kl_clip = 1e-3;
+  /// the step predicts (lr^2 g^T F^{-1} g / 2 <= kl_clip / 2). Without it, early steps taken with
+  /// inverses from the first few batches can diverge when inverse_update_every > 1.
+  double kl_clip = 1e-2;
   /// >= 0: L2 penalty (wd / 2) ||theta||^2 added to the objective; its curvature wd joins the
   /// damping (gamma = sqrt(lambda + wd), M&G 2015, sec. 6.3). StepReport losses exclude it.
   double weight_decay = 0;
@@ -83,7 +84,7 @@ struct KfacLayer {
   std::string name;              ///< e.g. "2: Linear(4 -> 3)", for reports and errors
   Index in = 0, out = 0;
   bool bias = false;
-  Index offset = 0;              ///< flat offset of the weight; the bias follows it directly
+  Index offset = 0;  ///< flat offset of the weight; the bias follows it directly
   /// dim A = in (+ 1 with a bias): the rows of the layer's parameter matrix [W; b].
   Index rows() const { return in + (bias ? 1 : 0); }
 };

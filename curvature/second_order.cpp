@@ -210,10 +210,10 @@ StepReport HessianFree<T>::step(const Tensor<T>& inputs, const Tensor<T>& target
   std::unique_ptr<DiagonalPreconditioner<T>> m;
   if (options_.preconditioner) {
     // Martens 2010, sec. 4.7: M = (diag(EF) + lambda)^alpha, EF from per-example gradients.
-    Tensor<T> diag = empirical_fisher_diagonal(*model_, *head_, inputs, targets, options_.preconditioner_examples);
-    for (Index k = 0; k < diag.size(); ++k)
-      diag[k] = static_cast<T>(std::pow(static_cast<double>(diag[k]) + lm_.lambda, options_.preconditioner_exponent));
-    m = std::make_unique<DiagonalPreconditioner<T>>(diag);
+    const Tensor<T> diag =
+        empirical_fisher_diagonal(*model_, *head_, inputs, targets, options_.preconditioner_examples);
+    m = std::make_unique<DiagonalPreconditioner<T>>(
+        martens_preconditioner(diag, lm_.lambda, options_.preconditioner_exponent));
   }
   // sec. 4.5: start CG from a decayed copy of the previous solution.
   Tensor<T> x0;

@@ -1,0 +1,799 @@
+// K-FAC (curvature/kfac.hpp) and the dense Cholesky behind it (curvature/dense_solve.hpp).
+//
+// The references are built here independently of the code under test: per-example activations by
+// plain Tensor forward passes through the Sequential's children, per-example errors delta_l as
+// the bias gradient of layer l from a parameter VJP on a batch of one example (dl/db_l = delta_l,
+// not the intermediate-Var VJP that K-FAC uses), sampled labels by the head's counter-based
+// sample() on that single example (first_example = i), explicit Kronecker products and Gaussian
+// elimination for the damped block solves, and the dense MC Fisher from its operator.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <amari/autodiff/autodiff.hpp>
+#include <amari/curvature/cg.hpp>
+#include <amari/curvature/dense_solve.hpp>
+#include <amari/curvature/fisher.hpp>
+#include <amari/curvature/ggn.hpp>
+#include <amari/curvature/kfac.hpp>
+#include <amari/nn/heads.hpp>
+#include <amari/nn/layers.hpp>
+#include <amari/nn/model.hpp>
+#include <amari/nn/training.hpp>
+
+#include "support/random.hpp"
+
+namespace {
+
+using amari::Index;
+using amari::Shape;
+using amari::Tape;
+using amari::Tensor;
+using amari::ValueError;
+using amari::Var;
+using amari::curvature::cholesky_in_place;
+using amari::curvature::cholesky_inverse_in_place;
+using amari::curvature::cholesky_solve_in_place;
+using amari::curvature::Kfac;
+using amari::curvature::KfacOptions;
+using amari::curvature::KfacPreconditioner;
+using amari::curvature::KroneckerFactors;
+using amari::curvature::MonteCarloFisherOperator;
+using amari::curvature::spd_inverse;
+using amari::curvature::symmetric_gram;
+using amari::nn::Act;
+using amari::nn::Gaussian;
+using amari::nn::Head;
+using amari::nn::Linear;
+using amari::nn::Model;
+using amari::nn::ParamCursor;
+using amari::nn::Sequential;
+using amari::nn::SigmoidBernoulli;
+using amari::nn::SoftmaxCrossEntropy;
+using amari::test::normal_tensor;
+using amari::test::Rng;
+using Catch::Matchers::Contains;
+
+constexpr Index kD = 3, kH = 4, kC = 3, kN = 6;
+
+// A dense row-major matrix for the references.
+struct Mat {
+  Index r = 0, c = 0;
+  std::vector<double> v;
+  Mat(Index rows, Index cols) : r(rows), c(cols), v(static_cast<std::size_t>(rows * cols), 0.0) {}
+  double& operator()(Index i, Index j) { return v[static_cast<std::size_t>(i * c + j)]; }
+  double operator()(Index i, Index j) const { return v[static_cast<std::size_t>(i * c + j)]; }
+};
+
+template <class T>
+Mat mat_of(const Tensor<T>& t) {
+  Mat m(t.dim(0), t.dim(1));
+  for (Index k = 0; k < t.size(); ++k) m.v[static_cast<std::size_t>(k)] = static_cast<double>(t[k]);
+  return m;
+}
+
+double max_abs(const Mat& m) {
+  double s = 0;
+  for (double x : m.v) s = std::max(s, std::fabs(x));
+  return s;
+}
+
+// max |a - b| / max |b|.
+double rel_diff(const Mat& a, const Mat& b) {
+  double d = 0;
+  for (std::size_t k = 0; k < a.v.size(); ++k) d = std::max(d, std::fabs(a.v[k] - b.v[k]));
+  return d / max_abs(b);
+}
+
+Mat kron(const Mat& a, const Mat& g) {
+  Mat k(a.r * g.r, a.c * g.c);
+  for (Index i = 0; i < a.r; ++i)
+    for (Index j = 0; j < a.c; ++j)
+      for (Index p = 0; p < g.r; ++p)
+        for (Index q = 0; q < g.c; ++q) k(i * g.r + p, j * g.c + q) = a(i, j) * g(p, q);
+  return k;
+}
+
+Mat plus_identity(Mat m, double d) {
+  for (Index i = 0; i < m.r; ++i) m(i, i) += d;
+  return m;
+}
+
+// M x = b by Gaussian elimination with partial pivoting.
+std::vector<double> solve(Mat m, std::vector<double> b) {
+  const Index n = m.r;
+  for (Index k = 0; k < n; ++k) {
+    Index piv = k;
+    for (Index i = k + 1; i < n; ++i)
+      if (std::fabs(m(i, k)) > std::fabs(m(piv, k))) piv = i;
+    for (Index j = 0; j < n; ++j) std::swap(m(k, j), m(piv, j));
+    std::swap(b[static_cast<std::size_t>(k)], b[static_cast<std::size_t>(piv)]);
+    for (Index i = k + 1; i < n; ++i) {
+      const double f = m(i, k) / m(k, k);
+      for (Index j = k; j < n; ++j) m(i, j) -= f * m(k, j);
+      b[static_cast<std::size_t>(i)] -= f * b[static_cast<std::size_t>(k)];
+    }
+  }
+  std::vector<double> x(static_cast<std::size_t>(n));
+  for (Index i = n - 1; i >= 0; --i) {
+    double s = b[static_cast<std::size_t>(i)];
+    for (Index j = i + 1; j < n; ++j) s -= m(i, j) * x[static_cast<std::size_t>(j)];
+    x[static_cast<std::size_t>(i)] = s / m(i, i);
+  }
+  return x;
+}
+
+// Row i of a (N, C) tensor as a batch of one, (1, C).
+Tensor<double> row(const Tensor<double>& x, Index i) {
+  const Index d = x.dim(1);
+  return x.view(i * d, Shape{1, d}).clone();
+}
+
+void randomize(Model<double>& model, Rng& rng, double scale) {
+  Tensor<double>& theta = model.parameters();
+  for (Index k = 0; k < theta.size(); ++k) theta[k] = rng.uniform(-scale, scale);
+}
+
+Model<double> make_mlp(Rng& rng) {
+  Model<double> model(amari::nn::mlp<double>({kD, kH, kC}, Act::tanh));
+  randomize(model, rng, 1.0);
+  return model;
+}
+
+// Targets of the kind each head expects.
+Tensor<double> targets_for(const Head<double>& head, Index n, Index c, Rng& rng) {
+  Tensor<double> y(Shape{n, c});
+  const std::string name = head.name();
+  for (Index i = 0; i < n; ++i) {
+    if (name.find("softmax") != std::string::npos) {
+      y[i * c + static_cast<Index>(rng.below(static_cast<std::uint64_t>(c)))] = 1.0;
+    } else if (name.find("Bernoulli") != std::string::npos) {
+      for (Index j = 0; j < c; ++j) y[i * c + j] = rng.uniform() < 0.5 ? 0.0 : 1.0;
+    } else {
+      for (Index j = 0; j < c; ++j) y[i * c + j] = rng.normal();
+    }
+  }
+  return y;
+}
+
+std::vector<std::unique_ptr<Head<double>>> all_heads() {
+  std::vector<std::unique_ptr<Head<double>>> heads;
+  heads.push_back(std::make_unique<SoftmaxCrossEntropy<double>>());
+  heads.push_back(std::make_unique<SigmoidBernoulli<double>>());
+  heads.push_back(std::make_unique<Gaussian<double>>(0.7));
+  return heads;
+}
+
+// Per-layer K-FAC references from per-example quantities: A = mean a a^T (a with a trailing 1
+// for a layer with a bias), G = mean delta delta^T. The error of example i at layer l is the bias
+// gradient of layer l of <c_i, z_i>, from a parameter VJP on example i alone; c_i comes from
+// `cotangent(z_i, i)`. Every Linear layer must have a bias.
+struct Reference {
+  std::vector<Mat> a, g;
+};
+template <class Cotangent>
+Reference reference_factors(const Model<double>& model, const Tensor<double>& x,
+                            const Cotangent& cotangent) {
+  const auto& net = dynamic_cast<const Sequential<double>&>(model.module());
+  const std::vector<Tensor<double>>& views = model.parameter_views();
+  Reference ref;
+  const Index n = x.dim(0);
+  for (Index i = 0; i < n; ++i) {
+    // Activations: plain forward through the children, one example.
+    std::vector<Tensor<double>> acts;
+    std::vector<std::size_t> bias_index;  // parameter index of each Linear's bias
+    Tensor<double> h = row(x, i);
+    std::size_t p = 0;
+    for (std::size_t m = 0; m < net.size(); ++m) {
+      std::vector<amari::nn::ParamSpec> specs;
+      net[m].declare(specs, "");
+      ParamCursor<Tensor<double>> cursor(
+          std::span<const Tensor<double>>(views).subspan(p, specs.size()));
+      if (dynamic_cast<const Linear<double>*>(&net[m])) {
+        REQUIRE(specs.size() == 2);
+        acts.push_back(h.clone());
+        bias_index.push_back(p + 1);
+      }
+      h = net[m].forward(h, cursor);
+      p += specs.size();
+    }
+    // Errors: parameter gradient of <c_i, z_i> on a tape holding example i only.
+    Tape<double> tape;
+    const std::vector<Var<double>> params = model.variables(tape);
+    const Var<double> z =
+        model.forward(Var<double>(row(x, i)), std::span<const Var<double>>(params));
+    const Tensor<double> c = cotangent(z.value(), i);
+    const auto grads = tape.vjp(std::span<const Var<double>>(&z, 1),
+                                std::span<const Tensor<double>>(&c, 1), params);
+    if (ref.a.empty()) {
+      for (std::size_t l = 0; l < acts.size(); ++l) {
+        const Index in = acts[l].dim(1), out = grads[bias_index[l]].size();
+        ref.a.emplace_back(in + 1, in + 1);
+        ref.g.emplace_back(out, out);
+      }
+    }
+    for (std::size_t l = 0; l < acts.size(); ++l) {
+      const Index in = acts[l].dim(1);
+      std::vector<double> a(static_cast<std::size_t>(in + 1), 1.0);
+      for (Index k = 0; k < in; ++k) a[static_cast<std::size_t>(k)] = acts[l][k];
+      const Tensor<double>& delta = grads[bias_index[l]];
+      for (Index r = 0; r <= in; ++r)
+        for (Index s = 0; s <= in; ++s)
+          ref.a[l](r, s) += a[static_cast<std::size_t>(r)] * a[static_cast<std::size_t>(s)] / n;
+      for (Index r = 0; r < delta.size(); ++r)
+        for (Index s = 0; s < delta.size(); ++s) ref.g[l](r, s) += delta[r] * delta[s] / n;
+    }
+  }
+  return ref;
+}
+
+// True-Fisher cotangent of example i: mu(z_i) - T(y_i), y_i ~ r(.|z_i) drawn with the key
+// (seed, example i, sample k).
+auto sampled_error(const Head<double>& head, std::uint64_t seed, std::uint64_t k) {
+  return [&head, seed, k](const Tensor<double>& zi, Index i) {
+    const Tensor<double> y = head.sample(zi, seed, k, i);
+    Tensor<double> s(zi.shape());
+    head.score(zi, y, s);
+    for (Index j = 0; j < s.size(); ++j) s[j] = -s[j];
+    return s;
+  };
+}
+
+Mat dense_fisher_block(amari::curvature::LinearOperator<double>& op) {
+  const Index n = op.size();
+  Mat m(n, n);
+  Tensor<double> e(Shape{n}), col(Shape{n});
+  for (Index j = 0; j < n; ++j) {
+    e.fill(0.0);
+    e[j] = 1.0;
+    op.apply(e, col);
+    for (Index i = 0; i < n; ++i) m(i, j) = col[i];
+  }
+  return m;
+}
+
+Model<double> single_linear(Rng& rng) {
+  auto net = std::make_shared<Sequential<double>>();
+  net->emplace<Linear<double>>(kD, kC);
+  Model<double> model(net);
+  randomize(model, rng, 1.0);
+  return model;
+}
+
+}  // namespace
+
+// ---- dense_solve
+// ----------------------------------------------------------------------------------
+
+TEST_CASE("dense_solve: blocked Cholesky gives L L^T = A and the inverse, across block edges",
+          "[kfac]") {
+  Rng rng(11);
+  for (Index n : {1, 5, 64, 65, 150}) {
+    const Tensor<double> x = normal_tensor<double>(Shape{n + 3, n}, rng);
+    Tensor<double> a(Shape{n, n});
+    symmetric_gram<double>(n + 3, n, 1.0, x.data(), n, 0.0, a.data(), n);
+    for (Index i = 0; i < n; ++i) a[i * n + i] += 0.1;
+    Tensor<double> l = a.clone();
+    REQUIRE(cholesky_in_place(l) == -1);
+    double err = 0, scale = 0;
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j < n; ++j) {
+        if (j > i) CHECK(l[i * n + j] == 0.0);
+        double s = 0;
+        for (Index k = 0; k < n; ++k) s += l[i * n + k] * l[j * n + k];
+        err = std::max(err, std::fabs(s - a[i * n + j]));
+        scale = std::max(scale, std::fabs(a[i * n + j]));
+      }
+    }
+    CHECK(err <= 1e-13 * scale);
+    const Tensor<double> inv = spd_inverse(a);
+    double id_err = 0;
+    for (Index i = 0; i < n; ++i) {
+      for (Index j = 0; j < n; ++j) {
+        CHECK(inv[i * n + j] == inv[j * n + i]);
+        double s = 0;
+        for (Index k = 0; k < n; ++k) s += inv[i * n + k] * a[k * n + j];
+        id_err = std::max(id_err, std::fabs(s - (i == j ? 1.0 : 0.0)));
+      }
+    }
+    CHECK(id_err < 1e-9);
+    // cholesky_solve: A X = B.
+    Tensor<double> b = normal_tensor<double>(Shape{n, 2}, rng), xs = b.clone();
+    cholesky_solve_in_place(l, xs);
+    double res = 0;
+    for (Index i = 0; i < n; ++i)
+      for (Index j = 0; j < 2; ++j) {
+        double s = 0;
+        for (Index k = 0; k < n; ++k) s += a[i * n + k] * xs[k * 2 + j];
+        res = std::max(res, std::fabs(s - b[i * 2 + j]));
+      }
+    CHECK(res < 1e-9);
+  }
+}
+
+TEST_CASE("dense_solve: 1025 x 1025 inverse (the largest K-FAC factor of a 1024-input layer)",
+          "[kfac]") {
+  const Index n = 1025;
+  Rng rng(12);
+  const Tensor<double> x = normal_tensor<double>(Shape{n + 10, n}, rng);
+  Tensor<double> a(Shape{n, n});
+  symmetric_gram<double>(n + 10, n, 1.0 / n, x.data(), n, 0.0, a.data(), n);
+  for (Index i = 0; i < n; ++i) a[i * n + i] += 1e-2;
+  const Tensor<double> inv = spd_inverse(a);
+  // A (A^{-1} v) = v for a few random v: O(n^2) each.
+  for (int t = 0; t < 3; ++t) {
+    const Tensor<double> v = normal_tensor<double>(Shape{n}, rng);
+    std::vector<double> w(static_cast<std::size_t>(n));
+    for (Index i = 0; i < n; ++i) {
+      double s = 0;
+      for (Index k = 0; k < n; ++k) s += inv[i * n + k] * v[k];
+      w[static_cast<std::size_t>(i)] = s;
+    }
+    double err = 0;
+    for (Index i = 0; i < n; ++i) {
+      double s = 0;
+      for (Index k = 0; k < n; ++k) s += a[i * n + k] * w[static_cast<std::size_t>(k)];
+      err = std::max(err, std::fabs(s - v[i]));
+    }
+    CHECK(err < 1e-8);
+  }
+}
+
+TEST_CASE("dense_solve: a matrix that is not positive definite reports the failing pivot",
+          "[kfac]") {
+  // diag(1, 4, -1, 2) with a small off-diagonal coupling: the third pivot is negative.
+  Tensor<double> a =
+      Tensor<double>::from(Shape{4, 4}, {1, 0.1, 0, 0, 0.1, 4, 0, 0, 0, 0, -1, 0, 0, 0, 0, 2});
+  Tensor<double> l = a.clone();
+  CHECK(cholesky_in_place(l) == 2);
+  CHECK_THROWS_WITH(spd_inverse(a), Contains("pivot 2"));
+  Tensor<double> nan = Tensor<double>::from(Shape{2, 2}, {1, 0, NAN, 1});
+  CHECK(cholesky_in_place(nan) == 1);
+}
+
+TEST_CASE("symmetric_gram: equals X^T X (alpha, beta) and is exactly symmetric", "[kfac]") {
+  Rng rng(13);
+  const Index m = 37, n = 70;  // n crosses a block edge
+  const Tensor<float> x = normal_tensor<float>(Shape{m, n}, rng);
+  Tensor<float> c0 = normal_tensor<float>(Shape{n, n}, rng);
+  for (Index i = 0; i < n; ++i)  // symmetric start
+    for (Index j = 0; j < i; ++j) c0[j * n + i] = c0[i * n + j];
+  Tensor<float> c = c0.clone();
+  symmetric_gram<float>(m, n, 0.5, x.data(), n, 0.25, c.data(), n);
+  for (Index i = 0; i < n; ++i) {
+    for (Index j = 0; j < n; ++j) {
+      double s = 0;
+      for (Index k = 0; k < m; ++k) s += static_cast<double>(x[k * n + i]) * x[k * n + j];
+      CHECK(c[i * n + j] == Approx(0.5 * s + 0.25 * c0[i * n + j]).margin(1e-4));
+      CHECK(c[i * n + j] == c[j * n + i]);
+    }
+  }
+}
+
+// ---- the Kronecker factors
+// --------------------------------------------------------------------------
+
+TEST_CASE(
+    "K-FAC factors: A and G equal the means of per-example a a^T and delta delta^T "
+    "(true Fisher, sampled labels), for the three heads",
+    "[kfac]") {
+  for (const auto& head : all_heads()) {
+    INFO(head->name());
+    Rng rng(21);
+    Model<double> model = make_mlp(rng);
+    const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+    const Tensor<double> y = targets_for(*head, kN, kC, rng);
+    KroneckerFactors<double> f(model, *head, {.seed = 5});
+    Tensor<double> g = model.zeros_like_parameters();
+    const double loss = f.update(x, y, &g);
+    REQUIRE(f.layers().size() == 2);
+    const Reference ref = reference_factors(model, x, sampled_error(*head, 5, 0));
+    for (std::size_t l = 0; l < 2; ++l) {
+      INFO("layer " << l);
+      CHECK(rel_diff(mat_of(f.factor_a(l)), ref.a[l]) < 1e-13);
+      CHECK(rel_diff(mat_of(f.factor_g(l)), ref.g[l]) < 1e-12);
+    }
+    // The gradient and loss from the same recorded pass match nn::loss_and_gradient.
+    Tensor<double> g_ref = model.zeros_like_parameters();
+    const double loss_ref = amari::nn::loss_and_gradient(model, *head, x, y, g_ref);
+    CHECK(loss == Approx(loss_ref).epsilon(1e-14));
+    CHECK(amari::test::max_abs_diff(g, g_ref) < 1e-14);
+  }
+}
+
+TEST_CASE("K-FAC factors: moving averages weight the k-th update by max(1/k, 1 - decay)",
+          "[kfac]") {
+  SoftmaxCrossEntropy<double> head;
+  Rng rng(22);
+  Model<double> model = make_mlp(rng);
+  KroneckerFactors<double> f(model, head, {.decay = 0.6, .seed = 9});
+  std::vector<Reference> refs;
+  for (std::uint64_t k = 0; k < 3; ++k) {
+    const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+    const Tensor<double> y = targets_for(head, kN, kC, rng);
+    f.update(x, y);
+    refs.push_back(reference_factors(model, x, sampled_error(head, 9, k)));
+  }
+  CHECK(f.updates() == 3);
+  // Weights on the old value: k = 2: min(1/2, 0.6) = 0.5; k = 3: min(2/3, 0.6) = 0.6.
+  for (std::size_t l = 0; l < 2; ++l) {
+    Mat a = refs[0].a[l], g = refs[0].g[l];
+    for (std::size_t e = 0; e < a.v.size(); ++e) {
+      a.v[e] = 0.6 * (0.5 * a.v[e] + 0.5 * refs[1].a[l].v[e]) + 0.4 * refs[2].a[l].v[e];
+    }
+    for (std::size_t e = 0; e < g.v.size(); ++e) {
+      g.v[e] = 0.6 * (0.5 * g.v[e] + 0.5 * refs[1].g[l].v[e]) + 0.4 * refs[2].g[l].v[e];
+    }
+    CHECK(rel_diff(mat_of(f.factor_a(l)), a) < 1e-13);
+    CHECK(rel_diff(mat_of(f.factor_g(l)), g) < 1e-12);
+  }
+}
+
+TEST_CASE("K-FAC factors: the empirical variant uses the data labels' errors, not sampled ones",
+          "[kfac]") {
+  for (const auto& head : all_heads()) {
+    INFO(head->name());
+    Rng rng(23);
+    Model<double> model = make_mlp(rng);
+    const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+    const Tensor<double> y = targets_for(*head, kN, kC, rng);
+    KroneckerFactors<double> emp(model, *head, {.true_fisher = false, .seed = 5});
+    KroneckerFactors<double> fisher(model, *head, {.true_fisher = true, .seed = 5});
+    emp.update(x, y);
+    fisher.update(x, y);
+    CHECK_THAT(emp.name(), Contains("EMPIRICAL"));
+    const Reference ref = reference_factors(model, x, [&](const Tensor<double>& zi, Index i) {
+      Tensor<double> s(zi.shape());
+      head->score(zi, row(y, i), s);  // data label
+      for (Index j = 0; j < s.size(); ++j) s[j] = -s[j];
+      return s;
+    });
+    for (std::size_t l = 0; l < 2; ++l) {
+      CHECK(rel_diff(mat_of(emp.factor_a(l)), ref.a[l]) < 1e-13);
+      CHECK(rel_diff(mat_of(emp.factor_g(l)), ref.g[l]) < 1e-12);
+      // The sampled-label G is a different matrix.
+      CHECK(rel_diff(mat_of(fisher.factor_g(l)), ref.g[l]) > 1e-2);
+    }
+  }
+}
+
+TEST_CASE("K-FAC factors: statistics_batch restricts A and G to the first examples", "[kfac]") {
+  SoftmaxCrossEntropy<double> head;
+  Rng rng(24);
+  Model<double> model = make_mlp(rng);
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+  const Tensor<double> y = targets_for(head, kN, kC, rng);
+  KroneckerFactors<double> f(model, head, {.seed = 3, .statistics_batch = 2});
+  f.update(x, y);
+  const Reference ref =
+      reference_factors(model, x.view(0, Shape{2, kD}), sampled_error(head, 3, 0));
+  for (std::size_t l = 0; l < 2; ++l) {
+    CHECK(rel_diff(mat_of(f.factor_a(l)), ref.a[l]) < 1e-13);
+    CHECK(rel_diff(mat_of(f.factor_g(l)), ref.g[l]) < 1e-12);
+  }
+}
+
+TEST_CASE(
+    "K-FAC: one Linear layer, one example: A (x) G is exactly the MC Fisher with the same "
+    "sampled label",
+    "[kfac]") {
+  for (const auto& head : all_heads()) {
+    INFO(head->name());
+    Rng rng(31);
+    Model<double> model = single_linear(rng);
+    const Tensor<double> x1 = normal_tensor<double>(Shape{1, kD}, rng);
+    const Tensor<double> y1 = targets_for(*head, 1, kC, rng);
+    MonteCarloFisherOperator<double> mc(model, *head, x1, 1, 17);  // draws sample(z, 17, 0)
+    const Mat fisher = dense_fisher_block(mc);
+    KroneckerFactors<double> f(model, *head, {.seed = 17});
+    f.update(x1, y1);
+    const Mat k = kron(mat_of(f.factor_a(0)), mat_of(f.factor_g(0)));
+    REQUIRE(k.r == model.num_parameters());
+    CHECK(rel_diff(k, fisher) < 1e-13);
+
+    // In a deeper net too, with one example, every diagonal block of the MC Fisher is A_l (x) G_l.
+    Model<double> deep = make_mlp(rng);
+    MonteCarloFisherOperator<double> mc_deep(deep, *head, x1, 1, 17);
+    const Mat fd = dense_fisher_block(mc_deep);
+    KroneckerFactors<double> fdeep(deep, *head, {.seed = 17});
+    fdeep.update(x1, y1);
+    for (std::size_t l = 0; l < fdeep.layers().size(); ++l) {
+      const auto& L = fdeep.layers()[l];
+      const Mat kl = kron(mat_of(fdeep.factor_a(l)), mat_of(fdeep.factor_g(l)));
+      Mat block(kl.r, kl.c);
+      for (Index i = 0; i < kl.r; ++i)
+        for (Index j = 0; j < kl.c; ++j) block(i, j) = fd(L.offset + i, L.offset + j);
+      CHECK(rel_diff(kl, block) < 1e-12);
+    }
+
+    // With two examples A (x) G is only an approximation of the block.
+    const Tensor<double> x2 = normal_tensor<double>(Shape{2, kD}, rng);
+    const Tensor<double> y2 = targets_for(*head, 2, kC, rng);
+    MonteCarloFisherOperator<double> mc2(model, *head, x2, 1, 17);
+    KroneckerFactors<double> f2(model, *head, {.seed = 17});
+    f2.update(x2, y2);
+    CHECK(rel_diff(kron(mat_of(f2.factor_a(0)), mat_of(f2.factor_g(0))), dense_fisher_block(mc2)) >
+          1e-3);
+  }
+}
+
+TEST_CASE(
+    "K-FAC: the preconditioned gradient equals the dense solve with "
+    "kron(A + pi sqrt(lambda) I, G + sqrt(lambda)/pi I) per layer (with and without bias)",
+    "[kfac]") {
+  Rng rng(41);
+  auto net = std::make_shared<Sequential<double>>();
+  net->emplace<Linear<double>>(kD, kH, false);  // no bias: A is in x in
+  net->emplace<amari::nn::Tanh<double>>();
+  net->emplace<Linear<double>>(kH, kC);
+  Model<double> model(net);
+  randomize(model, rng, 1.0);
+  SoftmaxCrossEntropy<double> head;
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+  const Tensor<double> y = targets_for(head, kN, kC, rng);
+  KroneckerFactors<double> f(model, head, {.seed = 1});
+  f.update(x, y);
+  const double lambda = 0.05;
+  f.update_inverses(lambda);
+  const Tensor<double> g = normal_tensor<double>(Shape{model.num_parameters()}, rng);
+  Tensor<double> u(g.shape());
+  f.precondition(g, u);
+
+  REQUIRE(f.layers().size() == 2);
+  CHECK(f.factor_a(0).dim(0) == kD);
+  CHECK(f.factor_a(1).dim(0) == kH + 1);
+  for (std::size_t l = 0; l < 2; ++l) {
+    INFO("layer " << l);
+    const auto& L = f.layers()[l];
+    const Mat a = mat_of(f.factor_a(l)), gm = mat_of(f.factor_g(l));
+    double ta = 0, tg = 0;
+    for (Index i = 0; i < a.r; ++i) ta += a(i, i) / a.r;
+    for (Index i = 0; i < gm.r; ++i) tg += gm(i, i) / gm.r;
+    const double pi = std::sqrt(ta / tg);
+    CHECK(f.pi(l) == Approx(pi).epsilon(1e-14));
+    CHECK(f.damping_used(l) == lambda);
+    const Mat m =
+        kron(plus_identity(a, pi * std::sqrt(lambda)), plus_identity(gm, std::sqrt(lambda) / pi));
+    const Index len = L.rows() * L.out;
+    std::vector<double> b(g.data() + L.offset, g.data() + L.offset + len);
+    const std::vector<double> want = solve(m, b);
+    double err = 0, scale = 0;
+    for (Index k = 0; k < len; ++k) {
+      err = std::max(err, std::fabs(u[L.offset + k] - want[static_cast<std::size_t>(k)]));
+      scale = std::max(scale, std::fabs(want[static_cast<std::size_t>(k)]));
+    }
+    CHECK(err < 1e-11 * scale);
+  }
+  // In place gives the same.
+  Tensor<double> in_place = g.clone();
+  f.precondition(in_place, in_place);
+  CHECK(amari::test::max_abs_diff(in_place, u) == 0.0);
+
+  // KfacPreconditioner applies the same map.
+  KfacPreconditioner<double> m(f);
+  CHECK(m.size() == model.num_parameters());
+  Tensor<double> z(g.shape());
+  m.apply(g, z);
+  CHECK(amari::test::max_abs_diff(z, u) == 0.0);
+  CHECK_THAT(m.name(), Contains("K-FAC(true Fisher, 2 layers"));
+}
+
+TEST_CASE(
+    "K-FAC preconditioner: on softmax regression with badly scaled inputs, PCG on the "
+    "damped GGN needs fewer than half the CG iterations",
+    "[kfac]") {
+  // Feature j has scale 10^(2j/(D-1) - 1) and mean 0.5: the GGN inherits the input covariance,
+  // which is what the factor A captures. (On tiny random MLPs the cross-layer blocks dominate and
+  // no block-diagonal preconditioner, not even the exact blocks, beats plain CG.)
+  const Index d = 30, c = 5, n = 200;
+  Rng rng(42);
+  auto net = std::make_shared<Sequential<double>>();
+  net->emplace<Linear<double>>(d, c);
+  Model<double> model(net, 3);
+  SoftmaxCrossEntropy<double> head;
+  Tensor<double> x = normal_tensor<double>(Shape{n, d}, rng);
+  for (Index i = 0; i < n; ++i)
+    for (Index j = 0; j < d; ++j)
+      x[i * d + j] = x[i * d + j] * std::pow(10.0, 2.0 * j / (d - 1) - 1.0) + 0.5;
+  const Tensor<double> y = targets_for(head, n, c, rng);
+  const double lambda = 1e-3;
+  KroneckerFactors<double> f(model, head, {.seed = 2});
+  f.update(x, y);
+  f.update_inverses(lambda);
+  KfacPreconditioner<double> m(f);
+  amari::curvature::GgnOperator<double> ggn(model, head, x);
+  amari::curvature::DampedOperator<double> a(amari::curvature::borrowed(ggn), lambda);
+  const Tensor<double> b = normal_tensor<double>(Shape{model.num_parameters()}, rng);
+  const amari::curvature::CgOptions opts{
+      .max_iterations = 2000, .relative_tolerance = 1e-6, .progress_stopping = false};
+  const auto plain = amari::curvature::conjugate_gradient(a, b, opts);
+  const auto pcg = amari::curvature::conjugate_gradient(a, b, opts, nullptr, &m);
+  REQUIRE(plain.status == amari::curvature::CgStatus::converged);
+  REQUIRE(pcg.status == amari::curvature::CgStatus::converged);
+  INFO("plain " << plain.iterations << " preconditioned " << pcg.iterations);
+  CHECK(pcg.iterations * 2 < plain.iterations);
+}
+
+// ---- the optimizer
+// ------------------------------------------------------------------------------------
+
+TEST_CASE("Kfac: 20 steps decrease the training loss with softmax, Bernoulli and Gaussian heads",
+          "[kfac]") {
+  for (const auto& head : all_heads()) {
+    INFO(head->name());
+    Rng rng(51);
+    const Index n = 64, d = 4, c = 3;
+    // A teacher network labels the inputs, so the task is learnable.
+    Model<double> teacher(amari::nn::mlp<double>({d, 6, c}, Act::tanh), 99);
+    randomize(teacher, rng, 2.0);
+    const Tensor<double> x = normal_tensor<double>(Shape{n, d}, rng);
+    const Tensor<double> zt = teacher.forward(x);
+    Tensor<double> y(zt.shape());
+    const std::string name = head->name();
+    for (Index i = 0; i < n; ++i) {
+      Index best = 0;
+      for (Index j = 0; j < c; ++j) {
+        if (zt[i * c + j] > zt[i * c + best]) best = j;
+        if (name.find("Bernoulli") != std::string::npos) y[i * c + j] = zt[i * c + j] > 0 ? 1 : 0;
+        if (name.find("Gaussian") != std::string::npos) y[i * c + j] = zt[i * c + j];
+      }
+      if (name.find("softmax") != std::string::npos) y[i * c + best] = 1;
+    }
+    Model<double> model(amari::nn::mlp<double>({d, 8, c}, Act::tanh), 1);
+    Kfac<double> kfac(model, *head, {.seed = 4});  // default options
+    double first = 0, last = 0;
+    int decreases = 0;
+    for (int t = 0; t < 20; ++t) {
+      const auto r = kfac.step(x, y);
+      if (t == 0) first = r.loss;
+      last = r.loss_after;
+      decreases += r.loss_after < r.loss;
+      CHECK(r.lambda == 1e-3);
+      CHECK(r.gradient_norm > 0);
+      CHECK(r.step_norm > 0);
+      CHECK(r.cg_iterations == 0);
+    }
+    INFO("loss " << first << " -> " << last);
+    CHECK(last < 0.5 * first);
+    CHECK(decreases >= 18);
+    CHECK(kfac.steps() == 20);
+  }
+}
+
+TEST_CASE("Kfac: the KL clip scales the step to lr^2 g^T F^-1 g = kl_clip", "[kfac]") {
+  Rng rng(52);
+  SoftmaxCrossEntropy<double> head;
+  Model<double> model = make_mlp(rng);
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+  const Tensor<double> y = targets_for(head, kN, kC, rng);
+  const Tensor<double> theta0 = model.gather();
+  // Unclipped step for reference.
+  Kfac<double> free(model, head, {.learning_rate = 1.0, .kl_clip = 0});
+  const auto r_free = free.step(x, y);
+  CHECK(r_free.step_scale == 1.0);
+  Tensor<double> d_free = model.gather();
+  for (Index k = 0; k < d_free.size(); ++k) d_free[k] -= theta0[k];  // -lr F^-1 g
+  model.scatter(theta0);
+  Tensor<double> g = model.zeros_like_parameters();
+  amari::nn::loss_and_gradient(model, head, x, y, g);
+  const double gfg = -amari::test::dot(g, d_free);  // g^T F^-1 g (lr = 1)
+  REQUIRE(gfg > 0);
+  const double clip = 0.01 * gfg;
+  Kfac<double> clipped(model, head, {.learning_rate = 1.0, .kl_clip = clip});
+  const auto r = clipped.step(x, y);
+  CHECK(r.step_scale == Approx(std::sqrt(clip / gfg)).epsilon(1e-12));
+  CHECK(r.step_norm == Approx(r_free.step_norm * r.step_scale).epsilon(1e-12));
+}
+
+TEST_CASE("Kfac: weight decay joins the damping of the inverses (gamma = sqrt(lambda + wd))",
+          "[kfac]") {
+  Rng rng(53);
+  SoftmaxCrossEntropy<double> head;
+  Model<double> model = make_mlp(rng);
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+  const Tensor<double> y = targets_for(head, kN, kC, rng);
+  Kfac<double> kfac(model, head, {.damping = 0.01, .weight_decay = 0.02});
+  kfac.step(x, y);
+  for (std::size_t l = 0; l < 2; ++l) CHECK(kfac.factors().damping_used(l) == Approx(0.03));
+}
+
+TEST_CASE("Kfac: the same seed gives bitwise the same parameters; another seed does not",
+          "[kfac]") {
+  SoftmaxCrossEntropy<double> head;
+  Rng rng(61);
+  const Tensor<double> x = normal_tensor<double>(Shape{16, kD}, rng);
+  const Tensor<double> y = targets_for(head, 16, kC, rng);
+  auto run = [&](std::uint64_t seed) {
+    Model<double> model(amari::nn::mlp<double>({kD, kH, kC}, Act::tanh), 3);
+    Kfac<double> kfac(model, head,
+                      {.inverse_update_every = 2, .seed = seed, .momentum = 0.9, .kl_clip = 1e-2});
+    for (int t = 0; t < 5; ++t) kfac.step(x, y);
+    return model.gather().to_vector();
+  };
+  const std::vector<double> a = run(7), b = run(7), c = run(8);
+  CHECK(a == b);
+  CHECK(a != c);
+}
+
+TEST_CASE("Kfac: float models train too", "[kfac]") {
+  Rng rng(62);
+  SoftmaxCrossEntropy<float> head;
+  Model<float> model(amari::nn::mlp<float>({kD, 8, kC}, Act::tanh), 2);
+  const Tensor<float> x = normal_tensor<float>(Shape{32, kD}, rng);
+  std::vector<int> labels;
+  for (Index i = 0; i < 32; ++i) labels.push_back(x[i * kD] > 0 ? 0 : (x[i * kD + 1] > 0 ? 1 : 2));
+  const Tensor<float> y = amari::nn::one_hot<float>(labels, kC);
+  Kfac<float> kfac(model, head, {.learning_rate = 0.2});
+  const double first = kfac.step(x, y).loss;
+  double last = 0;
+  for (int t = 0; t < 15; ++t) last = kfac.step(x, y).loss_after;
+  CHECK(last < 0.6 * first);
+}
+
+// ---- errors
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("Kfac: unsupported models raise ValueError naming the module", "[kfac]") {
+  SoftmaxCrossEntropy<double> head;
+  // Not a Sequential.
+  Model<double> bare(std::make_shared<Linear<double>>(kD, kC));
+  CHECK_THROWS_AS(Kfac<double>(bare, head), ValueError);
+  CHECK_THROWS_WITH(Kfac<double>(bare, head), Contains("Linear(3 -> 3) is not an nn::Sequential"));
+  // A child with parameters that is not a Linear (a nested Sequential holding one).
+  auto inner = std::make_shared<Sequential<double>>();
+  inner->emplace<Linear<double>>(kH, kC);
+  auto outer = std::make_shared<Sequential<double>>();
+  outer->emplace<Linear<double>>(kD, kH).emplace<amari::nn::ReLU<double>>().add(inner);
+  Model<double> nested(outer);
+  CHECK_THROWS_WITH(KroneckerFactors<double>(nested, head),
+                    Contains("module 2 of the Sequential, Sequential(Linear(4 -> 3))"));
+  // Parameter-free children of any kind are fine, even a nested Sequential of activations.
+  auto acts = std::make_shared<Sequential<double>>();
+  acts->emplace<amari::nn::Tanh<double>>();
+  auto ok = std::make_shared<Sequential<double>>();
+  ok->emplace<Linear<double>>(kD, kH).add(acts).emplace<Linear<double>>(kH, kC);
+  Model<double> fine(ok);
+  CHECK_NOTHROW(KroneckerFactors<double>(fine, head));
+  // No Linear layer at all.
+  Model<double> none(acts);
+  CHECK_THROWS_WITH(KroneckerFactors<double>(none, head), Contains("has no Linear layer"));
+}
+
+TEST_CASE("Kfac: bad options and misuse raise errors naming the problem", "[kfac]") {
+  SoftmaxCrossEntropy<double> head;
+  Rng rng(71);
+  Model<double> model = make_mlp(rng);
+  CHECK_THROWS_WITH(Kfac<double>(model, head, {.damping = 0}), Contains("damping"));
+  CHECK_THROWS_WITH(Kfac<double>(model, head, {.decay = 1}), Contains("decay"));
+  CHECK_THROWS_WITH(Kfac<double>(model, head, {.inverse_update_every = 0}),
+                    Contains("inverse_update_every"));
+  CHECK_THROWS_WITH(Kfac<double>(model, head, {.momentum = -0.1}), Contains("momentum"));
+  CHECK_THROWS_WITH(Kfac<double>(model, head, {.kl_clip = -1}), Contains("kl_clip"));
+  KroneckerFactors<double> f(model, head);
+  CHECK_THROWS_WITH(f.update_inverses(0.1), Contains("no statistics yet"));
+  Tensor<double> g = model.zeros_like_parameters(), out = g.clone();
+  CHECK_THROWS_WITH(f.precondition(g, out), Contains("no inverses yet"));
+  KfacPreconditioner<double> m(f);
+  CHECK_THROWS_AS(m.apply(g, out), ValueError);
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+  CHECK_THROWS_AS(f.update(x, Tensor<double>(Shape{kN + 1, kC})), amari::ShapeError);
+}
+
+TEST_CASE("Kfac: a factor that cannot be inverted raises ValueError naming the layer", "[kfac]") {
+  SoftmaxCrossEntropy<double> head;
+  Rng rng(72);
+  Model<double> model = make_mlp(rng);
+  // Inputs of 1e200: the tanh saturates so the loss is finite, but a a^T overflows in layer 0.
+  Tensor<double> x = Tensor<double>::full(Shape{kN, kD}, 1e200);
+  const Tensor<double> y = targets_for(head, kN, kC, rng);
+  KroneckerFactors<double> f(model, head);
+  REQUIRE(std::isfinite(f.update(x, y)));
+  CHECK_THROWS_AS(f.update_inverses(1e-3), ValueError);
+  CHECK_THROWS_WITH(f.update_inverses(1e-3), Contains("layer 0: Linear(3 -> 4)"));
+}
