@@ -5,7 +5,9 @@
 //  - natural gradient: each step solves (F + lambda I) d = -g by conjugate gradient on the exact
 //    Fisher (= GGN for the softmax head), matrix-free, with Levenberg-Marquardt damping;
 //  - Hessian-free (Martens 2010): GGN on a curvature minibatch, CG warm-started from the previous
-//    solution, CG backtracking, Armijo line search, LM damping.
+//    solution, CG backtracking, Armijo line search, LM damping;
+//  - K-FAC (Martens and Grosse 2015): Kronecker-factored Fisher blocks per layer from sampled
+//    labels (the true Fisher), inverted every few steps, KL-clipped steps.
 // Prints per-epoch progress (and every --log-every steps the second-order diagnostics: lambda,
 // rho, CG iterations), a summary table, and the cost table of curvature::measure_costs.
 #include <chrono>
@@ -66,8 +68,8 @@ Result train(const Setup& s, const std::string& name, nn::Model<float>& model, l
 int main(int argc, char** argv) {
   const example::Options opt(
       argc, argv,
-      {{"epochs", "3"}, {"seed", "1"}, {"data", nn::kFashionMnistDir}, {"train-subset", "0"},
-       {"optimizers", "adam,ng,hf"}, {"adam-batch", "128"}, {"adam-lr", "0.001"},
+      {{"epochs", "5"}, {"seed", "1"}, {"data", nn::kFashionMnistDir}, {"train-subset", "0"},
+       {"optimizers", "adam,ng,hf,kfac"}, {"kfac-lr", "0.1"}, {"adam-batch", "128"}, {"adam-lr", "0.001"},
        {"batch", "1000"}, {"curvature-batch", "250"}, {"damping", "1"}, {"cg-iterations", "20"},
        {"hf-cg-iterations", "50"}, {"log-every", "20"}, {"cost-rounds", "10"}},
       "natural_gradient: Adam vs natural gradient vs Hessian-free on Fashion-MNIST (784-256-256-10 tanh MLP)");
@@ -125,6 +127,22 @@ int main(int argc, char** argv) {
                               [&](const Tensor<float>& x, const Tensor<float>& y, long step) {
                                 const auto r = hf.step(x, y);
                                 report("hf", step, r);
+                                return r.loss;
+                              }));
+    }
+    if (which.find("kfac") != std::string::npos) {
+      nn::Model<float> model = fresh_model();
+      curvature::KfacOptions o;
+      o.learning_rate = opt.real("kfac-lr");
+      o.seed = setup.seed;
+      o.evaluate_loss_after = false;
+      curvature::Kfac<float> kfac(model, head, o);
+      results.push_back(train(setup, "k-fac", model, opt.integer("batch"),
+                              [&](const Tensor<float>& x, const Tensor<float>& y, long step) {
+                                const auto r = kfac.step(x, y);
+                                if (log_every > 0 && step % log_every == 0)
+                                  std::printf("[kfac] step %4ld  loss %.4f  |g| %.3g  step %.3g  clip %.2f\n", step,
+                                              r.loss, r.gradient_norm, r.step_norm, r.step_scale);
                                 return r.loss;
                               }));
     }
