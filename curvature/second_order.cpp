@@ -108,6 +108,49 @@ void check_batch(const char* op, const Shape& x, const Shape& y) {
   }
 }
 
+// What every second-order step starts from: the parameters, the gradient and the right-hand side
+// -g of (A + lambda I) d = -g, and the curvature operator on the curvature minibatch. Fills the
+// loss, gradient norm and lambda of the report.
+template <Real T>
+struct StepStart {
+  Tensor<T> theta0, g, minus_g;
+  std::unique_ptr<LinearOperator<T>> curvature;
+};
+
+template <Real T>
+StepStart<T> start_step(const char* op, nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                        const Tensor<T>& targets, Curvature kind, Index curvature_batch, int samples,
+                        std::uint64_t seed, double lambda, StepReport& r) {
+  check_batch(op, inputs.shape(), targets.shape());
+  StepStart<T> s;
+  s.theta0 = model.gather();
+  s.g = model.zeros_like_parameters();
+  r.loss = static_cast<double>(nn::loss_and_gradient(model, head, inputs, targets, s.g));
+  r.gradient_norm = norm(s.g);
+  r.lambda = lambda;
+  s.minus_g = s.g.clone();
+  scal(-1.0, s.minus_g);
+  const Batch<T> cb = first_examples(inputs, targets, curvature_batch);
+  s.curvature = make_curvature(kind, model, head, cb.x, cb.y, samples, seed);
+  return s;
+}
+
+// Armijo backtracking line search along d from step `alpha`, whose loss is `after`: shrink alpha
+// until f(theta0 + alpha d) <= f(theta0) + c alpha g.d (c = 1e-2). Returns the accepted alpha, or 0
+// if none within max_tries or the loss is not finite; `after` is the loss at the returned alpha
+// (the model is left there, or anywhere for alpha = 0).
+template <Real T>
+double armijo(nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+              const Tensor<T>& theta0, const Tensor<T>& d, double alpha, double loss0, double g_dot_d,
+              double shrink, int max_tries, double& after) {
+  constexpr double c = 1e-2;
+  for (int tries = 0; after > loss0 + c * alpha * g_dot_d && tries < max_tries; ++tries) {
+    alpha *= shrink;
+    after = loss_at(model, head, x, y, theta0, d, alpha);
+  }
+  return after <= loss0 + c * alpha * g_dot_d && std::isfinite(after) ? alpha : 0.0;
+}
+
 // Undamped predicted reduction of the quadratic model for step alpha d, from phi(d) (the damped
 // model value CG reports): q(alpha d) = alpha g.d + alpha^2/2 d^T G d with
 // d^T G d = 2 (phi - g.d) - lambda |d|^2.
@@ -133,44 +176,29 @@ NaturalGradient<T>::NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head
 
 template <Real T>
 StepReport NaturalGradient<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
-  check_batch("NaturalGradient::step", inputs.shape(), targets.shape());
   StepReport r;
-  const Tensor<T> theta0 = model_->gather();
-  Tensor<T> g = model_->zeros_like_parameters();
-  r.loss = static_cast<double>(nn::loss_and_gradient(*model_, *head_, inputs, targets, g));
-  r.gradient_norm = norm(g);
-  r.lambda = lm_.lambda;
-
-  const Batch<T> cb = first_examples(inputs, targets, options_.curvature_batch);
-  auto curvature = make_curvature(options_.curvature, *model_, *head_, cb.x, cb.y, options_.mc_samples,
-                                  options_.seed + steps_);
-  DampedOperator<T> a(borrowed(*curvature), lm_.lambda);
-  Tensor<T> b = g.clone();
-  scal(-1.0, b);
-  const CgResult<T> cg = conjugate_gradient(a, b, options_.cg);
+  const StepStart<T> start =
+      start_step("NaturalGradient::step", *model_, *head_, inputs, targets, options_.curvature,
+                 options_.curvature_batch, options_.mc_samples, options_.seed + steps_, lm_.lambda, r);
+  DampedOperator<T> a(borrowed(*start.curvature), lm_.lambda);
+  const CgResult<T> cg = conjugate_gradient(a, start.minus_g, options_.cg);
   r.cg_iterations = cg.iterations;
   r.cg_products = cg.products;
   r.cg_status = cg.status;
 
   const Tensor<T>& d = cg.x;
-  const double gd = dot(g, d), dd = dot(d, d);
+  const double gd = dot(start.g, d), dd = dot(d, d);
   // Damping follows the step CG proposed (learning_rate * d), before any line search shortens it.
-  const double proposed = loss_at(*model_, *head_, inputs, targets, theta0, d, options_.learning_rate);
-  r.predicted_reduction = predicted_reduction(cg.model_value, gd, dd, lm_.lambda, options_.learning_rate);
+  const double lr = options_.learning_rate;
+  const double proposed = loss_at(*model_, *head_, inputs, targets, start.theta0, d, lr);
+  r.predicted_reduction = predicted_reduction(cg.model_value, gd, dd, lm_.lambda, lr);
   r.rho = options_.adapt_damping ? lm_.update(r.loss - proposed, r.predicted_reduction)
                                  : reduction_ratio(r.loss - proposed, r.predicted_reduction);
-  double alpha = options_.learning_rate, after = proposed;
-  if (options_.line_search) {
-    // Armijo: accept the first alpha with f(theta + alpha d) <= f(theta) + c alpha g.d.
-    constexpr double c = 1e-2;
-    for (int tries = 0; after > r.loss + c * alpha * gd && tries < 30; ++tries) {
-      alpha *= 0.5;
-      after = loss_at(*model_, *head_, inputs, targets, theta0, d, alpha);
-    }
-    if (after > r.loss + c * alpha * gd) alpha = 0;
-  }
-  if (!std::isfinite(after)) alpha = 0;  // never keep a step into NaN/inf: nothing is lost
-  set_parameters(*model_, theta0, d, alpha);
+  double after = proposed;
+  double alpha = options_.line_search
+                     ? armijo(*model_, *head_, inputs, targets, start.theta0, d, lr, r.loss, gd, 0.5, 30, after)
+                     : (std::isfinite(after) ? lr : 0.0);  // never keep a step into NaN/inf
+  set_parameters(*model_, start.theta0, d, alpha);
   r.step_scale = alpha;
   r.loss_after = alpha == 0 ? r.loss : after;
   r.step_norm = alpha * std::sqrt(dd);
@@ -192,20 +220,13 @@ HessianFree<T>::HessianFree(nn::Model<T>& model, const nn::Head<T>& head, Hessia
 
 template <Real T>
 StepReport HessianFree<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
-  check_batch("HessianFree::step", inputs.shape(), targets.shape());
   StepReport r;
-  const Tensor<T> theta0 = model_->gather();
-  Tensor<T> g = model_->zeros_like_parameters();
-  r.loss = static_cast<double>(nn::loss_and_gradient(*model_, *head_, inputs, targets, g));
-  r.gradient_norm = norm(g);
-  r.lambda = lm_.lambda;
-
-  const Batch<T> cb = first_examples(inputs, targets, options_.curvature_batch);
-  auto curvature = make_curvature(options_.curvature, *model_, *head_, cb.x, cb.y, options_.mc_samples,
-                                  options_.seed + steps_);
-  DampedOperator<T> a(borrowed(*curvature), lm_.lambda);
-  Tensor<T> b = g.clone();
-  scal(-1.0, b);
+  const StepStart<T> start =
+      start_step("HessianFree::step", *model_, *head_, inputs, targets, options_.curvature,
+                 options_.curvature_batch, options_.mc_samples, options_.seed + steps_, lm_.lambda, r);
+  const Tensor<T>& g = start.g;
+  const Tensor<T>& theta0 = start.theta0;
+  DampedOperator<T> a(borrowed(*start.curvature), lm_.lambda);
 
   std::unique_ptr<DiagonalPreconditioner<T>> m;
   if (options_.preconditioner) {
@@ -222,7 +243,7 @@ StepReport HessianFree<T>::step(const Tensor<T>& inputs, const Tensor<T>& target
     x0 = previous_.clone();
     scal(options_.warm_start_decay, x0);
   }
-  const CgResult<T> cg = conjugate_gradient(a, b, options_.cg, warm ? &x0 : nullptr, m.get());
+  const CgResult<T> cg = conjugate_gradient(a, start.minus_g, options_.cg, warm ? &x0 : nullptr, m.get());
   r.cg_iterations = cg.iterations;
   r.cg_products = cg.products;
   r.cg_status = cg.status;
@@ -249,17 +270,11 @@ StepReport HessianFree<T>::step(const Tensor<T>& inputs, const Tensor<T>& target
   r.predicted_reduction = predicted_reduction(phi, gd, dd, lm_.lambda, 1.0);
   r.rho = lm_.update(r.loss - best_loss, r.predicted_reduction);  // sec. 4.1, on the chosen iterate
 
-  double alpha = 1.0, after = best_loss;
-  if (options_.line_search) {
-    // sec. 8: backtracking Armijo line search, c = 1e-2, shrinking by 0.8.
-    constexpr double c = 1e-2;
-    for (int tries = 0; after > r.loss + c * alpha * gd && tries < 60; ++tries) {
-      alpha *= 0.8;
-      after = loss_at(*model_, *head_, inputs, targets, theta0, *d, alpha);
-    }
-    if (after > r.loss + c * alpha * gd) alpha = 0;
-  }
-  if (!std::isfinite(after)) alpha = 0;
+  double after = best_loss;
+  // sec. 8: backtracking Armijo line search, shrinking by 0.8.
+  const double alpha = options_.line_search
+                           ? armijo(*model_, *head_, inputs, targets, theta0, *d, 1.0, r.loss, gd, 0.8, 60, after)
+                           : (std::isfinite(after) ? 1.0 : 0.0);
   set_parameters(*model_, theta0, *d, alpha);
   r.step_scale = alpha;
   r.loss_after = alpha == 0 ? r.loss : after;
