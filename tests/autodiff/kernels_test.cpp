@@ -73,11 +73,12 @@ struct UnaryCase {
 };
 
 std::vector<UnaryCase> unary_cases() {
-  return {{"tanh", [](const Tensor<double>& x) { return amari::tanh(x); },
-           [](const Tensor<float>& x) { return amari::tanh(x); },
-           [](double x) { return std::tanh(x); }},
-          {"exp", [](const Tensor<double>& x) { return amari::exp(x); },
-           [](const Tensor<float>& x) { return amari::exp(x); }, [](double x) { return std::exp(x); }}};
+  return {
+      {"tanh", [](const Tensor<double>& x) { return amari::tanh(x); },
+       [](const Tensor<float>& x) { return amari::tanh(x); },
+       [](double x) { return std::tanh(x); }},
+      {"exp", [](const Tensor<double>& x) { return amari::exp(x); },
+       [](const Tensor<float>& x) { return amari::exp(x); }, [](double x) { return std::exp(x); }}};
 }
 
 struct BinaryCase {
@@ -167,9 +168,10 @@ AxisRef axis_reference(const Tensor<double>& x, int axis) {
 
 }  // namespace
 
-TEST_CASE("kernels: tanh and exp match std:: at every size around the SIMD tail and the OpenMP "
-          "threshold",
-          "[kernels]") {
+TEST_CASE(
+    "kernels: tanh and exp match std:: at every size around the SIMD tail and the OpenMP "
+    "threshold",
+    "[kernels]") {
   Rng rng(11);
   const Tensor<double> big = uniform_tensor<double>(Shape{200003}, rng, -3.0, 3.0);
   for (const auto& c : unary_cases()) {
@@ -241,10 +243,10 @@ TEST_CASE("kernels: broadcasting on rank 3 and 4 equals a naive indexed loop, sm
     Shape a, b;
   };
   const std::vector<Pair> pairs = {
-      {Shape{2, 3, 1, 5}, Shape{3, 4, 1}},     {Shape{4, 1, 3}, Shape{5, 1}},
-      {Shape{1, 5, 1}, Shape{3, 1, 7}},        {Shape{2, 1, 3, 1}, Shape{1, 4, 1, 9}},
+      {Shape{2, 3, 1, 5}, Shape{3, 4, 1}},      {Shape{4, 1, 3}, Shape{5, 1}},
+      {Shape{1, 5, 1}, Shape{3, 1, 7}},         {Shape{2, 1, 3, 1}, Shape{1, 4, 1, 9}},
       {Shape{8, 33, 50, 40}, Shape{33, 1, 40}},  // 528000 elements: the OpenMP row loop
-      {Shape{1, 70001}, Shape{3, 1}},          // long rows, the stride-0 operand in the tail
+      {Shape{1, 70001}, Shape{3, 1}},            // long rows, the stride-0 operand in the tail
       {Shape{8, 1, 50, 1}, Shape{8, 33, 1, 41}}};
   Rng rng(14);
   for (const auto& p : pairs) {
@@ -295,7 +297,8 @@ TEST_CASE("kernels: the VJP of broadcasting sums over the broadcast axes (naive 
     }
     double worst = 0;
     for (Index i = 0; i < g.size(); ++i)
-      worst = std::max(worst, std::fabs(g[i] - static_cast<double>(want[static_cast<std::size_t>(i)])));
+      worst =
+          std::max(worst, std::fabs(g[i] - static_cast<double>(want[static_cast<std::size_t>(i)])));
     CHECK(worst <= 1e-9);
   }
 }
@@ -373,14 +376,16 @@ TEST_CASE("kernels: sum along each axis of a rank-3 tensor equals a naive loop",
           want[static_cast<std::size_t>(o)] += x.at(i0, i1, i2);
         }
     for (Index o = 0; o < y.size(); ++o)
-      worst = std::max(worst, std::fabs(y[o] - static_cast<double>(want[static_cast<std::size_t>(o)])));
+      worst =
+          std::max(worst, std::fabs(y[o] - static_cast<double>(want[static_cast<std::size_t>(o)])));
     CHECK(worst <= 1e-12);
   }
 }
 
-TEST_CASE("kernels: logsumexp, softmax and log_softmax along axes 0, 1, 2 of rank-3 tensors "
-          "match a naive long double reference",
-          "[kernels]") {
+TEST_CASE(
+    "kernels: logsumexp, softmax and log_softmax along axes 0, 1, 2 of rank-3 tensors "
+    "match a naive long double reference",
+    "[kernels]") {
   Rng rng(19);
   for (const Shape& s : {Shape{3, 4, 5}, Shape{1, 9, 2}, Shape{6, 1, 33}}) {
     for (double offset : {0.0, 800.0, -800.0}) {  // large offsets: exp would overflow naively
@@ -397,7 +402,8 @@ TEST_CASE("kernels: logsumexp, softmax and log_softmax along axes 0, 1, 2 of ran
         CHECK(worst_rel(sm, r.softmax) <= 1e-13);
         double worst_abs = 0;  // log_softmax values near 0 need an absolute bound
         for (Index i = 0; i < lsm.size(); ++i)
-          worst_abs = std::max(worst_abs, std::fabs(lsm[i] - r.log_softmax[static_cast<std::size_t>(i)]));
+          worst_abs =
+              std::max(worst_abs, std::fabs(lsm[i] - r.log_softmax[static_cast<std::size_t>(i)]));
         CHECK(worst_abs <= 1e-12 * (1 + std::fabs(offset)));
         // Float agrees with the double reference to float accuracy.
         const Tensor<float> xf = amari::test::convert<float>(x);
@@ -437,9 +443,9 @@ TEST_CASE("kernels: logsumexp and softmax at extreme values", "[kernels]") {
       CHECK(std::isfinite(p.at(i, j)));
       s += p.at(i, j);
     }
-    CHECK(s == Approx(1.0).epsilon(1e-15));
+    CHECK(s == Approx(1.0).epsilon(1e-11));  // x - lse at |x| = 1e4 rounds to ~1e-12
   }
-  CHECK(p.at(0, 0) == Approx(1.0 / (1.0 + std::exp(-1.0))).epsilon(1e-14));
+  CHECK(p.at(0, 0) == Approx(1.0 / (1.0 + std::exp(-1.0))).epsilon(1e-11));
   CHECK(p.at(1, 2) == 1.0);
   CHECK(p.at(2, 0) == 0.0);
   CHECK(p.at(2, 1) == Approx(0.5).epsilon(1e-15));

@@ -76,8 +76,7 @@ Tensor<double> fd(const std::function<Tensor<double>(const Tensor<double>&)>& g,
   };
   const Tensor<double> a1 = at(h), b1 = at(-h), a2 = at(2 * h), b2 = at(-2 * h);
   Tensor<double> d(a1.shape());
-  for (Index i = 0; i < d.size(); ++i)
-    d[i] = (8 * (a1[i] - b1[i]) - (a2[i] - b2[i])) / (12 * h);
+  for (Index i = 0; i < d.size(); ++i) d[i] = (8 * (a1[i] - b1[i]) - (a2[i] - b2[i])) / (12 * h);
   return d;
 }
 
@@ -229,15 +228,16 @@ TEST_CASE("tape: jvp seeded at an intermediate or a constant is a TapeError", "[
   const TV t = {Tensor<double>(Shape{3, 5})};
   CHECK_THROWS_AS(r.tape.jvp(VV{r.out[0]}, t, r.out), TapeError);
   CHECK_THROWS_WITH(r.tape.jvp(VV{r.out[0]}, t, r.out), Contains("not a variable"));
-  const Var<double> c(Tensor<double>(kX));
+  const Var<double> c{Tensor<double>(kX)};
   CHECK_THROWS_AS(r.tape.jvp(VV{c}, TV{Tensor<double>(kX)}, r.out), TapeError);
   CHECK_THROWS_AS(r.tape.hvp(VV{r.out[1]}, TV{Tensor<double>(Shape{3})}, VV{r.out[0]}, t),
                   TapeError);
 }
 
-TEST_CASE("tape: shape and count mismatches of cotangents, tangents and buffers are ShapeErrors "
-          "naming the shapes",
-          "[tape]") {
+TEST_CASE(
+    "tape: shape and count mismatches of cotangents, tangents and buffers are ShapeErrors "
+    "naming the shapes",
+    "[tape]") {
   Rng rng(7);
   Recorded r;
   record(r, normal_tensor<double>(kX, rng), normal_tensor<double>(kW, rng));
@@ -270,9 +270,10 @@ TEST_CASE("tape: shape and count mismatches of cotangents, tangents and buffers 
   CHECK_THROWS_AS(r.tape.hvp_into(r.out, good_u, r.in, good_v, one_buffer), ShapeError);
 }
 
-TEST_CASE("tape: *_into forms write views of a larger NaN-filled buffer and equal the "
-          "allocating forms",
-          "[tape]") {
+TEST_CASE(
+    "tape: *_into forms write views of a larger NaN-filled buffer and equal the "
+    "allocating forms",
+    "[tape]") {
   Rng rng(8);
   const Tensor<double> x = normal_tensor<double>(kX, rng), w = normal_tensor<double>(kW, rng);
   Recorded r;
@@ -321,7 +322,8 @@ TEST_CASE("tape: *_into forms write views of a larger NaN-filled buffer and equa
   // The hvp equals finite differences of the vjp in the direction v.
   auto vjp_at = [&](const Tensor<double>& xw) {
     Tape<double> t;
-    const Var<double> xs = t.variable(xw.view(0, kX).clone()), ws = t.variable(xw.view(12, kW).clone());
+    const Var<double> xs = t.variable(xw.view(0, kX).clone()),
+                      ws = t.variable(xw.view(12, kW).clone());
     const VV outs = two_outputs(xs, ws);
     const TV gs = t.vjp(outs, u, VV{xs, ws});
     Tensor<double> flat_g(Shape{n_in});
@@ -331,7 +333,8 @@ TEST_CASE("tape: *_into forms write views of a larger NaN-filled buffer and equa
   };
   Tensor<double> xw(Shape{n_in}), vv(Shape{n_in}), hv_flat(Shape{n_in});
   for (Index i = 0; i < 12; ++i) xw[i] = x[i], vv[i] = v[0][i], hv_flat[i] = hv[0][i];
-  for (Index i = 0; i < 20; ++i) xw[12 + i] = w[i], vv[12 + i] = v[1][i], hv_flat[12 + i] = hv[1][i];
+  for (Index i = 0; i < 20; ++i)
+    xw[12 + i] = w[i], vv[12 + i] = v[1][i], hv_flat[12 + i] = hv[1][i];
   CHECK(rel_err(hv_flat, fd(vjp_at, xw, vv)) <= 1e-8);
 }
 

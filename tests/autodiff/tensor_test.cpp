@@ -21,7 +21,9 @@ using amari::SizeError;
 using amari::Tensor;
 using Catch::Matchers::Contains;
 
-bool aligned64(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 64 == 0; }
+bool aligned64(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p) % 64 == 0;
+}
 
 }  // namespace
 
@@ -188,16 +190,14 @@ TEST_CASE("tensor: copy_from copies elements and requires the same shape", "[ten
   CHECK(dst.to_vector() == std::vector<double>{1, 2, 3, 4, 5, 6});
   CHECK_FALSE(dst.same_storage(src));
   CHECK_THROWS_AS(dst.copy_from(Tensor<double>(Shape{3, 2})), ShapeError);
-  CHECK_THROWS_WITH(dst.copy_from(Tensor<double>(Shape{6})),
-                    Contains("(6)") && Contains("(2, 3)"));
+  CHECK_THROWS_WITH(dst.copy_from(Tensor<double>(Shape{6})), Contains("(6)") && Contains("(2, 3)"));
   dst.copy_from(dst);  // self copy is a no-op
   CHECK(dst.at(1, 2) == 6.0);
 }
 
-TEST_CASE("tensor: fresh storage is 64-byte aligned for every size and element type",
-          "[tensor]") {
-  for (Index n : {Index{0}, Index{1}, Index{3}, Index{17}, Index{1000}, Index{4097},
-                  Index{100000}}) {
+TEST_CASE("tensor: fresh storage is 64-byte aligned for every size and element type", "[tensor]") {
+  for (Index n :
+       {Index{0}, Index{1}, Index{3}, Index{17}, Index{1000}, Index{4097}, Index{100000}}) {
     INFO("n = " << n);
     CHECK(aligned64(Tensor<double>(Shape{n}).data()));
     CHECK(aligned64(Tensor<float>(Shape{n}).data()));
@@ -232,9 +232,7 @@ TEST_CASE("tensor: the block cache never leaks old values into zero-initialized 
     // The cache normally hands the just-freed block back; that is what makes this test bite.
     if (clean.data() != first) WARN("the freed block was not reused; the check below is weaker");
     CHECK(std::all_of(clean.begin(), clean.end(), [](double v) { return v == 0.0; }));
-    {
-      Tensor<float> dirty = Tensor<float>::full(Shape{n, 2}, 7.0f);
-    }
+    { Tensor<float> dirty = Tensor<float>::full(Shape{n, 2}, 7.0f); }
     const Tensor<float> zeros = Tensor<float>::zeros(Shape{2, n});
     CHECK(std::all_of(zeros.begin(), zeros.end(), [](float v) { return v == 0.0f; }));
   }

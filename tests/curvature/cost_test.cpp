@@ -52,10 +52,14 @@ TEST_CASE("cost: every measured time is positive and finite; rounds and threads 
   CHECK(r.threads == omp_get_max_threads());
   CHECK(r.threads >= 1);
   const std::vector<std::pair<const char*, double>> fields = {
-      {"forward", r.forward_us},      {"jvp", r.jvp_us},
-      {"vjp", r.vjp_us},              {"ggn", r.ggn_us},
-      {"ggn_linearized", r.ggn_linearized_us}, {"mc_fisher", r.mc_fisher_us},
-      {"ef", r.ef_us},                {"hvp", r.hvp_us}};
+      {"forward", r.forward_us},
+      {"jvp", r.jvp_us},
+      {"vjp", r.vjp_us},
+      {"ggn", r.ggn_us},
+      {"ggn_linearized", r.ggn_linearized_us},
+      {"mc_fisher", r.mc_fisher_us},
+      {"ef", r.ef_us},
+      {"hvp", r.hvp_us}};
   for (const auto& [name, us] : fields) {
     INFO(name << " = " << us);
     CHECK(std::isfinite(us));
@@ -75,11 +79,10 @@ TEST_CASE("cost: table() has a header and 8 rows, f's ratio is 1.00 and the rest
   CHECK(lines[0].find("2 rounds") != std::string::npos);
   CHECK(lines[1].find("forward (f)") == 0);
   CHECK(lines[1].find("1.00") != std::string::npos);
-  const std::vector<std::string> names = {"forward (f)",        "JVP (dual forward)",
-                                          "VJP (gradient)",     "GGN v, with forward",
-                                          "GGN v, linearized",  "MC-Fisher v (k=1)",
-                                          "empirical Fisher v", "Hessian v"};
-  const std::vector<double> us = {r.forward_us, r.jvp_us,       r.vjp_us, r.ggn_us,
+  const std::vector<std::string> names = {
+      "forward (f)",       "JVP (dual forward)", "VJP (gradient)",     "GGN v, with forward",
+      "GGN v, linearized", "MC-Fisher v (k=1)",  "empirical Fisher v", "Hessian v"};
+  const std::vector<double> us = {r.forward_us,        r.jvp_us,       r.vjp_us, r.ggn_us,
                                   r.ggn_linearized_us, r.mc_fisher_us, r.ef_us,  r.hvp_us};
   for (std::size_t k = 0; k < 8; ++k) {
     INFO(lines[k + 1]);
