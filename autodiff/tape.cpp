@@ -132,6 +132,9 @@ void Tape<T>::forward_sweep(const char* op, std::span<const Var<T>> inputs,
       throw TapeError(std::string(op) + ": " + ordinal("input", i) +
                       " is not a variable of this tape (tangents can only be seeded at variables)");
     }
+    if (!tangents[i].defined()) {
+      throw ValueError(std::string(op) + ": tangent " + std::to_string(i) + " is an undefined tensor");
+    }
     if (!(tangents[i].shape() == inputs[i].shape())) {
       throw ShapeError(std::string(op) + ": tangent " + std::to_string(i) + " has shape " +
                        tangents[i].shape().str() + ", its input has shape " + inputs[i].shape().str());
@@ -144,6 +147,9 @@ void Tape<T>::forward_sweep(const char* op, std::span<const Var<T>> inputs,
   out_slots.resize(outputs.size());
   for (std::size_t k = 0; k < outputs.size(); ++k) {
     out_slots[k] = slot_of(outputs[k], op, "output", k);
+    if (!output_tangents.empty() && !output_tangents[k].defined()) {
+      throw ValueError(std::string(op) + ": result buffer " + std::to_string(k) + " is an undefined tensor");
+    }
     if (!output_tangents.empty() && !(output_tangents[k].shape() == outputs[k].shape())) {
       throw ShapeError(std::string(op) + ": result buffer " + std::to_string(k) + " has shape " +
                        output_tangents[k].shape().str() + ", output has shape " + outputs[k].shape().str());
@@ -193,12 +199,26 @@ void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
     throw ShapeError(std::string(op) + ": " + std::to_string(outputs.size()) + " outputs but " +
                      std::to_string(cotangents.size()) + " cotangents");
   }
+  // Every argument is checked before the first write, so a refused call changes no buffer.
+  for (std::size_t k = 0; k < outputs.size(); ++k) {
+    (void)slot_of(outputs[k], op, "output", k);
+    if (!cotangents[k].defined()) {
+      throw ValueError(std::string(op) + ": cotangent " + std::to_string(k) + " is an undefined tensor");
+    }
+    if (!(cotangents[k].shape() == outputs[k].shape())) {
+      throw ShapeError(std::string(op) + ": cotangent " + std::to_string(k) + " has shape " +
+                       cotangents[k].shape().str() + ", output has shape " + outputs[k].shape().str());
+    }
+  }
   const std::size_t nslots = st.slot_shapes.size();
   std::vector<std::int32_t>& in_slots = st.io_slots;
   in_slots.resize(inputs.size());
   st.needed.assign(nslots, 0);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     in_slots[i] = slot_of(inputs[i], op, "input", i);
+    if (!results[i].defined()) {
+      throw ValueError(std::string(op) + ": result buffer " + std::to_string(i) + " is an undefined tensor");
+    }
     if (!(results[i].shape() == inputs[i].shape())) {
       throw ShapeError(std::string(op) + ": result buffer " + std::to_string(i) + " has shape " +
                        results[i].shape().str() + ", input has shape " + inputs[i].shape().str());
@@ -242,10 +262,6 @@ void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
 
   for (std::size_t k = 0; k < outputs.size(); ++k) {
     const std::int32_t s = slot_of(outputs[k], op, "output", k);
-    if (!(cotangents[k].shape() == outputs[k].shape())) {
-      throw ShapeError(std::string(op) + ": cotangent " + std::to_string(k) + " has shape " +
-                       cotangents[k].shape().str() + ", output has shape " + outputs[k].shape().str());
-    }
     if (s < 0 || !st.needed[static_cast<std::size_t>(s)]) continue;
     add_into(*adjoint(static_cast<std::size_t>(s)), cotangents[k]);
   }

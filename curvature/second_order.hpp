@@ -51,6 +51,8 @@ struct StepReport {
   double predicted_reduction = 0;   ///< decrease promised by the quadratic model
   int cg_iterations = 0;
   int cg_products = 0;
+  /// non_finite also when the loss or gradient at the start is NaN/inf: then no solve ran, the
+  /// step is rejected (step_scale 0) and lambda is unchanged.
   CgStatus cg_status = CgStatus::converged;
   double step_scale = 1;            ///< line-search factor applied to the CG step (0: rejected)
   int backtrack_iterate = -1;       ///< HF: the CG iteration whose iterate was taken

@@ -13,6 +13,9 @@ namespace {
 void check_logits(const char* op, const Shape& z, const Shape* y = nullptr) {
   if (z.rank() != 2) throw ShapeError(std::string(op) + ": logits must have shape (N, C), got " + z.str());
   if (z[0] == 0) throw ValueError(std::string(op) + ": empty batch (logits of shape " + z.str() + ")");
+  // Zero outputs per example has no distribution to sample from or normalize (softmax over no
+  // classes): refused rather than read or written one element out of bounds.
+  if (z[1] == 0) throw ValueError(std::string(op) + ": no outputs per example (logits of shape " + z.str() + ")");
   if (y && !(*y == z)) {
     throw ShapeError(std::string(op) + ": targets of shape " + y->str() + " do not match logits of shape " + z.str());
   }

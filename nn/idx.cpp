@@ -15,8 +15,10 @@ namespace {
 
 constexpr const char* kRead = "read_idx: ";
 constexpr const char* kWrite = "write_idx: ";
-// Data is read in pieces of this size so that memory grows with the bytes actually present, not
-// with what a (possibly corrupt) header promises.
+// Data is read in pieces that start at kFirstChunkBytes and double up to kChunkBytes, so memory
+// grows with the bytes actually present, not with what a (possibly corrupt) header promises: a
+// 20-byte file claiming 2 GiB costs one 64 KiB buffer, not a zero-filled 16 MiB one.
+constexpr std::size_t kFirstChunkBytes = std::size_t{1} << 16;
 constexpr std::size_t kChunkBytes = std::size_t{1} << 24;
 // Trailing bytes are counted up to this many, then reported as "more than".
 constexpr std::size_t kTrailingCountLimit = std::size_t{1} << 20;
@@ -282,10 +284,9 @@ IdxArray read_idx(const std::string& path) {
 
   const std::size_t data_size =
       static_cast<std::size_t>(count) * static_cast<std::size_t>(idx_type_size(out.type));
-  out.bytes.reserve(std::min(data_size, kChunkBytes));
   while (out.bytes.size() < data_size) {
     const std::size_t have = out.bytes.size();
-    const std::size_t want = std::min(data_size - have, kChunkBytes);
+    const std::size_t want = std::min(data_size - have, std::clamp(have, kFirstChunkBytes, kChunkBytes));
     out.bytes.resize(have + want);
     const std::size_t got = in.read(out.bytes.data() + have, want);
     if (got < want) {

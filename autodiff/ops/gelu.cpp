@@ -18,7 +18,7 @@ struct Gelu : detail::UnaryElementwise {
   }
   template <class B>
   static B pdf(B x) {
-    return B(0.39894228040143267794) * xsimd::exp(B(-0.5) * x * x);
+    return B(0.39894228040143267794) * kernels::exp(B(-0.5) * x * x);
   }
   template <Real T>
   void primal(const Tensor<T>& x, Tensor<T>& y) const {

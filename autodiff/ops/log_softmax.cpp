@@ -25,7 +25,7 @@ struct LogSoftmax {
   template <Real T>
   void jvp(const detail::Saved<T, 1>& s, const Tensor<T>& dx, Tensor<T>& dy) const {
     Tensor<T> p = Tensor<T>::uninitialized(s.y.shape());
-    detail::elementwise(p, []<class B>(B y) { return xsimd::exp(y); }, s.y);
+    detail::elementwise(p, []<class B>(B y) { return kernels::exp(y); }, s.y);
     Tensor<T> r = reduced<T>(s.y.shape());
     kernels::reduce_dot(kernels::axis_view(s.y.shape(), axis), p.data(), dx.data(), r.data());
     detail::broadcast(dy, []<class B>(B dx, B r) { return dx - r; }, dx, r);
@@ -34,7 +34,7 @@ struct LogSoftmax {
   void vjp(const detail::Saved<T, 1>& s, const Tensor<T>& ybar, Tensor<T>& xbar) const {
     Tensor<T> r = reduced<T>(s.y.shape());
     kernels::reduce_sum(kernels::axis_view(s.y.shape(), axis), ybar.data(), r.data());
-    detail::accumulate_unbroadcast(xbar, xbar.shape(), []<class B>(B y, B yb, B r) { return yb - xsimd::exp(y) * r; },
+    detail::accumulate_unbroadcast(xbar, xbar.shape(), []<class B>(B y, B yb, B r) { return yb - kernels::exp(y) * r; },
                                    s.y, ybar, r);
   }
   template <Real T>
@@ -43,7 +43,7 @@ struct LogSoftmax {
     Tensor<T> r = reduced<T>(s.y.shape());
     kernels::reduce_sum(kernels::axis_view(s.y.shape(), axis), ybar.data(), r.data());
     detail::accumulate_unbroadcast(xbar_dot, xbar_dot.shape(),
-                                   []<class B>(B y, B dy, B r) { return -xsimd::exp(y) * dy * r; }, s.y, dy, r);
+                                   []<class B>(B y, B dy, B r) { return -kernels::exp(y) * dy * r; }, s.y, dy, r);
   }
 };
 

@@ -29,13 +29,13 @@ struct LogSumExp {
   void jvp(const detail::Saved<T, 1>& s, const Tensor<T>& dx, Tensor<T>& dy) const {
     const Tensor<T>& x = s.x[0];
     Tensor<T> pdx = Tensor<T>::uninitialized(x.shape());
-    detail::broadcast(pdx, []<class B>(B x, B y, B dx) { return xsimd::exp(x - y) * dx; }, x, kept(s.y, x.shape()), dx);
+    detail::broadcast(pdx, []<class B>(B x, B y, B dx) { return kernels::exp(x - y) * dx; }, x, kept(s.y, x.shape()), dx);
     kernels::reduce_sum(kernels::axis_view(x.shape(), axis), pdx.data(), dy.data());
   }
   template <Real T>
   void vjp(const detail::Saved<T, 1>& s, const Tensor<T>& ybar, Tensor<T>& xbar) const {
     const Tensor<T>& x = s.x[0];
-    kernels::broadcast_map<true>(x.shape(), xbar.data(), []<class B>(B x, B y, B yb) { return xsimd::exp(x - y) * yb; },
+    kernels::broadcast_map<true>(x.shape(), xbar.data(), []<class B>(B x, B y, B yb) { return kernels::exp(x - y) * yb; },
                                  std::pair<const T*, Shape>{x.data(), x.shape()},
                                  std::pair<const T*, Shape>{s.y.data(), kept(s.y, x.shape()).shape()},
                                  std::pair<const T*, Shape>{ybar.data(), kept(ybar, x.shape()).shape()});
@@ -47,7 +47,7 @@ struct LogSumExp {
     const Shape k = kernels::reduced_shape(x.shape(), axis, true);
     kernels::broadcast_map<true>(
         x.shape(), xbar_dot.data(),
-        []<class B>(B x, B y, B dx, B dy, B yb) { return xsimd::exp(x - y) * (dx - dy) * yb; },
+        []<class B>(B x, B y, B dx, B dy, B yb) { return kernels::exp(x - y) * (dx - dy) * yb; },
         std::pair<const T*, Shape>{x.data(), x.shape()}, std::pair<const T*, Shape>{s.y.data(), k},
         std::pair<const T*, Shape>{dx.data(), x.shape()}, std::pair<const T*, Shape>{dy.data(), k},
         std::pair<const T*, Shape>{ybar.data(), k});

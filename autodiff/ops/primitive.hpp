@@ -27,6 +27,7 @@
 
 #include <amari/autodiff/dual.hpp>
 #include <amari/autodiff/kernels/elementwise.hpp>
+#include <amari/autodiff/kernels/math.hpp>
 #include <amari/autodiff/kernels/reduce.hpp>
 #include <amari/autodiff/ops.hpp>
 #include <amari/autodiff/tape.hpp>
@@ -170,10 +171,26 @@ struct UnaryElementwise {
 
 // ---- the three modes -------------------------------------------------------------------------
 
+/// Every mode refuses an undefined (default-constructed) input before a kernel reads its null
+/// storage; `primal_of` gives the tensor of a Tensor, a Dual or a Var.
+template <class Op, class... X>
+void require_defined(const X&... xs) {
+  int i = 0;
+  const auto check = [&i](const auto& x) {
+    if (!primal_of(x).defined()) {
+      throw ValueError(std::string(Op::name) + ": input " + std::to_string(i) +
+                       " is an undefined tensor (default-constructed, no storage)");
+    }
+    ++i;
+  };
+  (check(xs), ...);
+}
+
 /// Plain evaluation: the primal rule only.
 template <class Op, Real T, class... X>
   requires(sizeof...(X) + 1 == Op::arity && (std::same_as<X, Tensor<T>> && ...))
 Tensor<T> apply(const Op& op, const Tensor<T>& x0, const X&... xs) {
+  require_defined<Op>(x0, xs...);
   Tensor<T> y = Tensor<T>::uninitialized(op.output_shape(x0.shape(), xs.shape()...));
   op.primal(x0, xs..., y);
   return y;
@@ -183,6 +200,7 @@ Tensor<T> apply(const Op& op, const Tensor<T>& x0, const X&... xs) {
 template <class Op, Real T, class... X>
   requires(sizeof...(X) + 1 == Op::arity && (std::same_as<X, Dual<T>> && ...))
 Dual<T> apply(const Op& op, const Dual<T>& x0, const X&... xs) {
+  require_defined<Op>(x0, xs...);
   Tensor<T> y = Tensor<T>::uninitialized(op.output_shape(x0.shape(), xs.shape()...));
   op.primal(x0.primal(), xs.primal()..., y);
   if (!(x0.has_tangent() || ... || xs.has_tangent())) return Dual<T>(std::move(y));
@@ -199,6 +217,7 @@ Dual<T> apply(const Op& op, const Dual<T>& x0, const X&... xs) {
 template <class Op, Real T, class... X>
   requires(sizeof...(X) + 1 == Op::arity && (std::same_as<X, Var<T>> && ...))
 Var<T> apply(const Op& op, const Var<T>& x0, const X&... xs) {
+  require_defined<Op>(x0, xs...);
   const Var<T>* in[Op::arity] = {&x0, &xs...};
   std::shared_ptr<TapeState<T>> tape;
   for (int i = 0; i < Op::arity; ++i) {

@@ -14,7 +14,7 @@ struct Sigmoid : detail::UnaryElementwise {
 
   template <Real T>
   void primal(const Tensor<T>& x, Tensor<T>& y) const {
-    detail::elementwise(y, []<class B>(B x) { return B(1) / (B(1) + xsimd::exp(-x)); }, x);
+    detail::elementwise(y, []<class B>(B x) { return B(1) / (B(1) + kernels::exp(-x)); }, x);
   }
   template <Real T>
   void jvp(const detail::Saved<T, 1>& s, const Tensor<T>& dx, Tensor<T>& dy) const {

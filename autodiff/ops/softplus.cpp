@@ -14,12 +14,12 @@ struct Softplus : detail::UnaryElementwise {
 
   template <class B>
   static B sigmoid(B x) {
-    return B(1) / (B(1) + xsimd::exp(-x));
+    return B(1) / (B(1) + kernels::exp(-x));
   }
   template <Real T>
   void primal(const Tensor<T>& x, Tensor<T>& y) const {
     detail::elementwise(
-        y, []<class B>(B x) { return xsimd::max(x, B(0)) + xsimd::log1p(xsimd::exp(-xsimd::abs(x))); }, x);
+        y, []<class B>(B x) { return xsimd::max(x, B(0)) + xsimd::log1p(kernels::exp(-xsimd::abs(x))); }, x);
   }
   template <Real T>
   void jvp(const detail::Saved<T, 1>& s, const Tensor<T>& dx, Tensor<T>& dy) const {

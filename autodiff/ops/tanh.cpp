@@ -14,7 +14,7 @@ struct Tanh : detail::UnaryElementwise {
 
   template <Real T>
   void primal(const Tensor<T>& x, Tensor<T>& y) const {
-    detail::elementwise(y, []<class B>(B x) { return xsimd::tanh(x); }, x);
+    detail::elementwise(y, []<class B>(B x) { return kernels::tanh(x); }, x);
   }
   template <Real T>
   void jvp(const detail::Saved<T, 1>& s, const Tensor<T>& dx, Tensor<T>& dy) const {

@@ -178,7 +178,7 @@ TEMPLATE_TEST_CASE("gemm: all four transpose variants match a naive triple loop 
 }
 
 TEMPLATE_TEST_CASE(
-    "gemm: unaligned pointers and padded leading dimensions work; C's padding is never written",
+    "gemm: unaligned pointers and padded leading dimensions work, C's padding is never written",
     "[gemm]", float, double) {
   std::mt19937 rng(7);
   for (Trans ta : kTrans) {
@@ -214,7 +214,7 @@ TEMPLATE_TEST_CASE("gemm: beta = 0 writes C without reading it, so NaN in C does
   }
 }
 
-TEMPLATE_TEST_CASE("gemm: k = 0 or alpha = 0 gives C = beta * C; m = 0 or n = 0 touches nothing",
+TEMPLATE_TEST_CASE("gemm: k = 0 or alpha = 0 gives C = beta * C, m = 0 or n = 0 touches nothing",
                    "[gemm]", float, double) {
   using T = TestType;
   const std::vector<T> a(64, std::numeric_limits<T>::quiet_NaN());  // never read

@@ -161,7 +161,7 @@ TEST_CASE("tape: requesting the same input twice gives two equal results", "[tap
   CHECK(max_abs_diff(h2[1], h1[0]) <= 1e-14);
 }
 
-TEST_CASE("tape: constants and unrelated inputs get zero cotangents; constant outputs add nothing",
+TEST_CASE("tape: constants and unrelated inputs get zero cotangents, constant outputs add nothing",
           "[tape]") {
   Rng rng(4);
   const Tensor<double> x = normal_tensor<double>(kX, rng), w = normal_tensor<double>(kW, rng);
@@ -197,7 +197,7 @@ TEST_CASE("tape: constants and unrelated inputs get zero cotangents; constant ou
   CHECK(amari::test::norm(jv[1]) == 0.0);
 }
 
-TEST_CASE("tape: jvp over the record equals the dual-number JVP; a variable output gets its seed",
+TEST_CASE("tape: jvp over the record equals the dual-number JVP, a variable output gets its seed",
           "[tape]") {
   Rng rng(5);
   const Tensor<double> x = normal_tensor<double>(kX, rng), w = normal_tensor<double>(kW, rng);

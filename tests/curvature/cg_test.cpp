@@ -493,7 +493,7 @@ TEST_CASE(
 
 TEST_CASE(
     "conjugate_gradient: shape mismatches throw ShapeError naming the solver, operator and "
-    "shapes; bad options throw ValueError") {
+    "shapes, bad options throw ValueError") {
   Rng rng(21);
   DenseOperator<double> A(well_conditioned_spd(4, rng));
   const Tensor<double> b = random_vector(4, rng);

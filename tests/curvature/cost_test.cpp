@@ -45,7 +45,7 @@ CostReport tiny_report(int rounds) {
 
 }  // namespace
 
-TEST_CASE("cost: every measured time is positive and finite; rounds and threads are recorded",
+TEST_CASE("cost: every measured time is positive and finite, rounds and threads are recorded",
           "[cost]") {
   const CostReport r = tiny_report<double>(3);
   CHECK(r.rounds == 3);

@@ -65,7 +65,7 @@ TEST_CASE(
   CHECK(reduction_ratio(-0.3, 0.6) == -0.5);
 }
 
-TEST_CASE("LevenbergMarquardt: lambda stays within [min_lambda, max_lambda]") {
+TEST_CASE("LevenbergMarquardt: lambda stays within min_lambda..max_lambda") {
   LevenbergMarquardt lm{.lambda = 9.0, .min_lambda = 1.0, .max_lambda = 10.0};
   lm.update(0.0, 1.0);
   CHECK(lm.lambda == 10.0);  // 13.5 clamped

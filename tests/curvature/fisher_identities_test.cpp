@@ -287,7 +287,7 @@ TEST_CASE("score has zero mean under the model: sum_y p(y|x) s_theta(y|x) = 0 fo
   }
 }
 
-TEST_CASE("information identity: E_x E_y[Hessian of the NLL] equals the Fisher E_x E_y[s s^T]",
+TEST_CASE("information identity: E_x E_y(Hessian of the NLL) equals the Fisher E_x E_y(s s^T)",
           "[fisher]") {
   // SEED-NOTES 1.1b: F = -E_x E_y[grad^2 log p]. For each example x_i and class y the dense Hessian
   // of -log p(y|x_i) is built from P HessianOperator products on a batch of one with target e_y,
@@ -316,7 +316,7 @@ TEST_CASE("information identity: E_x E_y[Hessian of the NLL] equals the Fisher E
   CHECK(max_indefinite > 1e-3);
 }
 
-TEST_CASE("pullback: E_x[J^T F_R J] with J from JVP columns equals the enumerated Fisher",
+TEST_CASE("pullback: E_x(J^T F_R J) with J from JVP columns equals the enumerated Fisher",
           "[fisher]") {
   // SEED-NOTES 2: J_i (C x P) column j is the row i of ModelLinearization::jvp(e_j), and
   // F_R(z_i) = E_{y ~ softmax(z_i)}[s_z s_z^T] with s_z = e_y - p enumerated over the classes.

@@ -703,7 +703,7 @@ TEST_CASE("Kfac: weight decay joins the damping of the inverses (gamma = sqrt(la
   for (std::size_t l = 0; l < 2; ++l) CHECK(kfac.factors().damping_used(l) == Approx(0.03));
 }
 
-TEST_CASE("Kfac: the same seed gives bitwise the same parameters; another seed does not",
+TEST_CASE("Kfac: the same seed gives bitwise the same parameters, another seed does not",
           "[kfac]") {
   SoftmaxCrossEntropy<double> head;
   Rng rng(61);

@@ -164,7 +164,7 @@ TEST_CASE("composites: mismatched sizes throw ShapeError naming both operators a
 }
 
 TEST_CASE(
-    "operators: apply with wrong shapes throws ShapeError naming the operator and shapes; "
+    "operators: apply with wrong shapes throws ShapeError naming the operator and shapes, "
     "aliased input and output throw ValueError") {
   Rng rng(4);
   auto A = std::make_shared<DenseOperator<double>>(random_tensor(Shape{5, 5}, rng));
@@ -218,7 +218,7 @@ TEST_CASE("operators: invalid matrices and diagonals are refused at construction
   CHECK_THROWS_AS(DiagonalOperator<float>(d), amari::ValueError);
 }
 
-TEST_CASE("DiagonalPreconditioner: z = r / m; zero, negative or non-finite m is refused") {
+TEST_CASE("DiagonalPreconditioner: z = r / m, zero, negative or non-finite m is refused") {
   const Tensor<double> m = Tensor<double>::from(Shape{3}, {2.0, 0.5, 4.0});
   DiagonalPreconditioner<double> M(m);
   const Tensor<double> r = Tensor<double>::from(Shape{3}, {1.0, 1.0, -8.0});

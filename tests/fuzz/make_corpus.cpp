@@ -38,7 +38,8 @@ Bytes with_flag(std::uint8_t flag, const Bytes& contents) {
   return b;
 }
 
-// ---- IDX -------------------------------------------------------------------------------------------
+// ---- IDX
+// -------------------------------------------------------------------------------------------
 
 Bytes idx_bytes(const IdxArray& a) {
   const std::string tmp = amari::fuzz::scratch_file("seed.idx");
@@ -63,22 +64,34 @@ void idx_corpus(const fs::path& dir) {
   save(dir, "images_u8", with_flag(0, images));
   save(dir, "images_u8_gzip", with_flag(1 | (6 << 1), images));
   save(dir, "labels_u8_gzip_level0", with_flag(1, labels));
-  save(dir, "i8_rank2", with_flag(0, idx_bytes(idx_array(IdxType::i8, {2, 2}, {0x80, 0x7f, 0xff, 0}))));
-  save(dir, "i16_rank2", with_flag(0, idx_bytes(idx_array(IdxType::i16, {1, 2}, {0x80, 0, 0x7f, 0xff}))));
+  save(dir, "i8_rank2",
+       with_flag(0, idx_bytes(idx_array(IdxType::i8, {2, 2}, {0x80, 0x7f, 0xff, 0}))));
+  save(dir, "i16_rank2",
+       with_flag(0, idx_bytes(idx_array(IdxType::i16, {1, 2}, {0x80, 0, 0x7f, 0xff}))));
   // f32: 1.0, NaN, +inf, the smallest denormal.
   save(dir, "f32_special",
-       with_flag(0, idx_bytes(idx_array(IdxType::f32, {4}, {0x3f, 0x80, 0, 0, 0x7f, 0xc0, 0, 0, 0x7f, 0x80, 0, 0, 0, 0, 0, 1}))));
-  save(dir, "i32_rank1", with_flag(0, idx_bytes(idx_array(IdxType::i32, {2}, {0x80, 0, 0, 0, 0, 0, 0, 42}))));
+       with_flag(0, idx_bytes(idx_array(
+                        IdxType::f32, {4},
+                        {0x3f, 0x80, 0, 0, 0x7f, 0xc0, 0, 0, 0x7f, 0x80, 0, 0, 0, 0, 0, 1}))));
+  save(dir, "i32_rank1",
+       with_flag(0, idx_bytes(idx_array(IdxType::i32, {2}, {0x80, 0, 0, 0, 0, 0, 0, 42}))));
   save(dir, "f64_rank4",
-       with_flag(1 | (9 << 1), idx_bytes(idx_array(IdxType::f64, {1, 2, 1, 1}, {0x3f, 0xf0, 0, 0, 0, 0, 0, 0, 0xc0, 0, 0, 0, 0, 0, 0, 0}))));
+       with_flag(1 | (9 << 1),
+                 idx_bytes(idx_array(IdxType::f64, {1, 2, 1, 1},
+                                     {0x3f, 0xf0, 0, 0, 0, 0, 0, 0, 0xc0, 0, 0, 0, 0, 0, 0, 0}))));
   save(dir, "empty_dim", with_flag(0, idx_bytes(idx_array(IdxType::u8, {0, 28, 28}, {}))));
   // A gzip file given as plain contents: zlib's decoder sees compressed bytes mutated directly.
-  save(dir, "gzip_as_contents", with_flag(0, amari::fuzz::gzip_compress(labels.data(), labels.size(), 6)));
-  // A header promising 2^31 elements with no data: must be refused without a huge allocation.
-  save(dir, "huge_header", with_flag(0, Bytes{0, 0, 0x08, 2, 0, 1, 0, 0, 0, 0, 0x80, 0}));
+  save(dir, "gzip_as_contents",
+       with_flag(0, amari::fuzz::gzip_compress(labels.data(), labels.size(), 6)));
+  // A header promising 2^31 elements with no data: must be refused without a huge allocation
+  // (flag bit 7: the typed readers must refuse it too).
+  save(dir, "huge_header", with_flag(0x80, Bytes{0, 0, 0x08, 2, 0, 1, 0, 0, 0, 0, 0x80, 0}));
+  // Labels cut one byte short.
+  save(dir, "truncated_labels", with_flag(0x80, Bytes(labels.begin(), labels.end() - 1)));
 }
 
-// ---- parameter files ---------------------------------------------------------------------------------
+// ---- parameter files
+// ---------------------------------------------------------------------------------
 
 template <amari::Real T>
 Bytes parameter_file(const amari::nn::Model<T>& model) {
@@ -100,10 +113,13 @@ void parameters_corpus(const fs::path& dir) {
   save(dir, "truncated_fix_crc", with_flag(1, Bytes(f64.begin(), f64.begin() + 64)));
 }
 
-// ---- ops programs -------------------------------------------------------------------------------------
+// ---- ops programs
+// -------------------------------------------------------------------------------------
 
 // Value code of a multiple of 1/8 in [-13.5, 13.375] (see decode_value).
-std::uint8_t v(double x) { return static_cast<std::uint8_t>(148 + static_cast<int>(x * 8)); }
+std::uint8_t v(double x) {
+  return static_cast<std::uint8_t>(148 + static_cast<int>(x * 8));
+}
 constexpr std::uint8_t kNaN = 5, kInf = 6, kNegInf = 7, kDenorm = 8, kMax = 11, kExpMax = 14;
 
 struct Program {
@@ -115,16 +131,23 @@ struct Program {
     bytes.insert(bytes.end(), values.begin(), values.end());
     return *this;
   }
-  Program& op(Op o, std::uint8_t a, std::uint8_t b = 0, std::uint8_t param = 0, std::uint8_t s1 = v(1),
-              std::uint8_t s2 = v(0)) {
+  Program& op(Op o, std::uint8_t a, std::uint8_t b = 0, std::uint8_t param = 0,
+              std::uint8_t s1 = v(1), std::uint8_t s2 = v(0)) {
     bytes.insert(bytes.end(), {static_cast<std::uint8_t>(o), a, b, param, s1, s2});
     if (o == Op::reshape) bytes.insert(bytes.end(), {2, 1, 6, 0, 0});
+    return *this;
+  }
+  // linear(pool[a], pool[b], pool[c]).
+  Program& linear(std::uint8_t a, std::uint8_t b, std::uint8_t c) {
+    bytes.insert(bytes.end(), {static_cast<std::uint8_t>(Op::linear), a, b, 0, v(0), v(0), c});
     return *this;
   }
 };
 
 // Parameter byte for an axis (-5..5) and keep_dims.
-std::uint8_t axis(int a, bool keep = false) { return static_cast<std::uint8_t>((a + 5) | (keep ? 16 : 0)); }
+std::uint8_t axis(int a, bool keep = false) {
+  return static_cast<std::uint8_t>((a + 5) | (keep ? 16 : 0));
+}
 constexpr std::uint8_t kTransA = 32, kTransB = 64;
 
 void ops_corpus(const fs::path& dir) {
@@ -139,11 +162,15 @@ void ops_corpus(const fs::path& dir) {
            .op(Op::matmul, 3, 0, kTransB)
            .op(Op::logsumexp, 4, 0, axis(-1))
            .op(Op::sum_all, 5)
+           .op(Op::transpose, 0)
+           .linear(3, 7, 4)  // (2, 3) x (3, 2) + (2, 2): a bias of the wrong rank, refused
+           .linear(3, 7, 5)  // ... + (2): a dense layer
            .bytes);
   // Special values (NaN, inf, denormal, max) through every unary op, float.
   Program special(1);
   special.input({2, 3}, {kNaN, kInf, kNegInf, kDenorm, kMax, v(0)});
-  for (Op o : {Op::exp, Op::log, Op::tanh, Op::sigmoid, Op::relu, Op::softplus, Op::square, Op::sqrt, Op::gelu})
+  for (Op o : {Op::exp, Op::log, Op::tanh, Op::sigmoid, Op::relu, Op::softplus, Op::square,
+               Op::sqrt, Op::gelu})
     special.op(o, 0);
   save(dir, "special_unary_f32", special.bytes);
   // Empty tensors: (0, 3) and (3, 0) through matmul, reductions and broadcasting, double.

@@ -1,5 +1,5 @@
-// libFuzzer entry point for the parameters harness (tests/fuzz/harness/parameters.hpp, which documents the
-// input layout and the properties checked). Build and run: docs/reliability.md.
+// libFuzzer entry point for the parameters harness (tests/fuzz/harness/parameters.hpp, which
+// documents the input layout and the properties checked). Build and run: docs/reliability.md.
 #include <cstdio>
 #include <cstdlib>
 #include <exception>

@@ -92,7 +92,7 @@ std::string error_message(F&& f) {
 
 }  // namespace
 
-TEST_CASE("make_dataset: rows must match labels and labels must lie in [0, num_classes)",
+TEST_CASE("make_dataset: rows must match labels and labels must lie in 0..num_classes-1",
           "[dataset]") {
   const auto x = Tensor<float>::zeros(Shape{3, 2});
   const Dataset<float> ok = amari::nn::make_dataset(x, {0, 1, 2}, 3);
@@ -131,7 +131,7 @@ TEST_CASE("load_idx_dataset: an image/label count mismatch is a FormatError nami
                       Contains(dir.file("lab.gz") + " holds 4 labels"));
 }
 
-TEST_CASE("load_idx_dataset: a label outside [0, num_classes) is a FormatError naming the file",
+TEST_CASE("load_idx_dataset: a label outside 0..num_classes-1 is a FormatError naming the file",
           "[dataset]") {
   TempDir dir;
   write_pair(dir.file("im"), dir.file("lab"), 5, 5, 5, IdxCompression::plain);
@@ -283,7 +283,7 @@ TEST_CASE("Batches: every example appears exactly once per epoch and rows match 
   CHECK(order == amari::nn::shuffled_indices(10, 7, 3));
 }
 
-TEST_CASE("Batches: the same seed and epoch give the same batches; another epoch reshuffles",
+TEST_CASE("Batches: the same seed and epoch give the same batches, another epoch reshuffles",
           "[dataset][batches]") {
   const Dataset<float> d = amari::nn::make_dataset(
       Tensor<float>::from(Shape{6, 1}, {0, 1, 2, 3, 4, 5}), {0, 1, 0, 1, 0, 1}, 2);

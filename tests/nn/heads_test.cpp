@@ -264,7 +264,7 @@ TEST_CASE("every head: gradient(z, y) equals the tape gradient and finite differ
 // ---- 3. Fisher identities
 // ---------------------------------------------------------------------------
 
-TEST_CASE("softmax head: exact enumeration gives E_y[s_z] = 0 and E_y[s_z s_z^T] a = H_L(z) a",
+TEST_CASE("softmax head: exact enumeration gives E_y(s_z) = 0 and E_y(s_z s_z^T) a = H_L(z) a",
           "[nn][heads][fisher]") {
   Rng rng(51);
   const SoftmaxCrossEntropy<double> head;
@@ -292,7 +292,7 @@ TEST_CASE("softmax head: exact enumeration gives E_y[s_z] = 0 and E_y[s_z s_z^T]
 }
 
 TEST_CASE(
-    "Bernoulli head: enumeration of all 2^C outcomes gives E_y[s_z] = 0 and E_y[s_z s_z^T] a = "
+    "Bernoulli head: enumeration of all 2^C outcomes gives E_y(s_z) = 0 and E_y(s_z s_z^T) a = "
     "H_L(z) a",
     "[nn][heads][fisher]") {
   constexpr Index c = 3;
@@ -327,7 +327,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "Gaussian head: Monte Carlo over sample() gives E_y[s_z] = 0 and E_y[s_z s_z^T] a = H_L(z) a "
+    "Gaussian head: Monte Carlo over sample() gives E_y(s_z) = 0 and E_y(s_z s_z^T) a = H_L(z) a "
     "within 5 standard errors",
     "[nn][heads][fisher]") {
   constexpr int draws = 200000;
@@ -670,7 +670,7 @@ TEST_CASE("every head: targets of another shape raise ShapeError naming the head
   }
 }
 
-TEST_CASE("every head: rank-1 logits raise ShapeError and an empty batch raises ValueError",
+TEST_CASE("every head: rank-1 logits raise ShapeError, an empty batch or zero outputs raise ValueError",
           "[nn][heads][errors]") {
   for (const auto& hc : head_cases()) {
     DYNAMIC_SECTION(hc.label) {
@@ -690,12 +690,20 @@ TEST_CASE("every head: rank-1 logits raise ShapeError and an empty batch raises 
       CHECK_THROWS_AS(head.gradient(e, e, eout), amari::ValueError);
       CHECK_THROWS_AS(head.hessian_product(e, e, eout), amari::ValueError);
       CHECK_THROWS_AS(head.sample(e, 1, 0), amari::ValueError);
+      const Tensor<double> c0(Shape{3, 0});
+      Tensor<double> c0out(Shape{3, 0});
+      CHECK_THROWS_MATCHES(head.loss(c0, c0), amari::ValueError,
+                           MessageContains({"no outputs per example", "(3, 0)"}));
+      CHECK_THROWS_AS(head.gradient(c0, c0, c0out), amari::ValueError);
+      CHECK_THROWS_AS(head.hessian_product(c0, c0, c0out), amari::ValueError);
+      CHECK_THROWS_AS(head.sample(c0, 1, 0), amari::ValueError);
+      CHECK_THROWS_AS(head.predict(c0), amari::ValueError);
     }
   }
 }
 
 TEST_CASE(
-    "one_hot: a label outside [0, C) raises ValueError naming the label; Gaussian rejects sigma <= "
+    "one_hot: a label outside 0..C-1 raises ValueError naming the label, Gaussian rejects sigma <= "
     "0 or NaN",
     "[nn][heads][errors]") {
   CHECK_THROWS_MATCHES(amari::nn::one_hot<double>({0, 7, 1}, 4), amari::ValueError,

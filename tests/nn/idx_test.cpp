@@ -126,7 +126,7 @@ TEST_CASE("read_idx: ubyte images round-trip through plain and gzip files", "[id
   CHECK((raw[0] == 0x1f && raw[1] == 0x8b));
 }
 
-TEST_CASE("read_idx_images: pixels are flattened per image and scaled exactly to [0, 1]", "[idx]") {
+TEST_CASE("read_idx_images: pixels are flattened per image and scaled exactly to 0..1", "[idx]") {
   TempDir dir;
   const std::string path = dir.file("images.gz");
   amari::nn::write_idx(path, small_images(), IdxCompression::gzip);

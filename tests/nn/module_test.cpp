@@ -178,7 +178,7 @@ TEST_CASE("Linear computes x W + b with W stored (in, out) row-major then b", "[
 // --------------------------------------------------------------------
 
 TEST_CASE(
-    "Model::forward_jvp equals finite differences of forward and the tape JVP; the tape VJP is its "
+    "Model::forward_jvp equals finite differences of forward and the tape JVP, the tape VJP is its "
     "adjoint",
     "[nn][module]") {
   for (Act act : {Act::tanh, Act::softplus, Act::gelu}) {
@@ -280,7 +280,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "flat parameters: views alias the flat vector; gather/scatter round-trip; split returns views",
+    "flat parameters: views alias the flat vector, gather/scatter round-trip, split returns views",
     "[nn][module][layout]") {
   Model<double> model(amari::nn::mlp<double>({6, 5, 4, 3}, Act::tanh), 1);
   const Index p = model.num_parameters();
@@ -471,7 +471,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "Model::forward with the wrong number of bound parameters raises ValueError; so do bad "
+    "Model::forward with the wrong number of bound parameters raises ValueError, so do bad "
     "constructions",
     "[nn][module][errors]") {
   const Model<double> model(amari::nn::mlp<double>({6, 5, 3}, Act::tanh), 1);

@@ -1,7 +1,8 @@
 // Replays the fuzz inputs through the same harnesses the fuzzers run (tests/fuzz/harness), in the
 // ordinary test build: every seed of the committed corpus (tests/fuzz/corpus/<target>) and every
 // input that once crashed a fuzzer (tests/reliability/crashes/<target>). A crash input stays here
-// forever as the regression test of its bug.
+// forever as the regression test of its bug. Each input runs in a child process, so one crashing
+// input fails one check (named by its file) and the others still run.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include "fuzz/harness/idx.hpp"
 #include "fuzz/harness/ops.hpp"
 #include "fuzz/harness/parameters.hpp"
+#include "reliability/child_process.hpp"
 
 namespace {
 
@@ -32,6 +34,9 @@ std::vector<fs::path> inputs_of(const std::string& folder, const std::string& ta
 
 template <class Harness>
 void replay(const std::string& target, Harness run, std::size_t min_seeds) {
+  // Create the scratch directory here, so the children (which leave through _exit, skipping its
+  // removal) share this process's directory, which is removed when the test program ends.
+  (void)amari::fuzz::scratch_dir();
   const auto seeds = inputs_of("tests/fuzz/corpus", target);
   CHECK(seeds.size() >= min_seeds);  // the corpus is committed: an empty one is a packaging error
   auto all = seeds;
@@ -40,7 +45,9 @@ void replay(const std::string& target, Harness run, std::size_t min_seeds) {
   for (const auto& file : all) {
     const Bytes bytes = amari::fuzz::read_file(file.string());
     INFO("input " << file.string() << " (" << bytes.size() << " bytes)");
-    CHECK_NOTHROW(run(bytes.data(), bytes.size()));
+    // In a child process: an input that crashes fails this check, and the others still run.
+    CHECK(amari::test::run_in_child([&] { run(bytes.data(), bytes.size()); }) ==
+          amari::test::Outcome::returned);
   }
 }
 
@@ -51,8 +58,9 @@ TEST_CASE("fuzz replay: every IDX corpus and crash input is read or refused with
   replay("idx", amari::fuzz::run_idx, 5);
 }
 
-TEST_CASE("fuzz replay: every parameter-file corpus and crash input loads or is refused, model intact",
-          "[reliability][fuzz]") {
+TEST_CASE(
+    "fuzz replay: every parameter-file corpus and crash input loads or is refused, model intact",
+    "[reliability][fuzz]") {
   replay("parameters", amari::fuzz::run_parameters, 3);
 }
 

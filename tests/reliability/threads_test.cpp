@@ -45,15 +45,16 @@ Problem make_problem(std::uint64_t seed) {
   p.x = test::normal_tensor<double>(Shape{96, 6}, rng);
   std::vector<int> labels;
   for (Index i = 0; i < 96; ++i) {
-    const double a = p.x[i * 6] + p.x[i * 6 + 1], b = p.x[i * 6 + 2] - p.x[i * 6 + 3], c = p.x[i * 6 + 4];
+    const double a = p.x[i * 6] + p.x[i * 6 + 1], b = p.x[i * 6 + 2] - p.x[i * 6 + 3],
+                 c = p.x[i * 6 + 4];
     labels.push_back(a > b ? (a > c ? 0 : 2) : (b > c ? 1 : 2));
   }
   p.y = nn::one_hot<double>(labels, 3);
   return p;
 }
 
-// 20 Adam steps on minibatches of 32 (in order), from a model initialized with `seed`, using either
-// a tape owned here or the thread's current tape. Returns the final flat parameters.
+// `steps` Adam steps on minibatches of 32 (in order), from a model initialized with `seed`, using
+// either a tape owned here or the thread's current tape. Returns the final flat parameters.
 Tensor<double> train(std::uint64_t seed, bool use_current_tape, int steps = 20) {
   const Problem p = make_problem(1000 + seed);
   nn::Model<double> model(nn::mlp<double>({6, 16, 16, 3}, nn::Act::tanh), seed);
@@ -76,12 +77,16 @@ Tensor<double> train(std::uint64_t seed, bool use_current_tape, int steps = 20) 
 
 }  // namespace
 
-TEST_CASE("threads: 4 threads training their own models concurrently give bitwise the sequential "
-          "results",
-          "[reliability][threads]") {
+TEST_CASE(
+    "threads: 4 threads training their own models concurrently give bitwise the sequential "
+    "results",
+    "[reliability][threads]") {
   constexpr int kThreads = 4;
   std::vector<Tensor<double>> sequential;
-  for (int t = 0; t < kThreads; ++t) sequential.push_back(train(static_cast<std::uint64_t>(t), t % 2 == 1));
+  // 60 steps each, so the threads' training loops overlap for a while.
+  constexpr int kSteps = 60;
+  for (int t = 0; t < kThreads; ++t)
+    sequential.push_back(train(static_cast<std::uint64_t>(t), t % 2 == 1, kSteps));
 
   for (int round = 0; round < 2; ++round) {
     std::vector<Tensor<double>> concurrent(kThreads);
@@ -90,7 +95,8 @@ TEST_CASE("threads: 4 threads training their own models concurrently give bitwis
       threads.emplace_back([t, &concurrent] {
         // An exception must not escape a std::thread; an undefined result reports it below.
         try {
-          concurrent[static_cast<std::size_t>(t)] = train(static_cast<std::uint64_t>(t), t % 2 == 1);
+          concurrent[static_cast<std::size_t>(t)] =
+              train(static_cast<std::uint64_t>(t), t % 2 == 1, kSteps);
         } catch (...) {
         }
       });
@@ -99,7 +105,8 @@ TEST_CASE("threads: 4 threads training their own models concurrently give bitwis
     for (int t = 0; t < kThreads; ++t) {
       INFO("round " << round << ", thread " << t);
       REQUIRE(concurrent[static_cast<std::size_t>(t)].defined());
-      CHECK(same_bits(concurrent[static_cast<std::size_t>(t)], sequential[static_cast<std::size_t>(t)]));
+      CHECK(same_bits(concurrent[static_cast<std::size_t>(t)],
+                      sequential[static_cast<std::size_t>(t)]));
     }
   }
   // Different seeds did give different models (the comparison above is not vacuous).
@@ -141,7 +148,8 @@ TEST_CASE("threads: Tape::current() is a distinct tape in every thread, and reco
     CHECK(same_within_thread[i] == 1);
     CHECK(sizes[i] == static_cast<std::size_t>(t + 1));
     CHECK(sizes_after_others[i] == static_cast<std::size_t>(t + 1));
-    CHECK(tapes_d[i] != static_cast<const void*>(&Tape<double>::current()));  // nor the main thread's
+    CHECK(tapes_d[i] !=
+          static_cast<const void*>(&Tape<double>::current()));  // nor the main thread's
   }
 }
 
@@ -192,8 +200,9 @@ KernelResults run_kernels() {
   const Var<double> av = tape.variable(a), xv = tape.variable(x);
   const Var<double> loss = sum(tanh(matmul(av, av))) + sum(square(xv) * xv);
   const Tensor<double> one = Tensor<double>::scalar(1.0);
-  const auto g = tape.vjp(std::span<const Var<double>>(&loss, 1), std::span<const Tensor<double>>(&one, 1),
-                          std::vector<Var<double>>{av, xv});
+  const auto g =
+      tape.vjp(std::span<const Var<double>>(&loss, 1), std::span<const Tensor<double>>(&one, 1),
+               std::vector<Var<double>>{av, xv});
   r.gradient = g[0];
   return r;
 }

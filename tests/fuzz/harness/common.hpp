@@ -96,7 +96,9 @@ inline const std::filesystem::path& scratch_dir() {
 }
 
 /// Path of a scratch file `name` in scratch_dir().
-inline std::string scratch_file(const std::string& name) { return (scratch_dir() / name).string(); }
+inline std::string scratch_file(const std::string& name) {
+  return (scratch_dir() / name).string();
+}
 
 /// Writes bytes to path (replacing it); throws HarnessFailure if the harness itself cannot write.
 inline void write_file(const std::string& path, const std::uint8_t* data, std::size_t size) {

@@ -6,6 +6,8 @@
 //                   arbitrary compressed data)
 //   flag bit 0 = 1: the contents are gzip-compressed with zlib first (level = (flag >> 1) % 10), so
 //                   valid compressed files of arbitrary IDX contents are read too
+//   flag bit 7 = 1: when read_idx refuses the file, check that read_idx_images and
+//                   read_idx_labels refuse it too
 // Checks: read_idx returns or throws amari::Error; a returned array is consistent (rank 1..4, byte
 // count = elements * type size, at most kMaxIdxElements elements); idx_to_tensor agrees with
 // IdxArray::value; writing it back with write_idx gives the exact input bytes (when the input was
@@ -64,6 +66,10 @@ inline void run_idx(const std::uint8_t* data, std::size_t size) {
   nn::IdxArray array;
   if (!returns_or_amari_error([&] { array = nn::read_idx(path); })) {
     // Whatever read_idx refused, the typed readers must refuse too (and with an amari::Error).
+    // Only when flag bit 7 asks for it: a header promising much more data than the file holds
+    // makes each read allocate and zero a 16 MiB chunk first, and three reads per input would
+    // cut the fuzzer's speed by three.
+    if (!(flag & 0x80)) return;
     require(!returns_or_amari_error([&] { (void)nn::read_idx_labels(path); }),
             "read_idx_labels accepted a file read_idx refused");
     require(!returns_or_amari_error([&] { (void)nn::read_idx_images<float>(path); }),
@@ -91,8 +97,10 @@ inline void run_idx(const std::uint8_t* data, std::size_t size) {
     require(td.shape()[static_cast<int>(a)] == array.dims[a], "idx_to_tensor: wrong shape");
   }
   for (Index i = 0; i < n; i += 1 + n / 64) {
-    require(same_value(td[i], array.value(i)), "idx_to_tensor<double> differs from IdxArray::value");
-    require(same_value(static_cast<double>(tf[i]), static_cast<double>(static_cast<float>(array.value(i)))),
+    require(same_value(td[i], array.value(i)),
+            "idx_to_tensor<double> differs from IdxArray::value");
+    require(same_value(static_cast<double>(tf[i]),
+                       static_cast<double>(static_cast<float>(array.value(i)))),
             "idx_to_tensor<float> differs from IdxArray::value rounded to float");
   }
 

@@ -57,7 +57,8 @@ inline void run_parameters(const std::uint8_t* data, std::size_t size) {
   if ((flag & 1) && file.size() >= 4) {
     const std::size_t body = file.size() - 4;
     const auto crc = static_cast<std::uint32_t>(crc32(0, file.data(), static_cast<uInt>(body)));
-    for (int i = 0; i < 4; ++i) file[body + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(crc >> (8 * i));
+    for (int i = 0; i < 4; ++i)
+      file[body + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(crc >> (8 * i));
   }
   const std::string path = scratch_file("input.prm");
   write_file(path, file.data(), file.size());
