@@ -98,33 +98,45 @@ struct AdamScalars {
 // by the same instructions wherever it falls. Multiplying by 1/sqrt(bc2) instead of dividing by
 // sqrt(bc2) (PyTorch's form) saves a division per element and agrees to rounding.
 template <bool kCoupledDecay, class T>
-void adam_update(T* p, const T* g, T* m, T* v, Index n, const AdamScalars<T>& s) {
+inline void adam_batch(const AdamScalars<T>& s, T* pp, const T* gp, T* mp, T* vp) {
   using B = xsimd::batch<T>;
-  constexpr Index W = static_cast<Index>(B::size);
-  const auto body = [&s](T* pp, const T* gp, T* mp, T* vp) {
-    const B pi = B::load_unaligned(pp);
-    B gi = B::load_unaligned(gp);
-    if constexpr (kCoupledDecay) gi = gi + B(s.wd) * pi;
-    const B mi = B(s.b1) * B::load_unaligned(mp) + B(s.one_minus_b1) * gi;
-    const B vi = B(s.b2) * B::load_unaligned(vp) + B(s.one_minus_b2) * (gi * gi);
-    mi.store_unaligned(mp);
-    vi.store_unaligned(vp);
-    const B denominator = xsimd::sqrt(vi) * B(s.inv_sqrt_bc2) + B(s.eps);
-    (pi - B(s.step_size) * mi / denominator).store_unaligned(pp);
-  };
-  Index i = 0;
-  for (; i + W <= n; i += W) body(p + i, g + i, m + i, v + i);
-  if (i == n) return;
-  const auto rest = static_cast<std::size_t>(n - i);
+  const B pi = B::load_unaligned(pp);
+  B gi = B::load_unaligned(gp);
+  if constexpr (kCoupledDecay) gi = gi + B(s.wd) * pi;
+  const B mi = B(s.b1) * B::load_unaligned(mp) + B(s.one_minus_b1) * gi;
+  const B vi = B(s.b2) * B::load_unaligned(vp) + B(s.one_minus_b2) * (gi * gi);
+  mi.store_unaligned(mp);
+  vi.store_unaligned(vp);
+  const B denominator = xsimd::sqrt(vi) * B(s.inv_sqrt_bc2) + B(s.eps);
+  (pi - B(s.step_size) * mi / denominator).store_unaligned(pp);
+}
+
+template <bool kCoupledDecay, class T>
+void adam_update(T* p, const T* g, T* m, T* v, Index n, const AdamScalars<T>& s) {
+  constexpr Index W = static_cast<Index>(xsimd::batch<T>::size);
+  // Threads split the vector above 64k elements: every element's result is the same for any
+  // split. Besides halving the update, this keeps each core's share of the freshly written
+  // parameters in its own cache, where the next step's GEMMs read them.
+  const Index full = n / W * W;
+#pragma omp parallel if (full >= (Index{1} << 16))
+  {
+    // A private copy of the scalars: the compiler can then keep them in registers, knowing the
+    // stores to p, m and v cannot change them.
+    const AdamScalars<T> k = s;
+#pragma omp for schedule(static)
+    for (Index j = 0; j < full; j += W) adam_batch<kCoupledDecay>(k, p + j, g + j, m + j, v + j);
+  }
+  if (full == n) return;
+  const auto rest = static_cast<std::size_t>(n - full);
   std::array<T, W> tp{}, tg{}, tm{}, tv{};
-  std::copy_n(p + i, rest, tp.begin());
-  std::copy_n(g + i, rest, tg.begin());
-  std::copy_n(m + i, rest, tm.begin());
-  std::copy_n(v + i, rest, tv.begin());
-  body(tp.data(), tg.data(), tm.data(), tv.data());
-  std::copy_n(tp.begin(), rest, p + i);
-  std::copy_n(tm.begin(), rest, m + i);
-  std::copy_n(tv.begin(), rest, v + i);
+  std::copy_n(p + full, rest, tp.begin());
+  std::copy_n(g + full, rest, tg.begin());
+  std::copy_n(m + full, rest, tm.begin());
+  std::copy_n(v + full, rest, tv.begin());
+  adam_batch<kCoupledDecay>(s, tp.data(), tg.data(), tm.data(), tv.data());
+  std::copy_n(tp.begin(), rest, p + full);
+  std::copy_n(tm.begin(), rest, m + full);
+  std::copy_n(tv.begin(), rest, v + full);
 }
 
 }  // namespace
