@@ -27,9 +27,16 @@
 #include <amari/nn/model.hpp>
 
 #include "support/random.hpp"
+#include "support/dense.hpp"
 
 namespace {
 
+using amari::test::Dense;
+using amari::test::frobenius;
+using amari::test::rel_frobenius;
+using amari::test::asymmetry;
+using amari::test::dense_of;
+using amari::test::concat;
 using amari::Index;
 using amari::Shape;
 using amari::Tape;
@@ -52,63 +59,6 @@ using amari::test::normal_tensor;
 using amari::test::Rng;
 
 constexpr Index kD = 3, kH = 4, kC = 3, kN = 5;  // P = 3*4 + 4 + 4*3 + 3 = 31
-
-// An explicit n x n matrix (row-major), formed in tests only.
-struct Dense {
-  Index n = 0;
-  std::vector<double> a;
-  explicit Dense(Index size) : n(size), a(static_cast<std::size_t>(size * size), 0.0) {}
-  double& operator()(Index i, Index j) { return a[static_cast<std::size_t>(i * n + j)]; }
-  double operator()(Index i, Index j) const { return a[static_cast<std::size_t>(i * n + j)]; }
-  // += w s s^T
-  void add_outer(double w, const Tensor<double>& s) {
-    for (Index i = 0; i < n; ++i)
-      for (Index j = 0; j < n; ++j) (*this)(i, j) += w * s[i] * s[j];
-  }
-  Tensor<double> times(const Tensor<double>& v) const {
-    Tensor<double> out(Shape{n});
-    for (Index i = 0; i < n; ++i)
-      for (Index j = 0; j < n; ++j) out[i] += (*this)(i, j) * v[j];
-    return out;
-  }
-};
-
-double frobenius(const Dense& m) {
-  double s = 0;
-  for (double v : m.a) s += v * v;
-  return std::sqrt(s);
-}
-
-// ||a - b||_F / ||b||_F.
-double rel_frobenius(const Dense& a, const Dense& b) {
-  double s = 0;
-  for (std::size_t k = 0; k < a.a.size(); ++k) s += (a.a[k] - b.a[k]) * (a.a[k] - b.a[k]);
-  return std::sqrt(s) / frobenius(b);
-}
-
-// ||M - M^T||_F / ||M||_F.
-double asymmetry(const Dense& m) {
-  double s = 0;
-  for (Index i = 0; i < m.n; ++i)
-    for (Index j = 0; j < m.n; ++j) s += (m(i, j) - m(j, i)) * (m(i, j) - m(j, i));
-  return std::sqrt(s) / frobenius(m);
-}
-
-// Column j of the result is op.apply(e_j). The output buffer is filled with NaN before each
-// product, so a product that accumulates into (instead of overwriting) `out` poisons the matrix.
-Dense dense_of(LinearOperator<double>& op) {
-  const Index n = op.size();
-  Dense m(n);
-  Tensor<double> e(Shape{n}), col(Shape{n});
-  for (Index j = 0; j < n; ++j) {
-    e.fill(0.0);
-    e[j] = 1.0;
-    col.fill(std::numeric_limits<double>::quiet_NaN());
-    op.apply(e, col);
-    for (Index i = 0; i < n; ++i) m(i, j) = col[i];
-  }
-  return m;
-}
 
 // Eigenvalues of a symmetric matrix by cyclic Jacobi rotations (Golub & Van Loan, sec. 8.5).
 std::vector<double> symmetric_eigenvalues(Dense m) {
@@ -142,16 +92,6 @@ std::vector<double> symmetric_eigenvalues(Dense m) {
   std::vector<double> ev(static_cast<std::size_t>(n));
   for (Index i = 0; i < n; ++i) ev[static_cast<std::size_t>(i)] = m(i, i);
   return ev;
-}
-
-Tensor<double> concat(const std::vector<Tensor<double>>& parts) {
-  Index total = 0;
-  for (const auto& p : parts) total += p.size();
-  Tensor<double> flat(Shape{total});
-  Index k = 0;
-  for (const auto& p : parts)
-    for (Index i = 0; i < p.size(); ++i) flat[k++] = p[i];
-  return flat;
 }
 
 // Example i of x (N, D) as a batch of one, (1, D).

@@ -32,9 +32,18 @@
 #include <amari/nn/model.hpp>
 
 #include "support/random.hpp"
+#include "support/matchers.hpp"
+#include "support/dense.hpp"
 
 namespace {
 
+using amari::test::MessageContains;
+using amari::test::Dense;
+using amari::test::frobenius;
+using amari::test::rel_frobenius;
+using amari::test::dense_of;
+using amari::test::concat;
+using amari::test::row;
 using amari::Index;
 using amari::Shape;
 using amari::Tape;
@@ -62,49 +71,6 @@ using amari::test::Rng;
 constexpr Index kD = 3, kH = 4, kC = 3, kN = 5;  // P = 3*4 + 4 + 4*3 + 3 = 31
 constexpr double kSigma = 0.7;
 
-// An explicit n x n matrix (row-major), formed in tests only.
-struct Dense {
-  Index n = 0;
-  std::vector<double> a;
-  explicit Dense(Index size) : n(size), a(static_cast<std::size_t>(size * size), 0.0) {}
-  double& operator()(Index i, Index j) { return a[static_cast<std::size_t>(i * n + j)]; }
-  double operator()(Index i, Index j) const { return a[static_cast<std::size_t>(i * n + j)]; }
-  void add_outer(double w, const Tensor<double>& s) {  // += w s s^T
-    for (Index i = 0; i < n; ++i)
-      for (Index j = 0; j < n; ++j) (*this)(i, j) += w * s[i] * s[j];
-  }
-};
-
-double frobenius(const Dense& m) {
-  double s = 0;
-  for (double v : m.a) s += v * v;
-  return std::sqrt(s);
-}
-
-// ||a - b||_F / ||b||_F.
-double rel_frobenius(const Dense& a, const Dense& b) {
-  double s = 0;
-  for (std::size_t k = 0; k < a.a.size(); ++k) s += (a.a[k] - b.a[k]) * (a.a[k] - b.a[k]);
-  return std::sqrt(s) / frobenius(b);
-}
-
-// Column j is op.apply(e_j); the output is NaN-filled first, so a product that accumulates into
-// `out` instead of overwriting it poisons the matrix.
-template <class T>
-Dense dense_of(LinearOperator<T>& op) {
-  const Index n = op.size();
-  Dense m(n);
-  Tensor<T> e(Shape{n}), col(Shape{n});
-  for (Index j = 0; j < n; ++j) {
-    e.fill(T(0));
-    e[j] = T(1);
-    col.fill(std::numeric_limits<T>::quiet_NaN());
-    op.apply(e, col);
-    for (Index i = 0; i < n; ++i) m(i, j) = static_cast<double>(col[i]);
-  }
-  return m;
-}
-
 // Column j: the derivative of f along e_j at theta, by central differences with one Richardson
 // step (error O(h^4)); f maps R^P to R^P.
 Dense fd_jacobian(const std::function<Tensor<double>(const Tensor<double>&)>& f,
@@ -128,22 +94,6 @@ Tensor<double> apply(LinearOperator<double>& op, const Tensor<double>& v) {
   Tensor<double> out(Shape{op.size()});
   op.apply(v, out);
   return out;
-}
-
-Tensor<double> concat(const std::vector<Tensor<double>>& parts) {
-  Index total = 0;
-  for (const auto& p : parts) total += p.size();
-  Tensor<double> flat(Shape{total});
-  Index k = 0;
-  for (const auto& p : parts)
-    for (Index i = 0; i < p.size(); ++i) flat[k++] = p[i];
-  return flat;
-}
-
-// Row i of a (N, C) tensor as a batch of one, (1, C).
-Tensor<double> row(const Tensor<double>& x, Index i) {
-  const Index d = x.dim(1);
-  return x.view(i * d, Shape{1, d}).clone();
 }
 
 void randomize(Model<double>& model, Rng& rng, double scale) {
@@ -284,30 +234,6 @@ std::vector<HeadCase> head_cases() {
                    }});
   return cases;
 }
-
-// Matches an exception whose message contains every given part (case-insensitive).
-class MessageContains : public Catch::MatcherBase<std::exception> {
- public:
-  explicit MessageContains(std::vector<std::string> parts) : parts_(std::move(parts)) {}
-  bool match(const std::exception& e) const override {
-    const std::string what = lower(e.what());
-    return std::all_of(parts_.begin(), parts_.end(), [&](const std::string& p) {
-      return what.find(lower(p)) != std::string::npos;
-    });
-  }
-  std::string describe() const override {
-    std::string s = "has a message containing";
-    for (const auto& p : parts_) s += " \"" + p + "\"";
-    return s;
-  }
-
- private:
-  static std::string lower(std::string s) {
-    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    return s;
-  }
-  std::vector<std::string> parts_;
-};
 
 }  // namespace
 

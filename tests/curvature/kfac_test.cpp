@@ -28,9 +28,11 @@
 #include <amari/nn/training.hpp>
 
 #include "support/random.hpp"
+#include "support/dense.hpp"
 
 namespace {
 
+using amari::test::row;
 using amari::Index;
 using amari::Shape;
 using amari::Tape;
@@ -127,12 +129,6 @@ std::vector<double> solve(Mat m, std::vector<double> b) {
     x[static_cast<std::size_t>(i)] = s / m(i, i);
   }
   return x;
-}
-
-// Row i of a (N, C) tensor as a batch of one, (1, C).
-Tensor<double> row(const Tensor<double>& x, Index i) {
-  const Index d = x.dim(1);
-  return x.view(i * d, Shape{1, d}).clone();
 }
 
 void randomize(Model<double>& model, Rng& rng, double scale) {

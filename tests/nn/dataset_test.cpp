@@ -3,6 +3,8 @@
 #include <amari/nn/dataset.hpp>
 #include <amari/nn/idx.hpp>
 
+#include "support/temp_dir.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -18,6 +20,7 @@
 
 namespace {
 
+using amari::test::TempDir;
 namespace fs = std::filesystem;
 using amari::Index;
 using amari::Shape;
@@ -30,29 +33,6 @@ using amari::nn::IdxCompression;
 using amari::nn::IdxType;
 using amari::nn::LastBatch;
 using Catch::Matchers::Contains;
-
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ = fs::temp_directory_path() / ("amari-dataset-test-" + std::to_string(::getpid()) + "-" +
-                                         std::to_string(stamp) + "-" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // `count` images of 2x2 pixels whose first pixel is the image number, and labels i % classes.
 void write_pair(const std::string& images, const std::string& labels, Index count,

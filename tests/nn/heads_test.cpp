@@ -17,9 +17,12 @@
 #include <catch2/catch.hpp>
 
 #include "support/random.hpp"
+#include "support/matchers.hpp"
 
 namespace {
 
+using amari::test::MessageContains;
+using amari::test::rel_err;
 using amari::Dual;
 using amari::Index;
 using amari::Real;
@@ -39,36 +42,6 @@ using amari::test::Rng;
 constexpr double kSigma = 0.7;
 constexpr Index kN = 5;
 constexpr Index kC = 4;
-
-// Matches an exception whose message contains every given part (case-insensitive).
-class MessageContains : public Catch::MatcherBase<std::exception> {
- public:
-  explicit MessageContains(std::vector<std::string> parts) : parts_(std::move(parts)) {}
-  bool match(const std::exception& e) const override {
-    const std::string what = lower(e.what());
-    return std::all_of(parts_.begin(), parts_.end(), [&](const std::string& p) {
-      return what.find(lower(p)) != std::string::npos;
-    });
-  }
-  std::string describe() const override {
-    std::string s = "has a message containing";
-    for (const auto& p : parts_) s += " \"" + p + "\"";
-    return s;
-  }
-
- private:
-  static std::string lower(std::string s) {
-    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    return s;
-  }
-  std::vector<std::string> parts_;
-};
-
-// ||a - b|| / ||b||, with ||b|| floored so an exact zero reference is compared absolutely.
-template <Real T, Real U>
-double rel_err(const Tensor<T>& a, const Tensor<U>& b) {
-  return distance(a, b) / std::max(norm(b), 1e-300);
-}
 
 bool all_finite(const Tensor<float>& t) {
   return std::all_of(t.begin(), t.end(), [](float v) { return std::isfinite(v); });

@@ -3,6 +3,8 @@
 // the file and what was found.
 #include <amari/nn/idx.hpp>
 
+#include "support/temp_dir.hpp"
+
 #include <bit>
 #include <chrono>
 #include <cstdint>
@@ -17,6 +19,7 @@
 
 namespace {
 
+using amari::test::TempDir;
 namespace fs = std::filesystem;
 using amari::Index;
 using amari::nn::IdxArray;
@@ -24,28 +27,6 @@ using amari::nn::IdxCompression;
 using amari::nn::IdxType;
 using Bytes = std::vector<std::uint8_t>;
 using Catch::Matchers::Contains;
-
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ = fs::temp_directory_path() / ("amari-idx-test-" + std::to_string(::getpid()) + "-" +
-                                         std::to_string(stamp) + "-" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // Writes raw bytes, plain or through zlib's gzip writer, so tests can produce malformed files.
 void write_bytes(const std::string& path, const Bytes& bytes, bool gzip) {

@@ -19,9 +19,12 @@
 #include <catch2/catch.hpp>
 
 #include "support/random.hpp"
+#include "support/matchers.hpp"
 
 namespace {
 
+using amari::test::MessageContains;
+using amari::test::rel_err;
 using amari::Dual;
 using amari::Index;
 using amari::Real;
@@ -39,35 +42,6 @@ using amari::test::dot;
 using amari::test::max_abs_diff;
 using amari::test::norm;
 using amari::test::Rng;
-
-// Matches an exception whose message contains every given part (case-insensitive).
-class MessageContains : public Catch::MatcherBase<std::exception> {
- public:
-  explicit MessageContains(std::vector<std::string> parts) : parts_(std::move(parts)) {}
-  bool match(const std::exception& e) const override {
-    const std::string what = lower(e.what());
-    return std::all_of(parts_.begin(), parts_.end(), [&](const std::string& p) {
-      return what.find(lower(p)) != std::string::npos;
-    });
-  }
-  std::string describe() const override {
-    std::string s = "has a message containing";
-    for (const auto& p : parts_) s += " \"" + p + "\"";
-    return s;
-  }
-
- private:
-  static std::string lower(std::string s) {
-    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    return s;
-  }
-  std::vector<std::string> parts_;
-};
-
-template <Real T, Real U>
-double rel_err(const Tensor<T>& a, const Tensor<U>& b) {
-  return distance(a, b) / std::max(norm(b), 1e-300);
-}
 
 Tensor<double> axpy(const Tensor<double>& x, double h, const Tensor<double>& d) {
   Tensor<double> r = x.clone();

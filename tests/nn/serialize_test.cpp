@@ -19,8 +19,11 @@
 
 #include <amari/nn/layers.hpp>
 
+#include "support/temp_dir.hpp"
+
 namespace {
 
+using amari::test::TempDir;
 namespace fs = std::filesystem;
 using amari::Index;
 using amari::nn::load_parameters;
@@ -28,30 +31,6 @@ using amari::nn::Model;
 using amari::nn::save_parameters;
 using Bytes = std::vector<std::uint8_t>;
 using Catch::Matchers::Contains;
-
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ =
-        fs::temp_directory_path() / ("amari-serialize-test-" + std::to_string(::getpid()) + "-" +
-                                     std::to_string(stamp) + "-" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 void write_bytes(const std::string& path, const Bytes& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

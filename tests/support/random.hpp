@@ -2,6 +2,7 @@
 // any standard library.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -77,6 +78,12 @@ double distance(const Tensor<T>& a, const Tensor<U>& b) {
     s += d * d;
   }
   return std::sqrt(s);
+}
+
+/// ||a - b|| / ||b||, with ||b|| floored so an exact zero reference is compared absolutely.
+template <Real T, Real U>
+double rel_err(const Tensor<T>& a, const Tensor<U>& b) {
+  return distance(a, b) / std::max(norm(b), 1e-300);
 }
 
 /// max_i |a_i - b_i|.
