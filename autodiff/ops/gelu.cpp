@@ -14,7 +14,7 @@ struct Gelu : detail::UnaryElementwise {
 
   template <class B>
   static B cdf(B x) {
-    return B(0.5) * (B(1) + xsimd::erf(x * B(0.70710678118654752440)));
+    return B(0.5) * (B(1) + kernels::erf(x * B(0.70710678118654752440)));
   }
   template <class B>
   static B pdf(B x) {
