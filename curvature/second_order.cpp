@@ -114,18 +114,8 @@ void check_batch(const char* op, const Shape& x, const Shape& y) {
 template <Real T>
 struct StepStart {
   Tensor<T> theta0, g, minus_g;
-  std::unique_ptr<LinearOperator<T>> curvature;
-  bool finite = true;  ///< loss and gradient are finite; otherwise curvature is not built
+  std::unique_ptr<LinearOperator<T>> curvature;  ///< null: non-finite loss or gradient, no step
 };
-
-// A NaN or inf loss or gradient (bad data, a diverged model) gives no step: the parameters, the
-// damping and the warm start stay as they were, and the report says why instead of throwing.
-void reject_non_finite(StepReport& r) {
-  r.cg_status = CgStatus::non_finite;
-  r.step_scale = 0;
-  r.loss_after = r.loss;
-  r.step_norm = 0;
-}
 
 template <Real T>
 StepStart<T> start_step(const char* op, nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
@@ -140,8 +130,16 @@ StepStart<T> start_step(const char* op, nn::Model<T>& model, const nn::Head<T>& 
   r.lambda = lambda;
   s.minus_g = s.g.clone();
   scal(-1.0, s.minus_g);
-  s.finite = std::isfinite(r.loss) && std::isfinite(r.gradient_norm);
-  if (!s.finite) return s;  // no curvature, no solve: the caller reports a rejected step
+  // A NaN or inf loss or gradient (bad data, a diverged model) gives no step: no curvature is
+  // built (the caller sees a null operator and returns this report), and the parameters, the
+  // damping and the warm start stay as they were; the report says why instead of throwing.
+  if (!std::isfinite(r.loss) || !std::isfinite(r.gradient_norm)) {
+    r.cg_status = CgStatus::non_finite;
+    r.step_scale = 0;
+    r.loss_after = r.loss;
+    r.step_norm = 0;
+    return s;
+  }
   const Batch<T> cb = first_examples(inputs, targets, curvature_batch);
   s.curvature = make_curvature(kind, model, head, cb.x, cb.y, samples, seed);
   return s;
@@ -192,8 +190,7 @@ StepReport NaturalGradient<T>::step(const Tensor<T>& inputs, const Tensor<T>& ta
   const StepStart<T> start =
       start_step("NaturalGradient::step", *model_, *head_, inputs, targets, options_.curvature,
                  options_.curvature_batch, options_.mc_samples, options_.seed + steps_, lm_.lambda, r);
-  if (!start.finite) {
-    reject_non_finite(r);
+  if (!start.curvature) {  // rejected: non-finite loss or gradient
     ++steps_;
     return r;
   }
@@ -241,8 +238,7 @@ StepReport HessianFree<T>::step(const Tensor<T>& inputs, const Tensor<T>& target
   const StepStart<T> start =
       start_step("HessianFree::step", *model_, *head_, inputs, targets, options_.curvature,
                  options_.curvature_batch, options_.mc_samples, options_.seed + steps_, lm_.lambda, r);
-  if (!start.finite) {
-    reject_non_finite(r);
+  if (!start.curvature) {  // rejected: non-finite loss or gradient
     ++steps_;
     return r;
   }

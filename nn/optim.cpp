@@ -8,6 +8,8 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <amari/autodiff/kernels/elementwise.hpp>
+
 namespace amari::nn {
 
 namespace {
@@ -114,11 +116,11 @@ inline void adam_batch(const AdamScalars<T>& s, T* pp, const T* gp, T* mp, T* vp
 template <bool kCoupledDecay, class T>
 void adam_update(T* p, const T* g, T* m, T* v, Index n, const AdamScalars<T>& s) {
   constexpr Index W = static_cast<Index>(xsimd::batch<T>::size);
-  // Threads split the vector above 64k elements: every element's result is the same for any
-  // split. Besides halving the update, this keeps each core's share of the freshly written
+  // Threads split the vector above the element-wise kernels' threshold (64k): every element's
+  // result is the same for any split. Besides halving the update, this keeps each core's share of the freshly written
   // parameters in its own cache, where the next step's GEMMs read them.
   const Index full = n / W * W;
-#pragma omp parallel if (full >= (Index{1} << 16))
+#pragma omp parallel if (full >= kernels::kParallelElements)
   {
     // A private copy of the scalars: the compiler can then keep them in registers, knowing the
     // stores to p, m and v cannot change them.

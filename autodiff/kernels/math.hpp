@@ -19,28 +19,28 @@
 
 namespace amari::kernels {
 
-template <class B>
-B exp(B x) {
+// f(x) with x clamped to [-limit, limit] first; NaN lanes skip f (they see 0) and stay NaN.
+template <class B, class F>
+B clamped_call(B x, typename B::value_type limit, F f) {
   using T = typename B::value_type;
   const auto nan = xsimd::isnan(x);
-  const B finite = xsimd::select(nan, B(T(0)), xsimd::clip(x, B(T(-1000)), B(T(1000))));
-  return xsimd::select(nan, x, xsimd::exp(finite));
+  const B finite = xsimd::select(nan, B(T(0)), xsimd::clip(x, B(-limit), B(limit)));
+  return xsimd::select(nan, x, f(finite));
+}
+
+template <class B>
+B exp(B x) {
+  return clamped_call(x, typename B::value_type(1000), [](B y) { return xsimd::exp(y); });
 }
 
 template <class B>
 B tanh(B x) {
-  using T = typename B::value_type;
-  const auto nan = xsimd::isnan(x);
-  const B finite = xsimd::select(nan, B(T(0)), xsimd::clip(x, B(T(-1000)), B(T(1000))));
-  return xsimd::select(nan, x, xsimd::tanh(finite));
+  return clamped_call(x, typename B::value_type(1000), [](B y) { return xsimd::tanh(y); });
 }
 
 template <class B>
 B erf(B x) {
-  using T = typename B::value_type;
-  const auto nan = xsimd::isnan(x);
-  const B finite = xsimd::select(nan, B(T(0)), xsimd::clip(x, B(T(-6)), B(T(6))));
-  return xsimd::select(nan, x, xsimd::erf(finite));
+  return clamped_call(x, typename B::value_type(6), [](B y) { return xsimd::erf(y); });
 }
 
 }  // namespace amari::kernels
