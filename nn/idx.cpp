@@ -338,7 +338,13 @@ Tensor<T> read_idx_images(const std::string& path) {
                       " with dims " + dims_str(array.dims));
   }
   const Index count = array.dims[0];
-  const Index pixels = array.dims[1] * array.dims[2];
+  // With zero images read_idx accepts any rows and cols, whose product can overflow: bounded here.
+  const Index pixels = checked_product({array.dims[1], array.dims[2]}, kMaxIdxElements);
+  if (pixels < 0) {
+    throw SizeError("read_idx_images: " + path + ": images of " + std::to_string(array.dims[1]) + " x " +
+                    std::to_string(array.dims[2]) + " pixels are more than 2^31 pixels each; dims " +
+                    dims_str(array.dims));
+  }
   Tensor<T> out = Tensor<T>::uninitialized(Shape{count, pixels});
   T* dst = out.data();
   const std::uint8_t* src = array.bytes.data();

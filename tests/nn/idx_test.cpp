@@ -335,6 +335,19 @@ TEST_CASE("read_idx: a header promising more than 2^31 elements is a SizeError b
   CHECK_THAT(msg, Contains("4294967295"));
 }
 
+TEST_CASE("read_idx_images: zero images whose rows * cols overflow are a SizeError, not UB",
+          "[idx]") {
+  // Zero images make the file's element count 0, so read_idx accepts any rows and cols; their
+  // product (here about 2^64) overflowed in read_idx_images (found by the idx fuzzer).
+  TempDir dir;
+  const std::string path = dir.file("no_images");
+  write_bytes(path, header(0x08, {0, 0xffffffffu, 0xffffff00u}), false);
+  CHECK(amari::nn::read_idx(path).bytes.empty());
+  const std::string msg =
+      error_message<amari::SizeError>([&] { amari::nn::read_idx_images<float>(path); });
+  CHECK_THAT(msg, Contains(path) && Contains("4294967295 x 4294967040") && Contains("2^31"));
+}
+
 TEST_CASE("read_idx_images and read_idx_labels reject the wrong type or rank with a FormatError",
           "[idx]") {
   TempDir dir;

@@ -130,7 +130,10 @@ inline void run_idx(const std::uint8_t* data, std::size_t size) {
   }
   Tensor<float> images;
   const bool images_ok = returns_or_amari_error([&] { images = nn::read_idx_images<float>(path); });
-  require(images_ok == (u8 && array.dims.size() == 3), "read_idx_images: wrong accept/refuse");
+  // ... and images of at most 2^31 pixels each (with zero images read_idx allows any rows, cols).
+  const bool pixels_fit = array.dims.size() == 3 &&
+                          (array.dims[2] == 0 || array.dims[1] <= nn::kMaxIdxElements / array.dims[2]);
+  require(images_ok == (u8 && array.dims.size() == 3 && pixels_fit), "read_idx_images: wrong accept/refuse");
   if (images_ok) {
     require(images.rank() == 2 && images.shape()[0] == array.dims[0] &&
                 images.shape()[1] == array.dims[1] * array.dims[2],
