@@ -9,7 +9,10 @@
 // Shapes that do not fit raise ShapeError naming the primitive and the shapes.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <optional>
+#include <vector>
 
 #include <amari/autodiff/value.hpp>
 
@@ -86,6 +89,88 @@ template <Value V> V logsumexp(const V& x, int axis = -1, bool keep_dims = false
 template <Value V> V softmax(const V& x, int axis = -1);
 /// log softmax along an axis (default: per row), x - logsumexp(x). ops/log_softmax.cpp
 template <Value V> V log_softmax(const V& x, int axis = -1);
+
+// ---- images: convolution and pooling, channels-last (NHWC) ---------------------------------------
+// Images are (N, H, W, C): batch, height, width, channels, with channels contiguous (the layout of
+// TensorFlow and flax; PyTorch's default is NCHW). Convolution weights are (KH, KW, C_in / groups,
+// C_out) ("HWIO"); PyTorch's are (C_out, C_in / groups, KH, KW). nn/torch_layout.hpp converts both.
+// Why channels-last: a convolution becomes one large GEMM over all N*OH*OW output pixels
+// (ops/conv2d.cpp explains the choice and its measurements).
+
+/// Geometry of a 2-D convolution. Output size per spatial axis:
+/// out = (in + 2 padding - dilation (k - 1) - 1) / stride + 1 (floor), as in PyTorch.
+struct Conv2dOptions {
+  std::array<Index, 2> stride{1, 1};
+  std::array<Index, 2> padding{0, 0};   ///< zeros added on both sides of H and W
+  std::array<Index, 2> dilation{1, 1};
+  Index groups = 1;                     ///< C_in and C_out must both be divisible by groups
+};
+/// 2-D convolution (cross-correlation, as in every DL framework): x (N, H, W, C_in),
+/// w (KH, KW, C_in / groups, C_out), b (C_out) -> (N, OH, OW, C_out). ops/conv2d.cpp
+template <Value V> V conv2d(const V& x, const V& w, const V& b, const Conv2dOptions& options = {});
+/// The same without a bias.
+template <Value V> V conv2d(const V& x, const V& w, const Conv2dOptions& options = {});
+
+/// Geometry of a 2-D pooling window. stride {0, 0} means "equal to the kernel" (PyTorch's default).
+/// Output size per axis: (in + 2 padding - kernel) / stride + 1 (floor); padding <= kernel / 2.
+struct Pool2dOptions {
+  std::array<Index, 2> kernel{2, 2};
+  std::array<Index, 2> stride{0, 0};
+  std::array<Index, 2> padding{0, 0};
+  /// avg_pool2d only: divide by the full window size including padded zeros (PyTorch's default
+  /// count_include_pad = true) rather than by the number of real elements in the window.
+  bool count_include_pad = true;
+};
+/// Maximum over each window of x (N, H, W, C) -> (N, OH, OW, C); padding counts as -inf. The VJP
+/// routes the cotangent to the first maximal element of a window (row-major order). ops/max_pool2d.cpp
+template <Value V> V max_pool2d(const V& x, const Pool2dOptions& options);
+/// Mean over each window of x (N, H, W, C) -> (N, OH, OW, C). ops/avg_pool2d.cpp
+template <Value V> V avg_pool2d(const V& x, const Pool2dOptions& options);
+/// Mean over H and W: (N, H, W, C) -> (N, C). ops/global_avg_pool2d.cpp
+template <Value V> V global_avg_pool2d(const V& x);
+
+// ---- normalization and regularization --------------------------------------------------------------
+/// Layer normalization over the last axis: y = (x - mean) / sqrt(var + eps) * gamma + beta, with the
+/// biased variance of each row; x (..., D), gamma and beta (D). ops/layer_norm.cpp
+template <Value V> V layer_norm(const V& x, const V& gamma, const V& beta, double eps = 1e-5);
+
+/// Batch statistics a batch_norm call computed (biased variance), for running averages.
+template <Real T>
+struct BatchStats {
+  Tensor<T> mean;      ///< (C)
+  Tensor<T> variance;  ///< (C), biased (divides by the count M)
+  Index count = 0;     ///< M: the number of values per channel (N, or N*H*W)
+};
+/// Batch normalization with batch statistics (training mode), per channel = per last-axis entry:
+/// x (N, C) or (N, H, W, C), statistics over all other axes; y = (x - mean) / sqrt(var + eps) *
+/// gamma + beta with gamma and beta (C). The statistics depend on every example, and so do the
+/// derivatives (the JVP, VJP and second-order rules are exact, batch coupling included). If `stats`
+/// is given, the primal writes the batch mean and biased variance there. Evaluation mode needs no
+/// primitive: it is an affine map per channel with the running statistics as constants.
+/// ops/batch_norm.cpp
+template <Value V>
+V batch_norm(const V& x, const V& gamma, const V& beta, double eps = 1e-5,
+             BatchStats<typename V::value_type>* stats = nullptr);
+
+/// Inverted dropout: y = x * m / (1 - p) with m = 0 with probability p, else 1. The mask is a pure
+/// function of (seed, stream, element index), counter-based, so a forward pass, its JVP, its VJP and a
+/// re-run with the same key see the same mask, independent of threads. p in [0, 1). ops/dropout.cpp
+template <Value V> V dropout(const V& x, double p, std::uint64_t seed, std::uint64_t stream);
+
+// ---- indexing and rearranging ------------------------------------------------------------------------
+/// Rows of `weight` (V, D) picked by integer indices: the result has shape index_shape + (D), e.g.
+/// indices of shape (N) -> (N, D), (N, L) -> (N, L, D). Indices outside [0, V) raise ValueError.
+/// The VJP scatter-adds into the picked rows. ops/embedding.cpp
+template <Value V> V embedding(const V& weight, const std::vector<Index>& indices, const Shape& index_shape);
+/// Axes rearranged: output axis i is input axis perm[i] (perm has rank(x) entries), as
+/// numpy.transpose / torch.permute. E.g. NCHW -> NHWC is perm {0, 2, 3, 1}. ops/permute.cpp
+template <Value V> V permute(const V& x, const std::vector<int>& perm);
+/// a and b joined along `axis` (all other extents equal). ops/concat.cpp
+template <Value V> V concat(const V& a, const V& b, int axis);
+/// Any number (>= 1) of tensors joined along `axis`.
+template <Value V> V concat(const std::vector<V>& xs, int axis);
+/// Elements start <= i < stop along `axis` (0 <= start <= stop <= extent). ops/slice.cpp
+template <Value V> V slice(const V& x, int axis, Index start, Index stop);
 
 // ---- operators ----------------------------------------------------------------------------------
 template <Value V> V operator+(const V& a, const V& b) { return add(a, b); }

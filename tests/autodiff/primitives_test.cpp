@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <set>
 
+#include "autodiff/registry.hpp"
 #include "support/ad_check.hpp"
 
 using namespace amari;
@@ -144,6 +145,8 @@ std::vector<AdCase> all_cases() {
                          const auto h = amari::gelu(amari::relu(amari::matmul(x[0], x[1])) + amari::softplus(x[2]));
                          return -amari::mean(amari::log_softmax(amari::matmul(h, x[3]), 1));
                        }));
+  for (auto family : {conv_cases, shape_cases, norm_cases})
+    for (auto& c : family()) cs.push_back(std::move(c));
   return cs;
 }
 
