@@ -167,7 +167,9 @@ template <Value V> V embedding(const V& weight, const std::vector<Index>& indice
 template <Value V> V permute(const V& x, const std::vector<int>& perm);
 /// a and b joined along `axis` (all other extents equal). ops/concat.cpp
 template <Value V> V concat(const V& a, const V& b, int axis);
-/// Any number (>= 1) of tensors joined along `axis`.
+/// Any number (>= 1) of tensors joined along `axis`, as a balanced tree of 3-way concats (a tape
+/// record takes at most 3 inputs): each element is copied ceil(log3 n) times (a list of one is
+/// returned as it is). ops/concat.cpp
 template <Value V> V concat(const std::vector<V>& xs, int axis);
 /// Elements start <= i < stop along `axis` (0 <= start <= stop <= extent). ops/slice.cpp
 template <Value V> V slice(const V& x, int axis, Index start, Index stop);

@@ -1,0 +1,118 @@
+// max_pool2d: y[n, i, j, c] = max over the window (a, b) of x[n, i sh - ph + a, j sw - pw + b, c],
+// x (N, H, W, C) channels-last, padding as -inf (only the part of a window inside x is read).
+// Piecewise linear: with k* the first maximal window position (row-major; the first NaN if any),
+//   JVP   dy[n, i, j, c]         = dx[n, at k*, c]
+//   VJP   xbar[n, at k*, c]     += ybar[n, i, j, c]
+//   2nd   nothing (zero second derivative wherever the max is unique)
+// Residual: k* for every output element (int32, one per element of y), written by the primal when
+// the result is a Dual or a Var (the op struct holds it; the tape's copy shares it). Plain
+// evaluation skips it. So the primal is one pass over the windows, and the rules one gather or
+// scatter over y: no rule reads x again. Channels are contiguous: every inner loop runs over c.
+#include <memory>
+
+#include <amari/autodiff/ops/pool2d.hpp>
+#include <amari/autodiff/ops/primitive.hpp>
+
+namespace amari {
+namespace ops {
+
+struct MaxPool2d {
+  static constexpr const char* name = "max_pool2d";
+  static constexpr int arity = 1;
+  static constexpr unsigned saves = save::none;
+  detail::PoolGeometry g;
+  // Window position k* = a kw + b of each output element; null for plain evaluation.
+  struct Argmax {
+    std::unique_ptr<std::int32_t[]> at;
+  };
+  std::shared_ptr<Argmax> argmax;
+
+  Shape output_shape(const Shape&) const { return g.output(); }
+
+  template <Real T>
+  void primal(const Tensor<T>& x, Tensor<T>& y) const {
+    std::int32_t* idx = nullptr;
+    if (argmax) {
+      argmax->at =
+          std::make_unique_for_overwrite<std::int32_t[]>(static_cast<std::size_t>(y.size()));
+      idx = argmax->at.get();
+    }
+    const Index c = g.c;
+    g.for_output_rows([&](Index img, Index i) {
+      for (Index j = 0; j < g.ow; ++j) {
+        const auto win = g.window(i, j);
+        const Index o = ((img * g.oh + i) * g.ow + j) * c;
+        T* yo = y.data() + o;
+        std::int32_t* ko = idx ? idx + o : nullptr;
+        bool first = true;
+        for (Index a = win.a0; a < win.a1; ++a)
+          for (Index b = win.b0; b < win.b1; ++b) {
+            const T* xp = x.data() + g.x_at(img, win.h0 + a, win.w0 + b);
+            const auto k = static_cast<std::int32_t>(a * g.kw + b);
+            if (first) {
+              std::copy(xp, xp + c, yo);
+              if (ko) std::fill(ko, ko + c, k);
+              first = false;
+            } else if (ko) {
+              for (Index ch = 0; ch < c; ++ch) {
+                const T v = xp[ch], m = yo[ch];
+                const bool better = v > m || (v != v && m == m);
+                yo[ch] = better ? v : m;
+                ko[ch] = better ? k : ko[ch];
+              }
+            } else {
+              for (Index ch = 0; ch < c; ++ch) {
+                const T v = xp[ch], m = yo[ch];
+                yo[ch] = (v > m || (v != v && m == m)) ? v : m;
+              }
+            }
+          }
+      }
+    });
+  }
+  // f(x_offset, y_offset) for every output element, with the input element k* it came from.
+  template <class F>
+  void for_each_row_argmax(Index img, Index i, const F& f) const {
+    const std::int32_t* idx = argmax->at.get();
+    for (Index j = 0; j < g.ow; ++j) {
+      const auto win = g.window(i, j);
+      const Index o = ((img * g.oh + i) * g.ow + j) * g.c;
+      for (Index ch = 0; ch < g.c; ++ch) {
+        const Index k = idx[o + ch];
+        f(g.x_at(img, win.h0 + k / g.kw, win.w0 + k % g.kw) + ch, o + ch);
+      }
+    }
+  }
+  template <Real T>
+  void jvp(const detail::Saved<T, 1>&, const Tensor<T>& dx, Tensor<T>& dy) const {
+    g.for_output_rows([&](Index img, Index i) {
+      for_each_row_argmax(img, i, [&](Index in, Index out) { dy[out] = dx[in]; });
+    });
+  }
+  template <Real T>
+  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar) const {
+    g.for_scatter_rows([&](Index img, Index i) {
+      for_each_row_argmax(img, i, [&](Index in, Index out) { xbar[in] += ybar[out]; });
+    });
+  }
+  template <Real T>
+  void vjp_tangent(const detail::Saved<T, 1>&, const Tensor<T>&, const Tensor<T>&, const Tensor<T>&,
+                   Tensor<T>&) const {}
+};
+
+}  // namespace ops
+
+template <Value V>
+V max_pool2d(const V& x, const Pool2dOptions& options) {
+  detail::require_defined<ops::MaxPool2d>(x);
+  ops::MaxPool2d op;
+  op.g = detail::PoolGeometry::make(ops::MaxPool2d::name, x.shape(), options);
+  if constexpr (!std::is_same_v<V, Tensor<typename V::value_type>>) {
+    op.argmax = std::make_shared<ops::MaxPool2d::Argmax>();
+  }
+  return detail::apply(op, x);
+}
+#define AMARI_INSTANTIATE(V) template V max_pool2d<V>(const V&, const Pool2dOptions&);
+AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+
+}  // namespace amari
