@@ -56,7 +56,7 @@ CostReport measure_costs(const nn::Model<T>& model, const nn::Head<T>& head, con
   std::vector<std::function<void()>> work = {
       [&] { sink = sink + static_cast<double>(head.loss(model.forward(inputs), targets).item()); },
       [&] { sink = sink + static_cast<double>(head.loss(model.forward_jvp(inputs, v), targets).tangent().item()); },
-      [&] { sink = sink + static_cast<double>(nn::loss_and_gradient(model, head, inputs, targets, grad, tape)); },
+      [&] { sink = sink + static_cast<double>(nn::gradient_at(model, head, inputs, targets, grad, tape)); },
       [&] {
         GgnOperator<T> g(model, head, inputs);
         g.apply(v, out);

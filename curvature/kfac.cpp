@@ -187,7 +187,7 @@ double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& tar
   std::vector<Var<T>> outs(num_layers);
   Var<T> h(inputs);
   for (std::size_t i = 0, p = 0, l = 0; i < s.net->size(); ++i) {
-    nn::ParamCursor<Var<T>> cursor(all.subspan(p, s.param_counts[i]));
+    nn::ForwardContext<Var<T>> cursor(all.subspan(p, s.param_counts[i]));
     const bool linear = l < num_layers && s.layers[l].module_index == i;
     if (linear) acts[l] = h.value();
     h = (*s.net)[i].forward(h, cursor);

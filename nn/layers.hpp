@@ -11,7 +11,9 @@
 
 namespace amari::nn {
 
-/// y = x W + b: x (N, in), W (in, out), b (out). Parameters "weight" then "bias".
+/// y = x W + b: x (N, in), W (in, out), b (out). Parameters "weight" then "bias" (PyTorch's names;
+/// PyTorch stores the weight transposed, (out, in)). The bias starts at zero, except with
+/// Init::torch_uniform, where it is drawn like PyTorch's, U(-1/sqrt(in), 1/sqrt(in)).
 /// Cost: 2 N in out flops forward.
 template <Real T>
 class Linear final : public Layer<T, Linear<T>> {
@@ -28,23 +30,28 @@ class Linear final : public Layer<T, Linear<T>> {
     return "Linear(" + std::to_string(in_) + " -> " + std::to_string(out_) + (bias_ ? ")" : ", no bias)");
   }
   void declare(std::vector<ParamSpec>& out, const std::string& prefix) const override {
-    out.push_back({prefix + "weight", Shape{in_, out_}, init_, in_, out_});
-    if (bias_) out.push_back({prefix + "bias", Shape{out_}, Init::zeros, in_, out_});
+    out.push_back({prefix + "weight", Shape{in_, out_}, init_, in_, out_, TorchLayout::transposed});
+    if (bias_) out.push_back({prefix + "bias", Shape{out_}, bias_init(), in_, out_});
   }
   template <Value V>
-  V apply(const V& x, ParamCursor<V>& p) const {
+  V apply(const V& x, ForwardContext<V>& p) const {
     if (x.shape().rank() != 2 || x.shape()[1] != in_) {
       throw ShapeError(describe() + ": expects input of shape (N, " + std::to_string(in_) + "), got " +
                        x.shape().str());
     }
+    const std::size_t weight_index = p.position();
     const V& w = p.next();
-    if (!bias_) return matmul(x, w);
-    return linear(x, w, p.next());  // x w + b in one primitive
+    const V y = bias_ ? linear(x, w, p.next()) : matmul(x, w);  // x w + b in one primitive
+    p.tap({.kind = LayerTap<V>::Kind::linear, .input = &x, .output = &y, .weight_index = weight_index,
+           .has_bias = bias_});
+    return y;
   }
   Index in_features() const { return in_; }
   Index out_features() const { return out_; }
 
  private:
+  Init bias_init() const { return init_ == Init::torch_uniform ? Init::torch_uniform : Init::zeros; }
+
   Index in_, out_;
   bool bias_;
   Init init_;
@@ -57,7 +64,7 @@ class Activation final : public Layer<T, Activation<T, Fn>> {
   std::string describe() const override { return Fn::name; }
   void declare(std::vector<ParamSpec>&, const std::string&) const override {}
   template <Value V>
-  V apply(const V& x, ParamCursor<V>&) const {
+  V apply(const V& x, ForwardContext<V>&) const {
     return Fn::apply(x);
   }
 };
@@ -115,8 +122,12 @@ class Sequential final : public Layer<T, Sequential<T>> {
   void declare(std::vector<ParamSpec>& out, const std::string& prefix) const override {
     for (std::size_t i = 0; i < children_.size(); ++i) children_[i]->declare(out, prefix + std::to_string(i) + ".");
   }
+  void declare_state(std::vector<StateSpec>& out, const std::string& prefix) const override {
+    for (std::size_t i = 0; i < children_.size(); ++i)
+      children_[i]->declare_state(out, prefix + std::to_string(i) + ".");
+  }
   template <Value V>
-  V apply(const V& x, ParamCursor<V>& p) const {
+  V apply(const V& x, ForwardContext<V>& p) const {
     if (children_.empty()) return x;
     V h = children_[0]->forward(x, p);
     for (std::size_t i = 1; i < children_.size(); ++i) h = children_[i]->forward(h, p);

@@ -7,18 +7,34 @@
 namespace amari::nn {
 
 template <Real T>
-Model<T>::Model(std::shared_ptr<const Module<T>> net, std::uint64_t seed) : net_(std::move(net)) {
+Model<T>::Model(std::shared_ptr<const Module<T>> net, std::uint64_t seed) : net_(std::move(net)), seed_(seed) {
   if (!net_) throw ValueError("Model: null module");
   std::vector<ParamSpec> specs;
   net_->declare(specs, "");
   Index total = 0;
   for (const auto& s : specs) {
-    layout_.push_back({s.name, s.shape, total, s.init, s.fan_in, s.fan_out});
+    layout_.push_back({s.name, s.shape, total, s.init, s.fan_in, s.fan_out, s.torch_layout});
     total += s.shape.numel();
   }
   flat_ = Tensor<T>(Shape{total});
   views_ = split(flat_);
+
+  std::vector<StateSpec> state_specs;
+  net_->declare_state(state_specs, "");
+  Index state_total = 0;
+  for (const auto& s : state_specs) {
+    state_layout_.push_back({s.name, s.shape, state_total, s.initial});
+    state_total += s.shape.numel();
+  }
+  state_ = Tensor<T>(Shape{state_total});
+  for (const auto& s : state_layout_) state_views_.push_back(state_.view(s.offset, s.shape));
+  reset_state();
   initialize(seed);
+}
+
+template <Real T>
+void Model<T>::reset_state() {
+  for (std::size_t i = 0; i < state_layout_.size(); ++i) state_views_[i].fill(static_cast<T>(state_layout_[i].initial));
 }
 
 template <Real T>
@@ -30,6 +46,17 @@ void Model<T>::initialize(std::uint64_t seed) {
     switch (p.init) {
       case Init::zeros:
         v.fill(T(0));
+        break;
+      case Init::ones:
+        v.fill(T(1));
+        break;
+      case Init::torch_uniform: {
+        const double a = p.fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(p.fan_in)) : 0.0;
+        for (Index k = 0; k < v.size(); ++k) v[k] = static_cast<T>(rng.uniform(-a, a));
+        break;
+      }
+      case Init::normal:
+        for (Index k = 0; k < v.size(); ++k) v[k] = static_cast<T>(rng.normal());
         break;
       case Init::xavier_uniform: {
         const double a = std::sqrt(6.0 / static_cast<double>(p.fan_in + p.fan_out));
@@ -84,6 +111,11 @@ Tensor<T> Model<T>::forward(const Tensor<T>& x) const {
 }
 
 template <Real T>
+Tensor<T> Model<T>::forward(const Tensor<T>& x, Mode mode) const {
+  return forward<Tensor<T>>(x, std::span<const Tensor<T>>(views_), mode);
+}
+
+template <Real T>
 Dual<T> Model<T>::forward_jvp(const Tensor<T>& x, const Tensor<T>& tangent) const {
   const std::vector<Tensor<T>> dv = split(tangent);
   std::vector<Dual<T>> params;
@@ -106,7 +138,9 @@ std::string Model<T>::summary() const {
   for (const auto& p : layout_) {
     s += "  " + p.name + " " + p.shape.str() + " at " + std::to_string(p.offset) + "\n";
   }
-  return s + "  total " + std::to_string(num_parameters()) + " parameters\n";
+  s += "  total " + std::to_string(num_parameters()) + " parameters\n";
+  for (const auto& p : state_layout_) s += "  state " + p.name + " " + p.shape.str() + "\n";
+  return s;
 }
 
 template class Model<float>;

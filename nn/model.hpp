@@ -24,9 +24,26 @@ struct ParamInfo {
   Init init = Init::zeros;
   Index fan_in = 0;
   Index fan_out = 0;
+  TorchLayout torch_layout = TorchLayout::same;
 };
 
-/// A module with its parameters (one flat vector) and forward passes in the three modes.
+/// Where one state tensor lives in the flat state vector.
+struct StateInfo {
+  std::string name;
+  Shape shape;
+  Index offset = 0;
+  double initial = 0;
+};
+
+/// A module with its parameters (one flat vector), its non-parameter state (a second flat vector,
+/// empty for most networks), a mode (train / eval) and forward passes in the three value types.
+///
+/// Mode and state: in Mode::train, batch norm uses batch statistics and dropout is active; only
+/// forward passes started with update_state (the one taped pass of nn::loss_and_gradient) move the
+/// running statistics. Curvature operators, line searches and plain forward() calls never change
+/// the state. Dropout masks are keyed by (seed, step()): loss_and_gradient in train mode starts a
+/// new step, and every other pass at that step (a curvature product, a line search) sees the same
+/// masks. The default mode is train, as in PyTorch; nn::evaluate() always evaluates in eval mode.
 template <Real T>
 class Model {
  public:
@@ -44,6 +61,24 @@ class Model {
   /// Per-parameter views into parameters(), in flat order.
   const std::vector<Tensor<T>>& parameter_views() const { return views_; }
 
+  /// Non-parameter state (running statistics), flat, in declaration order; empty for most models.
+  const Tensor<T>& state() const { return state_; }
+  Tensor<T>& state() { return state_; }
+  const std::vector<StateInfo>& state_layout() const { return state_layout_; }
+  /// Resets every state tensor to its declared initial value.
+  void reset_state();
+
+  Mode mode() const { return mode_; }
+  void set_mode(Mode mode) { mode_ = mode; }
+  /// PyTorch's model.train() / model.eval().
+  void train() { mode_ = Mode::train; }
+  void eval() { mode_ = Mode::eval; }
+  /// The training step counter that keys dropout masks (with the model's seed).
+  std::uint64_t step() const { return step_; }
+  void set_step(std::uint64_t step) { step_ = step; }
+  /// The seed the model was created with; keys the dropout masks.
+  std::uint64_t seed() const { return seed_; }
+
   /// Re-initializes every parameter. Parameter i draws from its own stream Rng(seed, i), so a
   /// parameter's initial value does not depend on the layers before it. Reproducible everywhere.
   void initialize(std::uint64_t seed);
@@ -60,8 +95,10 @@ class Model {
   /// A zero vector of length P.
   Tensor<T> zeros_like_parameters() const { return Tensor<T>(Shape{num_parameters()}); }
 
-  /// Plain forward pass: f(x; theta).
+  /// Plain forward pass: f(x; theta), in mode().
   Tensor<T> forward(const Tensor<T>& x) const;
+  /// The same in a given mode.
+  Tensor<T> forward(const Tensor<T>& x, Mode mode) const;
   /// Forward mode in parameter space: f(x; theta) and J v for a flat tangent v (P), in one pass.
   /// The input x is a constant (no tangent).
   Dual<T> forward_jvp(const Tensor<T>& x, const Tensor<T>& tangent) const;
@@ -69,28 +106,63 @@ class Model {
   std::vector<Var<T>> variables(Tape<T>& tape) const;
   /// Forward pass with explicitly bound parameter values (one per parameter, in flat order), for
   /// any value type. Throws ValueError if the count does not match.
+  /// The pass runs in mode() and leaves the state unchanged.
   template <Value V>
   V forward(const V& x, std::span<const V> params) const {
+    return run<V>(x, params, mode_, /*update_state=*/false);
+  }
+  /// The same in a given mode.
+  template <Value V>
+  V forward(const V& x, std::span<const V> params, Mode mode) const {
+    return run<V>(x, params, mode, /*update_state=*/false);
+  }
+  /// The same, reporting every Linear and Conv2d layer to `observer` (see LayerTap).
+  template <Value V>
+  V forward_observed(const V& x, std::span<const V> params, TapObserver<V>& observer) const {
+    return run<V>(x, params, mode_, /*update_state=*/false, &observer);
+  }
+  /// The forward pass of a training step: in Mode::train, state such as batch norm's running
+  /// statistics is updated from this batch; in Mode::eval, the same as forward().
+  template <Value V>
+  V forward_updating_state(const V& x, std::span<const V> params) {
+    return run<V>(x, params, mode_, mode_ == Mode::train);
+  }
+  /// One line per parameter: name, shape, offset; then the total; then the state tensors.
+  std::string summary() const;
+
+ private:
+  template <Value V>
+  V run(const V& x, std::span<const V> params, Mode mode, bool update_state,
+        TapObserver<V>* observer = nullptr) const {
     if (params.size() != views_.size()) {
       throw ValueError("Model::forward: " + std::to_string(params.size()) + " parameter values bound, the model has " +
                        std::to_string(views_.size()));
     }
-    ParamCursor<V> cursor(params);
-    V y = net_->forward(x, cursor);
-    if (cursor.position() != params.size()) {
-      throw ValueError("Model::forward: the module used " + std::to_string(cursor.position()) + " of " +
-                       std::to_string(params.size()) + " parameters");
+    // The state views are handles: a module writing through them writes into state_ (only when
+    // update_state is set, which only the non-const forward_updating_state does).
+    std::vector<Tensor<T>> state_views = state_views_;
+    ForwardContext<V> context(params, std::span<Tensor<T>>(state_views), mode, update_state,
+                              RandomKey{seed_, step_}, observer);
+    V y = net_->forward(x, context);
+    if (context.position() != params.size() || context.state_position() != state_views.size()) {
+      throw ValueError("Model::forward: the module used " + std::to_string(context.position()) + " of " +
+                       std::to_string(params.size()) + " parameters and " +
+                       std::to_string(context.state_position()) + " of " + std::to_string(state_views.size()) +
+                       " state tensors");
     }
     return y;
   }
-  /// One line per parameter: name, shape, offset; then the total.
-  std::string summary() const;
 
- private:
   std::shared_ptr<const Module<T>> net_;
   std::vector<ParamInfo> layout_;
   Tensor<T> flat_;
   std::vector<Tensor<T>> views_;
+  std::vector<StateInfo> state_layout_;
+  Tensor<T> state_;
+  std::vector<Tensor<T>> state_views_;
+  Mode mode_ = Mode::train;
+  std::uint64_t step_ = 0;
+  std::uint64_t seed_ = 0;
 };
 
 extern template class Model<float>;

@@ -1,31 +1,50 @@
 // Modules: layers written once, run on plain tensors, duals and tape variables.
 //
 // A module declares its parameters (name, shape, initializer) and computes its output from its
-// input and parameter *values* handed to it by a ParamCursor, in declaration order. It owns no
+// input and parameter *values* handed to it by a ForwardContext, in declaration order. It owns no
 // parameter storage: a Model (nn/model.hpp) keeps all parameters in one flat vector and binds
 // them as plain tensors (evaluation), duals (JVP in parameter space) or tape variables (VJP), so
-// one definition of a layer serves every mode.
+// one definition of a layer serves every mode. Non-parameter state (batch norm's running
+// statistics) lives in the Model too, in a second flat vector, and is handed out the same way.
 //
 // Writing a layer: derive from Layer<T, YourLayer> and provide
 //   void declare(std::vector<ParamSpec>& out, const std::string& prefix) const;
-//   template <Value V> V apply(const V& x, ParamCursor<V>& p) const;   // uses p.next() in order
+//   template <Value V> V apply(const V& x, ForwardContext<V>& c) const;   // uses c.next() in order
 //   std::string describe() const;
+// and, if it has state, declare_state() (and c.next_state() in apply, in the same order).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <amari/autodiff/autodiff.hpp>
+#include <amari/nn/random.hpp>
 
 namespace amari::nn {
 
 /// How a parameter is initialized (see Model::initialize).
 enum class Init {
-  zeros,           ///< all zero (biases)
+  zeros,           ///< all zero (biases, batch/layer norm shifts)
+  ones,            ///< all one (batch/layer norm scales)
   xavier_uniform,  ///< U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Glorot and Bengio 2010): tanh/sigmoid nets
   he_normal,       ///< N(0, 2 / fan_in) (He et al. 2015): ReLU nets
+  /// U(-a, a), a = 1 / sqrt(fan_in): PyTorch's default for the weights *and* biases of nn.Linear and
+  /// nn.Conv2d (kaiming_uniform_ with a = sqrt(5) gives exactly this bound); fan_in = in features, or
+  /// C_in / groups * KH * KW for a convolution.
+  torch_uniform,
+  normal,          ///< N(0, 1): PyTorch's default for nn.Embedding
+};
+
+/// How a parameter's array relates to the array PyTorch's equivalent layer holds, for exchanging
+/// weights (nn/torch_layout.hpp). amari keeps its own layouts because they are the fast ones here.
+enum class TorchLayout {
+  same,        ///< identical shape and order (biases, norms, embeddings)
+  transposed,  ///< a Linear weight: amari (in, out), PyTorch (out, in)
+  hwio,        ///< a Conv2d weight: amari (KH, KW, C_in/groups, C_out), PyTorch (C_out, C_in/groups, KH, KW)
 };
 
 /// Declaration of one parameter tensor.
@@ -35,27 +54,107 @@ struct ParamSpec {
   Init init = Init::zeros;
   Index fan_in = 0;
   Index fan_out = 0;
+  TorchLayout torch_layout = TorchLayout::same;
 };
 
-/// Hands a module its parameter values in declaration order.
+/// Declaration of one tensor of non-parameter state: saved and loaded with the model, never
+/// differentiated, changed only by a training pass (batch norm's running mean and variance).
+struct StateSpec {
+  std::string name;  ///< e.g. "1.running_mean" (PyTorch's buffer names)
+  Shape shape;
+  double initial = 0;  ///< every element starts at this value
+};
+
+/// What a forward pass is for. Training mode uses batch statistics and dropout; evaluation mode
+/// uses the running statistics and no dropout (PyTorch's model.train() / model.eval()).
+enum class Mode { train, eval };
+
+/// The key of the dropout masks of one forward pass: the masks are a pure function of
+/// (seed, step, the dropout layer's position in the pass, element index), so a re-recorded forward
+/// pass at the same step (a curvature product, a line search) sees the masks of the gradient.
+struct RandomKey {
+  std::uint64_t seed = 0;
+  std::uint64_t step = 0;
+};
+
+/// What a layer with a weight matrix shows an observer of the forward pass: its input and its
+/// output (before any activation), and where its parameters are. This is how curvature code that
+/// needs per-layer quantities (K-FAC's Kronecker factors) finds Linear and Conv2d layers wherever
+/// they sit: inside a Sequential, a Residual or a forward function (kfac-jax's layer tags and
+/// curvlinops' hooks play the same role).
 template <Value V>
-class ParamCursor {
+struct LayerTap {
+  enum class Kind { linear, conv2d };
+  Kind kind = Kind::linear;
+  const V* input = nullptr;        ///< (N, in) or (N, H, W, C_in)
+  const V* output = nullptr;       ///< (N, out) or (N, OH, OW, C_out): x W (+ b), or the convolution
+  std::size_t weight_index = 0;    ///< index of the weight in Model::layout(); the bias, if any, is next
+  bool has_bias = false;
+  std::array<Index, 2> kernel{1, 1};  ///< conv2d only
+  Conv2dOptions conv;                  ///< conv2d only
+};
+
+/// Receives a LayerTap from every Linear and Conv2d layer of a forward pass, in execution order.
+template <Value V>
+class TapObserver {
  public:
-  explicit ParamCursor(std::span<const V> values) : values_(values) {}
+  virtual ~TapObserver() = default;
+  virtual void on_layer(const LayerTap<V>& tap) = 0;
+};
+
+/// Everything a module reads during one forward pass: its parameter values in declaration order,
+/// its state tensors in declaration order, the mode, and whether it may update its state.
+template <Value V>
+class ForwardContext {
+ public:
+  using T = typename V::value_type;
+  /// A context over parameter values only: evaluation mode, no state.
+  explicit ForwardContext(std::span<const V> params) : params_(params) {}
+  ForwardContext(std::span<const V> params, std::span<Tensor<T>> state, Mode mode, bool update_state,
+                 RandomKey key, TapObserver<V>* observer = nullptr)
+      : params_(params), state_(state), mode_(mode), update_state_(update_state), key_(key), observer_(observer) {}
+
   /// The next parameter value; ValueError if the module asks for more than were bound.
   const V& next() {
-    if (pos_ >= values_.size()) {
+    if (pos_ >= params_.size()) {
       throw ValueError("module forward: asked for parameter " + std::to_string(pos_ + 1) + " but only " +
-                       std::to_string(values_.size()) + " were bound");
+                       std::to_string(params_.size()) + " were bound");
     }
-    return values_[pos_++];
+    return params_[pos_++];
   }
-  /// How many parameters were consumed so far.
+  /// The next state tensor (plain, mutable); ValueError if the module asks for more than were bound.
+  Tensor<T>& next_state() {
+    if (state_pos_ >= state_.size()) {
+      throw ValueError("module forward: asked for state tensor " + std::to_string(state_pos_ + 1) + " but only " +
+                       std::to_string(state_.size()) + " were bound");
+    }
+    return state_[state_pos_++];
+  }
+  /// The seed and stream of the next dropout mask of this pass (a new stream per call).
+  std::pair<std::uint64_t, std::uint64_t> next_dropout_key() {
+    return {mix_key(key_.seed, key_.step), dropout_calls_++};
+  }
+  /// Reports a layer to the pass's observer, if any (Linear and Conv2d call this).
+  void tap(const LayerTap<V>& t) {
+    if (observer_) observer_->on_layer(t);
+  }
+  Mode mode() const { return mode_; }
+  bool training() const { return mode_ == Mode::train; }
+  /// True in the one forward pass of a training step that may update running statistics.
+  bool updates_state() const { return update_state_; }
+  /// How many parameters / state tensors were consumed so far.
   std::size_t position() const { return pos_; }
+  std::size_t state_position() const { return state_pos_; }
 
  private:
-  std::span<const V> values_;
-  std::size_t pos_ = 0;
+  std::span<const V> params_;
+  std::span<Tensor<T>> state_;
+  Mode mode_ = Mode::eval;
+  bool update_state_ = false;
+  RandomKey key_;
+  TapObserver<V>* observer_ = nullptr;
+  std::size_t pos_ = 0, state_pos_ = 0;
+  std::uint64_t dropout_calls_ = 0;
 };
 
 /// A network component: declares parameters and maps an input to an output in any mode.
@@ -67,21 +166,23 @@ class Module {
   virtual std::string describe() const = 0;
   /// Appends this module's parameter declarations (children included, in order), names prefixed.
   virtual void declare(std::vector<ParamSpec>& out, const std::string& prefix) const = 0;
+  /// Appends this module's state declarations (children included, in order); most modules have none.
+  virtual void declare_state(std::vector<StateSpec>&, const std::string&) const {}
   /// Plain evaluation.
-  virtual Tensor<T> forward(const Tensor<T>& x, ParamCursor<Tensor<T>>& p) const = 0;
+  virtual Tensor<T> forward(const Tensor<T>& x, ForwardContext<Tensor<T>>& p) const = 0;
   /// Forward mode: primal and tangent (the JVP).
-  virtual Dual<T> forward(const Dual<T>& x, ParamCursor<Dual<T>>& p) const = 0;
+  virtual Dual<T> forward(const Dual<T>& x, ForwardContext<Dual<T>>& p) const = 0;
   /// Recorded on the tape of the parameters / input (for VJPs).
-  virtual Var<T> forward(const Var<T>& x, ParamCursor<Var<T>>& p) const = 0;
+  virtual Var<T> forward(const Var<T>& x, ForwardContext<Var<T>>& p) const = 0;
 };
 
 /// Implements the three forward overloads of Module from one template `apply` of Derived.
 template <Real T, class Derived>
 class Layer : public Module<T> {
  public:
-  Tensor<T> forward(const Tensor<T>& x, ParamCursor<Tensor<T>>& p) const final { return self().apply(x, p); }
-  Dual<T> forward(const Dual<T>& x, ParamCursor<Dual<T>>& p) const final { return self().apply(x, p); }
-  Var<T> forward(const Var<T>& x, ParamCursor<Var<T>>& p) const final { return self().apply(x, p); }
+  Tensor<T> forward(const Tensor<T>& x, ForwardContext<Tensor<T>>& p) const final { return self().apply(x, p); }
+  Dual<T> forward(const Dual<T>& x, ForwardContext<Dual<T>>& p) const final { return self().apply(x, p); }
+  Var<T> forward(const Var<T>& x, ForwardContext<Var<T>>& p) const final { return self().apply(x, p); }
 
  private:
   const Derived& self() const { return static_cast<const Derived&>(*this); }

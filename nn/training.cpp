@@ -4,19 +4,42 @@
 
 namespace amari::nn {
 
-template <Real T>
-T loss_and_gradient(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-                    Tensor<T>& gradient, Tape<T>& tape) {
+namespace {
+
+// One taped forward pass and one reverse sweep; `forward` runs the model on the parameter Vars.
+template <Real T, class Forward>
+T taped_loss_and_gradient(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+                          Tensor<T>& gradient, Tape<T>& tape, Forward forward) {
   std::vector<Tensor<T>> grads = model.split(gradient);  // views into `gradient`
   tape.clear();
   const std::vector<Var<T>> params = model.variables(tape);
-  const Var<T> z = model.forward(Var<T>(x), std::span<const Var<T>>(params));
+  const Var<T> z = forward(Var<T>(x), std::span<const Var<T>>(params));
   const Var<T> loss = head.loss(z, y);
   const Tensor<T> one = Tensor<T>::scalar(T(1));
   tape.vjp_into(std::span<const Var<T>>(&loss, 1), std::span<const Tensor<T>>(&one, 1), params, grads);
   const T value = loss.value().item();
   tape.clear();
   return value;
+}
+
+}  // namespace
+
+template <Real T>
+T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+                    Tensor<T>& gradient, Tape<T>& tape) {
+  model.split(gradient);  // ShapeError before the step counter moves
+  if (model.mode() == Mode::train) model.set_step(model.step() + 1);  // new dropout masks
+  return taped_loss_and_gradient(model, head, x, y, gradient, tape, [&](const Var<T>& xv, std::span<const Var<T>> p) {
+    return model.forward_updating_state(xv, p);
+  });
+}
+
+template <Real T>
+T gradient_at(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+              Tensor<T>& gradient, Tape<T>& tape) {
+  return taped_loss_and_gradient(model, head, x, y, gradient, tape, [&](const Var<T>& xv, std::span<const Var<T>> p) {
+    return model.forward(xv, p);
+  });
 }
 
 template <Real T>
@@ -35,7 +58,7 @@ Evaluation evaluate(const Model<T>& model, const Head<T>& head, const Tensor<T>&
     const Index m = std::min(batch_size, n - b);
     const Tensor<T> xb = inputs.view(b * d, Shape{m, d});
     const std::vector<int> lb(labels.begin() + b, labels.begin() + b + m);
-    const Tensor<T> z = model.forward(xb);
+    const Tensor<T> z = model.forward(xb, Mode::eval);
     loss_sum += static_cast<double>(head.loss(z, one_hot<T>(lb, num_classes)).item()) * static_cast<double>(m);
     hits += accuracy(z, lb) * static_cast<double>(m);
   }
@@ -44,10 +67,14 @@ Evaluation evaluate(const Model<T>& model, const Head<T>& head, const Tensor<T>&
   return e;
 }
 
-template float loss_and_gradient<float>(const Model<float>&, const Head<float>&, const Tensor<float>&,
+template float loss_and_gradient<float>(Model<float>&, const Head<float>&, const Tensor<float>&,
                                         const Tensor<float>&, Tensor<float>&, Tape<float>&);
-template double loss_and_gradient<double>(const Model<double>&, const Head<double>&, const Tensor<double>&,
+template double loss_and_gradient<double>(Model<double>&, const Head<double>&, const Tensor<double>&,
                                           const Tensor<double>&, Tensor<double>&, Tape<double>&);
+template float gradient_at<float>(const Model<float>&, const Head<float>&, const Tensor<float>&,
+                                  const Tensor<float>&, Tensor<float>&, Tape<float>&);
+template double gradient_at<double>(const Model<double>&, const Head<double>&, const Tensor<double>&,
+                                    const Tensor<double>&, Tensor<double>&, Tape<double>&);
 template Evaluation evaluate<float>(const Model<float>&, const Head<float>&, const Tensor<float>&,
                                     const std::vector<int>&, Index, Index);
 template Evaluation evaluate<double>(const Model<double>&, const Head<double>&, const Tensor<double>&,

@@ -8,24 +8,32 @@
 
 namespace amari::nn {
 
-/// Mean loss of `head` on `model`'s logits for inputs x (N, D) and targets y (N, C), and its
+/// Mean loss of `head` on `model`'s logits for inputs x (N, ...) and targets y (N, C), and its
 /// gradient with respect to all parameters written into `gradient` (flat, length P; ShapeError
 /// otherwise). One forward pass recorded on `tape` (cleared first) and one reverse sweep; the
 /// gradient lands directly in the flat vector through per-parameter views (no copy).
+/// This is the forward pass of a training step: in Mode::train it starts a new step (new dropout
+/// masks: model.step() is incremented first) and updates the model's running statistics.
 template <Real T>
-T loss_and_gradient(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
                     Tensor<T>& gradient, Tape<T>& tape);
 
 /// Same, with a tape owned by the call.
 template <Real T>
-T loss_and_gradient(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
                     Tensor<T>& gradient) {
   Tape<T> tape;
   return loss_and_gradient(model, head, x, y, gradient, tape);
 }
 
+/// The same loss and gradient with no side effect: the pass runs in model.mode() at model.step()
+/// (the current dropout masks) and leaves the state alone. For measurements and checks.
+template <Real T>
+T gradient_at(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+              Tensor<T>& gradient, Tape<T>& tape);
+
 /// Mean loss and accuracy over a whole labelled set, evaluated in batches of `batch_size`
-/// (plain forward passes, no tape).
+/// (plain forward passes in Mode::eval, no tape). Inputs (N, D): rows are examples.
 struct Evaluation {
   double loss = 0;
   double accuracy = 0;

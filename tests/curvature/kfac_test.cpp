@@ -54,7 +54,7 @@ using amari::nn::Gaussian;
 using amari::nn::Head;
 using amari::nn::Linear;
 using amari::nn::Model;
-using amari::nn::ParamCursor;
+using amari::nn::ForwardContext;
 using amari::nn::Sequential;
 using amari::nn::SigmoidBernoulli;
 using amari::nn::SoftmaxCrossEntropy;
@@ -189,7 +189,7 @@ Reference reference_factors(const Model<double>& model, const Tensor<double>& x,
     for (std::size_t m = 0; m < net.size(); ++m) {
       std::vector<amari::nn::ParamSpec> specs;
       net[m].declare(specs, "");
-      ParamCursor<Tensor<double>> cursor(
+      ForwardContext<Tensor<double>> cursor(
           std::span<const Tensor<double>>(views).subspan(p, specs.size()));
       if (dynamic_cast<const Linear<double>*>(&net[m])) {
         REQUIRE(specs.size() == 2);

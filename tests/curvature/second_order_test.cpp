@@ -463,7 +463,7 @@ TEST_CASE("second order: empirical_fisher_diagonal is the mean of squared per-ex
            {&softmax, Task::classes}, {&gaussian, Task::regression}}) {
     INFO(head->name());
     const Data d = teacher_data(task);
-    const Model<double> model = make_model();
+    Model<double> model = make_model();
     for (Index limit : {Index{0}, Index{10}, Index{1000}}) {
       INFO("max_examples " << limit);
       const Index n = limit == 0 || limit > kN ? kN : limit;

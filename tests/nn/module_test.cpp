@@ -95,7 +95,7 @@ class UsesOneOfTwo final : public amari::nn::Layer<T, UsesOneOfTwo<T>> {
     out.push_back({prefix + "b", Shape{3}, Init::zeros, 3, 3});
   }
   template <amari::Value V>
-  V apply(const V& x, amari::nn::ParamCursor<V>& p) const {
+  V apply(const V& x, amari::nn::ForwardContext<V>& p) const {
     return x + p.next();
   }
 };
@@ -466,7 +466,7 @@ TEST_CASE(
   CHECK_THROWS_MATCHES(bad.forward(Tensor<double>(Shape{2, 3})), amari::ValueError,
                        MessageContains({"used 1 of 2"}));
   // A module asking for more parameters than its cursor holds.
-  amari::nn::ParamCursor<Tensor<double>> empty{std::span<const Tensor<double>>()};
+  amari::nn::ForwardContext<Tensor<double>> empty{std::span<const Tensor<double>>()};
   CHECK_THROWS_AS(Linear<double>(6, 5).forward(x, empty), amari::ValueError);
 
   CHECK_THROWS_AS(Linear<double>(0, 3), amari::ValueError);

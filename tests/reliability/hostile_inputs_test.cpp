@@ -246,7 +246,7 @@ TEST_CASE("NaN logits: every head's loss is NaN in all three modes, never a cras
 
 TEST_CASE("NaN inputs: loss_and_gradient of a model returns NaN and a NaN gradient, no crash",
           "[reliability][hostile][nan]") {
-  const nn::Model<double> model(nn::mlp<double>({3, 5, 2}, nn::Act::relu), 3);
+  nn::Model<double> model(nn::mlp<double>({3, 5, 2}, nn::Act::relu), 3);
   Tensor<double> x = Tensor<double>::full(Shape{4, 3}, 0.25);
   x[5] = kNaN;
   const Tensor<double> y = nn::one_hot<double>({0, 1, 1, 0}, 2);

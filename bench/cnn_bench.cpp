@@ -1,0 +1,111 @@
+// Cost of the train_cnn model (examples/cnn_models.hpp: conv 32 3x3, ReLU, 2x2 max-pool, conv 64
+// 3x3, ReLU, 2x2 max-pool, Linear 3136 -> 128, ReLU, Linear 128 -> 10) at batch 128, float, with a
+// softmax cross-entropy head, relative to its forward pass f; all timed side by side in every
+// iteration (interleaved), so the ratios hold on a noisy machine:
+//   jvp_over_f             loss and its directional derivative along v (dual numbers)
+//   vjp_over_f             loss and gradient (taped forward + reverse sweep)
+//   ggn_over_f             G v including recording the forward pass
+//   ggn_linearized_over_f  one more G v at the same parameters
+//   adam_step_over_f       a whole Adam training step (gradient + update)
+// BM_cnn_memory: peak tensor memory of one G v (with forward) against one gradient.
+//
+//   OMP_NUM_THREADS=1 ./bench/cnn_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <chrono>
+
+#include "../examples/cnn_models.hpp"
+
+namespace {
+
+using namespace amari;
+
+/// The CNN with a random batch (N, 784), one-hot targets and a random parameter direction v.
+struct CnnProblem {
+  explicit CnnProblem(Index batch)
+      : model(example::small_cnn<float>(), 1),
+        x(Tensor<float>::uninitialized(Shape{batch, 784})),
+        v(model.zeros_like_parameters()),
+        gradient(model.zeros_like_parameters()) {
+    nn::Rng rng(42);
+    for (Index i = 0; i < x.size(); ++i) x[i] = static_cast<float>(rng.normal());
+    for (Index i = 0; i < v.size(); ++i) v[i] = static_cast<float>(rng.normal()) * 1e-2f;
+    std::vector<int> labels(static_cast<std::size_t>(batch));
+    for (auto& l : labels) l = static_cast<int>(rng.below(10));
+    y = nn::one_hot<float>(labels, 10);
+  }
+  nn::Model<float> model;
+  nn::SoftmaxCrossEntropy<float> head;
+  Tensor<float> x, y, v, gradient;
+  Tape<float> tape;
+};
+
+void BM_cnn_ratios(benchmark::State& state) {
+  CnnProblem p(state.range(0));
+  Tensor<float> out = p.model.zeros_like_parameters();
+  curvature::GgnOperator<float> linearized(p.model, p.head, p.x);
+  linearized.apply(p.v, out);
+  // Adam on a copy of the parameters, so the measured model stays at the same point.
+  nn::Adam<float> adam({.learning_rate = 1e-6});
+  Tensor<float> scratch = p.model.parameters().clone();
+  using clock = std::chrono::steady_clock;
+  double t[6] = {0, 0, 0, 0, 0, 0};
+  auto timed = [&](int k, auto&& f) {
+    const auto t0 = clock::now();
+    f();
+    t[k] += std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  for (auto _ : state) {
+    timed(0, [&] { benchmark::DoNotOptimize(p.head.loss(p.model.forward(p.x), p.y).item()); });
+    timed(1, [&] { benchmark::DoNotOptimize(p.head.loss(p.model.forward_jvp(p.x, p.v), p.y).tangent().item()); });
+    timed(2, [&] { benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape)); });
+    timed(3, [&] {
+      curvature::GgnOperator<float> g(p.model, p.head, p.x);
+      g.apply(p.v, out);
+    });
+    timed(4, [&] { linearized.apply(p.v, out); });
+    timed(5, [&] {
+      benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
+      adam.step(scratch, p.gradient);
+    });
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.counters["f_ms"] = 1e3 * t[0] / n;
+  state.counters["adam_step_ms"] = 1e3 * t[5] / n;
+  state.counters["jvp_over_f"] = t[1] / t[0];
+  state.counters["vjp_over_f"] = t[2] / t[0];
+  state.counters["ggn_over_f"] = t[3] / t[0];
+  state.counters["ggn_linearized_over_f"] = t[4] / t[0];
+  state.counters["adam_step_over_f"] = t[5] / t[0];
+  state.counters["threads"] = omp_get_max_threads();
+}
+
+void BM_cnn_memory(benchmark::State& state) {
+  CnnProblem p(state.range(0));
+  Tensor<float> out = p.model.zeros_like_parameters();
+  double grad_peak = 0, ggn_peak = 0;
+  for (auto _ : state) {
+    const std::size_t base = memory_stats().live_bytes;
+    reset_peak_memory();
+    benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
+    grad_peak = static_cast<double>(memory_stats().peak_bytes - base);
+    reset_peak_memory();
+    {
+      curvature::GgnOperator<float> g(p.model, p.head, p.x);
+      g.apply(p.v, out);
+    }
+    ggn_peak = static_cast<double>(memory_stats().peak_bytes - base);
+  }
+  state.counters["gradient_peak_MB"] = grad_peak / 1e6;
+  state.counters["ggn_peak_MB"] = ggn_peak / 1e6;
+  state.counters["ggn_over_gradient"] = ggn_peak / grad_peak;
+}
+
+BENCHMARK(BM_cnn_ratios)->Arg(128)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_cnn_memory)->Arg(128)->Unit(benchmark::kMillisecond)->Iterations(2);
+
+}  // namespace
+
+BENCHMARK_MAIN();

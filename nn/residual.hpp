@@ -1,0 +1,51 @@
+// Residual blocks: y = shortcut(x) + body(x), where the shortcut is the identity or a projection
+// module (e.g. a 1x1 strided convolution when the body changes the shape), as in He et al. 2016.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <amari/nn/module.hpp>
+
+namespace amari::nn {
+
+/// y = x + body(x), or projection(x) + body(x). Parameter and state names are prefixed "body." and
+/// "projection."; the body's parameters come first in the flat vector.
+template <Real T>
+class Residual final : public Layer<T, Residual<T>> {
+ public:
+  explicit Residual(std::shared_ptr<const Module<T>> body, std::shared_ptr<const Module<T>> projection = nullptr)
+      : body_(std::move(body)), projection_(std::move(projection)) {
+    if (!body_) throw ValueError("Residual: null body module");
+  }
+  std::string describe() const override {
+    return "Residual(" + body_->describe() + (projection_ ? ", projection " + projection_->describe() : "") + ")";
+  }
+  void declare(std::vector<ParamSpec>& out, const std::string& prefix) const override {
+    body_->declare(out, prefix + "body.");
+    if (projection_) projection_->declare(out, prefix + "projection.");
+  }
+  void declare_state(std::vector<StateSpec>& out, const std::string& prefix) const override {
+    body_->declare_state(out, prefix + "body.");
+    if (projection_) projection_->declare_state(out, prefix + "projection.");
+  }
+  template <Value V>
+  V apply(const V& x, ForwardContext<V>& c) const {
+    const V fx = body_->forward(x, c);
+    const V sx = projection_ ? projection_->forward(x, c) : x;
+    if (!(fx.shape() == sx.shape())) {
+      throw ShapeError(describe() + ": the body gives " + fx.shape().str() + " but the shortcut gives " +
+                       sx.shape().str() + (projection_ ? "" : " (add a projection module)"));
+    }
+    return sx + fx;
+  }
+  const Module<T>& body() const { return *body_; }
+  const Module<T>* projection() const { return projection_.get(); }
+
+ private:
+  std::shared_ptr<const Module<T>> body_;
+  std::shared_ptr<const Module<T>> projection_;
+};
+
+}  // namespace amari::nn
