@@ -1,5 +1,7 @@
 #include <amari/curvature/fisher.hpp>
 
+#include <algorithm>
+
 namespace amari::curvature {
 
 template <Real T>
@@ -33,19 +35,47 @@ void ScoreOuterProductOperator<T>::apply(const Tensor<T>& v, Tensor<T>& out) {
 
 template <Real T>
 MonteCarloFisherOperator<T>::MonteCarloFisherOperator(const nn::Model<T>& model, const nn::Head<T>& head,
-                                                      Tensor<T> inputs, int samples, std::uint64_t seed)
-    : ScoreOuterProductOperator<T>(model, head, std::move(inputs)), samples_(samples) {
+                                                      Tensor<T> inputs, int samples, std::uint64_t seed,
+                                                      std::vector<Index> example_ids)
+    : ScoreOuterProductOperator<T>(model, head, std::move(inputs)), samples_(samples), example_ids_(std::move(example_ids)) {
   if (samples < 1) throw ValueError("MonteCarloFisherOperator: needs at least 1 sample, got " + std::to_string(samples));
   draw(seed);
 }
 
+namespace {
+
+void check_example_ids(const std::vector<Index>& ids, Index rows) {
+  if (!ids.empty() && static_cast<Index>(ids.size()) != rows) {
+    throw ShapeError("MonteCarloFisherOperator: " + std::to_string(ids.size()) + " example ids for a batch of " +
+                     std::to_string(rows) + " rows");
+  }
+}
+
+// y ~ r(. | z_i) for every row, keyed by (seed, ids[i], sample): one draw per row with the head's
+// counter-based sampler (its first_example argument is the key of row 0 of the slice it gets).
+template <Real T>
+Tensor<T> sample_by_id(const nn::Head<T>& head, const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample,
+                       const std::vector<Index>& ids) {
+  if (ids.empty()) return head.sample(z, seed, sample);
+  const Index n = z.dim(0), c = z.dim(1);
+  Tensor<T> y = Tensor<T>::uninitialized(z.shape());
+  for (Index i = 0; i < n; ++i) {
+    const Tensor<T> yi = head.sample(z.view(i * c, Shape{1, c}), seed, sample, ids[static_cast<std::size_t>(i)]);
+    std::copy(yi.begin(), yi.end(), y.data() + i * c);
+  }
+  return y;
+}
+
+}  // namespace
+
 template <Real T>
 void MonteCarloFisherOperator<T>::draw(std::uint64_t seed) {
   const Tensor<T>& z = this->lin_.logits();
+  check_example_ids(example_ids_, z.dim(0));
   this->scores_.clear();
   for (int s = 0; s < samples_; ++s) {
     // y ~ r(. | z) from the model itself: this is what makes it the true Fisher (SEED-NOTES 1).
-    const Tensor<T> y = this->head_->sample(z, seed, static_cast<std::uint64_t>(s));
+    const Tensor<T> y = sample_by_id(*this->head_, z, seed, static_cast<std::uint64_t>(s), example_ids_);
     Tensor<T> score = Tensor<T>::uninitialized(z.shape());
     this->head_->score(z, y, score);
     this->scores_.push_back(std::move(score));
@@ -59,8 +89,10 @@ void MonteCarloFisherOperator<T>::relinearize(std::uint64_t seed) {
 }
 
 template <Real T>
-void MonteCarloFisherOperator<T>::relinearize(Tensor<T> inputs, std::uint64_t seed) {
+void MonteCarloFisherOperator<T>::relinearize(Tensor<T> inputs, std::uint64_t seed, std::vector<Index> example_ids) {
+  check_example_ids(example_ids, inputs.defined() && inputs.rank() > 0 ? inputs.dim(0) : 0);
   this->lin_.relinearize(std::move(inputs));
+  example_ids_ = std::move(example_ids);
   draw(seed);
 }
 

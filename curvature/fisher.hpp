@@ -44,24 +44,29 @@ class ScoreOuterProductOperator : public LinearOperator<T> {
 
 /// Monte-Carlo estimate of the true Fisher with k labels sampled from the model per example. The
 /// samples are drawn once per (re)linearization with a counter-based generator keyed by
-/// (seed, example, sample), so every product of a CG solve applies the same fixed symmetric PSD
-/// matrix, whatever the thread count.
+/// (seed, example id, sample), so every product of a CG solve applies the same fixed symmetric PSD
+/// matrix, whatever the thread count. The example id of row i is example_ids[i] (its index in the
+/// data set, e.g. nn::Batch::indices), or i when example_ids is empty: with ids, the operator of
+/// a batch equals the example-weighted mean of the operators of any split of it (for models whose
+/// examples do not interact, i.e. no batch norm in train mode).
 template <Real T>
 class MonteCarloFisherOperator final : public ScoreOuterProductOperator<T> {
  public:
-  /// k >= 1 samples per example (ValueError otherwise).
+  /// k >= 1 samples per example (ValueError otherwise); example_ids empty or one per row
+  /// (ShapeError otherwise).
   MonteCarloFisherOperator(const nn::Model<T>& model, const nn::Head<T>& head, Tensor<T> inputs, int samples,
-                           std::uint64_t seed);
+                           std::uint64_t seed, std::vector<Index> example_ids = {});
   /// "MC-Fisher(<head>, N=.., k=..)".
   std::string name() const override;
   /// New linearization point (the model's current parameters), new samples from `seed`.
   void relinearize(std::uint64_t seed);
-  void relinearize(Tensor<T> inputs, std::uint64_t seed);
+  void relinearize(Tensor<T> inputs, std::uint64_t seed, std::vector<Index> example_ids = {});
   int samples() const { return samples_; }
 
  private:
   void draw(std::uint64_t seed);
   int samples_;
+  std::vector<Index> example_ids_;
 };
 
 /// The empirical Fisher: score outer products at the data labels y (N, C). Not the Fisher.
