@@ -2,17 +2,14 @@
 
 #include <algorithm>
 #include <bit>
-#include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <limits>
 #include <span>
 #include <vector>
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
+
+#include <amari/nn/atomic_file.hpp>
 
 namespace amari::nn {
 
@@ -20,16 +17,11 @@ namespace {
 
 constexpr const char* kSave = "save_parameters: ";
 constexpr const char* kLoad = "load_parameters: ";
-// write(2) and crc32() are called on pieces of at most this size: crc32() takes a 32-bit length,
-// and Linux never writes more than ~2 GiB per call anyway.
+// crc32() is called on pieces of at most this size: it takes a 32-bit length.
 constexpr std::size_t kChunkBytes = std::size_t{1} << 26;
 constexpr std::size_t kChecksumBytes = 4;
 
 using Bytes = std::vector<std::uint8_t>;
-
-std::string error_text() {
-  return std::strerror(errno);
-}
 
 void put_le(Bytes& out, std::uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
@@ -86,102 +78,7 @@ std::string dims_str(std::span<const Index> dims) {
   return s + ")";
 }
 
-// ---- writing ------------------------------------------------------------------------------------
-
-// An open file descriptor, closed at scope exit unless close() was called (and checked) first.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  // Returns close(2)'s result: on some file systems (NFS) a failed write is only reported here.
-  int close() {
-    const int r = ::close(fd_);
-    fd_ = -1;
-    return r;
-  }
-
- private:
-  int fd_;
-};
-
-void write_all(int fd, const void* data, std::size_t n, const std::string& where) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, std::min(n, kChunkBytes));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw IoError(where + "write failed: " + error_text());
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
-// Removes the temporary file at scope exit unless the save succeeded.
-class TempFileGuard {
- public:
-  explicit TempFileGuard(std::string path) : path_(std::move(path)) {}
-  TempFileGuard(const TempFileGuard&) = delete;
-  TempFileGuard& operator=(const TempFileGuard&) = delete;
-  ~TempFileGuard() {
-    if (!committed_) ::unlink(path_.c_str());
-  }
-  void commit() { committed_ = true; }
-
- private:
-  std::string path_;
-  bool committed_ = false;
-};
-
-// Makes a completed rename durable: the new directory entry reaches the disk. Best effort, since
-// some file systems refuse fsync on directories and the file itself is already complete.
-void sync_parent_directory(const std::string& path) {
-  std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
 // ---- reading ------------------------------------------------------------------------------------
-
-Bytes read_file(const std::string& path) {
-  const std::string where = kLoad + path + ": ";
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw IoError(where + "cannot open: " + error_text());
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw IoError(where + "cannot stat: " + error_text());
-  if (!S_ISREG(st.st_mode)) throw IoError(where + "not a regular file");
-  // The allocation is bounded by the file's real size, never by anything written inside it.
-  Bytes bytes(static_cast<std::size_t>(st.st_size));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t r =
-        ::read(fd.get(), bytes.data() + done, std::min(bytes.size() - done, kChunkBytes));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      throw IoError(where + "read failed: " + error_text());
-    }
-    if (r == 0) break;  // shrank since fstat: the parser reports the truncation
-    done += static_cast<std::size_t>(r);
-  }
-  bytes.resize(done);
-  std::uint8_t extra;
-  for (;;) {
-    const ssize_t r = ::read(fd.get(), &extra, 1);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw IoError(where + "read failed: " + error_text());
-    if (r > 0) throw IoError(where + "the file grew while it was being read");
-    break;
-  }
-  return bytes;
-}
 
 // Bounds-checked little-endian reads from the file's bytes; running past the end is reported as
 // a truncated file, naming the field that was expected there.
@@ -332,73 +229,59 @@ Parsed parse(const Bytes& bytes, const std::string& where) {
   return out;
 }
 
-// Checks that the file describes exactly the model's parameters.
+// One tensor the model expects a record for: its parameters in flat order, then its state tensors.
+struct Expected {
+  const std::string& name;
+  const Shape& shape;
+};
+
+template <Real T>
+std::vector<Expected> expected_records(const Model<T>& model) {
+  std::vector<Expected> out;
+  for (const ParamInfo& p : model.layout()) out.push_back({p.name, p.shape});
+  for (const StateInfo& s : model.state_layout()) out.push_back({s.name, s.shape});
+  return out;
+}
+
+// Checks that the file describes exactly the model's parameters and state tensors.
 template <Real T>
 void check_layout(const Parsed& file, const Model<T>& model, const std::string& where) {
   if (file.dtype != dtype_of<T>) {
     throw DTypeError(where + "the file holds " + dtype_name(file.dtype) +
                      " parameters, the model is " + dtype_name(dtype_of<T>));
   }
-  const std::vector<ParamInfo>& layout = model.layout();
-  if (file.records.size() != layout.size()) {
+  const std::vector<Expected> expected = expected_records(model);
+  const std::size_t params = model.layout().size();
+  const std::size_t states = model.state_layout().size();
+  if (file.records.size() != expected.size()) {
     throw ShapeError(where + "the file holds " + std::to_string(file.records.size()) +
-                     " parameters, the model has " + std::to_string(layout.size()));
+                     (states ? " tensors" : " parameters") + ", the model has " +
+                     std::to_string(params) + " parameters" +
+                     (states ? " and " + std::to_string(states) + " state tensors" : ""));
   }
-  for (std::size_t i = 0; i < layout.size(); ++i) {
+  for (std::size_t i = 0; i < expected.size(); ++i) {
     const Record& r = file.records[i];
-    if (r.name != layout[i].name) {
-      throw ShapeError(where + "parameter " + std::to_string(i) + " is " + escaped(r.name) +
-                       " in the file but " + escaped(layout[i].name) + " in the model");
+    const std::string kind = i < params ? "parameter " : "state tensor ";
+    const std::size_t number = i < params ? i : i - params;
+    if (r.name != expected[i].name) {
+      throw ShapeError(where + kind + std::to_string(number) + " is " + escaped(r.name) +
+                       " in the file but " + escaped(expected[i].name) + " in the model");
     }
-    const std::span<const Index> dims = layout[i].shape.dims();
+    const std::span<const Index> dims = expected[i].shape.dims();
     if (!std::equal(r.dims.begin(), r.dims.end(), dims.begin(), dims.end())) {
-      throw ShapeError(where + "parameter " + escaped(r.name) + " has shape " + dims_str(r.dims) +
-                       " in the file but " + layout[i].shape.str() + " in the model");
+      throw ShapeError(where + kind + escaped(r.name) + " has shape " + dims_str(r.dims) +
+                       " in the file but " + expected[i].shape.str() + " in the model");
     }
   }
 }
 
-}  // namespace
-
+// Appends the elements of a flat tensor to the file, little-endian, updating the CRC.
 template <Real T>
-void save_parameters(const Model<T>& model, const std::string& path) {
-  const std::string tmp = path + ".tmp";
-  const std::string where = kSave + path + ": ";
-
-  Bytes header;
-  header.insert(header.end(), std::begin(kParameterFileMagic), std::end(kParameterFileMagic));
-  put_le(header, kParameterFileVersion, 4);
-  put_le(header, static_cast<std::uint8_t>(dtype_of<T>), 1);
-  if (model.layout().size() > std::numeric_limits<std::uint32_t>::max()) {
-    throw ValueError(where + std::to_string(model.layout().size()) +
-                     " parameters, at most 2^32 - 1 can be stored");
-  }
-  put_le(header, model.layout().size(), 4);
-  for (const ParamInfo& p : model.layout()) {
-    // Refused here rather than written, since load_parameters() would reject the file.
-    if (p.name.size() > kMaxParameterNameLength) {
-      throw ValueError(where + "parameter name " + escaped(p.name.substr(0, 64)) + "... is " +
-                       std::to_string(p.name.size()) + " bytes long, at most " +
-                       std::to_string(kMaxParameterNameLength) + " can be stored");
-    }
-    put_le(header, p.name.size(), 4);
-    header.insert(header.end(), p.name.begin(), p.name.end());
-    put_le(header, static_cast<std::uint64_t>(p.shape.rank()), 1);
-    for (Index d : p.shape.dims()) put_le(header, static_cast<std::uint64_t>(d), 8);
-  }
-
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
-  if (fd.get() < 0) throw IoError(where + "cannot open " + tmp + " for writing: " + error_text());
-  TempFileGuard guard(tmp);
-  const std::string write_where = where + "writing " + tmp + ": ";
-
-  write_all(fd.get(), header.data(), header.size(), write_where);
-  std::uint32_t crc = crc_update(0, header.data(), header.size());
-  const Tensor<T>& flat = model.parameters();
+void write_elements(detail::AtomicFileWriter& out, const Tensor<T>& flat, std::uint32_t& crc) {
   const std::size_t n = static_cast<std::size_t>(flat.size());
   if constexpr (std::endian::native == std::endian::little) {
     const auto* p = reinterpret_cast<const std::uint8_t*>(flat.data());
-    write_all(fd.get(), p, n * sizeof(T), write_where);
+    out.write(p, n * sizeof(T));
     crc = crc_update(crc, p, n * sizeof(T));
   } else {
     // Other hosts: encode piecewise into a small buffer, so memory stays O(1) in P.
@@ -410,45 +293,79 @@ void save_parameters(const Model<T>& model, const std::string& path) {
       for (std::size_t i = begin; i < std::min(n, begin + kPiece); ++i) {
         put_le(buf, std::bit_cast<Bits>(flat.data()[i]), sizeof(T));
       }
-      write_all(fd.get(), buf.data(), buf.size(), write_where);
+      out.write(buf.data(), buf.size());
       crc = crc_update(crc, buf.data(), buf.size());
     }
   }
+}
+
+// Copies n little-endian elements from the file's bytes into dst.
+template <Real T>
+void read_elements(const std::uint8_t* src, std::size_t n, T* dst) {
+  if constexpr (std::endian::native == std::endian::little) {
+    if (n) std::memcpy(dst, src, n * sizeof(T));
+  } else {
+    using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+    for (std::size_t i = 0; i < n; ++i) {
+      dst[i] = std::bit_cast<T>(static_cast<Bits>(get_le(src + i * sizeof(T), sizeof(T))));
+    }
+  }
+}
+
+}  // namespace
+
+template <Real T>
+void save_parameters(const Model<T>& model, const std::string& path) {
+  const std::string where = kSave + path + ": ";
+  const std::size_t count = model.layout().size() + model.state_layout().size();
+
+  Bytes header;
+  header.insert(header.end(), std::begin(kParameterFileMagic), std::end(kParameterFileMagic));
+  put_le(header, kParameterFileVersion, 4);
+  put_le(header, static_cast<std::uint8_t>(dtype_of<T>), 1);
+  if (count > std::numeric_limits<std::uint32_t>::max()) {
+    throw ValueError(where + std::to_string(count) +
+                     " parameter and state tensors, at most 2^32 - 1 can be stored");
+  }
+  put_le(header, count, 4);
+  for (const Expected& e : expected_records(model)) {
+    // Refused here rather than written, since load_parameters() would reject the file.
+    if (e.name.size() > kMaxParameterNameLength) {
+      throw ValueError(where + "parameter name " + escaped(e.name.substr(0, 64)) + "... is " +
+                       std::to_string(e.name.size()) + " bytes long, at most " +
+                       std::to_string(kMaxParameterNameLength) + " can be stored");
+    }
+    put_le(header, e.name.size(), 4);
+    header.insert(header.end(), e.name.begin(), e.name.end());
+    put_le(header, static_cast<std::uint64_t>(e.shape.rank()), 1);
+    for (Index d : e.shape.dims()) put_le(header, static_cast<std::uint64_t>(d), 8);
+  }
+
+  detail::AtomicFileWriter out(path, where);
+  out.write(header.data(), header.size());
+  std::uint32_t crc = crc_update(0, header.data(), header.size());
+  write_elements(out, model.parameters(), crc);
+  if (model.state().defined()) write_elements(out, model.state(), crc);
   Bytes trailer;
   put_le(trailer, crc, 4);
-  write_all(fd.get(), trailer.data(), trailer.size(), write_where);
-
-  // The data must be on disk before the rename makes it visible under the real name; otherwise a
-  // crash after the rename could leave an empty or partial file there.
-  if (::fsync(fd.get()) != 0) throw IoError(write_where + "fsync failed: " + error_text());
-  if (fd.close() != 0) throw IoError(write_where + "close failed: " + error_text());
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw IoError(where + "cannot rename " + tmp + " to " + path + ": " + ec.message());
-  guard.commit();
-  sync_parent_directory(path);
+  out.write(trailer.data(), trailer.size());
+  out.commit();
 }
 
 template <Real T>
 void load_parameters(Model<T>& model, const std::string& path) {
   const std::string where = kLoad + path + ": ";
-  const Bytes bytes = read_file(path);
+  const Bytes bytes = detail::read_whole_file(path, where);
   const Parsed file = parse(bytes, where);
   check_layout(file, model, where);
 
   // Everything is checked: from here on nothing can fail, so the model is either fully updated
-  // or (on any exception above) untouched.
-  Tensor<T>& flat = model.parameters();
+  // or (on any exception above) untouched. The data is the P parameter elements, then the state.
   const std::uint8_t* src = bytes.data() + file.data_offset;
-  const std::size_t n = static_cast<std::size_t>(file.num_elements);
-  if constexpr (std::endian::native == std::endian::little) {
-    if (n) std::memcpy(flat.data(), src, n * sizeof(T));
-  } else {
-    using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
-    for (std::size_t i = 0; i < n; ++i) {
-      flat.data()[i] = std::bit_cast<T>(static_cast<Bits>(get_le(src + i * sizeof(T), sizeof(T))));
-    }
-  }
+  const auto p = static_cast<std::size_t>(model.num_parameters());
+  read_elements(src, p, model.parameters().data());
+  const auto s = static_cast<std::size_t>(file.num_elements) - p;
+  if (s) read_elements(src + p * sizeof(T), s, model.state().data());
 }
 
 template void save_parameters<float>(const Model<float>&, const std::string&);

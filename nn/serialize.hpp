@@ -1,4 +1,5 @@
-// Parameter files: a model's flat parameter vector with its layout, in a small binary format.
+// Parameter files: a model's flat parameter vector and its state (batch norm's running statistics),
+// with their layout, in a small binary format.
 //
 // Format, version 1. Every integer and every element is little-endian, whatever the host.
 //
@@ -6,17 +7,28 @@
 //   0       8             magic "AMARIPRM"
 //   8       4  u32        format version = 1
 //   12      1  u8         dtype: the DType value, 1 = float32, 2 = float64
-//   13      4  u32        n, the number of parameters
-//   17      ...           n records, in flat (layout) order:
+//   13      4  u32        n = p + s, the number of records
+//   17      ...           n records: first the p parameters in flat (layout) order, then the s
+//   state
+//                         tensors in state (state_layout) order; each record is
 //                           u32 name length L (0..4096), L bytes of name (no terminator),
 //                           u8 rank r (0..4), r x i64 dims (each >= 0)
-//   ...     P x 4 or 8    the data: all P elements of the flat parameter vector, in flat order
-//                         (P = sum of the products of the dims)
+//   ...     (P+S) x 4/8   the data: all P elements of the flat parameter vector, in flat order,
+//                         then all S elements of the flat state vector (P, S = sums of the
+//                         products of the dims of the parameter / state records)
 //   end-4   4  u32        CRC-32 (zlib's crc32(), the ISO-HDLC / gzip polynomial) of every byte
 //                         before it
 //
-// The layout is stored so that a file is checked against the model it is loaded into, parameter
-// by parameter, instead of trusting that a vector of the right length has the right meaning.
+// The layout is stored so that a file is checked against the model it is loaded into, tensor by
+// tensor, instead of trusting that a vector of the right length has the right meaning.
+//
+// State records (added after the first release, still version 1): the records of a model's state
+// tensors follow its parameter records, and the state data follows the parameter data. A record is
+// not marked as parameter or state: the loader matches the records against model.layout() and then
+// model.state_layout(), so the first p records are parameters because the model has p. A model
+// without state (s = 0) writes exactly the bytes it wrote before state existed, and such files
+// load into stateless models as before; a file without state records does not load into a model
+// with state (ShapeError naming the counts).
 #pragma once
 
 #include <cstdint>
@@ -33,25 +45,28 @@ inline constexpr std::uint32_t kParameterFileVersion = 1;
 /// Longest parameter name a file may hold; longer names are refused as corrupt (FormatError).
 inline constexpr std::uint32_t kMaxParameterNameLength = 4096;
 
-/// Writes the model's layout and flat parameters (P elements) to `path` in the format above.
+/// Writes the model's layout, flat parameters (P elements) and state (S elements) to `path` in the
+/// format above.
 /// Atomic: the bytes go to `path + ".tmp"`, which is flushed to disk (fsync) and then renamed
 /// over `path`, so a crash leaves either the old file or the complete new one under `path`, never
 /// a partial one. Concurrent saves to the same path are not supported (they share the .tmp name).
-/// Throws IoError naming the path if any step fails (the .tmp file is removed). Cost O(P), one
+/// Throws IoError naming the path if any step fails (the .tmp file is removed). Cost O(P + S), one
 /// pass, no copy of the parameters on little-endian hosts.
+/// ValueError if a name is longer than kMaxParameterNameLength.
 template <Real T>
 void save_parameters(const Model<T>& model, const std::string& path);
 
-/// Replaces the model's parameters by those stored in `path`. The whole file is read and checked
-/// before the model is touched, so after any exception the model is unchanged. Throws:
+/// Replaces the model's parameters and state by those stored in `path`. The whole file is read and
+/// checked before the model is touched, so after any exception the model (parameters and state)
+/// is unchanged. Throws:
 /// IoError if the file cannot be opened or read; FormatError (naming the path, what was expected
 /// and what was found) for a wrong magic, an unsupported version, an unknown dtype code, a
 /// truncated file, a rank above 4, a name longer than kMaxParameterNameLength, a negative
 /// dimension or an element count above kMaxElements, bytes after the checksum, or a checksum
 /// mismatch; DTypeError if the file's dtype is not T (naming both); ShapeError if the number of
-/// parameters, a name, or a shape differs from model.layout() (naming the parameter, the file's
-/// and the model's value). Sizes from the header are checked before anything is allocated from
-/// them; memory used is the file size. Cost O(file size).
+/// records, a name, or a shape differs from model.layout() followed by model.state_layout() (naming
+/// the parameter or state tensor, the file's and the model's value). Sizes from the header are
+/// checked before anything is allocated from them; memory used is the file size. Cost O(file size).
 template <Real T>
 void load_parameters(Model<T>& model, const std::string& path);
 

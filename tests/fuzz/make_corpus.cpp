@@ -1,7 +1,8 @@
 // Writes the seed corpora of the fuzz targets: a few small valid (and a few nearly valid) inputs
 // per target, made with amari's own writers so they follow the formats exactly.
 //
-//   amari_fuzz_make_corpus <dir>     writes <dir>/idx, <dir>/parameters, <dir>/ops
+//   amari_fuzz_make_corpus <dir>     writes <dir>/idx, <dir>/parameters, <dir>/safetensors,
+//                                    <dir>/ops
 //
 // The committed corpus (tests/fuzz/corpus) was made this way; rerun it after a format change.
 // Every file starts with the harness's flag byte (see tests/fuzz/harness/*.hpp).
@@ -11,11 +12,13 @@
 #include <vector>
 
 #include <amari/nn/idx.hpp>
+#include <amari/nn/safetensors.hpp>
 #include <amari/nn/serialize.hpp>
 
 #include "fuzz/harness/idx.hpp"
 #include "fuzz/harness/ops.hpp"
 #include "fuzz/harness/parameters.hpp"
+#include "fuzz/harness/safetensors.hpp"
 
 namespace {
 
@@ -111,6 +114,48 @@ void parameters_corpus(const fs::path& dir) {
   save(dir, "other_model_fix_crc", with_flag(1, parameter_file(other)));
   // Header only, no data: truncated.
   save(dir, "truncated_fix_crc", with_flag(1, Bytes(f64.begin(), f64.begin() + 64)));
+}
+
+// ---- safetensors files
+// --------------------------------------------------------------------------------
+
+template <amari::Real T>
+Bytes safetensors_file(const amari::nn::Model<T>& model, amari::nn::Convention convention) {
+  const std::string tmp = amari::fuzz::scratch_file("seed.safetensors");
+  amari::nn::save_safetensors(model, tmp, convention);
+  return amari::fuzz::read_file(tmp);
+}
+
+// A file from its header text and data section.
+Bytes safetensors_bytes(const std::string& json, const Bytes& data) {
+  Bytes b;
+  for (int i = 0; i < 8; ++i) b.push_back(static_cast<std::uint8_t>(json.size() >> (8 * i)));
+  b.insert(b.end(), json.begin(), json.end());
+  b.insert(b.end(), data.begin(), data.end());
+  return b;
+}
+
+void safetensors_corpus(const fs::path& dir) {
+  using amari::nn::Convention;
+  const auto f64 = amari::fuzz::safetensors_fuzz_model<double>();
+  const auto f32 = amari::fuzz::safetensors_fuzz_model<float>();
+  const Bytes torch = safetensors_file(f32, Convention::pytorch);
+  save(dir, "model_amari_f64", with_flag(0, safetensors_file(f64, Convention::amari)));
+  save(dir, "model_pytorch_f32_float_first", with_flag(1 | 2, torch));
+  save(dir, "model_pytorch_f64_fix_length", with_flag(1 | 4, safetensors_file(f64, Convention::pytorch)));
+  // Half-precision tensors, an empty one, a scalar, metadata and escapes (F16 1, -2; BF16 0.5).
+  save(dir, "halves_fix_length",
+       with_flag(1 | 4, safetensors_bytes("{\"__metadata__\":{\"k\":\"v\\u00e9\"},"
+                                          "\"h\":{\"dtype\":\"F16\",\"shape\":[1,2],\"data_offsets\":[0,4]},"
+                                          "\"b\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[4,6]},"
+                                          "\"e\":{\"dtype\":\"I64\",\"shape\":[0,3],\"data_offsets\":[6,6]}}  ",
+                                          Bytes{0x00, 0x3c, 0x00, 0xc0, 0x00, 0x3f})));
+  // Overlapping offsets, and a file cut inside its data.
+  save(dir, "overlap",
+       with_flag(0, safetensors_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                                      "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+                                      Bytes(8, 0))));
+  save(dir, "truncated", with_flag(1, Bytes(torch.begin(), torch.end() - 5)));
 }
 
 // ---- ops programs
@@ -224,6 +269,7 @@ int main(int argc, char** argv) {
   const fs::path root = argv[1];
   idx_corpus(root / "idx");
   parameters_corpus(root / "parameters");
+  safetensors_corpus(root / "safetensors");
   ops_corpus(root / "ops");
   return 0;
 }

@@ -13,6 +13,7 @@
 #include "fuzz/harness/idx.hpp"
 #include "fuzz/harness/ops.hpp"
 #include "fuzz/harness/parameters.hpp"
+#include "fuzz/harness/safetensors.hpp"
 #include "reliability/child_process.hpp"
 
 namespace {
@@ -64,6 +65,12 @@ TEST_CASE(
   replay("parameters", amari::fuzz::run_parameters, 3);
 }
 
+TEST_CASE(
+    "fuzz replay: every safetensors corpus and crash input loads or is refused, model intact",
+    "[reliability][fuzz]") {
+  replay("safetensors", amari::fuzz::run_safetensors, 3);
+}
+
 TEST_CASE("fuzz replay: every ops corpus and crash program runs in three agreeing modes",
           "[reliability][fuzz]") {
   replay("ops", amari::fuzz::run_ops, 3);
@@ -74,9 +81,11 @@ TEST_CASE("fuzz harnesses: empty and one-byte inputs are handled", "[reliability
     const std::uint8_t byte = static_cast<std::uint8_t>(b);
     CHECK_NOTHROW(amari::fuzz::run_idx(&byte, 1));
     CHECK_NOTHROW(amari::fuzz::run_parameters(&byte, 1));
+    CHECK_NOTHROW(amari::fuzz::run_safetensors(&byte, 1));
     CHECK_NOTHROW(amari::fuzz::run_ops(&byte, 1));
   }
   CHECK_NOTHROW(amari::fuzz::run_idx(nullptr, 0));
   CHECK_NOTHROW(amari::fuzz::run_parameters(nullptr, 0));
+  CHECK_NOTHROW(amari::fuzz::run_safetensors(nullptr, 0));
   CHECK_NOTHROW(amari::fuzz::run_ops(nullptr, 0));
 }
