@@ -2,6 +2,7 @@
 #pragma once
 #include <amari/curvature/cg.hpp>
 #include <amari/curvature/damping.hpp>
+#include <amari/curvature/dataset_operator.hpp>
 #include <amari/curvature/fisher.hpp>
 #include <amari/curvature/ggn.hpp>
 #include <amari/curvature/hessian.hpp>
@@ -13,3 +14,6 @@
 #include <amari/curvature/cost.hpp>
 #include <amari/curvature/dense_solve.hpp>
 #include <amari/curvature/kfac.hpp>
+#include <amari/curvature/lanczos.hpp>
+#include <amari/curvature/spectral_density.hpp>
+#include <amari/curvature/trace_estimators.hpp>
