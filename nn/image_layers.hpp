@@ -36,7 +36,10 @@ inline void require_image(const char* layer, const std::string& described, const
 template <Real T>
 class Conv2d final : public Layer<T, Conv2d<T>> {
  public:
-  Conv2d(Index in_channels, Index out_channels, std::array<Index, 2> kernel, Conv2dOptions options = {},
+  // The options are taken by reference: GCC 12.2's SLP vectorizer, at -O2 -march=native on
+  // AVX-512 machines, miscompiled the by-value copy of this aggregate into the member (a stride of
+  // 2 also appeared as padding[0]). tests/nn/layers_test.cpp keeps a regression check.
+  Conv2d(Index in_channels, Index out_channels, std::array<Index, 2> kernel, const Conv2dOptions& options = {},
          bool bias = true)
       : in_(in_channels), out_(out_channels), kernel_(kernel), options_(options), bias_(bias) {
     if (in_ <= 0 || out_ <= 0 || kernel_[0] <= 0 || kernel_[1] <= 0 || options_.groups <= 0 ||
@@ -47,7 +50,7 @@ class Conv2d final : public Layer<T, Conv2d<T>> {
     }
   }
   /// A square kernel.
-  Conv2d(Index in_channels, Index out_channels, Index kernel, Conv2dOptions options = {}, bool bias = true)
+  Conv2d(Index in_channels, Index out_channels, Index kernel, const Conv2dOptions& options = {}, bool bias = true)
       : Conv2d(in_channels, out_channels, {kernel, kernel}, options, bias) {}
 
   std::string describe() const override {
@@ -95,7 +98,7 @@ class MaxPool2d final : public Layer<T, MaxPool2d<T>> {
  public:
   explicit MaxPool2d(Index kernel, Index stride = 0, Index padding = 0)
       : options_{.kernel = {kernel, kernel}, .stride = {stride, stride}, .padding = {padding, padding}} {}
-  explicit MaxPool2d(Pool2dOptions options) : options_(options) {}
+  explicit MaxPool2d(const Pool2dOptions& options) : options_(options) {}
   std::string describe() const override { return "MaxPool2d(" + detail::pair_str(options_.kernel) + ")"; }
   void declare(std::vector<ParamSpec>&, const std::string&) const override {}
   template <Value V>
@@ -114,7 +117,7 @@ class AvgPool2d final : public Layer<T, AvgPool2d<T>> {
  public:
   explicit AvgPool2d(Index kernel, Index stride = 0, Index padding = 0)
       : options_{.kernel = {kernel, kernel}, .stride = {stride, stride}, .padding = {padding, padding}} {}
-  explicit AvgPool2d(Pool2dOptions options) : options_(options) {}
+  explicit AvgPool2d(const Pool2dOptions& options) : options_(options) {}
   std::string describe() const override { return "AvgPool2d(" + detail::pair_str(options_.kernel) + ")"; }
   void declare(std::vector<ParamSpec>&, const std::string&) const override {}
   template <Value V>

@@ -70,6 +70,17 @@ TEST_CASE("Conv2d: HWIO weight with PyTorch's names, init bound 1/sqrt(fan_in), 
   CHECK_THROWS_AS(nn::Conv2d<double>(4, 6, 3, Conv2dOptions{.groups = 3}), ValueError);
 }
 
+TEST_CASE("Conv2d keeps the options it is given (a GCC 12 AVX-512 miscompile once moved a stride into the padding)",
+          "[nn][layers]") {
+  const nn::Conv2d<float> c(16, 32, 1, Conv2dOptions{.stride = {2, 2}}, false);
+  CHECK(c.options().stride == std::array<Index, 2>{2, 2});
+  CHECK(c.options().padding == std::array<Index, 2>{0, 0});
+  CHECK(c.options().dilation == std::array<Index, 2>{1, 1});
+  CHECK(c.options().groups == 1);
+  const nn::MaxPool2d<float> p(Pool2dOptions{.kernel = {3, 3}, .stride = {2, 2}});
+  CHECK(p.describe() == "MaxPool2d(3)");
+}
+
 TEST_CASE("Linear with Init::torch_uniform draws weight and bias from U(-1/sqrt(in), 1/sqrt(in))", "[nn][layers]") {
   nn::Model<double> model(std::make_shared<nn::Linear<double>>(16, 8, true, nn::Init::torch_uniform), 3);
   CHECK(model.layout()[0].torch_layout == nn::TorchLayout::transposed);
