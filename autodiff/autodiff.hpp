@@ -5,6 +5,8 @@
 #include <amari/autodiff/tensor.hpp>
 #include <amari/autodiff/dual.hpp>
 #include <amari/autodiff/tape.hpp>
+#include <amari/autodiff/tape_print.hpp>
 #include <amari/autodiff/value.hpp>
 #include <amari/autodiff/ops.hpp>
 #include <amari/autodiff/transforms.hpp>
+#include <amari/autodiff/jacobian.hpp>

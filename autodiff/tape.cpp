@@ -1,6 +1,7 @@
 #include <amari/autodiff/tape.hpp>
 
 #include <algorithm>
+#include <iterator>
 #include <string>
 #include <unordered_set>
 
@@ -21,6 +22,7 @@ void TapeState<T>::reset() {
   nodes.clear();
   slot_shapes.clear();
   slot_node.clear();
+  names.clear();
   tangent_buf.clear();
   adjoint_buf.clear();
   adjoint_tangent_buf.clear();
@@ -74,6 +76,13 @@ Var<T> Tape<T>::variable(Tensor<T> value) {
   if (!value.defined()) throw ValueError("Tape::variable: the value tensor is undefined");
   const std::int32_t slot = state_->add_slot(value.shape(), -1);
   return Var<T>(std::move(value), state_, slot, state_->epoch);
+}
+
+template <Real T>
+Var<T> Tape<T>::variable(Tensor<T> value, std::string name) {
+  Var<T> v = variable(std::move(value));
+  state_->names.emplace_back(v.slot_, std::move(name));
+  return v;
 }
 
 template <Real T>
@@ -164,6 +173,8 @@ void Tape<T>::forward_sweep(const char* op, std::span<const Var<T>> inputs,
         target[static_cast<std::size_t>(s)] = &output_tangents[k];
     }
   }
+  SweepObserver<T>* const obs = st.observer;
+  if (obs) obs->on_begin(SweepKind::forward);
   const Tensor<T>* dx[detail::kMaxArity];
   for (const auto& node : st.nodes) {
     bool any = false;
@@ -177,7 +188,12 @@ void Tape<T>::forward_sweep(const char* op, std::span<const Var<T>> inputs,
     Tensor<T>* dy = target[out] ? target[out] : &workspace(st.tangent_buf, out, st.slot_shapes[out]);
     node->jvp(dx, *dy);
     st.tangent[out] = dy;
+    if (obs) {
+      const auto index = static_cast<std::size_t>(&node - st.nodes.data());
+      obs->on_forward(detail::node_info(*node, index), *dy);
+    }
   }
+  if (obs) obs->on_end(SweepKind::forward);
   if (output_tangents.empty()) return;
   for (std::size_t k = 0; k < outputs.size(); ++k) {
     const std::int32_t s = out_slots[k];
@@ -266,6 +282,9 @@ void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
     add_into(*adjoint(static_cast<std::size_t>(s)), cotangents[k]);
   }
 
+  const SweepKind kind = second_order ? SweepKind::second_order : SweepKind::reverse;
+  SweepObserver<T>* const obs = st.observer;
+  if (obs) obs->on_begin(kind);
   Tensor<T>* xbar[detail::kMaxArity];
   Tensor<T>* xbar_dot[detail::kMaxArity];
   const Tensor<T>* dx[detail::kMaxArity];
@@ -287,12 +306,20 @@ void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
     }
     if (!any) continue;
     node->vjp(*st.adjoint[out], xbar);
-    if (!second_order) continue;
-    // Forward-over-reverse: the adjoint tangent flows back through the same (linear) VJP rule, and
-    // the rule's own dependence on the inputs adds the curvature term.
-    if (st.adjoint_tangent[out]) node->vjp(*st.adjoint_tangent[out], xbar_dot);
-    if (any_dx && !node->is_linear()) node->vjp_tangent(dx, *st.tangent[out], *st.adjoint[out], xbar_dot);
+    if (second_order) {
+      // Forward-over-reverse: the adjoint tangent flows back through the same (linear) VJP rule,
+      // and the rule's own dependence on the inputs adds the curvature term.
+      if (st.adjoint_tangent[out]) node->vjp(*st.adjoint_tangent[out], xbar_dot);
+      if (any_dx && !node->is_linear())
+        node->vjp_tangent(dx, *st.tangent[out], *st.adjoint[out], xbar_dot);
+    }
+    if (obs) {
+      const auto index = static_cast<std::size_t>(std::distance(st.nodes.begin(), it.base()) - 1);
+      obs->on_reverse(detail::node_info(*node, index), *st.adjoint[out],
+                      second_order ? st.adjoint_tangent[out] : nullptr);
+    }
   }
+  if (obs) obs->on_end(kind);
 
   std::vector<Tensor<T>*>& final_ptrs = second_order ? st.adjoint_tangent : st.adjoint;
   for (std::size_t i = 0; i < inputs.size(); ++i) {

@@ -10,15 +10,20 @@
 //   the record and the sweep buffers, so they allocate nothing after the first one.
 // * hvp(): both loops with the tangents of the VJP rules: exact Hessian-vector products
 //   (forward-over-reverse).
+// * Seeing it: autodiff/tape_print.hpp prints the records as a table or a Graphviz graph, and a
+//   SweepObserver set with set_observer() sees every tangent and adjoint a sweep computes.
 //
 // Ownership: a Var keeps its value alive; the tape keeps only residuals. A Var used after its tape
 // was cleared or destroyed, or combined with a Var of another tape, raises TapeError.
 // Threads: a tape and its Vars belong to one thread at a time; use one tape per thread.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <amari/autodiff/detail/node.hpp>
@@ -30,6 +35,8 @@ template <Real T>
 class Tape;
 template <Real T>
 class Var;
+template <Real T>
+class SweepObserver;
 
 namespace detail {
 
@@ -42,6 +49,9 @@ struct TapeState {
   std::vector<std::unique_ptr<NodeBase<T>>> nodes;  // recording order
   std::vector<Shape> slot_shapes;                   // one slot per variable or recorded output
   std::vector<std::int32_t> slot_node;              // producing record, -1 for variables
+  // Labels of the named variables, (slot, name); only Tape::variable(value, name) adds one.
+  std::vector<std::pair<std::int32_t, std::string>> names;
+  SweepObserver<T>* observer = nullptr;  // kept by clear(); null: the sweeps report nothing
 
   // Sweep workspace, kept between sweeps so repeated products do not allocate.
   std::vector<Tensor<T>> tangent_buf, adjoint_buf, adjoint_tangent_buf;
@@ -56,8 +66,69 @@ struct TapeState {
 
 // Grants the primitives' recording code access to Var internals.
 struct VarAccess;
+// Grants the tape printers (autodiff/tape_print.cpp) read access to the records.
+struct TapeAccess;
 
 }  // namespace detail
+
+/// One record of a tape as a sweep observer sees it: its position, its primitive and its slots.
+/// Slots number the tape's values: variables and record outputs, in creation order.
+struct NodeInfo {
+  std::size_t index = 0;  ///< position in recording order (0 = first recorded)
+  const char* op = "";    ///< the primitive's name, e.g. "tanh", "matmul"
+  int arity = 0;          ///< number of tensor inputs
+  /// Input slots (first `arity` entries); -1 for a constant input (not on the tape).
+  std::array<std::int32_t, detail::kMaxArity> inputs{-1, -1, -1};
+  std::int32_t output = -1;  ///< slot of the record's output
+};
+
+namespace detail {
+/// The observer's view of a record.
+template <Real T>
+NodeInfo node_info(const NodeBase<T>& node, std::size_t index) {
+  NodeInfo info;
+  info.index = index;
+  info.op = node.name();
+  info.arity = node.arity;
+  info.inputs = node.inputs;
+  info.output = node.output;
+  return info;
+}
+}  // namespace detail
+
+/// Which sweep an observer is watching.
+enum class SweepKind {
+  forward,       ///< jvp / jvp_into, and the first half of hvp: tangents in recording order
+  reverse,       ///< vjp / vjp_into: adjoints in reverse recording order
+  second_order,  ///< the second half of hvp: adjoints and adjoint tangents in reverse order
+};
+
+/// Sees every tangent and adjoint a tape sweep computes, one call per record (set it with
+/// Tape::set_observer). For teaching, debugging and monitoring (e.g. where gradients vanish).
+/// Only records whose rules run are reported: the forward sweep skips records none of whose inputs
+/// depend on the seeded variables (and reports the others even if no requested output reads
+/// them); the reverse sweeps skip records whose output gets no cotangent from the requested
+/// outputs, and records none of whose inputs leads to a requested input. The tensors
+/// passed are the sweep's own buffers: read them during the call, do not keep or modify them.
+template <Real T>
+class SweepObserver {
+ public:
+  virtual ~SweepObserver() = default;
+  /// Called once at the start of each sweep, before any record is reported.
+  virtual void on_begin(SweepKind) {}
+  /// Forward sweep: called after the record's JVP rule, with the output tangent it wrote.
+  virtual void on_forward(const NodeInfo&, const Tensor<T>& tangent) { (void)tangent; }
+  /// Reverse sweeps: called after the record's VJP rule(s) ran, with the output adjoint it
+  /// consumed. That adjoint is final: every record reading the output comes later in recording
+  /// order and was processed before. `adjoint_tangent` is the tangent of that adjoint in the
+  /// second-order sweep of hvp (null when nothing reached it, i.e. zero; always null in vjp).
+  virtual void on_reverse(const NodeInfo&, const Tensor<T>& adjoint,
+                          const Tensor<T>* adjoint_tangent) {
+    (void)adjoint, (void)adjoint_tangent;
+  }
+  /// Called once at the end of each sweep that ran to completion.
+  virtual void on_end(SweepKind) {}
+};
 
 /// A value recorded on a tape (or a constant). Cheap to copy: a handle to the value tensor and to
 /// the tape. Primitives applied to Vars are recorded on the inputs' tape.
@@ -109,6 +180,15 @@ class Tape {
   /// A new variable (leaf) with the given value: the inputs derivatives are taken with respect to.
   /// The tensor is shared, not copied; do not modify it while the record is in use.
   Var<T> variable(Tensor<T> value);
+  /// The same, with a label shown by the tape printers and graphs (autodiff/tape_print.hpp).
+  Var<T> variable(Tensor<T> value, std::string name);
+
+  /// Sets the observer that sees every tangent and adjoint of the following sweeps (null: none,
+  /// the default). The tape does not own it; it must outlive its use. Kept by clear(). Cost when
+  /// unset: one pointer test per record per sweep.
+  void set_observer(SweepObserver<T>* observer) { state_->observer = observer; }
+  /// The current observer, or null.
+  SweepObserver<T>* observer() const { return state_->observer; }
 
   /// Forgets every record and releases their memory and the sweep buffers. Vars recorded before
   /// become invalid (using them raises TapeError). O(number of records).
@@ -158,6 +238,7 @@ class Tape {
                      std::span<const Tensor<T>> cotangents, std::span<const Var<T>> inputs,
                      std::span<Tensor<T>> input_results, bool second_order);
 
+  friend struct detail::TapeAccess;
   std::shared_ptr<detail::TapeState<T>> state_;
 };
 

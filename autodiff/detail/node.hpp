@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <amari/autodiff/tensor.hpp>
@@ -33,8 +34,13 @@ class NodeBase {
   /// (forward-over-reverse). Never called for linear primitives.
   virtual void vjp_tangent(const Tensor<T>* const* dx, const Tensor<T>& dy, const Tensor<T>& ybar,
                            Tensor<T>* const* xbar_dot) const = 0;
-  /// Appends the residual tensors this record keeps alive (for memory accounting).
+  /// Appends the residual tensors this record keeps alive (for memory accounting and tape dumps):
+  /// exactly arity + 1 entries, x0..x(arity-1) then y, undefined for residuals not saved.
   virtual void collect_saved(std::vector<const Tensor<T>*>& out) const = 0;
+  /// Which residuals the rules read (save::x0 | save::x1 | save::x2 | save::y), for tape dumps.
+  virtual unsigned saved_mask() const { return 0; }
+  /// The primitive's attributes, e.g. "axis=1 keep_dims=0" ("" if none), for tape dumps.
+  virtual std::string describe() const { return {}; }
 
   /// Tape slots of the inputs; -1 for constants (values not depending on any variable).
   std::array<std::int32_t, kMaxArity> inputs{-1, -1, -1};

@@ -21,8 +21,11 @@
 #pragma once
 
 #include <array>
+#include <concepts>
+#include <cstdio>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include <amari/autodiff/dual.hpp>
@@ -106,6 +109,59 @@ void call_vjp_tangent(const Op& op, const Saved<T, Op::arity>& s, const Tensor<T
   }
 }
 
+// Attributes of a primitive for tape dumps: Op::describe() if the primitive defines one, else the
+// scalar attributes it has under the usual names (axis, keep_dims, a, b, ta, tb, eps, p, start,
+// stop, to), in that order. Only called when a tape is printed, never by the sweeps.
+template <class Op>
+std::string describe_op(const Op& op) {
+  if constexpr (requires { std::string(op.describe()); }) {
+    return op.describe();
+  } else {
+    std::string out;
+    const auto put = [&out](const char* key, const auto& v) {
+      using V = std::decay_t<decltype(v)>;
+      std::string text;
+      if constexpr (std::same_as<V, bool>) {
+        text = v ? "1" : "0";
+      } else if constexpr (std::is_enum_v<V> && requires { V::yes; }) {
+        text = v == V::yes ? "T" : "N";  // a Trans flag, BLAS style
+      } else if constexpr (std::same_as<V, Shape>) {
+        text = v.str();
+      } else if constexpr (std::floating_point<V>) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+        text = buf;
+      } else if constexpr (std::integral<V>) {
+        text = std::to_string(v);
+      } else {
+        return;  // not a scalar attribute
+      }
+      if (!out.empty()) out += ' ';
+      out += key;
+      out += '=';
+      out += text;
+    };
+    bool reduces_all = false;  // sum over all elements: its axis field is unused
+    if constexpr (requires { bool(op.all); }) reduces_all = op.all;
+    if constexpr (requires { op.axis; }) {
+      if (!reduces_all) put("axis", op.axis);
+    }
+    if constexpr (requires { op.keep_dims; }) {
+      if (!reduces_all) put("keep_dims", op.keep_dims);
+    }
+    if constexpr (requires { op.a; }) put("a", op.a);
+    if constexpr (requires { op.b; }) put("b", op.b);
+    if constexpr (requires { op.ta; }) put("ta", op.ta);
+    if constexpr (requires { op.tb; }) put("tb", op.tb);
+    if constexpr (requires { op.eps; }) put("eps", op.eps);
+    if constexpr (requires { op.p; }) put("p", op.p);
+    if constexpr (requires { op.start; }) put("start", op.start);
+    if constexpr (requires { op.stop; }) put("stop", op.stop);
+    if constexpr (requires { op.to; }) put("to", op.to);
+    return out;
+  }
+}
+
 /// The tape record of one application of primitive Op.
 template <Real T, class Op>
 class Node final : public NodeBase<T> {
@@ -125,6 +181,8 @@ class Node final : public NodeBase<T> {
     for (const auto& x : s_.x) out.push_back(&x);
     out.push_back(&s_.y);
   }
+  unsigned saved_mask() const override { return Op::saves; }
+  std::string describe() const override { return describe_op(op_); }
 
  private:
   Op op_;
