@@ -1,0 +1,54 @@
+// Kernels of the conv2d primitive (autodiff/ops/conv2d.cpp explains the math and the design):
+// channels-last im2col + GEMM for the forward map, its transpose (GEMM + col2im) and the weight
+// correlation (im2col + GEMM) for the adjoints.
+//
+// Internal header: shapes are validated by the primitive (ops/conv2d.cpp); these functions trust
+// the geometry they are given.
+#pragma once
+
+#include <amari/autodiff/shape.hpp>
+
+namespace amari::kernels {
+
+/// The sizes of one 2-D convolution, channels-last: x (n, h, w, c_in), weights (kh, kw, c_in /
+/// groups, c_out), y (n, oh, ow, c_out).
+struct ConvGeometry {
+  Index n = 0, h = 0, w = 0, c_in = 0;
+  Index kh = 0, kw = 0, c_out = 0, groups = 1;
+  Index stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1;
+  Index oh = 0, ow = 0;  // output size, computed by the caller
+
+  Index group_in() const { return c_in / groups; }    // C_in / groups
+  Index group_out() const { return c_out / groups; }  // C_out / groups
+  /// The reduction length of one output element: kh * kw * C_in / groups.
+  Index k() const { return kh * kw * group_in(); }
+  /// A 1x1, stride-1, unpadded convolution: x viewed as (n*h*w, c_in) already is the im2col matrix.
+  bool pointwise() const {
+    return kh == 1 && kw == 1 && stride_h == 1 && stride_w == 1 && pad_h == 0 && pad_w == 0;
+  }
+};
+
+/// y = conv(x, w) (+ b broadcast over pixels if b is not null), written into y, or added to y
+/// when `accumulate`. Cost: 2 n oh ow c_out k flops in GEMMs plus one im2col pass.
+template <class T>
+void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* y,
+                    bool accumulate);
+
+/// The two adjoints of the bilinear map (x, w) -> conv(x, w), for the cotangent ybar:
+///   xbar += conv_transpose(ybar, w)   when xbar is not null (reads w),
+///   wbar += corr(x, ybar)             when wbar is not null (reads x).
+/// Either may be null; both share one pass over image chunks.
+template <class T>
+void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* ybar, T* xbar,
+                     T* wbar);
+
+extern template void conv2d_forward<float>(const ConvGeometry&, const float*, const float*,
+                                           const float*, float*, bool);
+extern template void conv2d_forward<double>(const ConvGeometry&, const double*, const double*,
+                                            const double*, double*, bool);
+extern template void conv2d_backward<float>(const ConvGeometry&, const float*, const float*,
+                                            const float*, float*, float*);
+extern template void conv2d_backward<double>(const ConvGeometry&, const double*, const double*,
+                                             const double*, double*, double*);
+
+}  // namespace amari::kernels
