@@ -15,5 +15,6 @@
 #include <amari/curvature/dense_solve.hpp>
 #include <amari/curvature/kfac.hpp>
 #include <amari/curvature/lanczos.hpp>
+#include <amari/curvature/per_example.hpp>
 #include <amari/curvature/spectral_density.hpp>
 #include <amari/curvature/trace_estimators.hpp>

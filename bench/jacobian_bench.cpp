@@ -1,0 +1,110 @@
+// Cost of per-example gradients and of multi-tangent JVPs on the benchmark MLPs (mlp_configs.hpp),
+// each timed side by side with its reference in the same iteration so the ratios hold on a noisy
+// shared machine.
+//
+// BM_per_example: curvature::per_example_gradients on the batch (one recording, then N reverse
+// sweeps) against one batch gradient (nn::loss_and_gradient: recording + one sweep). Counter
+// per_example_over_gradient. The generic path costs about N sweeps, so the ratio grows with N
+// (measured ~11x at N = 32 "small", 80-90x at N = 128 "mnist"), far above the target of 3x
+// (which needs a fast path that forms per-example gradients from layer inputs and output gradients
+// in one sweep).
+//
+// BM_jvp_multi/K: amari::jvp_multi of the loss in the flat parameters with K tangents (one
+// recording, K tangent sweeps) against one dual-number JVP (MlpProblem::jvp). Counter
+// multi_per_tangent_over_jvp = (time of jvp_multi / K) / time of one dual JVP.
+//
+//   OMP_NUM_THREADS=1 ./bench/jacobian_bench --benchmark_repetitions=3
+//   --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <vector>
+
+#include <amari/curvature/per_example.hpp>
+
+#include "mlp_configs.hpp"
+
+namespace {
+
+using amari::Index;
+using amari::Shape;
+using amari::Tensor;
+using amari::bench::mlp_configs;
+using amari::bench::MlpConfig;
+using amari::bench::MlpProblem;
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+// Arg = index into mlp_configs(): 0 small, 1 mnist.
+void BM_per_example(benchmark::State& state) {
+  const MlpConfig& c = mlp_configs()[static_cast<std::size_t>(state.range(0))];
+  MlpProblem<float> p(c);
+  p.model.eval();  // loss_and_gradient then leaves the step counter alone; same pass either way
+  double tg = 0, tp = 0;
+  for (auto _ : state) {
+    auto t0 = clock_type::now();
+    benchmark::DoNotOptimize(p.vjp());
+    tg += seconds_since(t0);
+    t0 = clock_type::now();
+    const Tensor<float> G = amari::curvature::per_example_gradients(p.model, p.head, p.x, p.y);
+    benchmark::DoNotOptimize(G.data());
+    tp += seconds_since(t0);
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.SetLabel(std::string(c.name) + " N=" + std::to_string(c.batch));
+  state.counters["gradient_ms"] = 1e3 * tg / n;
+  state.counters["per_example_ms"] = 1e3 * tp / n;
+  state.counters["per_example_over_gradient"] = tp / tg;
+  state.counters["threads"] = omp_get_max_threads();
+}
+
+// The mean loss as a function of the flat parameter vector, for any value type: the flat vector is
+// sliced into the model's parameters (6 small copy records, negligible next to the matmuls).
+template <class V>
+V loss_of_flat(const MlpProblem<float>& p, const V& theta) {
+  std::vector<V> params;
+  for (const auto& info : p.model.layout()) {
+    params.push_back(amari::reshape(
+        amari::slice(theta, 0, info.offset, info.offset + info.shape.numel()), info.shape));
+  }
+  return p.head.loss(p.model.forward(V(p.x), std::span<const V>(params)), p.y);
+}
+
+// Arg 0: config index; arg 1: K.
+void BM_jvp_multi(benchmark::State& state) {
+  const MlpConfig& c = mlp_configs()[static_cast<std::size_t>(state.range(0))];
+  const Index K = state.range(1);
+  MlpProblem<float> p(c);
+  const Tensor<float> theta = p.model.gather();
+  const Index P = theta.size();
+  Tensor<float> V = Tensor<float>::uninitialized(Shape{P, K});
+  for (Index j = 0; j < P; ++j)
+    for (Index k = 0; k < K; ++k) V[j * K + k] = p.v[(j + 7919 * k) % P];
+  const auto f = [&](const auto& t) { return loss_of_flat(p, t); };
+  double tj = 0, tm = 0;
+  for (auto _ : state) {
+    auto t0 = clock_type::now();
+    benchmark::DoNotOptimize(p.jvp());
+    tj += seconds_since(t0);
+    t0 = clock_type::now();
+    const Tensor<float> JV = amari::jvp_multi(f, theta, V);
+    benchmark::DoNotOptimize(JV.data());
+    tm += seconds_since(t0);
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.SetLabel(std::string(c.name) + " K=" + std::to_string(K));
+  state.counters["jvp_us"] = 1e6 * tj / n;
+  state.counters["multi_us"] = 1e6 * tm / n;
+  state.counters["multi_per_tangent_over_jvp"] = (tm / static_cast<double>(K)) / tj;
+  state.counters["threads"] = omp_get_max_threads();
+}
+
+}  // namespace
+
+BENCHMARK(BM_per_example)->DenseRange(0, 1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_jvp_multi)->ArgsProduct({{1}, {1, 4, 16}})->Unit(benchmark::kMicrosecond);
+
+BENCHMARK_MAIN();

@@ -1,0 +1,85 @@
+// Per-example gradients of a model's loss and the gradient-noise statistics built from them.
+//
+// For a batch of N examples with per-example losses l_n(theta) = NLL(z_n(theta), y_n), the batch
+// loss is L = (1/N) sum_n l_n and its gradient is the mean of the per-example gradients g_n =
+// grad_theta l_n. The g_n carry what the mean hides: their spread (the gradient noise) and their
+// sizes (per-example norms, e.g. for clipping or outlier detection).
+//
+// What is computed: the model is recorded once on the whole batch, exactly as nn::gradient_at
+// does (model.mode(), the current dropout masks at model.step(), the state left alone). Row n is
+// then the gradient of l_n = NLL(z_n, y_n) through that one recorded pass, obtained by a reverse
+// sweep whose logit cotangent is grad_{z_n} l_n = mu(z_n) - T(y_n) = -score_n in row n and zero
+// elsewhere (nn/heads.hpp). For a model whose examples do not interact (every layer acting row by
+// row: Linear, activations, convolutions, batch norm in eval mode) this equals the gradient of the
+// model evaluated on example n alone (with dropout in train mode: under the mask the batch pass
+// drew for row n). For a model whose examples interact (batch norm in train mode) there is no
+// per-example gradient in that sense: row n is the total derivative d l_n / d theta of example n's
+// loss in the batch pass, the inputs of the other examples held fixed, including the paths through
+// the batch statistics, so it differs from the one-example gradient. In every case the rows
+// average to the batch gradient.
+#pragma once
+
+#include <amari/autodiff/autodiff.hpp>
+#include <amari/nn/heads.hpp>
+#include <amari/nn/model.hpp>
+
+namespace amari::curvature {
+
+/// Per-example gradients (N, P): row n is the gradient in the flat parameters of example n's loss
+/// (not divided by N), see the file comment for what it means when examples interact. inputs
+/// (N, ...), targets (N, C). The mean of the rows is the batch gradient of nn::gradient_at.
+/// Cost: one recorded forward pass on the batch, then N reverse sweeps over that record (each as
+/// expensive as the batch gradient's sweep): about N times a batch gradient; measured 80-90x for
+/// N = 128 on the mnist MLP (bench/jacobian_bench.cpp). Memory: N * P.
+template <Real T>
+Tensor<T> per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head,
+                                const Tensor<T>& inputs, const Tensor<T>& targets);
+
+/// Euclidean norms (N) of the rows of per_example_gradients(), accumulated in double.
+/// Cost: that of per_example_gradients() (it forms the N x P matrix) plus N P.
+template <Real T>
+Tensor<T> per_example_gradient_norms(const nn::Model<T>& model, const nn::Head<T>& head,
+                                     const Tensor<T>& inputs, const Tensor<T>& targets);
+
+/// Gradient-noise statistics of N >= 2 per-example gradients g_n (rows of an (N, P) matrix).
+template <Real T>
+struct GradientNoise {
+  /// G = (1/N) sum_n g_n, (P): the batch gradient.
+  Tensor<T> mean;
+  /// Per-coordinate sample variance (1/(N-1)) sum_n (g_n - G)^2, (P): the diagonal of Sigma.
+  Tensor<T> variance;
+  /// tr(Sigma) = sum of `variance`: the per-example gradient covariance's trace.
+  double trace_covariance = 0;
+  /// |G|^2. As an estimate of the true gradient's squared norm it is biased up by tr(Sigma) / N.
+  double mean_norm_squared = 0;
+  /// The simple gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018,
+  /// "An Empirical Model of Large-Batch Training", eq. 2.8), from the two plug-in values above;
+  /// +inf when G = 0.
+  double noise_scale = 0;
+};
+
+/// The statistics of the rows of `per_example` (N, P), N >= 2 (ValueError otherwise); sums in
+/// double, in a fixed order. Cost O(N P), no forward pass.
+template <Real T>
+GradientNoise<T> gradient_noise(const Tensor<T>& per_example);
+
+extern template Tensor<float> per_example_gradients<float>(const nn::Model<float>&,
+                                                           const nn::Head<float>&,
+                                                           const Tensor<float>&,
+                                                           const Tensor<float>&);
+extern template Tensor<double> per_example_gradients<double>(const nn::Model<double>&,
+                                                             const nn::Head<double>&,
+                                                             const Tensor<double>&,
+                                                             const Tensor<double>&);
+extern template Tensor<float> per_example_gradient_norms<float>(const nn::Model<float>&,
+                                                                const nn::Head<float>&,
+                                                                const Tensor<float>&,
+                                                                const Tensor<float>&);
+extern template Tensor<double> per_example_gradient_norms<double>(const nn::Model<double>&,
+                                                                  const nn::Head<double>&,
+                                                                  const Tensor<double>&,
+                                                                  const Tensor<double>&);
+extern template GradientNoise<float> gradient_noise<float>(const Tensor<float>&);
+extern template GradientNoise<double> gradient_noise<double>(const Tensor<double>&);
+
+}  // namespace amari::curvature

@@ -1,0 +1,166 @@
+// Per-example gradients (curvature/per_example.hpp): row n is the gradient of example n's loss,
+// the rows average to the batch gradient, the norms are the rows' norms, and the noise statistics
+// match the textbook formulas computed here directly.
+#include <amari/curvature/per_example.hpp>
+#include <amari/nn/heads.hpp>
+#include <amari/nn/layers.hpp>
+#include <amari/nn/model.hpp>
+#include <amari/nn/normalization.hpp>
+#include <amari/nn/training.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "support/matchers.hpp"
+#include "support/random.hpp"
+
+namespace {
+
+using amari::Index;
+using amari::Shape;
+using amari::Tape;
+using amari::Tensor;
+using amari::curvature::gradient_noise;
+using amari::curvature::per_example_gradient_norms;
+using amari::curvature::per_example_gradients;
+using amari::nn::Model;
+using amari::test::max_abs_diff;
+using amari::test::MessageContains;
+using amari::test::normal_tensor;
+using amari::test::Rng;
+
+constexpr Index kN = 6, kD = 4, kC = 3;
+
+Tensor<double> row(const Tensor<double>& m, Index n) {
+  const Index cols = m.dim(1);
+  return m.view(n * cols, Shape{cols}).clone();
+}
+
+double max_abs(const Tensor<double>& a) {
+  double m = 0;
+  for (Index i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i]));
+  return m;
+}
+
+struct Problem {
+  Model<double> model{amari::nn::mlp<double>({kD, 5, kC}, amari::nn::Act::tanh), 3};
+  Tensor<double> x, y_onehot, y_real;
+  Problem() {
+    Rng rng(21);
+    x = normal_tensor<double>(Shape{kN, kD}, rng);
+    y_onehot = amari::nn::one_hot<double>({0, 2, 1, 1, 0, 2}, kC);
+    y_real = normal_tensor<double>(Shape{kN, kC}, rng);
+  }
+};
+
+// Checks rows against gradient_at on one-example batches, and the mean against the batch gradient.
+void check_rows(const Model<double>& model, const amari::nn::Head<double>& head,
+                const Tensor<double>& x, const Tensor<double>& y) {
+  INFO(head.name());
+  const Tensor<double> G = per_example_gradients(model, head, x, y);
+  const Index P = model.num_parameters();
+  REQUIRE(G.shape() == Shape{kN, P});
+  Tape<double> tape;
+  for (Index n = 0; n < kN; ++n) {
+    Tensor<double> g = model.zeros_like_parameters();
+    amari::nn::gradient_at(model, head, x.view(n * kD, Shape{1, kD}), y.view(n * kC, Shape{1, kC}),
+                           g, tape);
+    CHECK(max_abs_diff(row(G, n), g) <= 1e-12 * std::max(1.0, max_abs(g)));
+  }
+  Tensor<double> batch = model.zeros_like_parameters();
+  amari::nn::gradient_at(model, head, x, y, batch, tape);
+  const auto stats = gradient_noise(G);
+  CHECK(max_abs_diff(stats.mean, batch) <= 1e-12 * std::max(1.0, max_abs(batch)));
+}
+
+}  // namespace
+
+TEST_CASE("per-example gradients: row n equals the gradient on example n alone, for every head",
+          "[per_example]") {
+  Problem p;
+  check_rows(p.model, amari::nn::SoftmaxCrossEntropy<double>(), p.x, p.y_onehot);
+  const Tensor<double> y01 = amari::nn::one_hot<double>({1, 1, 0, 2, 2, 0}, kC);
+  check_rows(p.model, amari::nn::SigmoidBernoulli<double>(), p.x, y01);
+  check_rows(p.model, amari::nn::Gaussian<double>(0.7), p.x, p.y_real);
+}
+
+TEST_CASE("per-example gradients: the norms are the Euclidean norms of the rows", "[per_example]") {
+  Problem p;
+  const amari::nn::SoftmaxCrossEntropy<double> head;
+  const Tensor<double> G = per_example_gradients(p.model, head, p.x, p.y_onehot);
+  const Tensor<double> norms = per_example_gradient_norms(p.model, head, p.x, p.y_onehot);
+  REQUIRE(norms.shape() == Shape{kN});
+  for (Index n = 0; n < kN; ++n)
+    CHECK(norms[n] == Approx(amari::test::norm(row(G, n))).epsilon(1e-14));
+}
+
+TEST_CASE("per-example gradients: noise statistics match the formulas of McCandlish et al. 2018",
+          "[per_example]") {
+  Problem p;
+  const Tensor<double> G =
+      per_example_gradients(p.model, amari::nn::SoftmaxCrossEntropy<double>(), p.x, p.y_onehot);
+  const Index P = G.dim(1);
+  const auto s = gradient_noise(G);
+  REQUIRE(s.mean.shape() == Shape{P});
+  REQUIRE(s.variance.shape() == Shape{P});
+  double trace = 0, g2 = 0;
+  for (Index j = 0; j < P; ++j) {
+    double mean = 0;
+    for (Index n = 0; n < kN; ++n) mean += G.at(n, j);
+    mean /= kN;
+    double var = 0;
+    for (Index n = 0; n < kN; ++n) var += (G.at(n, j) - mean) * (G.at(n, j) - mean);
+    var /= kN - 1;
+    CHECK(s.mean[j] == Approx(mean).epsilon(1e-13).margin(1e-15));
+    CHECK(s.variance[j] == Approx(var).epsilon(1e-13).margin(1e-15));
+    trace += var;
+    g2 += mean * mean;
+  }
+  CHECK(s.trace_covariance == Approx(trace).epsilon(1e-13));
+  CHECK(s.mean_norm_squared == Approx(g2).epsilon(1e-13));
+  CHECK(s.noise_scale == Approx(trace / g2).epsilon(1e-13));
+  // Identical rows: no noise.
+  Tensor<double> same(Shape{3, 2});
+  for (Index n = 0; n < 3; ++n) same.at(n, 0) = 1, same.at(n, 1) = -2;
+  const auto z = gradient_noise(same);
+  CHECK(z.trace_covariance == 0);
+  CHECK(z.noise_scale == 0);
+  CHECK(z.mean_norm_squared == Approx(5));
+}
+
+TEST_CASE(
+    "per-example gradients: with batch norm in train mode the rows still average to the batch "
+    "gradient",
+    "[per_example]") {
+  // Examples interact through the batch statistics: row n is d l_n / d theta with the batch fixed
+  // (not the one-example gradient), so only the mean identity holds.
+  auto net = std::make_shared<amari::nn::Sequential<double>>();
+  net->emplace<amari::nn::Linear<double>>(kD, 5)
+      .emplace<amari::nn::BatchNorm<double>>(5)
+      .emplace<amari::nn::Tanh<double>>()
+      .emplace<amari::nn::Linear<double>>(5, kC);
+  Model<double> model(net, 4);
+  model.train();
+  Problem p;
+  const amari::nn::SoftmaxCrossEntropy<double> head;
+  const Tensor<double> G = per_example_gradients(model, head, p.x, p.y_onehot);
+  Tensor<double> batch = model.zeros_like_parameters();
+  Tape<double> tape;
+  amari::nn::gradient_at(model, head, p.x, p.y_onehot, batch, tape);
+  CHECK(max_abs_diff(gradient_noise(G).mean, batch) <= 1e-12 * std::max(1.0, max_abs(batch)));
+}
+
+TEST_CASE("per-example gradients: mismatched batch sizes and too few examples are refused",
+          "[per_example][errors]") {
+  Problem p;
+  const amari::nn::SoftmaxCrossEntropy<double> head;
+  REQUIRE_THROWS_MATCHES(
+      per_example_gradients(p.model, head, p.x, Tensor<double>(Shape{kN - 1, kC})),
+      amari::ShapeError, MessageContains({"per_example_gradients", "(6, 4)", "(5, 3)"}));
+  REQUIRE_THROWS_MATCHES(gradient_noise(Tensor<double>(Shape{1, 4})), amari::ValueError,
+                         MessageContains({"gradient_noise", "2"}));
+}
