@@ -368,7 +368,7 @@ TEST_CASE(
   CHECK(bitwise_equal(t1, a));
 }
 
-TEST_CASE("dropout: p outside [0, 1) is a ValueError naming the op",
+TEST_CASE("dropout: p outside 0 <= p < 1 is a ValueError naming the op",
           "[autodiff][dropout][errors]") {
   const Tensor<double> x(Shape{3});
   for (double p : {1.0, -0.1, 1.5, std::nan("")})

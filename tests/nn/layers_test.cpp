@@ -283,7 +283,7 @@ TEST_CASE("FunctionModule: a forward function gives the model, gradient and GGN 
   CHECK(model.summary().find("tanh MLP as a function") != std::string::npos);
 }
 
-TEST_CASE("Embedding: rows of the table; a bad index is a ValueError naming it", "[nn][layers]") {
+TEST_CASE("Embedding: rows of the table, and a bad index is a ValueError naming it", "[nn][layers]") {
   nn::Model<double> model(std::make_shared<nn::Embedding<double>>(5, 3), 2);
   const Tensor<double> idx = Tensor<double>::from(Shape{2, 2}, {4, 0, 4, 2});
   const Tensor<double> y = model.forward(idx);
