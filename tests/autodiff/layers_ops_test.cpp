@@ -160,7 +160,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "pooling: zero batch gives an empty result; hostile geometries raise typed errors naming the "
+    "pooling: zero batch gives an empty result, hostile geometries raise typed errors naming the "
     "op",
     "[autodiff][pool][errors]") {
   const Tensor<double> empty(Shape{0, 4, 4, 2});
