@@ -1,13 +1,17 @@
 // K-FAC: Kronecker-factored approximate curvature (Martens & Grosse 2015; SEED-NOTES 5, last
-// bullet) for networks that are an nn::Sequential of nn::Linear layers and parameter-free modules
-// (activations).
+// bullet) for any model whose Linear and Conv2d layers report themselves through layer taps
+// (nn::LayerTap): inside a Sequential, a Residual, nested containers or a forward function that
+// calls context.tap(). No layer class is inspected; K-FAC records the model's forward pass once
+// with Model::forward_observed and reads, for every tapped layer l, its input value a_l and its
+// output variable s_l, and finds its parameters through LayerTap::weight_index in Model::layout().
 //
-// One Linear layer s = x W + b holds the matrix Theta = [W; b] ((in + 1) x out, bias as the last
-// row). nn::Linear's flat layout (W (in, out) row-major, then b) is exactly Theta row-major, so the
-// flat index of Theta[i, j] is i * out + j. With a = (x, 1) the layer's augmented input and
-// delta = dl/ds the back-propagated error of one example, that example's gradient is
-// a delta^T, i.e. vec(g)[i * out + j] = a_i delta_j: vec(g) = a (x) delta (Kronecker product, a
-// outer). The layer's Fisher block is therefore
+// One layer s = a W + b holds the matrix Theta = [W; b] ((in + 1) x out, bias as the last row).
+// Linear's flat layout (W (in, out) row-major, then b) and Conv2d's (W (KH, KW, C_in, C_out)
+// row-major, then b) are exactly Theta row-major with in = KH KW C_in for a convolution; this is
+// checked once from the layout (Error otherwise). With a = (x, 1) the augmented input and
+// delta = dl/ds the back-propagated error of one example, that example's gradient is a delta^T,
+// i.e. vec(g)[i * out + j] = a_i delta_j: vec(g) = a (x) delta (Kronecker product, a outer). The
+// layer's Fisher block is therefore
 //   F_l = E[(a (x) delta)(a (x) delta)^T] = E[a a^T (x) delta delta^T]
 //       ~ E[a a^T] (x) E[delta delta^T] = A_l (x) G_l                    (M&G 2015, sec. 3),
 // exact when a is one fixed vector (one example), an approximation otherwise. For a row-major
@@ -15,14 +19,48 @@
 // G): one (in + 1)^2 x out and one (in + 1) x out^2 GEMM instead of a solve of size (in + 1) out.
 // Across layers the Fisher is approximated as block diagonal (sec. 4.2).
 //
-// Where delta comes from (SEED-NOTES 1 and 3):
-//  - true Fisher (default): labels are sampled from the model, y ~ p_theta(.|x), with the head's
-//    counter-based sample(z, seed, k) (k = index of the statistics update), and the logit-space
-//    error of example i is mu(z_i) - T(y_i) = -score (per example, no 1/N). One reverse sweep over
-//    the recorded forward pass, with the Linear outputs as the sweep's inputs, yields delta for
-//    every layer at once.
-//  - empirical Fisher (true_fisher = false): the same with the data labels. This is NOT the
-//    Fisher (SEED-NOTES 1); it shares the gradient's reverse sweep.
+// Convolutions (Grosse & Martens 2016, "KFC"): the weight is shared over the T = OH OW output
+// positions; a_{n,t} is the im2col patch of position t of example n (length KH KW C_in, in the
+// weight's (kh, kw, c_in) order, zeros where the window hangs over the padding; then 1 for the
+// bias) and delta_{n,t} the error at output pixel (n, oh, ow). Two approximations of Eschenhagen et
+// al. 2023 ("Kronecker-Factored Approximate Curvature for Modern Neural Network Architectures",
+// NeurIPS, sec. 3; the normalization of curvlinops' KFACLinearOperator):
+//  - expand (default; KFC's approximation): positions are treated like extra examples,
+//      A = 1/(N T) sum_n sum_t a_{n,t} a_{n,t}^T,     G = 1/N sum_n sum_t delta_{n,t}
+//      delta_{n,t}^T;
+//  - reduce: positions are summed out before the outer products,
+//      A = 1/N sum_n abar_n abar_n^T, abar_n = 1/T sum_t a_{n,t},
+//      G = 1/N sum_n (sum_t delta_{n,t})(sum_t delta_{n,t})^T.
+// With T = 1 both are the Linear formulas (exact for one example). Grouped convolutions
+// (groups > 1) are refused (ValueError naming the layer).
+//
+// Where delta comes from (SEED-NOTES 1 and 3), KfacOptions::fisher:
+//  - sampled (default, the true Fisher, Monte Carlo): labels are sampled from the model,
+//    y ~ p_theta(.|x), with the head's counter-based sample(z, seed, k) (k = index of the
+//    statistics update), and the logit-space error of example i is mu(z_i) - T(y_i) = -score (per
+//    example, no 1/N). One reverse sweep of the recorded forward pass, with the tapped outputs s_l
+//    as the sweep's inputs, yields delta for every layer at once.
+//  - kflr (Botev et al. 2017, "Practical Gauss-Newton optimisation for deep learning"): the exact
+//    expectation over labels instead of one sample: with a factor B_i B_i^T = H_L(z_i) (the head's
+//    closed-form logit Hessian, which is F_R(z_i), SEED-NOTES 3), each of the C columns of B_i is
+//    back-propagated (C reverse sweeps) and G = 1/N sum_i sum_c delta_{i,c} delta_{i,c}^T. This is
+//    the Kronecker factorization of the GGN's blocks (exact for one example); B_i is a Cholesky
+//    factor of H_L(z_i), assembled from C head.hessian_product() calls (semi-definite: a pivot at
+//    roundoff level gives a zero column).
+//  - empirical: the same with the data labels. This is NOT the Fisher (SEED-NOTES 1); it shares
+//    the gradient's reverse sweep.
+//
+// Parameters in no tapped layer (batch/layer norm scales and shifts, embeddings, parameters of a
+// forward function that does not tap) are left out of the Kronecker blocks. Their curvature block
+// is modelled as c I with c = KfacOptions::untapped_curvature (default 1): the preconditioner
+// applies the damped inverse (c + lambda)^{-1} to them (lambda including the weight decay), i.e. a
+// plain gradient step for c = 1 (SGD with K-FAC's learning rate, KL clip and momentum), and the
+// pure-damping step g / lambda for c = 0; KfacOperator applies c I to them. A model whose forward
+// pass taps no layer raises ValueError at the first update.
+//
+// The tapped layers of the first update define the blocks; every later forward pass must tap the
+// same layers in the same order (ValueError otherwise), and a weight tapped twice in one pass
+// (shared weights) is refused.
 //
 // A and G are exponential moving averages over steps with weight min(1 - 1/k, decay) on the old
 // value at the k-th update (sec. 5: the plain mean while k < 1 / (1 - decay)). The damped inverses
@@ -32,25 +70,40 @@
 // and they are refreshed every inverse_update_every steps only (M&G use every 20th iteration), by a
 // double-precision Cholesky factorization (dense_solve.hpp).
 //
-// Cost of one Kfac step on a batch of N (statistics on Ns <= N examples), per Linear layer, in
-// flops: forward 2 N in out; gradient sweep ~4 N in out; the sampled-label sweep (true Fisher
-// only) ~2 N in out; A and G, Ns ((in+1)^2 + out^2) (symmetric Gram products); preconditioning
-// 2 (in+1) out (in+1+out); the loss after the step, 2 N in out. An inverse refresh adds
-// 5/3 ((in+1)^3 + out^3) flops in double.
+// Cost of one Kfac step on a batch of N (statistics on Ns <= N examples), per layer with rows =
+// in + 1 and T output positions (T = 1 for Linear), in flops: forward 2 N T in out; gradient sweep
+// ~4 N T in out; the sampled-label sweep ~2 N T in out (C of them for kflr, none for empirical);
+// A and G, Ns T (rows^2 + out^2) (symmetric Gram products over the im2col rows; reduce: Ns instead
+// of Ns T); preconditioning 2 rows out (rows + out); the loss after the step, 2 N T in out. An
+// inverse refresh adds 5/3 (rows^3 + out^3) flops in double.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <amari/curvature/linear_operator.hpp>
 #include <amari/curvature/second_order.hpp>
 #include <amari/nn/heads.hpp>
-#include <amari/nn/layers.hpp>
 #include <amari/nn/model.hpp>
 
 namespace amari::curvature {
+
+/// Where K-FAC's errors delta come from (see the file comment and SEED-NOTES 1, 3).
+enum class KfacFisher {
+  sampled,   ///< the true Fisher, Monte Carlo: labels sampled from the model (one sweep)
+  kflr,      ///< exact H_L(z) = F_R(z): the GGN's Kronecker factors (Botev et al. 2017; C sweeps)
+  empirical  ///< the EMPIRICAL Fisher with the data labels: a different matrix, not the Fisher
+};
+
+/// How a convolution's shared weight is factored (Eschenhagen et al. 2023, sec. 3).
+enum class KfacConv {
+  expand,  ///< output positions as extra examples (Grosse & Martens 2016)
+  reduce   ///< positions summed out first (cheaper: Ns instead of Ns T rows)
+};
 
 /// Options of K-FAC (KroneckerFactors and Kfac). Violations raise ValueError naming the option.
 struct KfacOptions {
@@ -58,9 +111,9 @@ struct KfacOptions {
   double damping = 1e-3;          ///< lambda > 0, factored Tikhonov damping (M&G 2015, sec. 6.3)
   double decay = 0.95;            ///< in [0, 1): EMA weight of the old A, G (capped by 1 - 1/k)
   int inverse_update_every = 10;  ///< >= 1: steps between refreshes of the damped inverses
-  /// true: labels sampled from the model (the true Fisher, SEED-NOTES 1). false: the EMPIRICAL
-  /// Fisher with the data labels, which is a different matrix (not the Fisher).
-  bool true_fisher = true;
+  /// Where delta comes from: sampled labels (the true Fisher, default), the exact logit Hessian
+  /// (KFLR) or the data labels (the EMPIRICAL Fisher, a different matrix).
+  KfacFisher fisher = KfacFisher::sampled;
   std::uint64_t seed = 0;      ///< for the sampled labels
   Index statistics_batch = 0;  ///< A and G use the first n examples of each batch (0: all)
   double momentum = 0;         ///< in [0, 1): heavy ball on the (clipped) K-FAC step
@@ -72,31 +125,44 @@ struct KfacOptions {
   /// >= 0: L2 penalty (wd / 2) ||theta||^2 added to the objective; its curvature wd joins the
   /// damping (gamma = sqrt(lambda + wd), M&G 2015, sec. 6.3). StepReport losses exclude it.
   double weight_decay = 0;
-  bool evaluate_loss_after = true;  ///< StepReport::loss_after costs one more forward pass
+  bool evaluate_loss_after = true;   ///< StepReport::loss_after costs one more forward pass
+  KfacConv conv = KfacConv::expand;  ///< convolution blocks: expand or reduce
+  /// >= 0: parameters in no tapped layer get the curvature block c I (preconditioned by
+  /// (c + lambda)^{-1}); 1 gives them plain gradient steps (see the file comment).
+  double untapped_curvature = 1;
 };
 
 /// Checks every option of KfacOptions (ValueError naming the first bad option and its value).
 void validate(const KfacOptions& options);
 
-/// One Linear layer as K-FAC sees it.
+/// The kind of a tapped layer.
+enum class KfacLayerKind { linear, conv2d };
+
+/// One tapped layer (Linear or Conv2d) as K-FAC sees it: its block [W; b], a (rows, out) row-major
+/// matrix at `offset` in the flat parameter vector.
 struct KfacLayer {
-  std::size_t module_index = 0;  ///< position of the layer in the Sequential
+  KfacLayerKind kind = KfacLayerKind::linear;
+  std::size_t weight_index = 0;  ///< index of the weight in Model::layout() (the bias is next)
   std::string name;              ///< e.g. "2: Linear(4 -> 3)", for reports and errors
-  Index in = 0, out = 0;
+  /// Inputs per row of the block without the bias: in features, or KH KW C_in (a patch).
+  Index in = 0;
+  Index out = 0;  ///< out features or C_out
   bool bias = false;
-  Index offset = 0;  ///< flat offset of the weight; the bias follows it directly
+  Index offset = 0;                   ///< flat offset of the weight; the bias follows it directly
+  std::array<Index, 2> kernel{1, 1};  ///< conv2d only: (KH, KW)
+  Conv2dOptions conv;                 ///< conv2d only
   /// dim A = in (+ 1 with a bias): the rows of the layer's parameter matrix [W; b].
   Index rows() const { return in + (bias ? 1 : 0); }
 };
 
-/// The K-FAC curvature model of a network: per Linear layer, the moving averages A_l and G_l and
-/// their damped inverses; applies the block-diagonal inverse to flat vectors. Model and head are
-/// referenced and must outlive this object; the model's structure must not change.
+/// The K-FAC curvature model of a network: per tapped layer (Linear or Conv2d, found by layer
+/// taps), the moving averages A_l and G_l and their damped inverses; applies the block-diagonal
+/// inverse to flat vectors. Model and head are referenced and must outlive this object; the model's
+/// structure must not change. The blocks are defined by the layers tapped in the first update().
 template <Real T>
 class KroneckerFactors {
  public:
-  /// ValueError if the model's module is not an nn::Sequential, if one of its modules has
-  /// parameters and is not an nn::Linear (naming the module), or if it has no Linear layer.
+  /// ValueError for bad options. The model's layers are discovered by the first update().
   KroneckerFactors(const nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options = {});
   KroneckerFactors(const KroneckerFactors&) = delete;
   KroneckerFactors& operator=(const KroneckerFactors&) = delete;
@@ -104,11 +170,14 @@ class KroneckerFactors {
   KroneckerFactors& operator=(KroneckerFactors&&) noexcept;
   ~KroneckerFactors();
 
-  /// Adds the statistics of a batch (inputs (N, D), targets (N, C); ShapeError otherwise) at the
-  /// model's current parameters to the moving averages of A and G; returns the mean loss. With
-  /// `gradient` (flat, length P), also writes the gradient of the mean loss there, from the same
-  /// recorded forward pass. Cost: one taped forward pass and one or two reverse sweeps (see the
-  /// file comment). ValueError if the loss is not finite; the factors are then unchanged.
+  /// Adds the statistics of a batch (inputs (N, ...) as the model takes them, targets (N, C);
+  /// ShapeError otherwise) at the model's current parameters to the moving averages of A and G;
+  /// returns the mean loss. With `gradient` (flat, length P), also writes the gradient of the mean
+  /// loss there, from the same recorded forward pass. Cost: one taped forward pass and one
+  /// (empirical), two (sampled) or C + 1 (kflr) reverse sweeps (see the file comment).
+  /// ValueError if the loss is not finite (the factors are then unchanged), if the forward pass
+  /// taps no layer, taps a grouped convolution or a weight twice, or (after the first update)
+  /// taps other layers than the first time; Error if a tapped layer's [W; b] is not contiguous.
   double update(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>* gradient = nullptr);
   /// Recomputes the damped inverses (A_l + pi_l sqrt(lambda) I)^{-1} and
   /// (G_l + sqrt(lambda) / pi_l I)^{-1} from the current averages. If a Cholesky factorization
@@ -117,16 +186,23 @@ class KroneckerFactors {
   /// Cost: 5/3 (rows^3 + out^3) flops per layer, in double.
   void update_inverses(double lambda);
   /// out = blockdiag_l((A_l + ...)^{-1} (x) (G_l + ...)^{-1}) g, i.e. U_l = A_inv G_mat G_inv for
-  /// each layer's (rows, out) block. g and out flat of length P (ShapeError); out may be g. Cost:
-  /// 2 rows out (rows + out) flops per layer. ValueError before the first update_inverses().
+  /// each layer's (rows, out) block, and g_i / (untapped_curvature + lambda) for every parameter
+  /// in no tapped layer. g and out flat of length P (ShapeError); out may be g. Cost: 2 rows out
+  /// (rows + out) flops per layer. ValueError before the first update_inverses().
   void precondition(const Tensor<T>& g, Tensor<T>& out);
 
+  /// The tapped layers, in the order of the first update's forward pass (empty before it).
   const std::vector<KfacLayer>& layers() const;
-  /// The moving averages A_l ((rows, rows)) and G_l ((out, out)), exactly symmetric.
+  /// Flat (offset, length) ranges of the parameters in no tapped layer (empty before the first
+  /// update), in flat order.
+  const std::vector<std::pair<Index, Index>>& untapped() const;
+  /// The moving average A_l ((rows, rows)), exactly symmetric.
   const Tensor<T>& factor_a(std::size_t layer) const;
+  /// The moving average G_l ((out, out)), exactly symmetric.
   const Tensor<T>& factor_g(std::size_t layer) const;
-  /// The damped inverses of the last update_inverses() (undefined before).
+  /// The damped inverse of A_l of the last update_inverses() (undefined before).
   const Tensor<T>& inverse_a(std::size_t layer) const;
+  /// The damped inverse of G_l of the last update_inverses() (undefined before).
   const Tensor<T>& inverse_g(std::size_t layer) const;
   /// pi_l of the last update_inverses().
   double pi(std::size_t layer) const;
@@ -134,10 +210,14 @@ class KroneckerFactors {
   double damping_used(std::size_t layer) const;
   /// Number of update() calls so far (the k of the sampled labels and of the EMA weight).
   std::uint64_t updates() const;
+  /// True once update_inverses() has succeeded.
   bool has_inverses() const;
+  /// P, the number of parameters of the model.
   Index num_parameters() const;
+  /// The options given at construction.
   const KfacOptions& options() const;
-  /// "K-FAC(true Fisher, 2 layers, P=31)" or "K-FAC(EMPIRICAL Fisher, ...)".
+  /// "K-FAC(true Fisher, 2 layers, P=31)", "K-FAC(KFLR, ...)" or "K-FAC(EMPIRICAL Fisher, ...)";
+  /// ", U untapped" is appended when parameters are left out of the blocks.
   std::string name() const;
 
  private:
@@ -148,6 +228,9 @@ class KroneckerFactors {
 /// K-FAC as an optimizer: at every step, update the factors and the gradient from one recorded
 /// forward pass, refresh the inverses every inverse_update_every steps (and at the first), then
 ///   d = F_kfac^{-1} (g + wd theta),  d *= nu (KL clip),  v = momentum v + d,  theta -= lr v.
+/// In Mode::train a step is a training step like nn::loss_and_gradient's: it advances the model's
+/// step (new dropout masks) and, for a model with state, moves the running statistics with one
+/// extra plain forward pass on the batch (the taped pass itself leaves the state unchanged).
 /// StepReport: loss, loss_after, gradient_norm (of the mean loss, without weight decay), lambda,
 /// step_scale = nu (0 if the step was undone because the loss after it was not finite),
 /// step_norm; rho, predicted_reduction and the CG fields stay 0.
@@ -157,7 +240,7 @@ class Kfac {
   /// The model is updated in place by step(); model and head must outlive the optimizer.
   /// ValueError for bad options or an unsupported model (see KroneckerFactors).
   Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options = {});
-  /// One step on the minibatch (inputs (N, D), targets (N, C)).
+  /// One step on the minibatch (inputs (N, ...), targets (N, C)).
   StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
   const KfacOptions& options() const { return factors_.options(); }
   /// The curvature model (e.g. for a KfacPreconditioner).
@@ -183,8 +266,11 @@ class Kfac {
 template <Real T>
 class KfacPreconditioner final : public Preconditioner<T> {
  public:
+  /// Borrows `factors` (see the class comment).
   explicit KfacPreconditioner(KroneckerFactors<T>& factors) : factors_(&factors) {}
+  /// P, the number of parameters of the model.
   Index size() const override { return factors_->num_parameters(); }
+  /// z = F_kfac^{-1} r (KroneckerFactors::precondition); r and z (P).
   void apply(const Tensor<T>& r, Tensor<T>& z) override;
   /// "KfacPreconditioner(<factors name>)".
   std::string name() const override { return "KfacPreconditioner(" + factors_->name() + ")"; }
@@ -193,11 +279,41 @@ class KfacPreconditioner final : public Preconditioner<T> {
   KroneckerFactors<T>* factors_;
 };
 
+/// The K-FAC curvature as a forward operator: out = blockdiag_l(A_l (x) G_l) v, plus
+/// untapped_curvature * v on the parameters in no tapped layer; with lambda > 0, the factored
+/// damping of M&G 2015, sec. 6.3, is included: blockdiag_l((A_l + pi_l sqrt(lambda) I) (x)
+/// (G_l + sqrt(lambda) / pi_l I)) and (c + lambda) I, the matrix KroneckerFactors::precondition
+/// inverts (without its damping retries). For spectra, Laplace approximations or comparisons with
+/// the exact curvature. The factors are borrowed (they must outlive the operator) and read at
+/// every apply, so the operator follows their updates; ValueError at apply before any update.
+/// Cost per application: 2 rows out (rows + out) flops per layer; one scratch block.
+template <Real T>
+class KfacOperator final : public LinearOperator<T> {
+ public:
+  /// ValueError if lambda is negative or not finite.
+  explicit KfacOperator(const KroneckerFactors<T>& factors, double lambda = 0);
+  /// P, the number of parameters of the model.
+  Index size() const override { return factors_->num_parameters(); }
+  /// out = K v (see the class comment); v and out (P), not sharing storage.
+  void apply(const Tensor<T>& v, Tensor<T>& out) override;
+  /// "KfacOperator(<factors name>)" or "KfacOperator(<factors name>, factored damping <lambda>)".
+  std::string name() const override;
+  /// The factored damping lambda (0: none).
+  double lambda() const { return lambda_; }
+
+ private:
+  const KroneckerFactors<T>* factors_;
+  double lambda_;
+  Tensor<T> scratch_;
+};
+
 extern template class KroneckerFactors<float>;
 extern template class KroneckerFactors<double>;
 extern template class Kfac<float>;
 extern template class Kfac<double>;
 extern template class KfacPreconditioner<float>;
 extern template class KfacPreconditioner<double>;
+extern template class KfacOperator<float>;
+extern template class KfacOperator<double>;
 
 }  // namespace amari::curvature

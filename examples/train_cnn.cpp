@@ -1,6 +1,9 @@
-// Train a convolutional network with Adam on Fashion-MNIST (Debian's dataset-fashion-mnist).
+// Train a convolutional network with Adam or K-FAC on Fashion-MNIST (Debian's
+// dataset-fashion-mnist).
 //
-//   train_cnn                          the small CNN of examples/cnn_models.hpp, 5 epochs
+//   train_cnn                          the small CNN of examples/cnn_models.hpp, Adam, 5 epochs
+//   train_cnn --optimizer kfac         the same with K-FAC (curvature/kfac.hpp): Kronecker-factored
+//                                      blocks for both convolutions (KFC, expand) and both Linears
 //   train_cnn --batch-norm 1 --dropout 0.25
 //   train_cnn --arch resnet            a small residual network with batch norm
 //
@@ -9,6 +12,7 @@
 // mode); the test set is evaluated in eval mode. Deterministic for a given seed and thread count.
 #include <chrono>
 #include <cstdio>
+#include <functional>
 
 #include "cnn_models.hpp"
 #include "example_support.hpp"
@@ -24,8 +28,18 @@ int main(int argc, char** argv) {
                               {"batch-norm", "0"},
                               {"dropout", "0"},
                               {"data", nn::kFashionMnistDir},
-                              {"train-subset", "0"}},
-                             "train_cnn: Adam on Fashion-MNIST with a small CNN (--arch cnn) or ResNet (--arch resnet)");
+                              {"train-subset", "0"},
+                              {"optimizer", "adam"},
+                              {"kfac-lr", "0.1"},
+                              {"kfac-damping", "0.1"},
+                              {"kfac-momentum", "0.9"},
+                              {"kfac-kl-clip", "0.001"},
+                              {"kfac-weight-decay", "0.0005"},
+                              {"kfac-inverse-every", "50"},
+                              {"kfac-stats", "32"},
+                              {"kfac-fisher", "sampled"},
+                              {"kfac-conv", "expand"}},
+                             "train_cnn: Adam or K-FAC on Fashion-MNIST with a small CNN (--arch cnn) or ResNet (--arch resnet)");
   try {
     const std::string arch = opt.str("arch");
     if (arch != "cnn" && arch != "resnet") throw ValueError("--arch must be cnn or resnet, got " + arch);
@@ -36,14 +50,56 @@ int main(int argc, char** argv) {
                                          : example::small_resnet<float>(),
                            seed);
     nn::SoftmaxCrossEntropy<float> head;
+    const std::string which = opt.str("optimizer");
+    // One training step on a batch; returns the mean loss before the step.
+    std::function<double(const Tensor<float>&, const Tensor<float>&)> step;
     nn::Adam<float> adam({.learning_rate = opt.real("lr")});
     Tensor<float> grad = model.zeros_like_parameters();
     Tape<float> tape;
+    std::unique_ptr<curvature::Kfac<float>> kfac;
+    std::string described;
+    if (which == "adam") {
+      step = [&](const Tensor<float>& x, const Tensor<float>& y) {
+        const double loss = nn::loss_and_gradient(model, head, x, y, grad, tape);
+        adam.step(model.parameters(), grad);
+        return loss;
+      };
+      described = "Adam lr " + std::to_string(opt.real("lr"));
+    } else if (which == "kfac") {
+      const std::string fisher = opt.str("kfac-fisher"), conv = opt.str("kfac-conv");
+      if (fisher != "sampled" && fisher != "kflr" && fisher != "empirical") {
+        throw ValueError("--kfac-fisher must be sampled, kflr or empirical, got " + fisher);
+      }
+      if (conv != "expand" && conv != "reduce") throw ValueError("--kfac-conv must be expand or reduce, got " + conv);
+      const curvature::KfacOptions o{
+          .learning_rate = opt.real("kfac-lr"),
+          .damping = opt.real("kfac-damping"),
+          .inverse_update_every = static_cast<int>(opt.integer("kfac-inverse-every")),
+          .fisher = fisher == "sampled"  ? curvature::KfacFisher::sampled
+                    : fisher == "kflr"   ? curvature::KfacFisher::kflr
+                                         : curvature::KfacFisher::empirical,
+          .seed = seed,
+          .statistics_batch = opt.integer("kfac-stats"),
+          .momentum = opt.real("kfac-momentum"),
+          .kl_clip = opt.real("kfac-kl-clip"),
+          .weight_decay = opt.real("kfac-weight-decay"),
+          .evaluate_loss_after = false,
+          .conv = conv == "expand" ? curvature::KfacConv::expand : curvature::KfacConv::reduce};
+      kfac = std::make_unique<curvature::Kfac<float>>(model, head, o);
+      step = [&](const Tensor<float>& x, const Tensor<float>& y) { return kfac->step(x, y).loss; };
+      described = "K-FAC lr " + std::to_string(o.learning_rate) + " damping " + std::to_string(o.damping) +
+                  " momentum " + std::to_string(o.momentum) + " kl_clip " + std::to_string(o.kl_clip) +
+                  " weight decay " + std::to_string(o.weight_decay) +
+                  " inverses every " + std::to_string(o.inverse_update_every) + " steps, statistics on " +
+                  std::to_string(o.statistics_batch) + " examples, " + fisher + ", conv " + conv;
+    } else {
+      throw ValueError("--optimizer must be adam or kfac, got " + which);
+    }
     std::printf("%s", model.summary().c_str());
-    std::printf("%lld training and %lld test examples, batch %ld, Adam lr %g\n",
+    std::printf("%lld training and %lld test examples, batch %ld, %s\n",
                 static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
-                opt.integer("batch"), opt.real("lr"));
-    double accuracy = 0;
+                opt.integer("batch"), described.c_str());
+    double accuracy = 0, total_seconds = 0;
     for (long epoch = 1; epoch <= opt.integer("epochs"); ++epoch) {
       const auto t0 = std::chrono::steady_clock::now();
       double loss_sum = 0;
@@ -51,15 +107,15 @@ int main(int argc, char** argv) {
       model.train();
       for (const auto& b : nn::Batches<float>(data.train, opt.integer("batch"), seed, static_cast<std::uint64_t>(epoch),
                                               nn::LastBatch::drop)) {
-        loss_sum += nn::loss_and_gradient(model, head, b.inputs, nn::one_hot<float>(b.labels, 10), grad, tape);
-        adam.step(model.parameters(), grad);
+        loss_sum += step(b.inputs, nn::one_hot<float>(b.labels, 10));
         ++steps;
       }
       const auto eval = nn::evaluate(model, head, data.test.inputs, data.test.labels, 10);
       accuracy = eval.accuracy;
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("epoch %ld  train loss %.4f  test accuracy %.4f  %.1f s\n", epoch, loss_sum / steps, eval.accuracy,
-                  seconds);
+      total_seconds += seconds;
+      std::printf("epoch %ld  train loss %.4f  test accuracy %.4f  %.1f s  (total %.1f s)\n", epoch, loss_sum / steps,
+                  eval.accuracy, seconds, total_seconds);
       std::fflush(stdout);
     }
     std::printf("final test accuracy: %.4f\n", accuracy);
