@@ -43,7 +43,7 @@ class Linear final : public Layer<T, Linear<T>> {
     const V& w = p.next();
     const V y = bias_ ? linear(x, w, p.next()) : matmul(x, w);  // x w + b in one primitive
     p.tap({.kind = LayerTap<V>::Kind::linear, .input = &x, .output = &y, .weight_index = weight_index,
-           .has_bias = bias_});
+           .has_bias = bias_, .kernel = {1, 1}, .conv = {}});
     return y;
   }
   Index in_features() const { return in_; }
