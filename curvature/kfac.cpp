@@ -754,9 +754,9 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   }
   Tensor<T> theta0;
   if (o.evaluate_loss_after) theta0 = theta.clone();
-  axpy(-o.learning_rate, *step, theta);
+  axpy(-multiplier_ * o.learning_rate, *step, theta);
   r.step_scale = nu;
-  r.step_norm = o.learning_rate * norm(*step);
+  r.step_norm = multiplier_ * o.learning_rate * norm(*step);
   r.loss_after = std::numeric_limits<double>::quiet_NaN();
   if (o.evaluate_loss_after) {
     const double after = static_cast<double>(head_->loss(model_->forward(inputs), targets).item());
@@ -772,6 +772,15 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   }
   ++steps_;
   return r;
+}
+
+template <Real T>
+void Kfac<T>::set_step_multiplier(double s) {
+  if (!(s >= 0) || !std::isfinite(s)) {
+    throw ValueError("Kfac::set_step_multiplier: " + std::to_string(s) +
+                     " must be >= 0 and finite");
+  }
+  multiplier_ = s;
 }
 
 // ---- KfacPreconditioner

@@ -227,7 +227,8 @@ class KroneckerFactors {
 
 /// K-FAC as an optimizer: at every step, update the factors and the gradient from one recorded
 /// forward pass, refresh the inverses every inverse_update_every steps (and at the first), then
-///   d = F_kfac^{-1} (g + wd theta),  d *= nu (KL clip),  v = momentum v + d,  theta -= lr v.
+///   d = F_kfac^{-1} (g + wd theta),  d *= nu (KL clip),  v = momentum v + d,  theta -= s lr v
+/// (s = step_multiplier(), 1 unless set).
 /// In Mode::train a step is a training step like nn::loss_and_gradient's: it advances the model's
 /// step (new dropout masks) and, for a model with state, moves the running statistics with one
 /// extra plain forward pass on the batch (the taped pass itself leaves the state unchanged).
@@ -242,7 +243,14 @@ class Kfac {
   Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options = {});
   /// One step on the minibatch (inputs (N, ...), targets (N, C)).
   StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
+  /// The options given at construction.
   const KfacOptions& options() const { return factors_.options(); }
+  /// A multiplier s >= 0 (finite; ValueError otherwise) of every following parameter update:
+  /// theta -= s lr v. For learning-rate schedules: unlike a smaller learning_rate, it is applied
+  /// after the KL clip, which would otherwise scale a clipped step back up. Default 1.
+  void set_step_multiplier(double s);
+  /// The current step multiplier.
+  double step_multiplier() const { return multiplier_; }
   /// The curvature model (e.g. for a KfacPreconditioner).
   KroneckerFactors<T>& factors() { return factors_; }
   const KroneckerFactors<T>& factors() const { return factors_; }
@@ -257,6 +265,7 @@ class Kfac {
   KroneckerFactors<T> factors_;
   Tensor<T> velocity_;
   std::uint64_t steps_ = 0;
+  double multiplier_ = 1;
 };
 
 /// z = F_kfac^{-1} r with the current damped inverses of a KroneckerFactors (borrowed: it must

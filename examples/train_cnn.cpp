@@ -10,7 +10,9 @@
 // One progress line per epoch (epoch, mean training loss, test accuracy, seconds) and a last line
 // "final test accuracy: 0.9150". Batch norm's running statistics move during training (train
 // mode); the test set is evaluated in eval mode. Deterministic for a given seed and thread count.
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 
@@ -34,7 +36,8 @@ int main(int argc, char** argv) {
                               {"kfac-damping", "0.1"},
                               {"kfac-momentum", "0.9"},
                               {"kfac-kl-clip", "0.001"},
-                              {"kfac-weight-decay", "0.0005"},
+                              {"kfac-weight-decay", "0"},
+                              {"kfac-anneal", "1"},
                               {"kfac-inverse-every", "50"},
                               {"kfac-stats", "32"},
                               {"kfac-fisher", "sampled"},
@@ -86,11 +89,23 @@ int main(int argc, char** argv) {
           .evaluate_loss_after = false,
           .conv = conv == "expand" ? curvature::KfacConv::expand : curvature::KfacConv::reduce};
       kfac = std::make_unique<curvature::Kfac<float>>(model, head, o);
-      step = [&](const Tensor<float>& x, const Tensor<float>& y) { return kfac->step(x, y).loss; };
+      // --kfac-anneal 1: the step multiplier follows a cosine from 1 down to 0 over the whole run
+      // (Loshchilov & Hutter 2017), applied after the KL clip so that it is not undone by it.
+      const bool anneal = opt.integer("kfac-anneal") != 0;
+      const double total_steps = static_cast<double>(opt.integer("epochs")) *
+                                 static_cast<double>(data.train.size() / opt.integer("batch"));
+      step = [&, anneal, total_steps](const Tensor<float>& x, const Tensor<float>& y) {
+        if (anneal) {
+          const double t = static_cast<double>(kfac->steps()) / total_steps;
+          kfac->set_step_multiplier(0.5 * (1 + std::cos(3.14159265358979323846 * std::min(t, 1.0))));
+        }
+        return kfac->step(x, y).loss;
+      };
       described = "K-FAC lr " + std::to_string(o.learning_rate) + " damping " + std::to_string(o.damping) +
                   " momentum " + std::to_string(o.momentum) + " kl_clip " + std::to_string(o.kl_clip) +
                   " weight decay " + std::to_string(o.weight_decay) +
-                  " inverses every " + std::to_string(o.inverse_update_every) + " steps, statistics on " +
+                  (opt.integer("kfac-anneal") != 0 ? " (cosine-annealed)" : "") + " inverses every " +
+                  std::to_string(o.inverse_update_every) + " steps, statistics on " +
                   std::to_string(o.statistics_batch) + " examples, " + fisher + ", conv " + conv;
     } else {
       throw ValueError("--optimizer must be adam or kfac, got " + which);

@@ -695,6 +695,31 @@ TEST_CASE("Kfac: the KL clip scales the step to lr^2 g^T F^-1 g = kl_clip", "[kf
   CHECK(r.step_norm == Approx(r_free.step_norm * r.step_scale).epsilon(1e-12));
 }
 
+TEST_CASE("Kfac: the step multiplier scales the update after the KL clip (0 leaves theta)",
+          "[kfac]") {
+  Rng rng(54);
+  SoftmaxCrossEntropy<double> head;
+  Model<double> model = make_mlp(rng);
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+  const Tensor<double> y = targets_for(head, kN, kC, rng);
+  const Tensor<double> theta0 = model.gather();
+  Kfac<double> full(model, head, {.learning_rate = 1.0, .kl_clip = 1e-4});
+  const auto r_full = full.step(x, y);
+  REQUIRE(r_full.step_scale < 1);  // clipped
+  model.scatter(theta0);
+  Kfac<double> half(model, head, {.learning_rate = 1.0, .kl_clip = 1e-4});
+  half.set_step_multiplier(0.5);
+  CHECK(half.step_multiplier() == 0.5);
+  const auto r_half = half.step(x, y);
+  CHECK(r_half.step_norm == Approx(0.5 * r_full.step_norm).epsilon(1e-12));
+  model.scatter(theta0);
+  Kfac<double> none(model, head);
+  none.set_step_multiplier(0);
+  none.step(x, y);
+  CHECK(amari::test::max_abs_diff(model.parameters(), theta0) == 0.0);
+  CHECK_THROWS_AS(none.set_step_multiplier(-1), ValueError);
+}
+
 TEST_CASE("Kfac: weight decay joins the damping of the inverses (gamma = sqrt(lambda + wd))",
           "[kfac]") {
   Rng rng(53);
@@ -759,7 +784,7 @@ TEST_CASE(
   CHECK(f.updates() == 0);
   // A grouped convolution. (It is the last layer so that the pass completes whatever its output
   // size: GCC 12 with -march=native on AVX-512 was seen to give Conv2d(4, 4, 1, {.groups = 2}) the
-  // padding (1, 0), see nn/image_layers.hpp.)
+  // padding (1, 0).)
   amari::Conv2dOptions two_groups;
   two_groups.groups = 2;
   auto grouped = std::make_shared<Sequential<double>>();
