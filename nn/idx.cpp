@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <bit>
-#include <cerrno>
-#include <cstring>
 #include <limits>
 #include <new>
 
 #include <zlib.h>
+
+#include <amari/nn/atomic_file.hpp>
 
 namespace amari::nn {
 
@@ -119,14 +119,13 @@ void with_decoder(IdxType type, F&& f) {
 // name the file.
 class IdxReader {
  public:
+  // The path is opened as a RegularFile (a FIFO or device is refused without blocking) and the
+  // descriptor handed to zlib, which closes it in gzclose_r.
   explicit IdxReader(const std::string& path) : path_(path) {
-    errno = 0;
-    file_ = gzopen(path.c_str(), "rb");
-    if (file_ == nullptr) {
-      // gzopen fails either in open(2), which sets errno, or allocating its state, which does not.
-      throw IoError(kRead + path +
-                    ": cannot open: " + (errno ? std::strerror(errno) : "out of memory"));
-    }
+    RegularFile file(path, kRead + path + ": ");
+    file_ = gzdopen(file.fd(), "rb");
+    if (file_ == nullptr) throw std::bad_alloc();  // zlib could not allocate its state
+    file.release();
     gzbuffer(file_, 1 << 17);  // larger than the 8 KiB default: fewer read(2) calls
   }
   IdxReader(const IdxReader&) = delete;
@@ -188,6 +187,52 @@ class IdxReader {
   std::size_t position_ = 0;
 };
 
+// Compresses a stream of bytes into a gzip file (one member, the header zlib writes by default,
+// level 6 as gzopen's "wb6") through an AtomicFileWriter, in bounded pieces.
+class GzipEncoder {
+ public:
+  GzipEncoder(AtomicFileWriter& out, const std::string& where) : out_(out), where_(where) {
+    // 15 + 16: a 32 KiB window with a gzip header and trailer instead of zlib's.
+    const int rc = deflateInit2(&stream_, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+    if (rc == Z_MEM_ERROR) throw std::bad_alloc();
+    if (rc != Z_OK) throw IoError(where_ + "zlib error " + std::to_string(rc) + " starting gzip");
+  }
+  GzipEncoder(const GzipEncoder&) = delete;
+  GzipEncoder& operator=(const GzipEncoder&) = delete;
+  ~GzipEncoder() { deflateEnd(&stream_); }
+
+  void write(const std::uint8_t* p, std::size_t n) {
+    while (n > 0) {
+      const auto part = static_cast<uInt>(std::min<std::size_t>(n, std::size_t{1} << 30));
+      stream_.next_in = const_cast<Bytef*>(p);
+      stream_.avail_in = part;
+      drain(Z_NO_FLUSH);
+      p += part;
+      n -= part;
+    }
+  }
+  void finish() { drain(Z_FINISH); }
+
+ private:
+  // Runs deflate until it has consumed its input (or, for Z_FINISH, ended the stream), writing
+  // every full output buffer.
+  void drain(int flush) {
+    std::uint8_t buf[1 << 16];
+    for (;;) {
+      stream_.next_out = buf;
+      stream_.avail_out = sizeof buf;
+      const int rc = deflate(&stream_, flush);
+      if (rc == Z_STREAM_ERROR) throw IoError(where_ + "zlib error while compressing");
+      out_.write(buf, sizeof buf - stream_.avail_out);
+      if (flush == Z_FINISH ? rc == Z_STREAM_END : stream_.avail_out != 0) return;
+    }
+  }
+
+  AtomicFileWriter& out_;
+  std::string where_;
+  z_stream stream_{};
+};
+
 }  // namespace
 
 int idx_type_size(IdxType type) {
@@ -232,7 +277,37 @@ Index IdxArray::numel() const {
   return n < 0 ? std::numeric_limits<Index>::max() : n;
 }
 
+void IdxArray::validate() const {
+  const std::string where = "IdxArray: ";
+  if (!is_known_type(static_cast<std::uint8_t>(type))) {
+    throw ValueError(where + "unknown element type code " + std::to_string(static_cast<int>(type)));
+  }
+  const auto rank = static_cast<int>(dims.size());
+  if (rank < 1 || rank > Shape::kMaxRank) {
+    throw ValueError(where + "rank must be 1..4, got " + std::to_string(rank) + " (dims " +
+                     dims_str(dims) + ")");
+  }
+  for (Index d : dims) {
+    if (d < 0 || d > Index{std::numeric_limits<std::uint32_t>::max()}) {
+      throw ValueError(where + "dimensions must fit in 32 unsigned bits, got " + dims_str(dims));
+    }
+  }
+  const Index count = checked_product(dims, std::numeric_limits<Index>::max() / 8);
+  const int size = idx_type_size(type);
+  if (count < 0 ||
+      static_cast<std::size_t>(count) * static_cast<std::size_t>(size) != bytes.size()) {
+    throw ValueError(where + "dims " + dims_str(dims) + " of " + idx_type_name(type) + " need " +
+                     (count < 0 ? "too many" : std::to_string(count * size)) + " bytes, got " +
+                     std::to_string(bytes.size()));
+  }
+}
+
 double IdxArray::value(Index i) const {
+  validate();
+  if (i < 0 || i >= numel()) {
+    throw ValueError("IdxArray::value: index " + std::to_string(i) + " is outside 0.." +
+                     std::to_string(numel() - 1) + " (dims " + dims_str(dims) + ")");
+  }
   double v = 0;
   with_decoder(type, [&](auto decode_one, int size) {
     v = static_cast<double>(decode_one(bytes.data() + i * size));
@@ -240,7 +315,7 @@ double IdxArray::value(Index i) const {
   return v;
 }
 
-IdxArray read_idx(const std::string& path) {
+IdxArray read_idx(const std::string& path, const IdxLimits& limits) {
   IdxReader in(path);
   const std::string where = kRead + path + ": ";
 
@@ -284,9 +359,20 @@ IdxArray read_idx(const std::string& path) {
 
   const std::size_t data_size =
       static_cast<std::size_t>(count) * static_cast<std::size_t>(idx_type_size(out.type));
+  // The caller's limit, checked against the header's promise before any data is inflated.
+  const std::uint64_t total = 4 + dims_size + std::uint64_t{data_size};
+  if (total > limits.max_decompressed_bytes) {
+    throw FormatError(where + "the header promises " + std::to_string(total) + " bytes" +
+                      in.size_note() + " (dims " + dims_str(out.dims) + " of " +
+                      idx_type_name(out.type) + "), more than the limit of " +
+                      std::to_string(limits.max_decompressed_bytes) +
+                      " bytes (IdxLimits::max_decompressed_bytes; pass a larger limit to "
+                      "read_idx to read this file)");
+  }
   while (out.bytes.size() < data_size) {
     const std::size_t have = out.bytes.size();
-    const std::size_t want = std::min(data_size - have, std::clamp(have, kFirstChunkBytes, kChunkBytes));
+    const std::size_t want =
+        std::min(data_size - have, std::clamp(have, kFirstChunkBytes, kChunkBytes));
     out.bytes.resize(have + want);
     const std::size_t got = in.read(out.bytes.data() + have, want);
     if (got < want) {
@@ -316,6 +402,7 @@ IdxArray read_idx(const std::string& path) {
 
 template <Real T>
 Tensor<T> idx_to_tensor(const IdxArray& array) {
+  array.validate();
   const Shape shape{std::span<const Index>(array.dims)};
   Tensor<T> out = Tensor<T>::uninitialized(shape);
   T* dst = out.data();
@@ -328,8 +415,8 @@ Tensor<T> idx_to_tensor(const IdxArray& array) {
 }
 
 template <Real T>
-Tensor<T> read_idx_images(const std::string& path) {
-  const IdxArray array = read_idx(path);
+Tensor<T> read_idx_images(const std::string& path, const IdxLimits& limits) {
+  const IdxArray array = read_idx(path, limits);
   if (array.type != IdxType::u8 || array.dims.size() != 3) {
     throw FormatError("read_idx_images: " + path +
                       ": expected images of type ubyte (0x08) and rank 3 (count, rows, cols), "
@@ -341,9 +428,9 @@ Tensor<T> read_idx_images(const std::string& path) {
   // With zero images read_idx accepts any rows and cols, whose product can overflow: bounded here.
   const Index pixels = checked_product({array.dims[1], array.dims[2]}, kMaxIdxElements);
   if (pixels < 0) {
-    throw SizeError("read_idx_images: " + path + ": images of " + std::to_string(array.dims[1]) + " x " +
-                    std::to_string(array.dims[2]) + " pixels are more than 2^31 pixels each; dims " +
-                    dims_str(array.dims));
+    throw SizeError("read_idx_images: " + path + ": images of " + std::to_string(array.dims[1]) +
+                    " x " + std::to_string(array.dims[2]) +
+                    " pixels are more than 2^31 pixels each; dims " + dims_str(array.dims));
   }
   Tensor<T> out = Tensor<T>::uninitialized(Shape{count, pixels});
   T* dst = out.data();
@@ -354,8 +441,8 @@ Tensor<T> read_idx_images(const std::string& path) {
   return out;
 }
 
-std::vector<int> read_idx_labels(const std::string& path) {
-  const IdxArray array = read_idx(path);
+std::vector<int> read_idx_labels(const std::string& path, const IdxLimits& limits) {
+  const IdxArray array = read_idx(path, limits);
   if (array.type != IdxType::u8 || array.dims.size() != 1) {
     throw FormatError("read_idx_labels: " + path +
                       ": expected labels of type ubyte (0x08) and rank 1, found type " +
@@ -367,69 +454,34 @@ std::vector<int> read_idx_labels(const std::string& path) {
 
 void write_idx(const std::string& path, const IdxArray& array, IdxCompression compression) {
   const std::string where = kWrite + path + ": ";
-  if (!is_known_type(static_cast<std::uint8_t>(array.type))) {
-    throw ValueError(where + "unknown element type code " +
-                     std::to_string(static_cast<int>(array.type)));
+  try {
+    array.validate();
+  } catch (const ValueError& e) {
+    throw ValueError(where + e.what());
   }
-  const auto rank = static_cast<int>(array.dims.size());
-  if (rank < 1 || rank > Shape::kMaxRank) {
-    throw ValueError(where + "rank must be 1..4, got " + std::to_string(rank));
-  }
-  for (Index d : array.dims) {
-    if (d < 0 || d > Index{std::numeric_limits<std::uint32_t>::max()}) {
-      throw ValueError(where + "dimensions must fit in 32 unsigned bits, got " +
-                       dims_str(array.dims));
-    }
-  }
-  const Index count = checked_product(array.dims, std::numeric_limits<Index>::max() / 8);
-  const int size = idx_type_size(array.type);
-  if (count < 0 ||
-      static_cast<std::size_t>(count) * static_cast<std::size_t>(size) != array.bytes.size()) {
-    throw ValueError(where + "dims " + dims_str(array.dims) + " of " + idx_type_name(array.type) +
-                     " need " + (count < 0 ? "too many" : std::to_string(count * size)) +
-                     " bytes, got " + std::to_string(array.bytes.size()));
-  }
-
   std::vector<std::uint8_t> header{0, 0, static_cast<std::uint8_t>(array.type),
-                                   static_cast<std::uint8_t>(rank)};
+                                   static_cast<std::uint8_t>(array.dims.size())};
   for (Index d : array.dims) {
     for (int shift = 24; shift >= 0; shift -= 8) {
       header.push_back(static_cast<std::uint8_t>(static_cast<std::uint64_t>(d) >> shift));
     }
   }
-
-  errno = 0;
-  // "T" asks zlib for a transparent (uncompressed) write, so both forms share one code path.
-  gzFile file = gzopen(path.c_str(), compression == IdxCompression::gzip ? "wb6" : "wbT");
-  if (file == nullptr) {
-    throw IoError(where +
-                  "cannot open for writing: " + (errno ? std::strerror(errno) : "out of memory"));
+  AtomicFileWriter out(path, where);
+  if (compression == IdxCompression::plain) {
+    out.write(header.data(), header.size());
+    out.write(array.bytes.data(), array.bytes.size());
+  } else {
+    GzipEncoder gzip(out, where);
+    gzip.write(header.data(), header.size());
+    gzip.write(array.bytes.data(), array.bytes.size());
+    gzip.finish();
   }
-  auto write = [&](const std::uint8_t* p, std::size_t n) {
-    while (n > 0) {
-      const auto part = static_cast<unsigned>(std::min<std::size_t>(n, std::size_t{1} << 30));
-      if (gzwrite(file, p, part) != static_cast<int>(part)) {
-        int code = Z_OK;
-        const std::string msg = gzerror(file, &code);
-        gzclose_w(file);
-        throw IoError(where + "write failed: " + msg);
-      }
-      p += part;
-      n -= part;
-    }
-  };
-  write(header.data(), header.size());
-  write(array.bytes.data(), array.bytes.size());
-  // Closing flushes the last compressed block and the gzip trailer, so its result matters.
-  if (const int rc = gzclose_w(file); rc != Z_OK) {
-    throw IoError(where + "closing failed (zlib error " + std::to_string(rc) +
-                  (rc == Z_ERRNO ? std::string(", ") + std::strerror(errno) : std::string()) + ")");
-  }
+  out.commit();
 }
 
 template Tensor<float> idx_to_tensor<float>(const IdxArray&);
 template Tensor<double> idx_to_tensor<double>(const IdxArray&);
-template Tensor<float> read_idx_images<float>(const std::string&);
-template Tensor<double> read_idx_images<double>(const std::string&);
+template Tensor<float> read_idx_images<float>(const std::string&, const IdxLimits&);
+template Tensor<double> read_idx_images<double>(const std::string&, const IdxLimits&);
 
 }  // namespace amari::nn

@@ -44,27 +44,49 @@ enum class IdxCompression { plain, gzip };
 /// Raw contents of an IDX file: element type, dimensions (rank 1..4) and the element bytes exactly
 /// as stored in the file (big-endian, row-major). Decode single elements with value(); convert the
 /// whole array with idx_to_tensor().
+/// Invariant: `type` is an IDX type code, the rank is 1..4, every dimension is in 0..2^32-1 and
+/// bytes.size() == numel() * idx_type_size(type). read_idx() returns only such arrays. The fields
+/// are public so arrays can be built by hand (e.g. to write a file), so the type cannot enforce it:
+/// instead every function that consumes an IdxArray (value, idx_to_tensor, write_idx) checks it
+/// first with validate() and throws ValueError, so an inconsistent array is refused, never read
+/// past its bytes.
 struct IdxArray {
   IdxType type = IdxType::u8;
   std::vector<Index> dims;
   std::vector<std::uint8_t> bytes;
 
-  /// Number of elements: the product of dims (1 for no dims).
+  /// Number of elements: the product of dims (1 for no dims), saturating at the largest Index.
   Index numel() const;
-  /// Element i (0 <= i < numel(), unchecked) converted to double; exact for every IDX type.
+  /// Element i converted to double; exact for every IDX type. ValueError if the array breaks its
+  /// invariant or i is outside 0..numel()-1. Cost O(rank) for the checks.
   double value(Index i) const;
+  /// Throws ValueError (naming the type, the dims and the byte count) unless the invariant above
+  /// holds. Cost O(rank).
+  void validate() const;
+};
+
+/// Limits read_idx applies before reading or allocating anything; raise them for larger files.
+struct IdxLimits {
+  /// Largest IDX contents accepted (header and data) after gzip decompression; for a plain file,
+  /// its size. Default 1 GiB, about twice the largest MNIST-family file (EMNIST ByClass training
+  /// images, 547 MB), so a small gzip file cannot make read_idx inflate gigabytes. Checked against
+  /// the header's promise before any data is read.
+  std::uint64_t max_decompressed_bytes = std::uint64_t{1} << 30;
 };
 
 /// Reads an IDX file, gzip-compressed or plain. Throws IoError if the file cannot be opened or
-/// read; FormatError for a bad magic number, an unknown type code, a rank outside 1..4, a
-/// truncated header or data, a corrupt or truncated gzip stream, or bytes after the data;
-/// SizeError if the header promises more than kMaxIdxElements elements. Memory: the data size
-/// (allocated as the data arrives, so a lying header cannot force a large allocation).
-/// Bytes after the end of a gzip stream are skipped by zlib, not reported; trailing bytes inside
-/// the (decompressed) IDX contents are.
-IdxArray read_idx(const std::string& path);
+/// read, or is not a regular file (a FIFO or a device is refused at once, never waited on);
+/// FormatError for a bad magic number, an unknown type code, a rank outside 1..4, a truncated
+/// header or data, a corrupt or truncated gzip stream, bytes after the data, or a header promising
+/// more than limits.max_decompressed_bytes (the message names the limit); SizeError if the header
+/// promises more than kMaxIdxElements elements. Memory: the data size (allocated as the data
+/// arrives, so a lying header cannot force a large allocation). Decompresses at most the header's
+/// promise plus 1 MiB (to count trailing bytes). Bytes after the end of a gzip stream are skipped
+/// by zlib, not reported; trailing bytes inside the (decompressed) IDX contents are.
+IdxArray read_idx(const std::string& path, const IdxLimits& limits = {});
 
-/// Converts the elements of `array` to T without scaling; shape = array.dims.
+/// Converts the elements of `array` to T without scaling; shape = array.dims. ValueError if the
+/// array breaks its invariant (see IdxArray).
 template <Real T>
 Tensor<T> idx_to_tensor(const IdxArray& array);
 
@@ -72,15 +94,17 @@ Tensor<T> idx_to_tensor(const IdxArray& array);
 /// (count, rows * cols), one flattened image per row, pixels scaled from 0..255 to [0, 1].
 /// Throws FormatError for any other type or rank, plus every error of read_idx.
 template <Real T>
-Tensor<T> read_idx_images(const std::string& path);
+Tensor<T> read_idx_images(const std::string& path, const IdxLimits& limits = {});
 
 /// Reads a label file (type ubyte, rank 1) as one int per example, values 0..255. Throws
 /// FormatError for any other type or rank, plus every error of read_idx.
-std::vector<int> read_idx_labels(const std::string& path);
+std::vector<int> read_idx_labels(const std::string& path, const IdxLimits& limits = {});
 
-/// Writes `array` as an IDX file, plain or gzip-compressed, replacing any existing file. Throws
-/// ValueError if the rank is outside 1..4, a dimension is outside 0..2^32-1, or bytes.size() is
-/// not numel() * idx_type_size(type); IoError if the file cannot be written.
+/// Writes `array` as an IDX file, plain or gzip-compressed, replacing any existing file through
+/// AtomicFileWriter (nn/atomic_file.hpp): `path` holds the old file or the complete new one, never
+/// a part; an existing file keeps its mode; a path that is a directory, device, FIFO or socket is
+/// refused. Throws ValueError if the array breaks its invariant (see IdxArray), before anything is
+/// written; IoError naming the path if the file cannot be written (the old file is untouched).
 void write_idx(const std::string& path, const IdxArray& array,
                IdxCompression compression = IdxCompression::plain);
 

@@ -593,8 +593,9 @@ std::uint64_t SafetensorsEntry::numel() const {
 
 SafetensorsFile SafetensorsFile::read(const std::string& path, const SafetensorsLimits& limits) {
   const std::string where = "safetensors: " + path + ": ";
-  return parse(detail::read_whole_file(path, where, limits.max_file_bytes,
-                                       " (SafetensorsLimits::max_file_bytes)"),
+  return parse(read_whole_file(path, where, limits.max_file_bytes,
+                               " bytes (SafetensorsLimits::max_file_bytes; pass larger limits to "
+                               "SafetensorsFile::read or load_safetensors to read this file)"),
                path, limits);
 }
 
@@ -860,7 +861,7 @@ void SafetensorsWriter::write(const std::string& path) const {
   const std::string h = header();
   Bytes length;
   put_le(length, h.size(), 8);
-  detail::AtomicFileWriter out(path, "safetensors: " + path + ": ");
+  AtomicFileWriter out(path, "safetensors: " + path + ": ");
   out.write(length.data(), length.size());
   out.write(h.data(), h.size());
   const auto sink = [&](const std::uint8_t* p, std::size_t n) { out.write(p, n); };

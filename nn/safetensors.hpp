@@ -78,7 +78,8 @@ struct SafetensorsEntry {
   std::uint64_t numel() const;
 };
 
-/// Limits a reader applies before allocating anything; raise them for larger files.
+/// Limits a reader applies before allocating anything; raise them for larger files (exceeding one
+/// is a FormatError that names it).
 struct SafetensorsLimits {
   /// Largest header N accepted: 100 MiB (the reference implementation refuses headers above
   /// 100,000,000 bytes).
@@ -91,8 +92,9 @@ struct SafetensorsLimits {
 class SafetensorsFile {
  public:
   /// Reads and validates `path` (every rule in the comment at the top of this header).
-  /// IoError if it cannot be opened or read; FormatError naming the path and the problem for any
-  /// malformed content or a limit exceeded. Cost O(file size).
+  /// IoError if it cannot be opened or read or is not a regular file (a FIFO or a device is
+  /// refused at once, never waited on); FormatError naming the path and the problem for any
+  /// malformed content or a limit exceeded (naming the limit). Cost O(file size).
   static SafetensorsFile read(const std::string& path, const SafetensorsLimits& limits = {});
   /// Validates the bytes of a file already in memory; `source` names it in error messages.
   static SafetensorsFile parse(std::vector<std::uint8_t> bytes, const std::string& source,
@@ -150,9 +152,12 @@ class SafetensorsWriter {
   void set_metadata(const std::string& key, const std::string& value);
   /// The complete file. Cost O(total size).
   std::vector<std::uint8_t> bytes() const;
-  /// Writes the file atomically: to `path + ".tmp"`, fsync, rename over `path` (as
-  /// save_parameters does), so `path` holds the old file or the complete new one, never a part.
-  /// IoError naming the path if any step fails (the .tmp file is removed).
+  /// Writes the file through AtomicFileWriter (nn/atomic_file.hpp, as save_parameters does): a
+  /// temporary created exclusively in the target's directory, fsync, the old file's mode, rename
+  /// over `path`, so `path` holds the old file or the complete new one, never a part. A symbolic
+  /// link is followed (the file it points to is replaced); a directory, device, FIFO or socket is
+  /// refused. IoError naming the path if any step fails (the temporary is removed, the old file
+  /// untouched).
   void write(const std::string& path) const;
 
  private:

@@ -277,7 +277,7 @@ void check_layout(const Parsed& file, const Model<T>& model, const std::string& 
 
 // Appends the elements of a flat tensor to the file, little-endian, updating the CRC.
 template <Real T>
-void write_elements(detail::AtomicFileWriter& out, const Tensor<T>& flat, std::uint32_t& crc) {
+void write_elements(AtomicFileWriter& out, const Tensor<T>& flat, std::uint32_t& crc) {
   const std::size_t n = static_cast<std::size_t>(flat.size());
   if constexpr (std::endian::native == std::endian::little) {
     const auto* p = reinterpret_cast<const std::uint8_t*>(flat.data());
@@ -341,7 +341,7 @@ void save_parameters(const Model<T>& model, const std::string& path) {
     for (Index d : e.shape.dims()) put_le(header, static_cast<std::uint64_t>(d), 8);
   }
 
-  detail::AtomicFileWriter out(path, where);
+  AtomicFileWriter out(path, where);
   out.write(header.data(), header.size());
   std::uint32_t crc = crc_update(0, header.data(), header.size());
   write_elements(out, model.parameters(), crc);
@@ -353,9 +353,12 @@ void save_parameters(const Model<T>& model, const std::string& path) {
 }
 
 template <Real T>
-void load_parameters(Model<T>& model, const std::string& path) {
+void load_parameters(Model<T>& model, const std::string& path, const ParameterFileLimits& limits) {
   const std::string where = kLoad + path + ": ";
-  const Bytes bytes = detail::read_whole_file(path, where);
+  const Bytes bytes =
+      read_whole_file(path, where, limits.max_file_bytes,
+                      " bytes (ParameterFileLimits::max_file_bytes; pass a larger limit to "
+                      "load_parameters to read this file)");
   const Parsed file = parse(bytes, where);
   check_layout(file, model, where);
 
@@ -370,7 +373,8 @@ void load_parameters(Model<T>& model, const std::string& path) {
 
 template void save_parameters<float>(const Model<float>&, const std::string&);
 template void save_parameters<double>(const Model<double>&, const std::string&);
-template void load_parameters<float>(Model<float>&, const std::string&);
-template void load_parameters<double>(Model<double>&, const std::string&);
+template void load_parameters<float>(Model<float>&, const std::string&, const ParameterFileLimits&);
+template void load_parameters<double>(Model<double>&, const std::string&,
+                                      const ParameterFileLimits&);
 
 }  // namespace amari::nn

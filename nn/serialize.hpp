@@ -45,34 +45,51 @@ inline constexpr std::uint32_t kParameterFileVersion = 1;
 /// Longest parameter name a file may hold; longer names are refused as corrupt (FormatError).
 inline constexpr std::uint32_t kMaxParameterNameLength = 4096;
 
+/// Limits load_parameters applies before reading or allocating anything; raise them for larger
+/// files.
+struct ParameterFileLimits {
+  /// Largest file accepted (the whole file is held in memory while it is checked): 64 GiB, the
+  /// default of SafetensorsLimits::max_file_bytes too. Checked with fstat before the file is read.
+  std::uint64_t max_file_bytes = std::uint64_t{64} << 30;
+};
+
 /// Writes the model's layout, flat parameters (P elements) and state (S elements) to `path` in the
-/// format above.
-/// Atomic: the bytes go to `path + ".tmp"`, which is flushed to disk (fsync) and then renamed
-/// over `path`, so a crash leaves either the old file or the complete new one under `path`, never
-/// a partial one. Concurrent saves to the same path are not supported (they share the .tmp name).
-/// Throws IoError naming the path if any step fails (the .tmp file is removed). Cost O(P + S), one
-/// pass, no copy of the parameters on little-endian hosts.
-/// ValueError if a name is longer than kMaxParameterNameLength.
+/// format above, through AtomicFileWriter (nn/atomic_file.hpp, whose header states every
+/// guarantee): the bytes go to a temporary file created exclusively in the target's directory
+/// (never through a file or link already there), which is flushed to disk (fsync), given the old
+/// file's mode and renamed over `path`, so a crash leaves either the old file or the complete new
+/// one under `path`, never a partial one. A path that is a symbolic link replaces the file it
+/// points to; a directory, device, FIFO or socket is refused. Concurrent saves to one path are safe
+/// (each has its own temporary; the last rename wins). Throws IoError naming the path if any step
+/// fails (the temporary is removed, the old file untouched). Cost O(P + S), one pass, no copy of
+/// the parameters on little-endian hosts. ValueError if a name is longer than
+/// kMaxParameterNameLength.
 template <Real T>
 void save_parameters(const Model<T>& model, const std::string& path);
 
 /// Replaces the model's parameters and state by those stored in `path`. The whole file is read and
 /// checked before the model is touched, so after any exception the model (parameters and state)
 /// is unchanged. Throws:
-/// IoError if the file cannot be opened or read; FormatError (naming the path, what was expected
-/// and what was found) for a wrong magic, an unsupported version, an unknown dtype code, a
-/// truncated file, a rank above 4, a name longer than kMaxParameterNameLength, a negative
-/// dimension or an element count above kMaxElements, bytes after the checksum, or a checksum
-/// mismatch; DTypeError if the file's dtype is not T (naming both); ShapeError if the number of
-/// records, a name, or a shape differs from model.layout() followed by model.state_layout() (naming
-/// the parameter or state tensor, the file's and the model's value). Sizes from the header are
-/// checked before anything is allocated from them; memory used is the file size. Cost O(file size).
+/// IoError if the file cannot be opened or read or is not a regular file (a FIFO or a device is
+/// refused at once, never waited on); FormatError if the file is larger than
+/// limits.max_file_bytes (naming the limit, before anything is read), and FormatError (naming the
+/// path, what was expected and what was found) for a wrong magic, an unsupported version, an
+/// unknown dtype code, a truncated file, a rank above 4, a name longer than
+/// kMaxParameterNameLength, a negative dimension or an element count above kMaxElements, bytes
+/// after the checksum, or a checksum mismatch; DTypeError if the file's dtype is not T (naming
+/// both); ShapeError if the number of records, a name, or a shape differs from model.layout()
+/// followed by model.state_layout() (naming the parameter or state tensor, the file's and the
+/// model's value). Sizes from the header are checked before anything is allocated from them; memory
+/// used is the file size. Cost O(file size).
 template <Real T>
-void load_parameters(Model<T>& model, const std::string& path);
+void load_parameters(Model<T>& model, const std::string& path,
+                     const ParameterFileLimits& limits = {});
 
 extern template void save_parameters<float>(const Model<float>&, const std::string&);
 extern template void save_parameters<double>(const Model<double>&, const std::string&);
-extern template void load_parameters<float>(Model<float>&, const std::string&);
-extern template void load_parameters<double>(Model<double>&, const std::string&);
+extern template void load_parameters<float>(Model<float>&, const std::string&,
+                                            const ParameterFileLimits&);
+extern template void load_parameters<double>(Model<double>&, const std::string&,
+                                             const ParameterFileLimits&);
 
 }  // namespace amari::nn

@@ -227,13 +227,14 @@ TEST_CASE("save_parameters: a failed save throws IoError and leaves neither a fi
   const std::string missing = dir.file("no-such-dir/params.bin");
   CHECK_THAT(error_message<amari::IoError>([&] { save_parameters(m, missing); }),
              Contains(missing));
-  // The destination is a non-empty directory: the rename fails after the .tmp was written.
+  // The destination is a directory: refused before anything is written, and nothing is left.
   const std::string blocked = dir.file("blocked");
   fs::create_directories(fs::path(blocked) / "inside");
   CHECK_THAT(error_message<amari::IoError>([&] { save_parameters(m, blocked); }),
-             Contains("rename"));
+             Contains(blocked) && Contains("a directory, not a regular file"));
   CHECK_FALSE(fs::exists(blocked + ".tmp"));
   CHECK(fs::is_directory(blocked));
+  CHECK(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()) == 1);
 }
 
 TEST_CASE("load_parameters: a missing file or a directory is an IoError naming the path",
