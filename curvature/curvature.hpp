@@ -6,6 +6,7 @@
 #include <amari/curvature/fisher.hpp>
 #include <amari/curvature/ggn.hpp>
 #include <amari/curvature/hessian.hpp>
+#include <amari/curvature/jtmj_operator.hpp>
 #include <amari/curvature/linear_operator.hpp>
 #include <amari/curvature/linearization.hpp>
 #include <amari/curvature/vector_ops.hpp>

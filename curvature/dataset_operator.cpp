@@ -49,9 +49,12 @@ std::unique_ptr<LinearOperator<T>> DatasetOperator<T>::batch_operator(Index b) c
 
 template <Real T>
 void DatasetOperator<T>::relinearize() {
-  kept_.clear();
-  if (storage_ == Storage::recompute) return;
-  for (Index b = 0; b < num_batches(); ++b) kept_.push_back(batch_operator(b));
+  // Build every batch's record first and swap them in at the end: a throw leaves the old ones.
+  std::vector<std::unique_ptr<LinearOperator<T>>> kept;
+  if (storage_ == Storage::keep) {
+    for (Index b = 0; b < num_batches(); ++b) kept.push_back(batch_operator(b));
+  }
+  kept_.swap(kept);
 }
 
 template <Real T>

@@ -7,30 +7,22 @@ namespace amari::curvature {
 template <Real T>
 ScoreOuterProductOperator<T>::ScoreOuterProductOperator(const nn::Model<T>& model, const nn::Head<T>& head,
                                                         Tensor<T> inputs)
-    : head_(&head), lin_(model, std::move(inputs)) {}
+    : JtMJOperator<T>(model, std::move(inputs)), head_(&head) {}
 
 template <Real T>
-void ScoreOuterProductOperator<T>::apply(const Tensor<T>& v, Tensor<T>& out) {
-  check_apply_arguments(*this, v, out);
-  const Shape& zs = lin_.logits().shape();
-  if (!a_.defined() || !(a_.shape() == zs)) {
-    a_ = Tensor<T>::uninitialized(zs);
-    b_ = Tensor<T>::uninitialized(zs);
-  }
-  lin_.jvp(v, a_);  // a_i = J_i v
-  const Index n = zs[0], c = zs[1];
-  const double weight = 1.0 / (static_cast<double>(n) * static_cast<double>(scores_.size()));
-  b_.fill(T(0));
+void ScoreOuterProductOperator<T>::logit_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& b) const {
+  const Index n = z.dim(0), c = z.dim(1);
+  const double weight = 1.0 / static_cast<double>(scores_.size());  // the mean over the k samples
+  b.fill(T(0));
   for (const Tensor<T>& s : scores_) {
     for (Index i = 0; i < n; ++i) {
-      // b_i += s_i (s_i . a_i): the rank-one logit-space curvature of one sampled label.
+      // b_i += s_i (s_i . a_i): the rank-one logit-space curvature of one label.
       double sa = 0;
-      for (Index j = 0; j < c; ++j) sa += static_cast<double>(s[i * c + j]) * a_[i * c + j];
+      for (Index j = 0; j < c; ++j) sa += static_cast<double>(s[i * c + j]) * a[i * c + j];
       const T coef = static_cast<T>(sa * weight);
-      for (Index j = 0; j < c; ++j) b_[i * c + j] += coef * s[i * c + j];
+      for (Index j = 0; j < c; ++j) b[i * c + j] += coef * s[i * c + j];
     }
   }
-  lin_.vjp(b_, out);
 }
 
 template <Real T>
@@ -39,7 +31,7 @@ MonteCarloFisherOperator<T>::MonteCarloFisherOperator(const nn::Model<T>& model,
                                                       std::vector<Index> example_ids)
     : ScoreOuterProductOperator<T>(model, head, std::move(inputs)), samples_(samples), example_ids_(std::move(example_ids)) {
   if (samples < 1) throw ValueError("MonteCarloFisherOperator: needs at least 1 sample, got " + std::to_string(samples));
-  draw(seed);
+  this->scores_ = draw(this->lin_.logits(), seed, example_ids_);
 }
 
 namespace {
@@ -69,31 +61,37 @@ Tensor<T> sample_by_id(const nn::Head<T>& head, const Tensor<T>& z, std::uint64_
 }  // namespace
 
 template <Real T>
-void MonteCarloFisherOperator<T>::draw(std::uint64_t seed) {
-  const Tensor<T>& z = this->lin_.logits();
-  check_example_ids(example_ids_, z.dim(0));
-  this->scores_.clear();
+std::vector<Tensor<T>> MonteCarloFisherOperator<T>::draw(const Tensor<T>& z, std::uint64_t seed,
+                                                         const std::vector<Index>& example_ids) const {
+  check_example_ids(example_ids, z.dim(0));
+  std::vector<Tensor<T>> scores;
   for (int s = 0; s < samples_; ++s) {
     // y ~ r(. | z) from the model itself: this is what makes it the true Fisher (SEED-NOTES 1).
-    const Tensor<T> y = sample_by_id(*this->head_, z, seed, static_cast<std::uint64_t>(s), example_ids_);
+    const Tensor<T> y = sample_by_id(*this->head_, z, seed, static_cast<std::uint64_t>(s), example_ids);
     Tensor<T> score = Tensor<T>::uninitialized(z.shape());
     this->head_->score(z, y, score);
-    this->scores_.push_back(std::move(score));
+    scores.push_back(std::move(score));
   }
+  return scores;
 }
 
 template <Real T>
 void MonteCarloFisherOperator<T>::relinearize(std::uint64_t seed) {
-  this->lin_.relinearize();
-  draw(seed);
+  // Record and draw first, commit after: a throw leaves the operator as it was.
+  nn::RecordedModel<T> record(this->lin_.model(), this->lin_.inputs());
+  std::vector<Tensor<T>> scores = draw(record.logits(), seed, example_ids_);
+  this->lin_.replace(std::move(record));
+  this->scores_ = std::move(scores);
 }
 
 template <Real T>
 void MonteCarloFisherOperator<T>::relinearize(Tensor<T> inputs, std::uint64_t seed, std::vector<Index> example_ids) {
   check_example_ids(example_ids, inputs.defined() && inputs.rank() > 0 ? inputs.dim(0) : 0);
-  this->lin_.relinearize(std::move(inputs));
+  nn::RecordedModel<T> record(this->lin_.model(), std::move(inputs));
+  std::vector<Tensor<T>> scores = draw(record.logits(), seed, example_ids);
+  this->lin_.replace(std::move(record));
+  this->scores_ = std::move(scores);
   example_ids_ = std::move(example_ids);
-  draw(seed);
 }
 
 template <Real T>
@@ -106,28 +104,33 @@ template <Real T>
 EmpiricalFisherOperator<T>::EmpiricalFisherOperator(const nn::Model<T>& model, const nn::Head<T>& head,
                                                     Tensor<T> inputs, Tensor<T> targets)
     : ScoreOuterProductOperator<T>(model, head, std::move(inputs)), targets_(std::move(targets)) {
-  compute_scores();
+  this->scores_.assign(1, scores_at(this->lin_.logits(), targets_));
 }
 
 template <Real T>
-void EmpiricalFisherOperator<T>::compute_scores() {
-  const Tensor<T>& z = this->lin_.logits();
+Tensor<T> EmpiricalFisherOperator<T>::scores_at(const Tensor<T>& z, const Tensor<T>& targets) const {
   Tensor<T> score = Tensor<T>::uninitialized(z.shape());
-  this->head_->score(z, targets_, score);  // at the data labels: the empirical Fisher
-  this->scores_.assign(1, std::move(score));
+  this->head_->score(z, targets, score);  // at the data labels: the empirical Fisher
+  return score;
 }
 
 template <Real T>
 void EmpiricalFisherOperator<T>::relinearize() {
-  this->lin_.relinearize();
-  compute_scores();
+  nn::RecordedModel<T> record(this->lin_.model(), this->lin_.inputs());
+  Tensor<T> score = scores_at(record.logits(), targets_);
+  this->lin_.replace(std::move(record));
+  this->scores_.assign(1, std::move(score));
 }
 
 template <Real T>
 void EmpiricalFisherOperator<T>::relinearize(Tensor<T> inputs, Tensor<T> targets) {
-  this->lin_.relinearize(std::move(inputs));
+  // The targets are checked against the new logits before anything is replaced (the old code
+  // recorded the new inputs first and then threw, leaving a record and scores of different N).
+  nn::RecordedModel<T> record(this->lin_.model(), std::move(inputs));
+  Tensor<T> score = scores_at(record.logits(), targets);
+  this->lin_.replace(std::move(record));
+  this->scores_.assign(1, std::move(score));
   targets_ = std::move(targets);
-  compute_scores();
 }
 
 template <Real T>

@@ -14,32 +14,26 @@
 #include <string>
 #include <vector>
 
-#include <amari/curvature/linear_operator.hpp>
-#include <amari/curvature/linearization.hpp>
+#include <amari/curvature/jtmj_operator.hpp>
 #include <amari/nn/heads.hpp>
 
 namespace amari::curvature {
 
-/// Shared product of the two operators below: out = J^T (sum_s S_s * rowdot(S_s, J v)) * weight,
-/// for fixed score matrices S_s (N, C).
+/// The two operators below as J^T M J (jtmj_operator.hpp) with M_i = (1/k) sum_s s_is s_is^T for
+/// fixed score matrices S_s (N, C), one per sample.
 template <Real T>
-class ScoreOuterProductOperator : public LinearOperator<T> {
+class ScoreOuterProductOperator : public JtMJOperator<T> {
  public:
-  Index size() const override { return lin_.num_parameters(); }
-  void apply(const Tensor<T>& v, Tensor<T>& out) override;
-  ModelLinearization<T>& linearization() { return lin_; }
   const nn::Head<T>& head() const { return *head_; }
   /// The fixed scores S_s (N, C), one per sample.
   const std::vector<Tensor<T>>& scores() const { return scores_; }
 
  protected:
   ScoreOuterProductOperator(const nn::Model<T>& model, const nn::Head<T>& head, Tensor<T> inputs);
+  /// b_i = (1/k) sum_s s_is (s_is . a_i): k rank-one logit-space matrices per example.
+  void logit_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& b) const override;
   const nn::Head<T>* head_;
-  ModelLinearization<T> lin_;
   std::vector<Tensor<T>> scores_;
-
- private:
-  Tensor<T> a_, b_;
 };
 
 /// Monte-Carlo estimate of the true Fisher with k labels sampled from the model per example. The
@@ -58,13 +52,14 @@ class MonteCarloFisherOperator final : public ScoreOuterProductOperator<T> {
                            std::uint64_t seed, std::vector<Index> example_ids = {});
   /// "MC-Fisher(<head>, N=.., k=..)".
   std::string name() const override;
-  /// New linearization point (the model's current parameters), new samples from `seed`.
+  /// New linearization point (the model's current parameters), new samples from `seed`. Both
+  /// relinearize calls are all-or-nothing: after a throw the operator is unchanged.
   void relinearize(std::uint64_t seed);
   void relinearize(Tensor<T> inputs, std::uint64_t seed, std::vector<Index> example_ids = {});
   int samples() const { return samples_; }
 
  private:
-  void draw(std::uint64_t seed);
+  std::vector<Tensor<T>> draw(const Tensor<T>& z, std::uint64_t seed, const std::vector<Index>& example_ids) const;
   int samples_;
   std::vector<Index> example_ids_;
 };
@@ -76,11 +71,13 @@ class EmpiricalFisherOperator final : public ScoreOuterProductOperator<T> {
   EmpiricalFisherOperator(const nn::Model<T>& model, const nn::Head<T>& head, Tensor<T> inputs, Tensor<T> targets);
   /// "EmpiricalFisher(<head>, N=..)".
   std::string name() const override;
+  /// New linearization point (and optionally a new batch); all-or-nothing: after a throw (e.g.
+  /// targets that do not match the logits) the operator is unchanged.
   void relinearize();
   void relinearize(Tensor<T> inputs, Tensor<T> targets);
 
  private:
-  void compute_scores();
+  Tensor<T> scores_at(const Tensor<T>& z, const Tensor<T>& targets) const;
   Tensor<T> targets_;
 };
 

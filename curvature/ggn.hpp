@@ -13,8 +13,7 @@
 
 #include <string>
 
-#include <amari/curvature/linear_operator.hpp>
-#include <amari/curvature/linearization.hpp>
+#include <amari/curvature/jtmj_operator.hpp>
 #include <amari/nn/heads.hpp>
 
 namespace amari::curvature {
@@ -23,26 +22,27 @@ namespace amari::curvature {
 /// The model and head are referenced and must outlive the operator. Cost per product: one JVP
 /// sweep + O(N C) + one VJP sweep (about 2.5 forward passes of an MLP; SEED-NOTES 4).
 template <Real T>
-class GgnOperator final : public LinearOperator<T> {
+class GgnOperator final : public JtMJOperator<T> {
  public:
-  /// Records the forward pass on `inputs` (N, D) at the model's current parameters.
+  /// Records the forward pass on `inputs` (N, ...) at the model's current parameters.
   GgnOperator(const nn::Model<T>& model, const nn::Head<T>& head, Tensor<T> inputs);
-  Index size() const override { return lin_.num_parameters(); }
-  /// out = G v, v and out flat (P).
-  void apply(const Tensor<T>& v, Tensor<T>& out) override;
   /// "GGN(<head>, N=<batch>)".
   std::string name() const override;
-  /// Moves the linearization to the model's current parameters (after an update).
-  void relinearize() { lin_.relinearize(); }
+  /// Moves the linearization to the model's current parameters (after an update). All-or-nothing.
+  void relinearize() { this->lin_.relinearize(); }
   /// ... and to new inputs (a new curvature minibatch).
-  void relinearize(Tensor<T> inputs) { lin_.relinearize(std::move(inputs)); }
-  ModelLinearization<T>& linearization() { return lin_; }
+  void relinearize(Tensor<T> inputs) { this->lin_.relinearize(std::move(inputs)); }
   const nn::Head<T>& head() const { return *head_; }
+
+ protected:
+  /// b_i = H_L(z_i) a_i: the head's closed-form logit Hessian (one dot product per example for
+  /// softmax).
+  void logit_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& b) const override {
+    head_->hessian_product(z, a, b);
+  }
 
  private:
   const nn::Head<T>* head_;
-  ModelLinearization<T> lin_;
-  Tensor<T> a_, b_;  // (N, C) sweep buffers, reused across products
 };
 
 extern template class GgnOperator<float>;

@@ -10,6 +10,7 @@
 #include <amari/curvature/linear_operator.hpp>
 #include <amari/nn/heads.hpp>
 #include <amari/nn/model.hpp>
+#include <amari/nn/recorded_model.hpp>
 
 namespace amari::curvature {
 
@@ -21,25 +22,23 @@ class HessianOperator final : public LinearOperator<T> {
   HessianOperator(const nn::Model<T>& model, const nn::Head<T>& head, Tensor<T> inputs, Tensor<T> targets);
   HessianOperator(const HessianOperator&) = delete;
   HessianOperator& operator=(const HessianOperator&) = delete;
-  Index size() const override { return theta_.size(); }
+  Index size() const override { return rec_.num_parameters(); }
   void apply(const Tensor<T>& v, Tensor<T>& out) override;
   /// "Hessian(<head>, N=..)".
   std::string name() const override;
-  /// Re-records at the model's current parameters.
+  /// Re-records at the model's current parameters (and optionally a new batch). All-or-nothing:
+  /// after a throw the operator keeps its previous record.
   void relinearize();
   void relinearize(Tensor<T> inputs, Tensor<T> targets);
   /// The loss at the linearization point.
-  T loss() const { return loss_.value().item(); }
+  T loss() const { return rec_.loss(); }
+  /// The record (tape, logits, loss) the products sweep.
+  const nn::RecordedModel<T>& record() const { return rec_; }
+  nn::RecordedModel<T>& record() { return rec_; }
 
  private:
-  const nn::Model<T>* model_;
   const nn::Head<T>* head_;
-  Tensor<T> x_, y_, theta_;
-  Tape<T> tape_;
-  std::vector<Var<T>> params_;
-  Var<T> loss_;
-  Tensor<T> one_;
-  std::vector<Tensor<T>> tangent_views_, out_views_;
+  nn::RecordedModel<T> rec_;
 };
 
 extern template class HessianOperator<float>;

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <amari/nn/recorded_model.hpp>
+
 namespace amari::curvature {
 
 template <Real T>
@@ -19,22 +21,19 @@ Tensor<T> per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& he
   }
   const Index N = inputs.dim(0), P = model.num_parameters();
   // One recording of the batch, as nn::gradient_at: model.mode(), current masks, state untouched.
-  Tape<T> tape;
-  const std::vector<Var<T>> params = model.variables(tape);
-  const Var<T> z = model.forward(Var<T>(inputs), std::span<const Var<T>>(params));
+  nn::RecordedModel<T> record(model, inputs);
+  const Tensor<T>& z = record.logits();
   // grad_{z_n} l_n = mu(z_n) - T(y_n) = -score_n, per example (no 1/N), for every head.
   Tensor<T> logit_grad = Tensor<T>::uninitialized(z.shape());
-  head.score(z.value(), targets, logit_grad);
+  head.score(z, targets, logit_grad);
   const Index C = z.shape()[1];
 
   Tensor<T> out(Shape{N, P});
   Tensor<T> cotangent(z.shape());  // zero except row n during sweep n
-  std::vector<Tensor<T>> row_views;
   for (Index n = 0; n < N; ++n) {
     for (Index c = 0; c < C; ++c) cotangent[n * C + c] = -logit_grad[n * C + c];
-    model.split_into(out.view(n * P, Shape{P}), row_views);  // the sweep writes row n in place
-    tape.vjp_into(std::span<const Var<T>>(&z, 1), std::span<const Tensor<T>>(&cotangent, 1), params,
-                  std::span<Tensor<T>>(row_views));
+    Tensor<T> row = out.view(n * P, Shape{P});
+    record.vjp(cotangent, row);  // the sweep writes row n in place
     for (Index c = 0; c < C; ++c) cotangent[n * C + c] = T(0);
   }
   return out;

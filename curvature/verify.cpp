@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <limits>
 
+#include <amari/curvature/hessian.hpp>
+#include <amari/curvature/jtmj_operator.hpp>
 #include <amari/curvature/vector_ops.hpp>
 #include <amari/nn/random.hpp>
 
@@ -85,7 +87,7 @@ void operator_checks(LinearOperator<T>& op, const VerifyOptions& o, VerifyReport
 }
 
 template <Real T>
-void linearization_checks(ModelLinearization<T>& lin, const VerifyOptions& o, VerifyReport& rep) {
+void linearization_checks(nn::RecordedModel<T>& lin, const VerifyOptions& o, VerifyReport& rep) {
   const double tol = default_tolerance<T>(o);
   nn::Rng rng(o.seed + 1000);
   const Index p = lin.num_parameters();
@@ -124,6 +126,45 @@ void linearization_checks(ModelLinearization<T>& lin, const VerifyOptions& o, Ve
   rep.checks.push_back({"finite differences", worst_fd <= fd_tol, worst_fd, fd_tol, "J v vs central differences"});
 }
 
+
+// Dense (1/N) sum_i J_i^T M_i J_i from the columns J e_j and the operator's own logit-space
+// matrix, against the operator's products: C_jk = (1/N) <J e_j, M J e_k>. P JVPs, P products.
+template <Real T>
+void dense_jtmj_check(JtMJOperator<T>& op, const VerifyOptions& options, VerifyReport& rep) {
+  ModelLinearization<T>& lin = op.linearization();
+  const Index p = lin.num_parameters();
+  const Shape zs = lin.logits().shape();
+  std::vector<Tensor<T>> cols;
+  Tensor<T> e(Shape{p});
+  for (Index j = 0; j < p; ++j) {
+    e.fill(T(0));
+    e[j] = T(1);
+    Tensor<T> c = Tensor<T>::uninitialized(zs);
+    lin.jvp(e, c);
+    cols.push_back(c);
+  }
+  Tensor<T> mc = Tensor<T>::uninitialized(zs), ccol = Tensor<T>::uninitialized(Shape{p});
+  double err = 0, mag = 0;
+  const double inv_n = 1.0 / static_cast<double>(zs[0]);
+  for (Index k = 0; k < p; ++k) {
+    op.logit_matrix_product(cols[static_cast<std::size_t>(k)], mc);
+    e.fill(T(0));
+    e[k] = T(1);
+    op.apply(e, ccol);
+    for (Index j = 0; j < p; ++j) {
+      const Tensor<T>& cj = cols[static_cast<std::size_t>(j)];
+      double g = 0;
+      for (Index i = 0; i < cj.size(); ++i) g += static_cast<double>(cj[i]) * mc[i];
+      g *= inv_n;
+      err = std::fmax(err, std::fabs(g - ccol[j]));
+      mag = std::fmax(mag, std::fabs(g));
+    }
+  }
+  const double tol = default_tolerance<T>(options);
+  rep.checks.push_back({"dense J^T M J", err <= tol * (mag + 1e-300), err / (mag + 1e-300), tol,
+                        "products vs the matrix assembled from JVPs and the logit-space M"});
+}
+
 }  // namespace
 
 template <Real T>
@@ -131,65 +172,17 @@ VerifyReport verify(LinearOperator<T>& op, const VerifyOptions& options) {
   VerifyReport rep;
   rep.subject = op.name();
   operator_checks(op, options, rep);
-  return rep;
-}
-
-template <Real T>
-VerifyReport verify(GgnOperator<T>& op, const VerifyOptions& options) {
-  const nn::Head<T>& head = op.head();
-  VerifyReport rep = verify<T>(static_cast<LinearOperator<T>&>(op), options);
-  ModelLinearization<T>& lin = op.linearization();
-  linearization_checks(lin, options, rep);
-  const Index p = lin.num_parameters();
-  if (p <= options.dense_limit) {
-    // (1/N) sum_i J_i^T H_L(z_i) J_i from the columns J e_j and the head's closed form, against
-    // the operator's own products: G_jk = (1/N) <J e_j, H_L J e_k>.
-    const Shape zs = lin.logits().shape();
-    std::vector<Tensor<T>> cols;
-    Tensor<T> e(Shape{p});
-    for (Index j = 0; j < p; ++j) {
-      e.fill(T(0));
-      e[j] = T(1);
-      Tensor<T> c = Tensor<T>::uninitialized(zs);
-      lin.jvp(e, c);
-      cols.push_back(c);
-    }
-    Tensor<T> hc = Tensor<T>::uninitialized(zs), gcol = Tensor<T>::uninitialized(Shape{p});
-    double err = 0, mag = 0;
-    const double inv_n = 1.0 / static_cast<double>(zs[0]);
-    for (Index k = 0; k < p; ++k) {
-      head.hessian_product(lin.logits(), cols[static_cast<std::size_t>(k)], hc);
-      e.fill(T(0));
-      e[k] = T(1);
-      op.apply(e, gcol);
-      for (Index j = 0; j < p; ++j) {
-        const Tensor<T>& cj = cols[static_cast<std::size_t>(j)];
-        double g = 0;
-        for (Index i = 0; i < cj.size(); ++i) g += static_cast<double>(cj[i]) * hc[i];
-        g *= inv_n;
-        err = std::fmax(err, std::fabs(g - gcol[j]));
-        mag = std::fmax(mag, std::fabs(g));
-      }
-    }
-    const double tol = default_tolerance<T>(options);
-    rep.checks.push_back({"dense J^T H_L J", err <= tol * (mag + 1e-300), err / (mag + 1e-300), tol,
-                          "products vs matrix assembled from JVPs and the head's H_L"});
+  // The model-level checks, chosen from what the operator is at run time.
+  if (auto* jtmj = dynamic_cast<JtMJOperator<T>*>(&op)) {
+    linearization_checks(jtmj->linearization().record(), options, rep);
+    if (jtmj->size() <= options.dense_limit) dense_jtmj_check(*jtmj, options, rep);
+  } else if (auto* hessian = dynamic_cast<HessianOperator<T>*>(&op)) {
+    linearization_checks(hessian->record(), options, rep);
   }
-  return rep;
-}
-
-template <Real T>
-VerifyReport verify(ScoreOuterProductOperator<T>& op, const VerifyOptions& options) {
-  VerifyReport rep = verify<T>(static_cast<LinearOperator<T>&>(op), options);
-  linearization_checks(op.linearization(), options, rep);
   return rep;
 }
 
 template VerifyReport verify<float>(LinearOperator<float>&, const VerifyOptions&);
 template VerifyReport verify<double>(LinearOperator<double>&, const VerifyOptions&);
-template VerifyReport verify<float>(GgnOperator<float>&, const VerifyOptions&);
-template VerifyReport verify<double>(GgnOperator<double>&, const VerifyOptions&);
-template VerifyReport verify<float>(ScoreOuterProductOperator<float>&, const VerifyOptions&);
-template VerifyReport verify<double>(ScoreOuterProductOperator<double>&, const VerifyOptions&);
 
 }  // namespace amari::curvature

@@ -1,6 +1,6 @@
 // verify(): a self-check a user runs on their own model's curvature operator before trusting it.
 //
-//   auto report = amari::curvature::verify(ggn);   // GgnOperator, Fisher operators, any operator
+//   auto report = amari::curvature::verify(ggn);   // any operator; checks chosen from what it is
 //   std::cout << report.str();                      // one line per check, PASS/FAIL with numbers
 //   if (!report.ok()) ...
 //
@@ -9,16 +9,18 @@
 //  - positivity:  v^T A v >= 0 on random probes (curvatures that must be PSD: GGN, Fisher);
 //  - adjoint:     <b, J v> = <J^T b, v> for the model's linearization (JVP vs VJP);
 //  - finite differences: J v against central differences of the model's logits;
-//  - dense (P <= dense_limit): the matrix of A from P products is symmetric, and for a GGN equals
-//    (1/N) sum_i J_i^T H_L(z_i) J_i assembled from JVPs and the head's closed form.
+//  - dense (P <= dense_limit): the matrix of A from P products is symmetric, and for a J^T M J
+//    operator (GGN, Monte-Carlo and empirical Fisher) equals (1/N) sum_i J_i^T M_i J_i assembled
+//    from JVPs and the operator's logit-space matrix (for the GGN: the head's closed-form H_L).
+// The checks are chosen from the operator's dynamic type, so an operator held through a
+// LinearOperator reference gets the same checks as one held by its own type. The dense matrices
+// are formed only here, for small P, as test oracles; the operators never form them.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include <amari/curvature/fisher.hpp>
-#include <amari/curvature/ggn.hpp>
 #include <amari/curvature/linear_operator.hpp>
 
 namespace amari::curvature {
@@ -50,16 +52,11 @@ struct VerifyReport {
   std::string str() const;
 };
 
-/// Operator-level checks for any square operator: symmetry, positivity (if expect_psd), dense
-/// symmetry for small sizes.
+/// Every check that applies to `op`: the operator-level ones for any square operator (symmetry,
+/// positivity if expect_psd, dense symmetry for small sizes); for operators over a recorded model
+/// (GGN, Fisher operators, Hessian) also the adjoint identity and finite differences of the
+/// model's linearization; for J^T M J operators with P <= dense_limit also the dense J^T M J.
 template <Real T>
 VerifyReport verify(LinearOperator<T>& op, const VerifyOptions& options = {});
-/// The operator-level checks plus the model-level ones (adjoint identity, finite differences of the
-/// model, and for small P the dense GGN against J^T H_L J assembled from JVPs).
-template <Real T>
-VerifyReport verify(GgnOperator<T>& op, const VerifyOptions& options = {});
-/// The operator-level checks plus adjoint identity and finite differences of the linearization.
-template <Real T>
-VerifyReport verify(ScoreOuterProductOperator<T>& op, const VerifyOptions& options = {});
 
 }  // namespace amari::curvature

@@ -13,6 +13,7 @@
 #include <amari/nn/residual.hpp>
 #include <amari/nn/safetensors.hpp>
 #include <amari/nn/random.hpp>
+#include <amari/nn/recorded_model.hpp>
 #include <amari/nn/torch_layout.hpp>
 #include <amari/nn/training.hpp>
 #include <amari/nn/optim.hpp>
