@@ -6,16 +6,13 @@
 #include <cstdio>
 #include <limits>
 
+#include <amari/curvature/detail/format.hpp>
 #include <amari/curvature/vector_ops.hpp>
 
 namespace amari::curvature {
 namespace {
 
-std::string format_number(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", x);
-  return buf;
-}
+using detail::format_number;
 
 void validate(const CgOptions& o) {
   if (o.max_iterations < 0) {

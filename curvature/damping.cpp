@@ -7,16 +7,13 @@
 #include <limits>
 #include <string>
 
+#include <amari/curvature/detail/format.hpp>
 #include <amari/autodiff/error.hpp>
 
 namespace amari::curvature {
 namespace {
 
-std::string format_number(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", x);
-  return buf;
-}
+using detail::format_number;
 
 void require(bool ok, const char* what, double value, const char* expected) {
   if (!ok) {

@@ -8,58 +8,27 @@
 #include <limits>
 #include <utility>
 
-#include <amari/curvature/spectrum_kernels.hpp>
+#include <amari/curvature/detail/blocked.hpp>
+#include <amari/curvature/vector_ops.hpp>
+#include <amari/curvature/detail/format.hpp>
 #include <amari/nn/random.hpp>
 
 namespace amari::curvature {
 namespace {
 
-// ---- blocked kernels on flat vectors ------------------------------------------------------------
-// Same scheme as vector_ops.cpp (whose single-vector kernels these extend to a set of vectors):
-// reductions cut n into at most kMaxBlocks blocks of at least kMinBlock elements, a partition that
-// depends on n only, sum each block in kLanes fixed lanes and combine block sums in block order,
-// so results do not depend on the thread count. Long vectors are split over OpenMP threads.
-constexpr Index kMinBlock = Index{1} << 12;
-constexpr Index kMaxBlocks = 256;
-constexpr Index kParallelLength = Index{1} << 16;
-constexpr int kLanes = 8;
+// ---- kernels on a set of flat vectors -----------------------------------------------------------
+// They extend vector_ops' single-vector kernels (dot, norm, axpy, all_finite, used as they are) to
+// a set of vectors, on the same block partition (detail/blocked.hpp), so results do not depend on
+// the thread count.
+using detail::block_dot;
+using detail::Blocks;
+using detail::blocks_for;
+using detail::for_each_block;
+
 // Linear combinations accumulate kChunk elements at a time in a double buffer on the stack.
 constexpr Index kChunk = 256;
 // The DGKS criterion for a second Gram-Schmidt pass: the first left less than 1/sqrt(2) of ||w||.
 constexpr double kSecondPassRatio = 0.70710678118654752;
-
-struct Blocks {
-  Index count;
-  Index size;
-};
-
-Blocks blocks_for(Index n) {
-  const Index count = std::clamp<Index>((n + kMinBlock - 1) / kMinBlock, 1, kMaxBlocks);
-  return {count, (n + count - 1) / count};
-}
-
-template <Real T>
-double block_dot(const T* x, const T* y, Index lo, Index hi) {
-  double acc[kLanes] = {};
-  Index j = lo;
-  for (; j + kLanes <= hi; j += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      acc[k] += static_cast<double>(x[j + k]) * static_cast<double>(y[j + k]);
-    }
-  }
-  for (int k = 0; j < hi; ++j, ++k) acc[k] += static_cast<double>(x[j]) * static_cast<double>(y[j]);
-  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-}
-
-template <class Body>
-void for_each_block(Index n, Index count, Body body) {
-  if (n >= kParallelLength) {
-#pragma omp parallel for schedule(static)
-    for (Index b = 0; b < count; ++b) body(b);
-  } else {
-    for (Index b = 0; b < count; ++b) body(b);
-  }
-}
 
 // out[lo, hi) = scale * out[lo, hi) + sum_i c[i] q_i[lo, hi), accumulated in double.
 template <Real T>
@@ -82,82 +51,12 @@ void combine_range(const std::vector<Tensor<T>>& q, const double* c, int k, doub
   }
 }
 
-// y <- y + a x, in T, split over threads for long vectors.
-template <Real T>
-void axpy(double a, const Tensor<T>& x, Tensor<T>& y) {
-  const Index n = y.size();
-  const Blocks blocks = blocks_for(n);
-  const T* xp = x.data();
-  T* yp = y.data();
-  const T at = static_cast<T>(a);
-  for_each_block(n, blocks.count, [&](Index b) {
-    const Index lo = b * blocks.size;
-    const Index hi = std::min(n, lo + blocks.size);
-    for (Index i = lo; i < hi; ++i) yp[i] += at * xp[i];
-  });
-}
-
 }  // namespace
 
-namespace spectrum_detail {
-
-// sum_i x_i y_i in double, deterministic.
-template <Real T>
-double dot(const Tensor<T>& x, const Tensor<T>& y) {
-  const Index n = x.size();
-  if (n == 0) return 0.0;
-  const Blocks blocks = blocks_for(n);
-  double partial[kMaxBlocks];
-  for_each_block(n, blocks.count, [&](Index b) {
-    const Index lo = b * blocks.size;
-    partial[b] = block_dot(x.data(), y.data(), lo, std::min(n, lo + blocks.size));
-  });
-  double s = 0.0;
-  for (Index b = 0; b < blocks.count; ++b) s += partial[b];
-  return s;
-}
-
-template <Real T>
-double norm(const Tensor<T>& x) {
-  return std::sqrt(dot(x, x));
-}
-
-// True if every element is finite: x - x is 0 for finite x and NaN otherwise.
-template <Real T>
-bool all_finite(const Tensor<T>& x) {
-  T acc[kLanes] = {};
-  const T* p = x.data();
-  const Index n = x.size();
-  Index j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += p[j + k] - p[j + k];
-  for (; j < n; ++j) acc[0] += p[j] - p[j];
-  T s = 0;
-  for (T a : acc) s += a;
-  return s == T(0);
-}
-
-std::string format_number(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3g", x);
-  return buf;
-}
-
-template double dot<float>(const Tensor<float>&, const Tensor<float>&);
-template double dot<double>(const Tensor<double>&, const Tensor<double>&);
-template double norm<float>(const Tensor<float>&);
-template double norm<double>(const Tensor<double>&);
-template bool all_finite<float>(const Tensor<float>&);
-template bool all_finite<double>(const Tensor<double>&);
-
-}  // namespace spectrum_detail
+using detail::format_number;
 
 namespace {
 
-using spectrum_detail::all_finite;
-using spectrum_detail::dot;
-using spectrum_detail::format_number;
-using spectrum_detail::norm;
 
 void require_non_negative(const char* fn, const char* what, double x) {
   if (!(x >= 0.0)) {  // also refuses NaN
@@ -332,7 +231,7 @@ void OrthonormalBasis<T>::project_out(Tensor<T>& w, std::vector<double>* coeffic
   projection_.resize(static_cast<std::size_t>(k));
   T* wp = w.data();
   // projection = Q^T w: per block, all k partial dots while the block of w is in cache.
-  for_each_block(n_, blocks.count, [&](Index b) {
+  for_each_block(n_, blocks, [&](Index b) {
     const Index lo = b * blocks.size;
     const Index hi = std::min(n_, lo + blocks.size);
     for (int i = 0; i < k; ++i) {
@@ -347,7 +246,7 @@ void OrthonormalBasis<T>::project_out(Tensor<T>& w, std::vector<double>* coeffic
     if (coefficients) (*coefficients)[static_cast<std::size_t>(i)] += s;
   }
   // w <- w - Q (Q^T w).
-  for_each_block(n_, blocks.count, [&](Index b) {
+  for_each_block(n_, blocks, [&](Index b) {
     const Index lo = b * blocks.size;
     combine_range(vectors_, projection_.data(), k, 1.0, wp, lo, std::min(n_, lo + blocks.size));
   });
@@ -404,7 +303,7 @@ void OrthonormalBasis<T>::combine(const std::vector<double>& c, Tensor<T>& out) 
   if (n_ == 0) return;
   const Blocks blocks = blocks_for(n_);
   T* op = out.data();
-  for_each_block(n_, blocks.count, [&](Index b) {
+  for_each_block(n_, blocks, [&](Index b) {
     const Index lo = b * blocks.size;
     combine_range(vectors_, c.data(), k, 0.0, op, lo, std::min(n_, lo + blocks.size));
   });

@@ -5,16 +5,13 @@
 #include <cstdio>
 #include <utility>
 
+#include <amari/curvature/detail/format.hpp>
 #include <amari/curvature/vector_ops.hpp>
 
 namespace amari::curvature {
 namespace {
 
-std::string format_number(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", x);
-  return buf;
-}
+using detail::format_number;
 
 template <Real T>
 std::string describe(const Tensor<T>& t) {

@@ -5,12 +5,12 @@
 #include <cmath>
 #include <limits>
 
-#include <amari/curvature/spectrum_kernels.hpp>
+#include <amari/curvature/detail/format.hpp>
 
 namespace amari::curvature {
 namespace {
 
-using spectrum_detail::format_number;
+using detail::format_number;
 
 void check_sigma(const char* fn, double sigma) {
   if (!(sigma > 0.0) || !std::isfinite(sigma)) {

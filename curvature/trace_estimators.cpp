@@ -5,14 +5,11 @@
 #include <cmath>
 #include <limits>
 
-#include <amari/curvature/spectrum_kernels.hpp>
+#include <amari/curvature/vector_ops.hpp>
 
 namespace amari::curvature {
 namespace {
 
-using spectrum_detail::all_finite;
-using spectrum_detail::dot;
-using spectrum_detail::norm;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 

@@ -1,6 +1,8 @@
 // BLAS-1 vector operations; see vector_ops.hpp for the determinism contract.
 #include <amari/curvature/vector_ops.hpp>
 
+#include <amari/curvature/detail/blocked.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -8,56 +10,16 @@
 namespace amari::curvature {
 namespace {
 
-// Reductions cut the vector into at most kMaxBlocks blocks of at least kMinBlock elements. Both
-// numbers are fixed, so the block boundaries (and thus the summation order) depend on n only; the
-// partial sums live on the stack, so a reduction never allocates.
-constexpr Index kMinBlock = Index{1} << 12;
-constexpr Index kMaxBlocks = 256;
-// Each block sums into kLanes independent accumulators (lane = offset in block mod kLanes), which
-// the compiler maps onto SIMD registers without needing permission to reassociate.
-constexpr int kLanes = 8;
-
-struct Blocks {
-  Index count;
-  Index size;
-};
-
-Blocks blocks_for(Index n) {
-  const Index count = std::clamp<Index>((n + kMinBlock - 1) / kMinBlock, 1, kMaxBlocks);
-  return {count, (n + count - 1) / count};
-}
+using detail::block_dot;
+using detail::Blocks;
+using detail::blocks_for;
+using detail::for_each_block;
+using detail::kMaxBlocks;
 
 void check_same_length(const char* op, Index a, Index b) {
   if (a != b) {
     throw ShapeError(std::string(op) + ": vectors of " + std::to_string(a) + " and " +
                      std::to_string(b) + " elements, expected equal lengths");
-  }
-}
-
-template <Real T>
-double block_dot(const T* x, const T* y, Index lo, Index hi) {
-  double acc[kLanes] = {};
-  Index j = lo;
-  for (; j + kLanes <= hi; j += kLanes) {
-    for (int k = 0; k < kLanes; ++k) {
-      acc[k] += static_cast<double>(x[j + k]) * static_cast<double>(y[j + k]);
-    }
-  }
-  for (int k = 0; j < hi; ++j, ++k) {
-    acc[k] += static_cast<double>(x[j]) * static_cast<double>(y[j]);
-  }
-  // Fixed pairwise combination of the lanes.
-  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
-}
-
-// Calls body(b) for every block b; in parallel (static schedule) only for long vectors.
-template <class Body>
-void for_each_block(Index n, const Blocks& blocks, Body body) {
-  if (n >= kParallelThreshold) {
-#pragma omp parallel for schedule(static)
-    for (Index b = 0; b < blocks.count; ++b) body(b);
-  } else {
-    for (Index b = 0; b < blocks.count; ++b) body(b);
   }
 }
 
