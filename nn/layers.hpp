@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <amari/nn/module.hpp>
+#include <amari/nn/nesting.hpp>
 
 namespace amari::nn {
 
@@ -103,6 +104,9 @@ template <Real T>
 class Sequential final : public Layer<T, Sequential<T>> {
  public:
   Sequential() = default;
+  Sequential(const Sequential&) = default;
+  Sequential& operator=(const Sequential&) = default;
+  ~Sequential() override { detail::release_children(children_); }  // no recursion (nesting.hpp)
   /// Appends a module; returns *this for chaining.
   Sequential& add(std::shared_ptr<const Module<T>> m) {
     if (!m) throw ValueError("Sequential::add: null module");
@@ -115,19 +119,23 @@ class Sequential final : public Layer<T, Sequential<T>> {
     return add(std::make_shared<M>(std::forward<Args>(args)...));
   }
   std::string describe() const override {
+    const detail::NestingLevel level("Sequential::describe");
     std::string s = "Sequential(";
     for (std::size_t i = 0; i < children_.size(); ++i) s += (i ? ", " : "") + children_[i]->describe();
     return s + ")";
   }
   void declare(std::vector<ParamSpec>& out, const std::string& prefix) const override {
+    const detail::NestingLevel level("Sequential::declare");
     for (std::size_t i = 0; i < children_.size(); ++i) children_[i]->declare(out, prefix + std::to_string(i) + ".");
   }
   void declare_state(std::vector<StateSpec>& out, const std::string& prefix) const override {
+    const detail::NestingLevel level("Sequential::declare_state");
     for (std::size_t i = 0; i < children_.size(); ++i)
       children_[i]->declare_state(out, prefix + std::to_string(i) + ".");
   }
   template <Value V>
   V apply(const V& x, ForwardContext<V>& p) const {
+    const detail::NestingLevel level("Sequential::forward");
     if (children_.empty()) return x;
     V h = children_[0]->forward(x, p);
     for (std::size_t i = 1; i < children_.size(); ++i) h = children_[i]->forward(h, p);

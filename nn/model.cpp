@@ -17,7 +17,6 @@ Model<T>::Model(std::shared_ptr<const Module<T>> net, std::uint64_t seed) : net_
     total += s.shape.numel();
   }
   flat_ = Tensor<T>(Shape{total});
-  views_ = split(flat_);
 
   std::vector<StateSpec> state_specs;
   net_->declare_state(state_specs, "");
@@ -27,9 +26,55 @@ Model<T>::Model(std::shared_ptr<const Module<T>> net, std::uint64_t seed) : net_
     state_total += s.shape.numel();
   }
   state_ = Tensor<T>(Shape{state_total});
-  for (const auto& s : state_layout_) state_views_.push_back(state_.view(s.offset, s.shape));
+  bind_views();
   reset_state();
   initialize(seed);
+}
+
+template <Real T>
+Model<T>::Model(const Model& other)
+    : net_(other.net_),
+      layout_(other.layout_),
+      flat_(other.flat_.clone()),
+      state_layout_(other.state_layout_),
+      state_(other.state_.clone()),
+      mode_(other.mode_),
+      step_(other.step_),
+      seed_(other.seed_) {
+  bind_views();
+}
+
+template <Real T>
+Model<T>& Model<T>::operator=(const Model& other) {
+  if (this != &other) {
+    Model copy(other);  // everything that can throw happens before *this changes
+    *this = std::move(copy);
+  }
+  return *this;
+}
+
+template <Real T>
+void Model<T>::bind_views() {
+  views_ = split(flat_);
+  state_views_.clear();
+  for (const auto& s : state_layout_) state_views_.push_back(state_.view(s.offset, s.shape));
+  exposed_flat_ = flat_;
+  exposed_state_ = state_;
+}
+
+template <Real T>
+void Model<T>::check_handles(const char* op) const {
+  const bool flat_ok = exposed_flat_.same_storage(flat_) && exposed_flat_.shape() == flat_.shape();
+  const bool state_ok = exposed_state_.same_storage(state_) && exposed_state_.shape() == state_.shape();
+  if (flat_ok && state_ok) return;
+  const std::string which = flat_ok ? "state()" : "parameters()";
+  const Tensor<T>& rebound = flat_ok ? exposed_state_ : exposed_flat_;
+  exposed_flat_ = flat_;
+  exposed_state_ = state_;
+  throw ValueError(std::string("Model::") + op + ": the tensor returned by " + which +
+                   " was rebound to another tensor (" + (rebound.defined() ? rebound.shape().str() : "undefined") +
+                   "); the model keeps its own storage, which is unchanged. Write into it instead, e.g. "
+                   "scatter(), copy_from() or element writes. The handle has been restored.");
 }
 
 template <Real T>
@@ -74,6 +119,7 @@ void Model<T>::initialize(std::uint64_t seed) {
 
 template <Real T>
 void Model<T>::scatter(const Tensor<T>& flat) {
+  check_handles("scatter");
   if (!(flat.shape() == flat_.shape())) {
     throw ShapeError("Model::scatter: expected a flat vector of shape " + flat_.shape().str() + ", got " +
                      flat.shape().str());

@@ -44,26 +44,49 @@ struct StateInfo {
 /// the state. Dropout masks are keyed by (seed, step()): loss_and_gradient in train mode starts a
 /// new step, and every other pass at that step (a curvature product, a line search) sees the same
 /// masks. The default mode is train, as in PyTorch; nn::evaluate() always evaluates in eval mode.
+///
+/// Invariants: parameter_views() are views into parameters() at the offsets of layout(), and the
+/// state views into state(); the module is immutable and shared between copies.
+/// Value semantics: copying a Model copies its parameters and state (a deep copy: a "best model"
+/// snapshot does not change when training continues); the module is shared, being immutable.
+/// Moving is cheap; a moved-from Model may only be assigned to or destroyed.
+/// parameters() and state() hand out the model's own storage for writing into (element writes,
+/// copy_from, optimizer steps). Rebinding the returned handle to another tensor does not detach the
+/// model: the model keeps its storage, and its next operation raises ValueError saying what
+/// happened (and restores the handle), instead of silently ignoring the new tensor.
 template <Real T>
 class Model {
  public:
   /// Allocates the parameters of `net` and initializes them from `seed` (see initialize()).
   explicit Model(std::shared_ptr<const Module<T>> net, std::uint64_t seed = 0);
+  /// A deep copy: its own parameters and state, the same (immutable) module.
+  Model(const Model& other);
+  Model& operator=(const Model& other);
+  Model(Model&&) noexcept = default;
+  Model& operator=(Model&&) noexcept = default;
 
   const Module<T>& module() const { return *net_; }
   /// P: the total number of scalar parameters.
   Index num_parameters() const { return flat_.size(); }
   /// Per-parameter names, shapes and offsets, in flat order.
   const std::vector<ParamInfo>& layout() const { return layout_; }
-  /// The flat parameter vector (P). Writing to it changes the model.
-  Tensor<T>& parameters() { return flat_; }
+  /// The flat parameter vector (P). Writing into it changes the model; rebinding the handle to
+  /// another tensor is reported by the model's next operation (see the class comment).
+  Tensor<T>& parameters() {
+    check_handles("parameters");
+    return exposed_flat_;
+  }
   const Tensor<T>& parameters() const { return flat_; }
   /// Per-parameter views into parameters(), in flat order.
   const std::vector<Tensor<T>>& parameter_views() const { return views_; }
 
   /// Non-parameter state (running statistics), flat, in declaration order; empty for most models.
   const Tensor<T>& state() const { return state_; }
-  Tensor<T>& state() { return state_; }
+  /// The state for writing into (as parameters(): rebinding the handle is reported).
+  Tensor<T>& state() {
+    check_handles("state");
+    return exposed_state_;
+  }
   const std::vector<StateInfo>& state_layout() const { return state_layout_; }
   /// Resets every state tensor to its declared initial value.
   void reset_state();
@@ -131,9 +154,16 @@ class Model {
   std::string summary() const;
 
  private:
+  /// ValueError (and the handles restored) if a handle given out by parameters() or state() was
+  /// rebound to another tensor since.
+  void check_handles(const char* op) const;
+  /// Points the views at flat_ and state_ (after construction or a copy).
+  void bind_views();
+
   template <Value V>
   V run(const V& x, std::span<const V> params, Mode mode, bool update_state,
         TapObserver<V>* observer = nullptr) const {
+    check_handles("forward");
     if (params.size() != views_.size()) {
       throw ValueError("Model::forward: " + std::to_string(params.size()) + " parameter values bound, the model has " +
                        std::to_string(views_.size()));
@@ -160,6 +190,9 @@ class Model {
   std::vector<StateInfo> state_layout_;
   Tensor<T> state_;
   std::vector<Tensor<T>> state_views_;
+  // The handles parameters() and state() return: the same storage as flat_ and state_, kept apart
+  // so a user rebinding them cannot detach the model (mutable: check_handles() restores them).
+  mutable Tensor<T> exposed_flat_, exposed_state_;
   Mode mode_ = Mode::train;
   std::uint64_t step_ = 0;
   std::uint64_t seed_ = 0;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <amari/nn/module.hpp>
+#include <amari/nn/nesting.hpp>
 
 namespace amari::nn {
 
@@ -19,19 +20,29 @@ class Residual final : public Layer<T, Residual<T>> {
       : body_(std::move(body)), projection_(std::move(projection)) {
     if (!body_) throw ValueError("Residual: null body module");
   }
+  Residual(const Residual&) = default;
+  Residual& operator=(const Residual&) = default;
+  ~Residual() override {  // no recursion through nested containers (nesting.hpp)
+    std::vector<std::shared_ptr<const Module<T>>> children{std::move(body_), std::move(projection_)};
+    detail::release_children(children);
+  }
   std::string describe() const override {
+    const detail::NestingLevel level("Residual::describe");
     return "Residual(" + body_->describe() + (projection_ ? ", projection " + projection_->describe() : "") + ")";
   }
   void declare(std::vector<ParamSpec>& out, const std::string& prefix) const override {
+    const detail::NestingLevel level("Residual::declare");
     body_->declare(out, prefix + "body.");
     if (projection_) projection_->declare(out, prefix + "projection.");
   }
   void declare_state(std::vector<StateSpec>& out, const std::string& prefix) const override {
+    const detail::NestingLevel level("Residual::declare_state");
     body_->declare_state(out, prefix + "body.");
     if (projection_) projection_->declare_state(out, prefix + "projection.");
   }
   template <Value V>
   V apply(const V& x, ForwardContext<V>& c) const {
+    const detail::NestingLevel level("Residual::forward");
     const V fx = body_->forward(x, c);
     const V sx = projection_ ? projection_->forward(x, c) : x;
     if (!(fx.shape() == sx.shape())) {
