@@ -169,6 +169,26 @@ double predicted_reduction(double phi, double g_dot_d, double d_norm2, double la
   return -(alpha * g_dot_d + 0.5 * alpha * alpha * dgd);
 }
 
+// Everything a second-order step may change in the model: parameters, state (batch norm's running
+// statistics, moved by the training pass) and the step counter (dropout masks). restore() puts them
+// back, for the strong guarantee of step(): a step that throws half-way (a head refusing targets,
+// an operator refusing a batch, an allocation failing during CG) leaves the model as it was.
+template <Real T>
+class ModelSnapshot {
+ public:
+  explicit ModelSnapshot(const nn::Model<T>& model)
+      : theta_(model.gather()), state_(model.state().clone()), step_(model.step()) {}
+  void restore(nn::Model<T>& model) const {
+    model.scatter(theta_);
+    model.state().copy_from(state_);
+    model.set_step(step_);
+  }
+
+ private:
+  Tensor<T> theta_, state_;
+  std::uint64_t step_;
+};
+
 }  // namespace
 
 // ---- natural gradient ----------------------------------------------------------------------------
@@ -186,6 +206,22 @@ NaturalGradient<T>::NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head
 
 template <Real T>
 StepReport NaturalGradient<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
+  // All or nothing: on a throw the model, lambda and the step count are put back.
+  const ModelSnapshot<T> model_before(*model_);
+  const LevenbergMarquardt lm_before = lm_;
+  const std::uint64_t steps_before = steps_;
+  try {
+    return step_unguarded(inputs, targets);
+  } catch (...) {
+    model_before.restore(*model_);
+    lm_ = lm_before;
+    steps_ = steps_before;
+    throw;
+  }
+}
+
+template <Real T>
+StepReport NaturalGradient<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets) {
   StepReport r;
   const StepStart<T> start =
       start_step("NaturalGradient::step", *model_, *head_, inputs, targets, options_.curvature,
@@ -234,6 +270,24 @@ HessianFree<T>::HessianFree(nn::Model<T>& model, const nn::Head<T>& head, Hessia
 
 template <Real T>
 StepReport HessianFree<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
+  // All or nothing: on a throw the model, lambda, the warm start and the step count are put back.
+  const ModelSnapshot<T> model_before(*model_);
+  const LevenbergMarquardt lm_before = lm_;
+  const Tensor<T> previous_before = previous_;  // a handle: step() rebinds previous_, never writes into it
+  const std::uint64_t steps_before = steps_;
+  try {
+    return step_unguarded(inputs, targets);
+  } catch (...) {
+    model_before.restore(*model_);
+    lm_ = lm_before;
+    previous_ = previous_before;
+    steps_ = steps_before;
+    throw;
+  }
+}
+
+template <Real T>
+StepReport HessianFree<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets) {
   StepReport r;
   const StepStart<T> start =
       start_step("HessianFree::step", *model_, *head_, inputs, targets, options_.curvature,

@@ -83,11 +83,14 @@ class NaturalGradient {
   /// The model is updated in place by step(); model and head must outlive the optimizer.
   NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head, NaturalGradientOptions options = {});
   /// One step on the minibatch (inputs (N, D), targets (N, C)).
+  /// One step on a batch. All or nothing: if it throws, the model (parameters, state, step
+  /// counter) and the optimizer (lambda, warm start, step count) are as they were before the call.
   StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
   double lambda() const { return lm_.lambda; }
   const NaturalGradientOptions& options() const { return options_; }
 
  private:
+  StepReport step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets);
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
   NaturalGradientOptions options_;
@@ -117,11 +120,14 @@ template <Real T>
 class HessianFree {
  public:
   HessianFree(nn::Model<T>& model, const nn::Head<T>& head, HessianFreeOptions options = {});
+  /// One step on a batch. All or nothing: if it throws, the model (parameters, state, step
+  /// counter) and the optimizer (lambda, warm start, step count) are as they were before the call.
   StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
   double lambda() const { return lm_.lambda; }
   const HessianFreeOptions& options() const { return options_; }
 
  private:
+  StepReport step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets);
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
   HessianFreeOptions options_;
