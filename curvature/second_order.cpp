@@ -355,6 +355,56 @@ StepReport HessianFree<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<
   return r;
 }
 
+// ---- state for checkpoints ------------------------------------------------------------------------
+
+template <Real T>
+nn::OptimizerState<T> NaturalGradient<T>::save_state() const {
+  nn::OptimizerState<T> s;
+  s.kind = "natural_gradient";
+  s.numbers["lambda"] = lm_.lambda;
+  s.counters["steps"] = static_cast<std::int64_t>(steps_);
+  return s;
+}
+
+template <Real T>
+void NaturalGradient<T>::load_state(const nn::OptimizerState<T>& s) {
+  s.require_kind("natural_gradient", "NaturalGradient::load_state");
+  const double lambda = s.number("lambda");
+  const std::int64_t steps = s.counter("steps");
+  LevenbergMarquardt lm = lm_;
+  lm.lambda = lambda;
+  lm.validate();  // a lambda that is not finite is refused here
+  if (steps < 0) throw ValueError("NaturalGradient::load_state: negative step count");
+  lm_ = lm;
+  steps_ = static_cast<std::uint64_t>(steps);
+}
+
+template <Real T>
+nn::OptimizerState<T> HessianFree<T>::save_state() const {
+  nn::OptimizerState<T> s;
+  s.kind = "hessian_free";
+  s.numbers["lambda"] = lm_.lambda;
+  s.counters["steps"] = static_cast<std::int64_t>(steps_);
+  if (previous_.defined()) s.tensors["warm_start"] = previous_.clone();
+  return s;
+}
+
+template <Real T>
+void HessianFree<T>::load_state(const nn::OptimizerState<T>& s) {
+  s.require_kind("hessian_free", "HessianFree::load_state");
+  const double lambda = s.number("lambda");
+  const std::int64_t steps = s.counter("steps");
+  Tensor<T> warm;
+  if (s.has_tensor("warm_start")) warm = s.tensor("warm_start", Shape{model_->num_parameters()}).clone();
+  LevenbergMarquardt lm = lm_;
+  lm.lambda = lambda;
+  lm.validate();
+  if (steps < 0) throw ValueError("HessianFree::load_state: negative step count");
+  lm_ = lm;
+  steps_ = static_cast<std::uint64_t>(steps);
+  previous_ = warm;
+}
+
 template std::unique_ptr<LinearOperator<float>> make_curvature<float>(Curvature, const nn::Model<float>&,
                                                                       const nn::Head<float>&, const Tensor<float>&,
                                                                       const Tensor<float>&, int, std::uint64_t);

@@ -10,6 +10,7 @@
 #include <amari/curvature/cg.hpp>
 #include <amari/curvature/damping.hpp>
 #include <amari/curvature/linear_operator.hpp>
+#include <amari/nn/checkpoint.hpp>
 #include <amari/nn/heads.hpp>
 #include <amari/nn/model.hpp>
 
@@ -87,6 +88,12 @@ class NaturalGradient {
   /// counter) and the optimizer (lambda, warm start, step count) are as they were before the call.
   StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
   double lambda() const { return lm_.lambda; }
+  /// The state a resumed run needs (lambda, the step count); the options are not part of
+  /// it (construct the resumed optimizer with the same options). See nn/checkpoint.hpp.
+  nn::OptimizerState<T> save_state() const;
+  /// Restores a state from save_state(); ValueError (nothing changed) for a state of another
+  /// optimizer or a tensor of the wrong shape.
+  void load_state(const nn::OptimizerState<T>& state);
   const NaturalGradientOptions& options() const { return options_; }
 
  private:
@@ -124,6 +131,12 @@ class HessianFree {
   /// counter) and the optimizer (lambda, warm start, step count) are as they were before the call.
   StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
   double lambda() const { return lm_.lambda; }
+  /// The state a resumed run needs (lambda, the step count and the CG warm start); the options are not part of
+  /// it (construct the resumed optimizer with the same options). See nn/checkpoint.hpp.
+  nn::OptimizerState<T> save_state() const;
+  /// Restores a state from save_state(); ValueError (nothing changed) for a state of another
+  /// optimizer or a tensor of the wrong shape.
+  void load_state(const nn::OptimizerState<T>& state);
   const HessianFreeOptions& options() const { return options_; }
 
  private:

@@ -101,6 +101,9 @@ class Model {
   void set_step(std::uint64_t step) { step_ = step; }
   /// The seed the model was created with; keys the dropout masks.
   std::uint64_t seed() const { return seed_; }
+  /// Sets the seed that keys the dropout masks (e.g. when resuming from a checkpoint); does not
+  /// re-initialize the parameters (initialize() does).
+  void set_seed(std::uint64_t seed) { seed_ = seed; }
 
   /// Re-initializes every parameter. Parameter i draws from its own stream Rng(seed, i), so a
   /// parameter's initial value does not depend on the layers before it. Reproducible everywhere.

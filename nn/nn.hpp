@@ -1,5 +1,6 @@
 // amari nn: modules and layers, models with flat parameters, NLL heads, optimizers, data.
 #pragma once
+#include <amari/nn/checkpoint.hpp>
 #include <amari/nn/dataset.hpp>
 #include <amari/nn/embedding.hpp>
 #include <amari/nn/function_module.hpp>
