@@ -10,3 +10,5 @@
 #include <amari/autodiff/ops.hpp>
 #include <amari/autodiff/transforms.hpp>
 #include <amari/autodiff/jacobian.hpp>
+#include <amari/autodiff/custom_primitive.hpp>
+#include <amari/autodiff/check_rules.hpp>

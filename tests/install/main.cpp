@@ -1,9 +1,34 @@
-// Uses each component through its installed header: a gradient, a layer, a GGN product.
+// Uses each component through its installed header: a gradient, a layer, a GGN product, and an
+// out-of-tree primitive (sin, defined here with the public custom-primitive header) that must pass
+// check_rules.
 #include <amari/amari.hpp>
+#include <amari/autodiff/check_rules.hpp>
+#include <amari/autodiff/custom_primitive.hpp>
 #include <amari/curvature/ggn.hpp>
 
 #include <cmath>
 #include <cstdio>
+
+namespace {
+
+// sin, element-wise, by its four scalar rules.
+struct SinRules {
+  static constexpr const char* name = "sin";
+  // y = sin x
+  template <class T>
+  T primal(T x) const { return std::sin(x); }
+  // dy = cos x dx
+  template <class T>
+  T jvp(T x, T, T dx) const { return std::cos(x) * dx; }
+  // xbar += cos x ybar
+  template <class T>
+  T vjp(T x, T, T ybar) const { return std::cos(x) * ybar; }
+  // xbar_dot += -sin x dx ybar
+  template <class T>
+  T vjp_tangent(T x, T, T dx, T, T ybar) const { return -std::sin(x) * dx * ybar; }
+};
+
+}  // namespace
 
 int main() {
   auto f = [](const auto& x) { return amari::sum(amari::square(x)); };
@@ -16,5 +41,10 @@ int main() {
   ggn.apply(v, out);
   const bool ok = std::fabs(g[1] + 4.0) < 1e-12 && out.size() == model.num_parameters();
   std::printf("installed amari: %s\n", ok ? "ok" : "FAILED");
-  return ok ? 0 : 1;
+
+  const amari::CheckReport report = amari::check_rules(
+      "sin", [](auto xs) { return amari::custom::elementwise(SinRules{}, xs[0]); },
+      {{amari::Shape{3, 4}}});
+  std::printf("%s", report.str().c_str());
+  return ok && report.ok() ? 0 : 1;
 }
