@@ -29,6 +29,17 @@ Shape::Shape(std::span<const Index> dims) {
   numel_ = empty ? 0 : count;
 }
 
+Index Shape::partial_numel(int first, int last) const {
+  Index count = 1;
+  for (int i = first; i < last; ++i) {
+    const Index d = dims_[static_cast<std::size_t>(i)];
+    if (d == 0) return 0;
+    // Saturate instead of overflowing: only a shape without elements can get here.
+    count = count > (kMaxElements + 1) / d ? kMaxElements + 1 : count * d;
+  }
+  return count;
+}
+
 int Shape::normalize_axis(int axis, const char* op) const {
   const int a = axis < 0 ? axis + rank_ : axis;
   if (a < 0 || a >= rank_) {

@@ -26,6 +26,14 @@ class Shape {
 
   /// Rank-0 shape (a scalar).
   Shape() = default;
+  /// The rank-1 shape (0): no elements. It is the shape of an undefined Tensor, so that code which
+  /// only looks at shapes and sizes sees "nothing to read or write" there.
+  static constexpr Shape empty_vector() {
+    Shape s;
+    s.rank_ = 1;
+    s.numel_ = 0;
+    return s;
+  }
   /// Shape from a list of dimensions, e.g. Shape{128, 784}. Throws ShapeError on rank > 4 or a
   /// negative dimension, SizeError if the element count exceeds kMaxElements.
   Shape(std::initializer_list<Index> dims) : Shape(std::span<const Index>(dims.begin(), dims.size())) {}
@@ -38,8 +46,14 @@ class Shape {
   Index operator[](int i) const { return dims_[static_cast<std::size_t>(i)]; }
   /// Extent of an axis; negative axes count from the end (-1 = last). Throws ShapeError if out of range.
   Index dim(int axis) const { return dims_[static_cast<std::size_t>(normalize_axis(axis, "Shape::dim"))]; }
-  /// Number of elements: product of the dimensions (1 for rank 0).
+  /// Number of elements: product of the dimensions (1 for rank 0). When it is 0, the other
+  /// dimensions may be anything up to Index's maximum, so a product of a subset of the dimensions
+  /// can overflow: kernels return before looping when numel() is 0 (see partial_numel).
   Index numel() const { return numel_; }
+  /// Product of dimensions [first, last) (1 if empty) when the shape has elements. For a shape
+  /// without elements the product may not fit in Index; it is then saturated at kMaxElements + 1,
+  /// or 0 if one of those dimensions is 0. Never overflows.
+  Index partial_numel(int first, int last) const;
   /// The dimensions as a span of length rank().
   std::span<const Index> dims() const { return {dims_.data(), static_cast<std::size_t>(rank_)}; }
   /// Maps a possibly negative axis to 0..rank-1; throws ShapeError naming `op` if out of range.

@@ -1,6 +1,7 @@
 #include <amari/autodiff/tape.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <iterator>
 #include <string>
 #include <unordered_set>
@@ -32,6 +33,7 @@ void TapeState<T>::reset() {
   needed.clear();
   target.clear();
   io_slots.clear();
+  saved_scratch.clear();
 }
 
 }  // namespace detail
@@ -124,9 +126,59 @@ std::int32_t Tape<T>::slot_of(const Var<T>& v, const char* op, const char* role,
 }
 
 template <Real T>
+bool Tape<T>::results_alias(const char* op, std::span<Tensor<T>> results,
+                            std::span<const std::int32_t> slots, std::span<const Tensor<T>> reads_a,
+                            std::span<const Tensor<T>> reads_b) {
+  // Results among themselves: the same buffer twice for one slot receives one result twice;
+  // anything else would receive two different results in the same elements.
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    for (std::size_t j = i + 1; j < results.size(); ++j) {
+      if (!results[i].overlaps(results[j])) continue;
+      const bool same = results[i].data() == results[j].data() &&
+                        results[i].size() == results[j].size() && slots[i] == slots[j];
+      if (!same) {
+        throw ValueError(std::string(op) + ": result buffers " + std::to_string(i) + " and " +
+                         std::to_string(j) +
+                         " share elements but receive different results; nothing was written");
+      }
+    }
+  }
+  // The address range covered by the results, so the residual scan below costs two comparisons
+  // per residual that lies elsewhere.
+  std::uintptr_t lo = UINTPTR_MAX, hi = 0;
+  for (const Tensor<T>& r : results) {
+    if (r.size() == 0) continue;
+    const auto b = reinterpret_cast<std::uintptr_t>(r.data());
+    lo = std::min(lo, b);
+    hi = std::max(hi, b + static_cast<std::uintptr_t>(r.size()) * sizeof(T));
+  }
+  if (lo >= hi) return false;  // no result has elements
+  const auto hits = [&](const Tensor<T>& t) {
+    if (t.size() == 0) return false;
+    const auto b = reinterpret_cast<std::uintptr_t>(t.data());
+    if (b >= hi || b + static_cast<std::uintptr_t>(t.size()) * sizeof(T) <= lo) return false;
+    for (const Tensor<T>& r : results)
+      if (r.overlaps(t)) return true;
+    return false;
+  };
+  for (const Tensor<T>& t : reads_a)
+    if (hits(t)) return true;
+  for (const Tensor<T>& t : reads_b)
+    if (hits(t)) return true;
+  auto& saved = state_->saved_scratch;
+  for (const auto& node : state_->nodes) {
+    saved.clear();
+    node->collect_saved(saved);
+    for (const Tensor<T>* t : saved)
+      if (hits(*t)) return true;
+  }
+  return false;
+}
+
+template <Real T>
 void Tape<T>::forward_sweep(const char* op, std::span<const Var<T>> inputs,
                             std::span<const Tensor<T>> tangents, std::span<const Var<T>> outputs,
-                            std::span<Tensor<T>> output_tangents) {
+                            std::span<Tensor<T>> output_tangents, bool check_alias) {
   auto& st = *state_;
   if (inputs.size() != tangents.size()) {
     throw ShapeError(std::string(op) + ": " + std::to_string(inputs.size()) + " inputs but " +
@@ -163,6 +215,17 @@ void Tape<T>::forward_sweep(const char* op, std::span<const Var<T>> inputs,
       throw ShapeError(std::string(op) + ": result buffer " + std::to_string(k) + " has shape " +
                        output_tangents[k].shape().str() + ", output has shape " + outputs[k].shape().str());
     }
+  }
+  if (check_alias && !output_tangents.empty() &&
+      results_alias(op, output_tangents, out_slots, tangents, {})) {
+    // A result buffer is also read by the sweep (e.g. the output tangent is a seed): sweep into
+    // fresh buffers, then copy out, when nothing is read any more.
+    std::vector<Tensor<T>> fresh;
+    fresh.reserve(output_tangents.size());
+    for (const Tensor<T>& t : output_tangents) fresh.push_back(Tensor<T>::uninitialized(t.shape()));
+    forward_sweep(op, inputs, tangents, outputs, fresh, false);
+    for (std::size_t k = 0; k < fresh.size(); ++k) output_tangents[k].copy_from(fresh[k]);
+    return;
   }
   std::vector<Tensor<T>*>& target = st.target;
   target.assign(nslots, nullptr);
@@ -209,7 +272,8 @@ void Tape<T>::forward_sweep(const char* op, std::span<const Var<T>> inputs,
 template <Real T>
 void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
                             std::span<const Tensor<T>> cotangents, std::span<const Var<T>> inputs,
-                            std::span<Tensor<T>> results, bool second_order) {
+                            std::span<const Tensor<T>> tangents, std::span<Tensor<T>> results,
+                            bool second_order, bool check_alias) {
   auto& st = *state_;
   if (outputs.size() != cotangents.size()) {
     throw ShapeError(std::string(op) + ": " + std::to_string(outputs.size()) + " outputs but " +
@@ -240,6 +304,16 @@ void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
                        results[i].shape().str() + ", input has shape " + inputs[i].shape().str());
     }
     if (in_slots[i] >= 0) st.needed[static_cast<std::size_t>(in_slots[i])] = 1;
+  }
+  if (check_alias && results_alias(op, results, in_slots, cotangents, tangents)) {
+    // A result buffer is also read by the sweep (a cotangent, a tangent, a saved value): sweep
+    // into fresh buffers, then copy out, when nothing is read any more.
+    std::vector<Tensor<T>> fresh;
+    fresh.reserve(results.size());
+    for (const Tensor<T>& r : results) fresh.push_back(Tensor<T>::uninitialized(r.shape()));
+    reverse_sweep(op, outputs, cotangents, inputs, tangents, fresh, second_order, false);
+    for (std::size_t i = 0; i < fresh.size(); ++i) results[i].copy_from(fresh[i]);
+    return;
   }
   // A slot needs an adjoint only if it depends on a requested input: one forward pass of flags.
   for (const auto& node : st.nodes) {
@@ -340,7 +414,7 @@ std::vector<Tensor<T>> Tape<T>::vjp(std::span<const Var<T>> outputs,
   std::vector<Tensor<T>> results;
   results.reserve(inputs.size());
   for (const auto& v : inputs) results.push_back(Tensor<T>::uninitialized(v.shape()));
-  reverse_sweep("Tape::vjp", outputs, cotangents, inputs, results, false);
+  reverse_sweep("Tape::vjp", outputs, cotangents, inputs, {}, results, false, false);
   return results;
 }
 
@@ -350,7 +424,7 @@ void Tape<T>::vjp_into(std::span<const Var<T>> outputs, std::span<const Tensor<T
   if (inputs.size() != input_cotangents.size())
     throw ShapeError("Tape::vjp_into: " + std::to_string(inputs.size()) + " inputs but " +
                      std::to_string(input_cotangents.size()) + " result buffers");
-  reverse_sweep("Tape::vjp_into", outputs, cotangents, inputs, input_cotangents, false);
+  reverse_sweep("Tape::vjp_into", outputs, cotangents, inputs, {}, input_cotangents, false, true);
 }
 
 template <Real T>
@@ -360,7 +434,7 @@ std::vector<Tensor<T>> Tape<T>::jvp(std::span<const Var<T>> inputs,
   std::vector<Tensor<T>> results;
   results.reserve(outputs.size());
   for (const auto& v : outputs) results.push_back(Tensor<T>::uninitialized(v.shape()));
-  forward_sweep("Tape::jvp", inputs, tangents, outputs, results);
+  forward_sweep("Tape::jvp", inputs, tangents, outputs, results, false);
   return results;
 }
 
@@ -370,7 +444,7 @@ void Tape<T>::jvp_into(std::span<const Var<T>> inputs, std::span<const Tensor<T>
   if (outputs.size() != output_tangents.size())
     throw ShapeError("Tape::jvp_into: " + std::to_string(outputs.size()) + " outputs but " +
                      std::to_string(output_tangents.size()) + " result buffers");
-  forward_sweep("Tape::jvp_into", inputs, tangents, outputs, output_tangents);
+  forward_sweep("Tape::jvp_into", inputs, tangents, outputs, output_tangents, true);
 }
 
 template <Real T>
@@ -381,7 +455,7 @@ std::vector<Tensor<T>> Tape<T>::hvp(std::span<const Var<T>> outputs,
   std::vector<Tensor<T>> results;
   results.reserve(inputs.size());
   for (const auto& v : inputs) results.push_back(Tensor<T>::uninitialized(v.shape()));
-  hvp_into(outputs, cotangents, inputs, tangents, results);
+  hvp_impl("Tape::hvp", outputs, cotangents, inputs, tangents, results, false);
   return results;
 }
 
@@ -389,11 +463,19 @@ template <Real T>
 void Tape<T>::hvp_into(std::span<const Var<T>> outputs, std::span<const Tensor<T>> cotangents,
                        std::span<const Var<T>> inputs, std::span<const Tensor<T>> tangents,
                        std::span<Tensor<T>> input_results) {
+  hvp_impl("Tape::hvp_into", outputs, cotangents, inputs, tangents, input_results, true);
+}
+
+template <Real T>
+void Tape<T>::hvp_impl(const char* op, std::span<const Var<T>> outputs,
+                       std::span<const Tensor<T>> cotangents, std::span<const Var<T>> inputs,
+                       std::span<const Tensor<T>> tangents, std::span<Tensor<T>> input_results,
+                       bool check_alias) {
   if (inputs.size() != input_results.size())
-    throw ShapeError("Tape::hvp: " + std::to_string(inputs.size()) + " inputs but " +
+    throw ShapeError(std::string(op) + ": " + std::to_string(inputs.size()) + " inputs but " +
                      std::to_string(input_results.size()) + " result buffers");
-  forward_sweep("Tape::hvp", inputs, tangents, {}, {});
-  reverse_sweep("Tape::hvp", outputs, cotangents, inputs, input_results, true);
+  forward_sweep(op, inputs, tangents, {}, {}, false);
+  reverse_sweep(op, outputs, cotangents, inputs, tangents, input_results, true, check_alias);
 }
 
 template class Tape<float>;

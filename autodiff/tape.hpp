@@ -59,6 +59,7 @@ struct TapeState {
   std::vector<unsigned char> needed;
   std::vector<Tensor<T>*> target;        // per sweep: caller buffer that receives a slot's result
   std::vector<std::int32_t> io_slots;    // per sweep: slots of the requested inputs/outputs
+  std::vector<const Tensor<T>*> saved_scratch;  // *_into alias checks: one record's residuals
 
   std::int32_t add_slot(const Shape& shape, std::int32_t node);
   void reset();
@@ -206,6 +207,13 @@ class Tape {
   std::vector<Tensor<T>> vjp(std::span<const Var<T>> outputs, std::span<const Tensor<T>> cotangents,
                              std::span<const Var<T>> inputs);
   /// Reverse mode into caller buffers (shapes of the inputs); no allocation after the first call.
+  /// Aliasing (this holds for every *_into below): a result buffer may share elements with an
+  /// argument the sweep reads (a tangent, a cotangent, or a value the tape saved, such as a
+  /// variable's own value); the sweep then runs into temporaries and copies them out at the end,
+  /// so the result is the same as without aliasing (at the cost of one allocation per call). Two
+  /// result buffers that share elements must be the same tensor requested for the same input
+  /// (both then receive the same result); otherwise ValueError naming the function and both
+  /// buffers, before anything is written.
   void vjp_into(std::span<const Var<T>> outputs, std::span<const Tensor<T>> cotangents,
                 std::span<const Var<T>> inputs, std::span<Tensor<T>> input_cotangents);
 
@@ -224,19 +232,34 @@ class Tape {
   /// cotangent 1 this is H v. Cost: one forward plus one reverse loop, each about twice a plain one.
   std::vector<Tensor<T>> hvp(std::span<const Var<T>> outputs, std::span<const Tensor<T>> cotangents,
                              std::span<const Var<T>> inputs, std::span<const Tensor<T>> tangents);
-  /// hvp into caller buffers; no allocation after the first call.
+  /// hvp into caller buffers; no allocation after the first call. A result buffer may be the
+  /// tangent itself (v <- H v) or any other argument: see vjp_into for aliasing.
   void hvp_into(std::span<const Var<T>> outputs, std::span<const Tensor<T>> cotangents,
                 std::span<const Var<T>> inputs, std::span<const Tensor<T>> tangents,
                 std::span<Tensor<T>> input_results);
 
  private:
   std::int32_t slot_of(const Var<T>& v, const char* op, const char* role, std::size_t k) const;
+  // check_alias: the result buffers come from the caller (the *_into functions) and may alias
+  // what the sweep reads; false for buffers the tape allocated itself.
   void forward_sweep(const char* op, std::span<const Var<T>> inputs,
                      std::span<const Tensor<T>> tangents, std::span<const Var<T>> outputs,
-                     std::span<Tensor<T>> output_tangents);
+                     std::span<Tensor<T>> output_tangents, bool check_alias);
+  // `tangents`: the seeds of the preceding forward sweep (second order only), read by this one.
   void reverse_sweep(const char* op, std::span<const Var<T>> outputs,
                      std::span<const Tensor<T>> cotangents, std::span<const Var<T>> inputs,
-                     std::span<Tensor<T>> input_results, bool second_order);
+                     std::span<const Tensor<T>> tangents, std::span<Tensor<T>> input_results,
+                     bool second_order, bool check_alias);
+  void hvp_impl(const char* op, std::span<const Var<T>> outputs,
+                std::span<const Tensor<T>> cotangents, std::span<const Var<T>> inputs,
+                std::span<const Tensor<T>> tangents, std::span<Tensor<T>> input_results,
+                bool check_alias);
+  // True if a result buffer shares elements with a tensor the sweep reads: one of `reads_a`,
+  // `reads_b`, or a residual saved by a record. Throws ValueError naming `op` if two result
+  // buffers share elements without being the same buffer for the same slot.
+  bool results_alias(const char* op, std::span<Tensor<T>> results,
+                     std::span<const std::int32_t> slots, std::span<const Tensor<T>> reads_a,
+                     std::span<const Tensor<T>> reads_b);
 
   friend struct detail::TapeAccess;
   std::shared_ptr<detail::TapeState<T>> state_;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <utility>
 
 #include <amari/nn/idx.hpp>
@@ -27,27 +28,52 @@ std::string resolve_fashion_file(const std::string& dir, const std::string& name
 
 }  // namespace
 
+namespace {
+
+// The Dataset invariant (dataset.hpp), checked with errors naming `op`.
 template <Real T>
-Dataset<T> make_dataset(Tensor<T> inputs, std::vector<int> labels, Index num_classes) {
+void check_dataset(const char* op, const Tensor<T>& inputs, const std::vector<int>& labels,
+                   Index num_classes) {
   if (!inputs.defined() || inputs.rank() != 2) {
     throw ShapeError(
-        "make_dataset: inputs must have rank 2 (N, D), got " +
+        std::string(op) + ": inputs must have rank 2 (N, D), got " +
         (inputs.defined() ? inputs.shape().str() : std::string("an undefined tensor")));
   }
   if (inputs.dim(0) != static_cast<Index>(labels.size())) {
-    throw ShapeError("make_dataset: inputs " + inputs.shape().str() + " have " +
+    throw ShapeError(std::string(op) + ": inputs " + inputs.shape().str() + " have " +
                      std::to_string(inputs.dim(0)) + " rows but there are " +
                      std::to_string(labels.size()) + " labels");
   }
   if (num_classes < 1) {
-    throw ValueError("make_dataset: num_classes must be >= 1, got " + std::to_string(num_classes));
+    throw ValueError(std::string(op) + ": num_classes must be >= 1, got " +
+                     std::to_string(num_classes));
   }
   for (std::size_t i = 0; i < labels.size(); ++i) {
     if (labels[i] < 0 || labels[i] >= num_classes) {
-      throw ValueError("make_dataset: label " + std::to_string(labels[i]) + " of example " +
+      throw ValueError(std::string(op) + ": label " + std::to_string(labels[i]) + " of example " +
                        std::to_string(i) + " is outside [0, " + std::to_string(num_classes) + ")");
     }
   }
+}
+
+}  // namespace
+
+template <Real T>
+Dataset<T>::Dataset(Tensor<T> inputs_, std::vector<int> labels_, Index num_classes_) {
+  check_dataset("Dataset", inputs_, labels_, num_classes_);
+  inputs = std::move(inputs_);
+  labels = std::move(labels_);
+  num_classes = num_classes_;
+}
+
+template <Real T>
+void Dataset<T>::check(const char* op) const {
+  check_dataset(op, inputs, labels, num_classes);
+}
+
+template <Real T>
+Dataset<T> make_dataset(Tensor<T> inputs, std::vector<int> labels, Index num_classes) {
+  check_dataset("make_dataset", inputs, labels, num_classes);
   return Dataset<T>{std::move(inputs), std::move(labels), num_classes};
 }
 
@@ -86,6 +112,7 @@ Dataset<T> load_fashion_mnist(Split split, const std::string& dir) {
 
 template <Real T>
 Dataset<T> take(const Dataset<T>& data, Index n) {
+  data.check("take");
   if (n < 0 || n > data.size()) {
     throw ValueError("take: cannot take the first " + std::to_string(n) +
                      " examples of a dataset of " + std::to_string(data.size()));
@@ -98,6 +125,7 @@ Dataset<T> take(const Dataset<T>& data, Index n) {
 
 template <Real T>
 std::vector<Index> class_counts(const Dataset<T>& data) {
+  data.check("class_counts");
   std::vector<Index> counts(static_cast<std::size_t>(data.num_classes), 0);
   for (int label : data.labels) {
     if (label < 0 || label >= data.num_classes) {
@@ -112,6 +140,7 @@ std::vector<Index> class_counts(const Dataset<T>& data) {
 template <Real T>
 Standardizer<T> Standardizer<T>::fit(const Dataset<T>& train, Standardization mode,
                                      double min_std) {
+  train.check("Standardizer::fit");
   const Index n = train.size();
   if (n < 1) throw ValueError("Standardizer::fit: the training set is empty");
   if (!(min_std >= 0)) {
@@ -121,14 +150,32 @@ Standardizer<T> Standardizer<T>::fit(const Dataset<T>& train, Standardization mo
   const T* x = train.inputs.data();
   const auto du = static_cast<std::size_t>(d);
 
+  // Refused, not propagated: a NaN mean or scale would turn every value of its column of every
+  // set it is applied to (the clean test set too) into NaN. Checked per column after each pass,
+  // before the global mode pools the columns, so the message can name the column at fault.
+  const auto refuse = [&](std::size_t j, const char* statistic) {
+    Index row = -1;
+    for (Index i = 0; i < n && row < 0; ++i)
+      if (!std::isfinite(x[i * d + static_cast<Index>(j)])) row = i;
+    throw ValueError(
+        "Standardizer::fit: column " + std::to_string(j) + " has a non-finite " + statistic +
+        (row >= 0 ? " (row " + std::to_string(row) + " holds " +
+                        std::to_string(static_cast<double>(x[row * d + static_cast<Index>(j)])) + ")"
+                  : std::string(" (its values are too large: their sum or squares overflow)")) +
+        "; clean or drop the bad values first");
+  };
+
   std::vector<double> sum(du, 0.0);
   for (Index i = 0; i < n; ++i) {
     for (Index j = 0; j < d; ++j) sum[static_cast<std::size_t>(j)] += x[i * d + j];
   }
+  for (std::size_t j = 0; j < du; ++j)
+    if (!std::isfinite(sum[j])) refuse(j, "mean");
   std::vector<double> mean(du);
   if (mode == Standardization::global) {
     double total = 0;
     for (double s : sum) total += s;
+    if (!std::isfinite(total)) refuse(0, "mean (global mode: the sum of all columns overflows)");
     std::fill(mean.begin(), mean.end(), total / static_cast<double>(n * d));
   } else {
     for (std::size_t j = 0; j < du; ++j) mean[j] = sum[j] / static_cast<double>(n);
@@ -141,9 +188,12 @@ Standardizer<T> Standardizer<T>::fit(const Dataset<T>& train, Standardization mo
       sq[static_cast<std::size_t>(j)] += dev * dev;
     }
   }
+  for (std::size_t j = 0; j < du; ++j)
+    if (!std::isfinite(sq[j])) refuse(j, "standard deviation");
   if (mode == Standardization::global) {
     double total = 0;
     for (double s : sq) total += s;
+    if (!std::isfinite(total)) refuse(0, "standard deviation (global mode: the squares of all columns overflow)");
     std::fill(sq.begin(), sq.end(), total / static_cast<double>(d));
   }
 
@@ -152,8 +202,14 @@ Standardizer<T> Standardizer<T>::fit(const Dataset<T>& train, Standardization mo
   s.scale_.resize(du);
   for (std::size_t j = 0; j < du; ++j) {
     const double sd = std::sqrt(sq[j] / static_cast<double>(n));
-    s.mean_[j] = static_cast<T>(mean[j]);
-    s.scale_[j] = static_cast<T>(sd < min_std ? 1.0 : sd);
+    const T mean_t = static_cast<T>(mean[j]), sd_t = static_cast<T>(sd);
+    if (!std::isfinite(mean_t)) refuse(j, "mean");  // finite in double, not in T
+    if (!std::isfinite(sd_t)) refuse(j, "standard deviation");
+    // A scale that is not a normal number of T (below min_std, or rounded to 0 or a subnormal in
+    // T) would blow values up to inf: such features are only centered.
+    const bool tiny = sd < min_std || !(sd_t >= std::numeric_limits<T>::min());
+    s.mean_[j] = mean_t;
+    s.scale_[j] = tiny ? T(1) : sd_t;
   }
   return s;
 }
@@ -181,6 +237,7 @@ Tensor<T> Standardizer<T>::apply(const Tensor<T>& inputs) const {
 
 template <Real T>
 Dataset<T> Standardizer<T>::apply(const Dataset<T>& data) const {
+  data.check("Standardizer::apply");
   return Dataset<T>{apply(data.inputs), data.labels, data.num_classes};
 }
 
@@ -213,6 +270,7 @@ template <Real T>
 Batches<T>::Batches(const Dataset<T>& data, Index batch_size, std::vector<Index> order,
                     LastBatch last)
     : data_(data), batch_size_(batch_size), order_(std::move(order)) {
+  data.check("Batches");
   const Index n = data.size();
   if (batch_size < 1 || batch_size > n) {
     throw ValueError("Batches: batch size must be in 1..N = " + std::to_string(n) +

@@ -20,20 +20,37 @@ namespace amari::nn {
 
 /// A labelled classification dataset held in memory: inputs (N, D), one label in
 /// [0, num_classes) per row. Copies share the inputs' storage (Tensor is a handle).
+///
+/// Invariant: inputs is a defined rank-2 tensor with exactly one row per label, num_classes >= 1
+/// and every label lies in [0, num_classes); the empty Dataset() (inputs (0, 0), no labels,
+/// num_classes 1) satisfies it too. Every constructor establishes it (ShapeError / ValueError
+/// otherwise), so a dataset built as Dataset<T>{inputs, labels, num_classes} cannot be
+/// inconsistent. The fields stay public for reading; code that assigns to them must keep the
+/// invariant, and every amari function taking a Dataset re-checks it (check(), O(N)) before
+/// reading, so an inconsistent one is refused, never read past its end.
 template <Real T>
 struct Dataset {
-  Tensor<T> inputs;         ///< (N, D), one example per row
-  std::vector<int> labels;  ///< N labels in [0, num_classes)
-  Index num_classes = 0;
+  Tensor<T> inputs = Tensor<T>(Shape{0, 0});  ///< (N, D), one example per row
+  std::vector<int> labels;                    ///< N labels in [0, num_classes)
+  Index num_classes = 1;
+
+  /// The empty dataset: no examples, no features, one class.
+  Dataset() = default;
+  /// Checks and takes the parts: inputs of rank 2 with one row per label (ShapeError otherwise),
+  /// num_classes >= 1 and every label in [0, num_classes) (ValueError otherwise).
+  Dataset(Tensor<T> inputs, std::vector<int> labels, Index num_classes);
 
   /// Number of examples N.
   Index size() const { return static_cast<Index>(labels.size()); }
   /// Number of features D.
   Index num_features() const { return inputs.dim(1); }
+  /// Throws (ShapeError / ValueError naming `op`) if the invariant above does not hold, e.g.
+  /// after a caller changed the fields. Cost O(N).
+  void check(const char* op) const;
 };
 
-/// Builds a dataset after checking it: inputs of rank 2 with one row per label (ShapeError
-/// otherwise), num_classes >= 1 and every label in [0, num_classes) (ValueError otherwise).
+/// Builds a dataset after checking it: the same as the constructor Dataset(inputs, labels,
+/// num_classes).
 template <Real T>
 Dataset<T> make_dataset(Tensor<T> inputs, std::vector<int> labels, Index num_classes);
 
@@ -77,14 +94,18 @@ enum class Standardization {
 /// Standardization x' = (x - mean) / std with statistics of a training set, to be applied
 /// unchanged to the training and the test set. Pixel data already comes scaled to [0, 1] from
 /// read_idx_images; this centers and rescales it further. Features whose standard deviation is
-/// below `min_std` (e.g. MNIST's always-black border pixels) are only centered, not divided, so no
-/// value becomes inf or nan.
+/// below `min_std` (e.g. MNIST's always-black border pixels), or is not a normal number of T, are
+/// only centered, not divided, so no value becomes inf or nan. Statistics are always finite: fit()
+/// refuses a training set whose mean or standard deviation is not (one NaN or inf value, or values
+/// whose squares overflow), so a bad training value can never spread into a clean test set.
 template <Real T>
 class Standardizer {
  public:
   /// Statistics of `train.inputs` (N >= 1; ValueError otherwise), accumulated in double with two
   /// passes (mean, then squared deviations) for accuracy. Population standard deviation (divides
-  /// by N). Cost: two passes over N * D values.
+  /// by N). ValueError naming the column (and the first row holding a NaN or inf in it, if any)
+  /// when a statistic is not finite; ShapeError / ValueError if `train` breaks the Dataset
+  /// invariant. Cost: two passes over N * D values.
   static Standardizer fit(const Dataset<T>& train,
                           Standardization mode = Standardization::per_feature,
                           double min_std = 1e-6);

@@ -1,6 +1,9 @@
 #include <amari/nn/heads.hpp>
 
 #include <cmath>
+#include <cstdio>
+#include <initializer_list>
+#include <limits>
 
 #include <amari/autodiff/kernels/reduce.hpp>
 #include <amari/nn/random.hpp>
@@ -29,6 +32,22 @@ void check_out(const char* op, const Tensor<T>& z, const Tensor<T>& out, const c
   }
 }
 
+// Runs compute(dst) with dst = out, or, when out shares elements with one of `inputs` (which
+// compute reads while it writes dst), with dst a fresh tensor copied into out at the end. So every
+// out-parameter function gives the same numbers whether or not out aliases an argument.
+template <Real T, class F>
+void into(Tensor<T>& out, std::initializer_list<const Tensor<T>*> inputs, const F& compute) {
+  for (const Tensor<T>* in : inputs) {
+    if (out.overlaps(*in)) {
+      Tensor<T> tmp = Tensor<T>::uninitialized(out.shape());
+      compute(tmp);
+      out.copy_from(tmp);
+      return;
+    }
+  }
+  compute(out);
+}
+
 // sigmoid without overflow for either sign of z.
 inline double stable_sigmoid(double z) {
   if (z >= 0) return 1.0 / (1.0 + std::exp(-z));
@@ -54,24 +73,30 @@ template <Real T>
 void SoftmaxCrossEntropy<T>::mean(const Tensor<T>& z, Tensor<T>& mu) const {
   check_logits("softmax_cross_entropy::mean", z.shape());
   check_out("softmax_cross_entropy::mean", z, mu, "output");
-  kernels::softmax(kernels::axis_view(z.shape(), 1), z.data(), mu.data());
+  into(mu, {&z}, [&](Tensor<T>& dst) {
+    kernels::softmax(kernels::axis_view(z.shape(), 1), z.data(), dst.data());
+  });
 }
 
 template <Real T>
 void SoftmaxCrossEntropy<T>::gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
   check_logits("softmax_cross_entropy::gradient", z.shape(), &y.shape());
   check_out("softmax_cross_entropy::gradient", z, out, "output");
-  mean(z, out);
-  const T inv_n = T(1) / static_cast<T>(z.shape()[0]);
-  for (Index k = 0; k < out.size(); ++k) out[k] = (out[k] - y[k]) * inv_n;  // (p - y) / N
+  into(out, {&z, &y}, [&](Tensor<T>& dst) {
+    mean(z, dst);
+    const T inv_n = T(1) / static_cast<T>(z.shape()[0]);
+    for (Index k = 0; k < dst.size(); ++k) dst[k] = (dst[k] - y[k]) * inv_n;  // (p - y) / N
+  });
 }
 
 template <Real T>
 void SoftmaxCrossEntropy<T>::score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
   check_logits("softmax_cross_entropy::score", z.shape(), &y.shape());
   check_out("softmax_cross_entropy::score", z, out, "output");
-  mean(z, out);
-  for (Index k = 0; k < out.size(); ++k) out[k] = y[k] - out[k];  // T(y) - mu(z), SEED-NOTES 3
+  into(out, {&z, &y}, [&](Tensor<T>& dst) {
+    mean(z, dst);
+    for (Index k = 0; k < dst.size(); ++k) dst[k] = y[k] - dst[k];  // T(y) - mu(z), SEED-NOTES 3
+  });
 }
 
 template <Real T>
@@ -79,6 +104,14 @@ void SoftmaxCrossEntropy<T>::hessian_product(const Tensor<T>& z, const Tensor<T>
   check_logits("softmax_cross_entropy::hessian_product", z.shape());
   check_out("softmax_cross_entropy::hessian_product", z, a, "direction");
   check_out("softmax_cross_entropy::hessian_product", z, out, "output");
+  // out == a exactly (the in-place product of the curvature code) needs one scratch row, below;
+  // any other overlap with a or z goes through a temporary.
+  if (out.overlaps(z) || (out.overlaps(a) && !out.same_storage(a))) {
+    Tensor<T> tmp = Tensor<T>::uninitialized(out.shape());
+    hessian_product(z, a, tmp);
+    out.copy_from(tmp);
+    return;
+  }
   const Index n = z.shape()[0], c = z.shape()[1];
   const bool aliased = out.same_storage(a);
   // p goes into out's row first (no allocation); only when out aliases a does a scratch row hold p.
@@ -137,7 +170,9 @@ template <Real T>
 void SigmoidBernoulli<T>::mean(const Tensor<T>& z, Tensor<T>& mu) const {
   check_logits("sigmoid_bernoulli::mean", z.shape());
   check_out("sigmoid_bernoulli::mean", z, mu, "output");
-  for (Index k = 0; k < z.size(); ++k) mu[k] = static_cast<T>(stable_sigmoid(z[k]));
+  into(mu, {&z}, [&](Tensor<T>& dst) {
+    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>(stable_sigmoid(z[k]));
+  });
 }
 
 template <Real T>
@@ -145,14 +180,18 @@ void SigmoidBernoulli<T>::gradient(const Tensor<T>& z, const Tensor<T>& y, Tenso
   check_logits("sigmoid_bernoulli::gradient", z.shape(), &y.shape());
   check_out("sigmoid_bernoulli::gradient", z, out, "output");
   const double inv_n = 1.0 / static_cast<double>(z.shape()[0]);
-  for (Index k = 0; k < z.size(); ++k) out[k] = static_cast<T>((stable_sigmoid(z[k]) - y[k]) * inv_n);
+  into(out, {&z, &y}, [&](Tensor<T>& dst) {
+    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>((stable_sigmoid(z[k]) - y[k]) * inv_n);
+  });
 }
 
 template <Real T>
 void SigmoidBernoulli<T>::score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
   check_logits("sigmoid_bernoulli::score", z.shape(), &y.shape());
   check_out("sigmoid_bernoulli::score", z, out, "output");
-  for (Index k = 0; k < z.size(); ++k) out[k] = static_cast<T>(y[k] - stable_sigmoid(z[k]));
+  into(out, {&z, &y}, [&](Tensor<T>& dst) {
+    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>(y[k] - stable_sigmoid(z[k]));
+  });
 }
 
 template <Real T>
@@ -160,10 +199,12 @@ void SigmoidBernoulli<T>::hessian_product(const Tensor<T>& z, const Tensor<T>& a
   check_logits("sigmoid_bernoulli::hessian_product", z.shape());
   check_out("sigmoid_bernoulli::hessian_product", z, a, "direction");
   check_out("sigmoid_bernoulli::hessian_product", z, out, "output");
-  for (Index k = 0; k < z.size(); ++k) {
-    const double p = stable_sigmoid(z[k]);
-    out[k] = static_cast<T>(p * (1 - p) * a[k]);  // diag(p (1 - p)) a, SEED-NOTES 3
-  }
+  into(out, {&z, &a}, [&](Tensor<T>& dst) {
+    for (Index k = 0; k < z.size(); ++k) {
+      const double p = stable_sigmoid(z[k]);
+      dst[k] = static_cast<T>(p * (1 - p) * a[k]);  // diag(p (1 - p)) a, SEED-NOTES 3
+    }
+  });
 }
 
 template <Real T>
@@ -186,6 +227,19 @@ Gaussian<T>::Gaussian(double sigma) : sigma_(sigma) {
   if (!(sigma > 0) || !std::isfinite(sigma)) {
     throw ValueError("Gaussian: sigma must be positive and finite, got " + std::to_string(sigma));
   }
+  // Validated in the precision of use: the products scale by sigma (sample) and by 1 / sigma^2
+  // (loss, gradient, score, H_L) in T, so both must be finite, normal numbers of T. In double
+  // sigma = 1e-200 gives 1 / sigma^2 = inf; in float sigma = 1e-20 does.
+  constexpr T kMin = std::numeric_limits<T>::min(), kMax = std::numeric_limits<T>::max();
+  const double inv_var = 1.0 / (sigma * sigma);
+  const auto normal_in_t = [&](double v) { return v >= kMin && v <= kMax; };
+  if (!normal_in_t(sigma) || !normal_in_t(inv_var)) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g (1 / sigma^2 = %g)", sigma, inv_var);
+    throw ValueError(std::string("Gaussian: sigma = ") + buf + " is out of range for " +
+                     dtype_name(dtype_of<T>) +
+                     ": sigma and 1 / sigma^2 must be finite, normal numbers in that type");
+  }
 }
 
 template <Real T>
@@ -205,7 +259,7 @@ template <Real T>
 void Gaussian<T>::mean(const Tensor<T>& z, Tensor<T>& mu) const {
   check_logits("gaussian::mean", z.shape());
   check_out("gaussian::mean", z, mu, "output");
-  mu.copy_from(z);
+  mu.copy_from(z);  // memmove: any overlap is fine
 }
 
 template <Real T>
@@ -213,7 +267,9 @@ void Gaussian<T>::gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& ou
   check_logits("gaussian::gradient", z.shape(), &y.shape());
   check_out("gaussian::gradient", z, out, "output");
   const double s = 1.0 / (sigma_ * sigma_ * static_cast<double>(z.shape()[0]));
-  for (Index k = 0; k < z.size(); ++k) out[k] = static_cast<T>((z[k] - y[k]) * s);
+  into(out, {&z, &y}, [&](Tensor<T>& dst) {
+    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>((z[k] - y[k]) * s);
+  });
 }
 
 template <Real T>
@@ -221,7 +277,9 @@ void Gaussian<T>::score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) 
   check_logits("gaussian::score", z.shape(), &y.shape());
   check_out("gaussian::score", z, out, "output");
   const double s = 1.0 / (sigma_ * sigma_);
-  for (Index k = 0; k < z.size(); ++k) out[k] = static_cast<T>((y[k] - z[k]) * s);
+  into(out, {&z, &y}, [&](Tensor<T>& dst) {
+    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>((y[k] - z[k]) * s);
+  });
 }
 
 template <Real T>
@@ -230,7 +288,9 @@ void Gaussian<T>::hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor
   check_out("gaussian::hessian_product", z, a, "direction");
   check_out("gaussian::hessian_product", z, out, "output");
   const T s = static_cast<T>(1.0 / (sigma_ * sigma_));
-  for (Index k = 0; k < z.size(); ++k) out[k] = a[k] * s;  // I / sigma^2, SEED-NOTES 3
+  into(out, {&a}, [&](Tensor<T>& dst) {
+    for (Index k = 0; k < z.size(); ++k) dst[k] = a[k] * s;  // I / sigma^2, SEED-NOTES 3
+  });
 }
 
 template <Real T>

@@ -47,7 +47,9 @@ enum class TorchLayout {
   hwio,        ///< a Conv2d weight: amari (KH, KW, C_in/groups, C_out), PyTorch (C_out, C_in/groups, KH, KW)
 };
 
-/// Declaration of one parameter tensor.
+/// Declaration of one parameter tensor. Constructing one with an initializer that is undefined
+/// for its fans is a ValueError naming the parameter (see check_init()), so a layer cannot
+/// declare a parameter that would initialize to NaN.
 struct ParamSpec {
   std::string name;  ///< e.g. "0.weight"
   Shape shape;
@@ -55,6 +57,37 @@ struct ParamSpec {
   Index fan_in = 0;
   Index fan_out = 0;
   TorchLayout torch_layout = TorchLayout::same;
+
+  ParamSpec() = default;
+  /// The declaration {name, shape, init, fan_in, fan_out, torch_layout}; checks the init.
+  ParamSpec(std::string name_, Shape shape_, Init init_ = Init::zeros, Index fan_in_ = 0,
+            Index fan_out_ = 0, TorchLayout torch_layout_ = TorchLayout::same)
+      : name(std::move(name_)),
+        shape(shape_),
+        init(init_),
+        fan_in(fan_in_),
+        fan_out(fan_out_),
+        torch_layout(torch_layout_) {
+    check_init();
+  }
+
+  /// ValueError naming the parameter if its initializer is undefined for its fans: negative fans
+  /// for any init; for a parameter with elements, xavier_uniform needs fan_in + fan_out > 0 and
+  /// he_normal fan_in > 0 (both divide by them). torch_uniform with fan_in 0 is defined: the
+  /// bound 1 / sqrt(fan_in) is taken as 0 and the parameter starts at 0.
+  void check_init() const {
+    const auto refuse = [&](const char* needs) {
+      throw ValueError("parameter \"" + name + "\" of shape " + shape.str() + ": " + needs +
+                       ", got fan_in = " + std::to_string(fan_in) + " and fan_out = " +
+                       std::to_string(fan_out) + " (set them in its ParamSpec)");
+    };
+    if (fan_in < 0 || fan_out < 0) refuse("fans must be >= 0");
+    if (shape.numel() == 0) return;  // nothing is drawn
+    // Summed in double: two fans near Index's maximum must not overflow.
+    if (init == Init::xavier_uniform && static_cast<double>(fan_in) + static_cast<double>(fan_out) <= 0)
+      refuse("xavier_uniform divides by fan_in + fan_out, which must be > 0");
+    if (init == Init::he_normal && fan_in <= 0) refuse("he_normal divides by fan_in, which must be > 0");
+  }
 };
 
 /// Declaration of one tensor of non-parameter state: saved and loaded with the model, never

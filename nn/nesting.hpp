@@ -44,25 +44,34 @@ class NestingLevel {
   NestingLevel& operator=(const NestingLevel&) = delete;
 };
 
-/// Drops the references in `children` without recursion: a container destroyed while the queue
-/// is being drained appends its own children instead of destroying them in place. noexcept as a
-/// destructor must be (a failed allocation of the queue terminates, as any destructor would).
+/// Drops the references in `children` without recursion: the outermost container being destroyed
+/// on a thread drains a queue on its own stack frame, and a container destroyed while it drains
+/// appends its children to that queue instead of destroying them in place. Only trivially
+/// destructible thread_locals are used, so a container destroyed during static or thread-exit
+/// destruction is safe too. noexcept as a destructor must be (a failed allocation of the queue
+/// terminates, as any destructor would).
 template <class Ptr>
 void release_children(std::vector<Ptr>& children) noexcept {
-  thread_local std::vector<std::shared_ptr<const void>> pending;
-  thread_local bool draining = false;
+  thread_local std::vector<std::shared_ptr<const void>>* queue = nullptr;  // set while draining
+  if (queue) {
+    for (auto& c : children) {
+      if (c) queue->push_back(std::move(c));
+    }
+    children.clear();
+    return;
+  }
+  std::vector<std::shared_ptr<const void>> local;
   for (auto& c : children) {
-    if (c) pending.push_back(std::move(c));
+    if (c) local.push_back(std::move(c));
   }
   children.clear();
-  if (draining) return;
-  draining = true;
-  while (!pending.empty()) {
-    std::shared_ptr<const void> last = std::move(pending.back());
-    pending.pop_back();
-    last.reset();  // may run a container's destructor, which appends to `pending` and returns
+  queue = &local;
+  while (!local.empty()) {
+    std::shared_ptr<const void> last = std::move(local.back());
+    local.pop_back();
+    last.reset();  // may run a container's destructor, which appends to `local` and returns
   }
-  draining = false;
+  queue = nullptr;
 }
 
 }  // namespace detail

@@ -16,10 +16,23 @@
 //   for (size_t i = 0; i < params.size(); ++i) optimizers[i].step(params[i], grads[i]);
 //
 // Numerics: the state (velocity, moments) is kept in T and the update is computed in T, as in
-// PyTorch; the hyperparameters are stored in double and rounded to T once per step. Before
-// anything is modified, the gradient is scanned for NaN and infinity; a bad gradient throws
-// ValueError and leaves the parameters and the state as they were, so the caller can skip the
-// batch or lower the learning rate and continue.
+// PyTorch; the hyperparameters are stored in double and rounded to T once per step, so they are
+// validated in T too: a learning rate or weight decay that is infinite in T (1e39 in float) or
+// rounds to 0 there, a momentum or beta that rounds to 1, an epsilon that is not a normal number of
+// T (1e-50 in float) are ValueErrors at construction (and in set_learning_rate).
+//
+// Guards on what is read and on what is written (strong guarantee): a step first computes every
+// new value without storing any (a dry run), then stores them. If the gradient holds NaN or
+// infinity, or if the update would turn a finite parameter or state element into inf or NaN (a
+// huge but finite gradient, a huge learning rate), step() throws ValueError naming the optimizer,
+// the element and the value, and the parameters, the state and the step count are exactly as they
+// were: the caller can skip the batch or lower the learning rate and continue. Parameters that
+// already were inf or NaN are not refused again. Cost: the dry run reads the parameters, gradient
+// and state once more (no extra memory).
+//
+// Value semantics: an optimizer is a value. Copying one copies its options, its step count and
+// its state tensors (deep copies, clone()), so a copy made as a snapshot is unaffected by later
+// steps of the original and vice versa. Moving transfers the state.
 #pragma once
 
 #include <cstdint>
@@ -37,8 +50,10 @@ class Optimizer {
   virtual ~Optimizer() = default;
   /// One update of `params` in place from `gradient` (same shape, any rank; ShapeError otherwise,
   /// and also if the size differs from the one the state was allocated for). ValueError naming the
-  /// optimizer and the first bad index if the gradient holds NaN or infinity; nothing is modified
-  /// then. Cost O(size), a few passes, no allocation after the first step.
+  /// optimizer and the first bad index if the gradient holds NaN or infinity, or if the update
+  /// would make a finite parameter or state element non-finite; nothing is modified then (not the
+  /// parameters, the state or the step count). Cost O(size), a dry run and a commit pass, no
+  /// allocation after the first step.
   virtual void step(Tensor<T>& params, const Tensor<T>& gradient) = 0;
   /// Forgets the state (velocity, moments, step count): the next step is like the first.
   virtual void reset() = 0;
@@ -47,11 +62,11 @@ class Optimizer {
   /// The current learning rate.
   virtual double learning_rate() const = 0;
   /// Changes the learning rate for the following steps (schedules, recovery after a bad step);
-  /// the state is kept. ValueError if it is negative or not finite.
+  /// the state is kept. ValueError if it is negative, not finite in T, or rounds to 0 in T.
   virtual void set_learning_rate(double learning_rate) = 0;
 };
 
-/// Options of Sgd. All must be finite.
+/// Options of Sgd. All must be finite, also when rounded to T (see the file comment).
 struct SgdOptions {
   double learning_rate = 0.01;  ///< >= 0
   double momentum = 0;          ///< mu in [0, 1); 0 disables the velocity buffer
@@ -68,6 +83,15 @@ class Sgd final : public Optimizer<T> {
  public:
   /// ValueError naming the option and its value if an option is out of range.
   explicit Sgd(SgdOptions options = {});
+  /// Deep copy: the velocity is cloned.
+  Sgd(const Sgd& other)
+      : options_(other.options_), velocity_(other.velocity_.clone()), steps_(other.steps_) {}
+  Sgd& operator=(const Sgd& other) {
+    if (this != &other) *this = Sgd(other);
+    return *this;
+  }
+  Sgd(Sgd&&) noexcept = default;
+  Sgd& operator=(Sgd&&) noexcept = default;
   void step(Tensor<T>& params, const Tensor<T>& gradient) override;
   void reset() override;
   std::string describe() const override;
@@ -85,12 +109,12 @@ class Sgd final : public Optimizer<T> {
   std::int64_t steps_ = 0;
 };
 
-/// Options of Adam. All must be finite.
+/// Options of Adam. All must be finite, also when rounded to T (see the file comment).
 struct AdamOptions {
   double learning_rate = 1e-3;  ///< >= 0
   double beta1 = 0.9;           ///< in [0, 1): decay of the first moment
   double beta2 = 0.999;         ///< in [0, 1): decay of the second moment
-  double epsilon = 1e-8;        ///< > 0: added to sqrt(v_hat) in the denominator
+  double epsilon = 1e-8;        ///< > 0 and a normal number of T: added to sqrt(v_hat)
   double weight_decay = 0;      ///< >= 0
   /// false: L2 penalty added to the gradient (Adam, like torch.optim.Adam's weight_decay).
   /// true: decoupled decay p -= lr wd p before the Adam step (AdamW, Loshchilov & Hutter 2019).
@@ -107,6 +131,15 @@ class Adam final : public Optimizer<T> {
  public:
   /// ValueError naming the option and its value if an option is out of range.
   explicit Adam(AdamOptions options = {});
+  /// Deep copy: both moments are cloned.
+  Adam(const Adam& other)
+      : options_(other.options_), m_(other.m_.clone()), v_(other.v_.clone()), steps_(other.steps_) {}
+  Adam& operator=(const Adam& other) {
+    if (this != &other) *this = Adam(other);
+    return *this;
+  }
+  Adam(Adam&&) noexcept = default;
+  Adam& operator=(Adam&&) noexcept = default;
   void step(Tensor<T>& params, const Tensor<T>& gradient) override;
   void reset() override;
   std::string describe() const override;

@@ -18,11 +18,17 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
     }
     dims[static_cast<std::size_t>(i)] = da == 1 ? db : da;
   }
-  return Shape(std::span<const Index>(dims.data(), static_cast<std::size_t>(rank)));
+  try {
+    return Shape(std::span<const Index>(dims.data(), static_cast<std::size_t>(rank)));
+  } catch (const SizeError&) {
+    throw SizeError(std::string(op) + ": broadcasting shapes " + a.str() + " and " + b.str() +
+                    " gives more than 2^48 elements");
+  }
 }
 
 template <class T>
 void sum_to_accumulate(const T* src, const Shape& src_shape, T* dst, const Shape& dst_shape) {
+  if (src_shape.numel() == 0 || dst_shape.numel() == 0) return;
   if (src_shape == dst_shape) {
     map_accumulate(src_shape.numel(), dst, []<class B>(B s) { return s; }, src);
     return;

@@ -77,6 +77,7 @@ void map_range(Index begin, Index end, T* out, const F& f, P... in) {
 
 template <bool kAccumulate, class T, class F, class... In>
 void map_flat(Index n, T* out, const F& f, const In*... in) {
+  if (n <= 0) return;
   if (n < kParallelElements || omp_get_max_threads() == 1) {
     map_range<kAccumulate>(Index{0}, n, out, f, std::pair<const T*, Index>{in, 1}...);
     return;
@@ -89,7 +90,8 @@ void map_flat(Index n, T* out, const F& f, const In*... in) {
   }
 }
 
-// Shapes padded on the left to rank 4, and element strides with 0 on broadcast axes.
+// Shapes padded on the left to rank 4, and element strides with 0 on broadcast axes. Only called
+// for shapes with elements, whose partial products cannot overflow (at most kMaxElements).
 struct Layout4 {
   std::array<Index, 4> dims{1, 1, 1, 1};
   std::array<Index, 4> strides{0, 0, 0, 0};
@@ -133,13 +135,18 @@ void map_accumulate(Index n, T* out, const F& f, const In*... in) {
 }
 
 /// NumPy-style broadcast of two shapes (aligned on the right; a dimension of 1 stretches).
-/// Throws ShapeError naming `op` and both shapes when they are incompatible.
+/// Throws ShapeError naming `op` and both shapes when they are incompatible, SizeError naming them
+/// when the result would have more than kMaxElements elements.
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
 
 /// out = f(inputs...) with every input broadcast to `out_shape` (each input is a (pointer, shape)
-/// pair). kAccumulate adds into out instead of overwriting.
+/// pair). kAccumulate adds into out instead of overwriting. Returns at once when out_shape has no
+/// elements, however large its other extents: no loop runs over them.
 template <bool kAccumulate, class T, class F, class... P>
 void broadcast_map(const Shape& out_shape, T* out, const F& f, const P&... in) {
+  // An empty output has an empty input too (0 broadcasts only against 0 or 1), and its other
+  // extents may be as large as Index allows: neither the rows nor the strides are computed then.
+  if (out_shape.numel() == 0) return;
   const bool flat = ((in.second == out_shape) && ...);
   if (flat) {
     detail::map_flat<kAccumulate>(out_shape.numel(), out, f, in.first...);
@@ -168,7 +175,8 @@ void broadcast_map(const Shape& out_shape, T* out, const F& f, const P&... in) {
 }
 
 /// dst += src summed over the axes along which dst's shape was broadcast to src's shape
-/// (the adjoint of broadcasting). Deterministic: fixed summation order.
+/// (the adjoint of broadcasting). Deterministic: fixed summation order. Nothing to add when either
+/// shape has no elements (an empty src sums to zero).
 template <class T>
 void sum_to_accumulate(const T* src, const Shape& src_shape, T* dst, const Shape& dst_shape);
 

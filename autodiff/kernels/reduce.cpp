@@ -8,9 +8,13 @@ namespace amari::kernels {
 
 AxisView axis_view(const Shape& shape, int axis) {
   AxisView v;
-  for (int a = 0; a < axis; ++a) v.outer *= shape[a];
+  // Saturating products: an empty shape may have other extents whose product overflows Index.
+  v.outer = shape.partial_numel(0, axis);
   v.n = shape[axis];
-  for (int a = axis + 1; a < shape.rank(); ++a) v.inner *= shape[a];
+  v.inner = shape.partial_numel(axis + 1, shape.rank());
+  // No slice at all when an axis other than the reduced one is empty: every kernel then loops
+  // over nothing, whatever the other extents are.
+  if (v.outer == 0 || v.inner == 0) v.outer = v.inner = 0;
   return v;
 }
 
@@ -33,6 +37,7 @@ Shape reduced_shape(const Shape& shape, int axis, bool keep_dims) {
 
 template <class T>
 void reduce_sum(AxisView v, const T* x, T* y) {
+  if (v.outer == 0) return;  // no output element
   std::vector<double> acc(static_cast<std::size_t>(v.inner));
   for (Index o = 0; o < v.outer; ++o) {
     std::fill(acc.begin(), acc.end(), 0.0);
@@ -45,6 +50,7 @@ void reduce_sum(AxisView v, const T* x, T* y) {
 
 template <class T>
 void reduce_dot(AxisView v, const T* a, const T* b, T* y) {
+  if (v.outer == 0) return;  // no output element
   std::vector<double> acc(static_cast<std::size_t>(v.inner));
   for (Index o = 0; o < v.outer; ++o) {
     std::fill(acc.begin(), acc.end(), 0.0);
@@ -60,6 +66,7 @@ void reduce_dot(AxisView v, const T* a, const T* b, T* y) {
 
 template <class T>
 void reduce_max(AxisView v, const T* x, T* y) {
+  if (v.outer == 0) return;  // no output element
   for (Index o = 0; o < v.outer; ++o) {
     for (Index i = 0; i < v.inner; ++i) {
       T m = -std::numeric_limits<T>::infinity();
@@ -78,6 +85,7 @@ void reduce_max(AxisView v, const T* x, T* y) {
 
 template <class T>
 void argmax_of(AxisView v, const T* x, const T* max, Index* idx) {
+  if (v.outer == 0) return;  // no output element
   for (Index o = 0; o < v.outer; ++o) {
     for (Index i = 0; i < v.inner; ++i) {
       const T m = max[o * v.inner + i];
@@ -98,6 +106,7 @@ namespace {
 // Calls f(o, i, m, lse) for every slice: m its max, lse its log-sum-exp.
 template <class T, class F>
 void for_each_slice_lse(AxisView v, const T* x, F f) {
+  if (v.outer == 0) return;  // no slice
   for (Index o = 0; o < v.outer; ++o) {
     for (Index i = 0; i < v.inner; ++i) {
       const T* s = x + o * v.n * v.inner + i;
@@ -132,6 +141,7 @@ void reduce_logsumexp(AxisView v, const T* x, T* y) {
 
 template <class T>
 void softmax(AxisView v, const T* x, T* y) {
+  if (v.outer == 0 || v.n == 0) return;  // no element to write
   for_each_slice_lse(v, x, [&](Index o, Index i, T lse) {
     for (Index j = 0; j < v.n; ++j) {
       const Index k = (o * v.n + j) * v.inner + i;
@@ -142,6 +152,7 @@ void softmax(AxisView v, const T* x, T* y) {
 
 template <class T>
 void log_softmax(AxisView v, const T* x, T* y) {
+  if (v.outer == 0 || v.n == 0) return;  // no element to write
   for_each_slice_lse(v, x, [&](Index o, Index i, T lse) {
     for (Index j = 0; j < v.n; ++j) {
       const Index k = (o * v.n + j) * v.inner + i;

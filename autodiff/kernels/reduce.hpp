@@ -16,7 +16,11 @@ struct AxisView {
   Index inner = 1;
 };
 
-/// View of `shape` for a reduction along `axis` (already normalized to 0..rank-1).
+/// View of `shape` for a reduction along `axis` (already normalized to 0..rank-1). When an axis
+/// other than `axis` is empty, outer = inner = 0 (no slice); the products never overflow. Every
+/// kernel below returns at once when there is no slice (and softmax / log_softmax when n = 0);
+/// a reduction over an empty axis (n = 0) writes its identity: 0 for sums, -inf for max and
+/// logsumexp.
 AxisView axis_view(const Shape& shape, int axis);
 /// Shape after reducing `axis` of `shape`: the axis becomes 1 (keep_dims) or disappears.
 Shape reduced_shape(const Shape& shape, int axis, bool keep_dims);

@@ -169,12 +169,19 @@ class Node final : public NodeBase<T> {
   Node(const Op& op, Saved<T, Op::arity> s) : op_(op), s_(std::move(s)) {}
   const char* name() const override { return Op::name; }
   bool is_linear() const override { return is_linear_op<Op>(); }
-  void jvp(const Tensor<T>* const* dx, Tensor<T>& dy) const override { call_jvp(op_, s_, dx, dy); }
+  // An empty output has nothing to write (JVP), and J^T ybar and its tangent are 0 for an empty
+  // ybar: the rules are skipped, so none loops over the other extents of an empty tensor.
+  void jvp(const Tensor<T>* const* dx, Tensor<T>& dy) const override {
+    if (dy.size() == 0) return;
+    call_jvp(op_, s_, dx, dy);
+  }
   void vjp(const Tensor<T>& ybar, Tensor<T>* const* xbar) const override {
+    if (ybar.size() == 0) return;
     call_vjp(op_, s_, ybar, xbar);
   }
   void vjp_tangent(const Tensor<T>* const* dx, const Tensor<T>& dy, const Tensor<T>& ybar,
                    Tensor<T>* const* xbar_dot) const override {
+    if (ybar.size() == 0) return;
     call_vjp_tangent(op_, s_, dx, dy, ybar, xbar_dot);
   }
   void collect_saved(std::vector<const Tensor<T>*>& out) const override {
@@ -244,13 +251,15 @@ void require_defined(const X&... xs) {
   (check(xs), ...);
 }
 
-/// Plain evaluation: the primal rule only.
+/// Plain evaluation: the primal rule only. In every mode a rule whose output has no elements is
+/// not called: the output shape was checked, and there is nothing to write (a rule would only
+/// loop over the other extents, which may be as large as Index allows).
 template <class Op, Real T, class... X>
   requires(sizeof...(X) + 1 == Op::arity && (std::same_as<X, Tensor<T>> && ...))
 Tensor<T> apply(const Op& op, const Tensor<T>& x0, const X&... xs) {
   require_defined<Op>(x0, xs...);
   Tensor<T> y = Tensor<T>::uninitialized(op.output_shape(x0.shape(), xs.shape()...));
-  op.primal(x0, xs..., y);
+  if (y.size() > 0) op.primal(x0, xs..., y);
   return y;
 }
 
@@ -260,13 +269,13 @@ template <class Op, Real T, class... X>
 Dual<T> apply(const Op& op, const Dual<T>& x0, const X&... xs) {
   require_defined<Op>(x0, xs...);
   Tensor<T> y = Tensor<T>::uninitialized(op.output_shape(x0.shape(), xs.shape()...));
-  op.primal(x0.primal(), xs.primal()..., y);
+  if (y.size() > 0) op.primal(x0.primal(), xs.primal()..., y);
   if (!(x0.has_tangent() || ... || xs.has_tangent())) return Dual<T>(std::move(y));
   Saved<T, Op::arity> s{{x0.primal(), xs.primal()...}, y};
   const Tensor<T>* dx[Op::arity] = {x0.has_tangent() ? &x0.tangent() : nullptr,
                                     (xs.has_tangent() ? &xs.tangent() : nullptr)...};
   Tensor<T> dy = Tensor<T>::uninitialized(y.shape());
-  call_jvp(op, s, dx, dy);
+  if (dy.size() > 0) call_jvp(op, s, dx, dy);
   return Dual<T>(std::move(y), std::move(dy));
 }
 
@@ -292,7 +301,7 @@ Var<T> apply(const Op& op, const Var<T>& x0, const X&... xs) {
     tape = t;
   }
   Tensor<T> y = Tensor<T>::uninitialized(op.output_shape(x0.shape(), xs.shape()...));
-  op.primal(x0.value(), xs.value()..., y);
+  if (y.size() > 0) op.primal(x0.value(), xs.value()..., y);
   if (!tape) return Var<T>(std::move(y));
 
   Saved<T, Op::arity> s;

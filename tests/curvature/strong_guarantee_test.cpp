@@ -101,5 +101,5 @@ TEST_CASE("RecordedModel: the record is a snapshot and a value that survives mov
   // A record without a loss refuses loss sweeps with a message naming the call.
   nn::RecordedModel<double> plain(p.model, p.x);
   CHECK_THROWS_WITH(plain.gradient(g1), Catch::Contains("RecordedModel::gradient"));
-  CHECK_THROWS_AS(nn::RecordedModel<double>(p.model, p.x, {.head = &p.head}), ValueError);
+  CHECK_THROWS_AS(nn::RecordedModel<double>(p.model, p.x, {.head = &p.head, .targets = {}}), ValueError);
 }
