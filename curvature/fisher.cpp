@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <amari/curvature/detail/sampled_scores.hpp>
+
 namespace amari::curvature {
 
 template <Real T>
@@ -43,36 +45,13 @@ void check_example_ids(const std::vector<Index>& ids, Index rows) {
   }
 }
 
-// y ~ r(. | z_i) for every row, keyed by (seed, ids[i], sample): one draw per row with the head's
-// counter-based sampler (its first_example argument is the key of row 0 of the slice it gets).
-template <Real T>
-Tensor<T> sample_by_id(const nn::Head<T>& head, const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample,
-                       const std::vector<Index>& ids) {
-  if (ids.empty()) return head.sample(z, seed, sample);
-  const Index n = z.dim(0), c = z.dim(1);
-  Tensor<T> y = Tensor<T>::uninitialized(z.shape());
-  for (Index i = 0; i < n; ++i) {
-    const Tensor<T> yi = head.sample(z.view(i * c, Shape{1, c}), seed, sample, ids[static_cast<std::size_t>(i)]);
-    std::copy(yi.begin(), yi.end(), y.data() + i * c);
-  }
-  return y;
-}
-
 }  // namespace
 
 template <Real T>
 std::vector<Tensor<T>> MonteCarloFisherOperator<T>::draw(const Tensor<T>& z, std::uint64_t seed,
                                                          const std::vector<Index>& example_ids) const {
   check_example_ids(example_ids, z.dim(0));
-  std::vector<Tensor<T>> scores;
-  for (int s = 0; s < samples_; ++s) {
-    // y ~ r(. | z) from the model itself: this is what makes it the true Fisher (SEED-NOTES 1).
-    const Tensor<T> y = sample_by_id(*this->head_, z, seed, static_cast<std::uint64_t>(s), example_ids);
-    Tensor<T> score = Tensor<T>::uninitialized(z.shape());
-    this->head_->score(z, y, score);
-    scores.push_back(std::move(score));
-  }
-  return scores;
+  return detail::sampled_scores(*this->head_, z, seed, samples_, example_ids);
 }
 
 template <Real T>

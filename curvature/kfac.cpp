@@ -4,12 +4,15 @@
 #include <cmath>
 #include <limits>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <amari/autodiff/kernels/gemm.hpp>
 #include <amari/curvature/dense_solve.hpp>
+#include <amari/curvature/laplace_eigen.hpp>
+#include <amari/curvature/detail/logit_factor.hpp>
 #include <amari/curvature/vector_ops.hpp>
 
 namespace amari::curvature {
@@ -88,6 +91,9 @@ void validate(const KfacOptions& o) {
                "fisher", static_cast<double>(o.fisher), "sampled, kflr or empirical");
   check_option(o.conv == KfacConv::expand || o.conv == KfacConv::reduce, "conv",
                static_cast<double>(o.conv), "expand or reduce");
+  check_option(
+      o.approximation == KfacApproximation::kfac || o.approximation == KfacApproximation::ekfac,
+      "approximation", static_cast<double>(o.approximation), "kfac or ekfac");
 }
 
 // ---- taps and statistics -----------------------------------------------------------------------
@@ -306,72 +312,226 @@ void accumulate_g(const KfacLayer& L, KfacConv approx, const Tensor<T>& delta, I
   symmetric_gram<T>(ns, L.out, alpha, buf.data(), L.out, beta, g.data(), L.out);
 }
 
-// Columns of a symmetric factor B_i B_i^T = H_L(z_i) for every example: factors[c] is (N, C) with
-// row i the c-th column of B_i. H_L(z_i) comes from C head.hessian_product() calls on unit
-// vectors; B_i is its lower Cholesky factor, with a zero column where the pivot is at roundoff
-// level (H_L is only semi-definite, e.g. softmax's has the null vector 1).
+}  // namespace
+
+namespace {
+
+// Plans every tap against the layout (see plan_layer). refuse: the first tap K-FAC cannot factor
+// throws; skip: such taps are dropped, and a weight tapped more than once drops all its taps.
 template <Real T>
-std::vector<Tensor<T>> logit_hessian_factor(const nn::Head<T>& head, const Tensor<T>& z) {
-  const Index n = z.dim(0), c = z.dim(1);
-  std::vector<double> h(static_cast<std::size_t>(n * c * c));  // h[i][r][k] = H_L(z_i)[r, k]
-  Tensor<T> e(z.shape()), col = Tensor<T>::uninitialized(z.shape());
-  for (Index k = 0; k < c; ++k) {
-    e.fill(T(0));
-    for (Index i = 0; i < n; ++i) e[i * c + k] = T(1);
-    head.hessian_product(z, e, col);
-    for (Index i = 0; i < n; ++i)
-      for (Index r = 0; r < c; ++r)
-        h[static_cast<std::size_t>((i * c + r) * c + k)] = static_cast<double>(col[i * c + r]);
+std::vector<TappedLayer<T>> plan_layers(const nn::Model<T>& model,
+                                        std::vector<typename TapCollector<T>::Seen>& seen,
+                                        TapPolicy policy) {
+  std::vector<TappedLayer<T>> layers;
+  std::vector<int> uses(model.layout().size(), 0);
+  for (auto& s : seen) {
+    KfacLayer l;
+    try {
+      l = plan_layer(s.tap, model.layout());
+    } catch (const Error&) {
+      if (policy == TapPolicy::refuse) throw;
+      continue;
+    }
+    if (uses[l.weight_index]++ > 0 && policy == TapPolicy::refuse) {
+      throw ValueError("K-FAC: layer " + l.name + " was tapped twice in one forward pass (shared " +
+                       "weights); K-FAC needs each tapped weight to be used once");
+    }
+    if (l.bias) ++uses[l.weight_index + 1];
+    layers.push_back(TappedLayer<T>{std::move(l), std::move(s.input), std::move(s.output)});
   }
-  std::vector<Tensor<T>> factors;
-  for (Index k = 0; k < c; ++k) factors.push_back(Tensor<T>(z.shape()));
-  std::vector<double> l(static_cast<std::size_t>(c * c));
-  for (Index i = 0; i < n; ++i) {
-    const double* hi = h.data() + i * c * c;
-    double max_diag = 0;
-    for (Index r = 0; r < c; ++r) max_diag = std::max(max_diag, std::fabs(hi[r * c + r]));
-    const double tol = 1e-13 * max_diag;
-    std::fill(l.begin(), l.end(), 0.0);
-    for (Index k = 0; k < c; ++k) {
-      double d = hi[k * c + k];
-      for (Index j = 0; j < k; ++j)
-        d -= l[static_cast<std::size_t>(k * c + j)] * l[static_cast<std::size_t>(k * c + j)];
-      if (!(d > tol)) continue;  // zero column
-      const double lkk = std::sqrt(d);
-      l[static_cast<std::size_t>(k * c + k)] = lkk;
-      for (Index r = k + 1; r < c; ++r) {
-        double s = hi[r * c + k];
-        for (Index j = 0; j < k; ++j)
-          s -= l[static_cast<std::size_t>(r * c + j)] * l[static_cast<std::size_t>(k * c + j)];
-        l[static_cast<std::size_t>(r * c + k)] = s / lkk;
+  if (policy == TapPolicy::skip) {
+    std::erase_if(layers, [&](const TappedLayer<T>& t) {
+      return uses[t.layer.weight_index] > 1 || (t.layer.bias && uses[t.layer.weight_index + 1] > 1);
+    });
+  }
+  return layers;
+}
+
+}  // namespace
+
+template <Real T>
+Var<T> record_tapped_forward(const nn::Model<T>& model, std::span<const Var<T>> params,
+                             const Tensor<T>& inputs, TapPolicy policy,
+                             std::vector<TappedLayer<T>>& layers) {
+  TapCollector<T> taps;
+  Var<T> z;
+  try {
+    z = model.forward_observed(Var<T>(inputs), params, taps);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::logic_error& e) {
+    // e.g. std::out_of_range from a module whose structure changed after the Model was built.
+    throw Error("K-FAC: the forward pass of " + model.module().describe() + " failed (" + e.what() +
+                "); has the module changed since the Model was built?");
+  }
+  layers = plan_layers(model, taps.seen, policy);
+  return z;
+}
+
+template <Real T>
+Index layer_input_rows(const KfacLayer& L, const Tensor<T>& input, const Shape& output_shape,
+                       Index n0, Index n1, std::vector<T>& rows) {
+  const bool conv = L.kind == KfacLayerKind::conv2d;
+  return augmented_rows(L, KfacConv::expand, input, conv ? output_shape[1] : 1,
+                        conv ? output_shape[2] : 1, n0, n1, rows);
+}
+
+#define AMARI_KFAC_SHARED(T)                                                                  \
+  template Var<T> record_tapped_forward<T>(const nn::Model<T>&, std::span<const Var<T>>,      \
+                                           const Tensor<T>&, TapPolicy,                       \
+                                           std::vector<TappedLayer<T>>&);                     \
+  template Index layer_input_rows<T>(const KfacLayer&, const Tensor<T>&, const Shape&, Index, \
+                                     Index, std::vector<T>&);
+AMARI_KFAC_SHARED(float)
+AMARI_KFAC_SHARED(double)
+#undef AMARI_KFAC_SHARED
+
+// ---- EKFAC: eigenbases and scalings ------------------------------------------------------------
+
+namespace {
+
+// The first entry of t that is not finite (flat index), or -1.
+template <Real T>
+Index first_non_finite(const Tensor<T>& t) {
+  for (Index i = 0; i < t.size(); ++i) {
+    if (!std::isfinite(static_cast<double>(t[i]))) return i;
+  }
+  return -1;
+}
+
+// The moving average eps * old + w * batch, into batch's storage (a new tensor of this update;
+// `old` is never written).
+template <Real T>
+Tensor<T> moving_average(const Tensor<T>& old, double eps, Tensor<T> batch, double w) {
+  T* b = batch.data();
+  if (!old.defined() || eps == 0) {
+    for (Index i = 0; i < batch.size(); ++i) b[i] = static_cast<T>(w * static_cast<double>(b[i]));
+    return batch;
+  }
+  const T* o = old.data();
+  for (Index i = 0; i < batch.size(); ++i) {
+    b[i] = static_cast<T>(w * static_cast<double>(b[i]) + eps * static_cast<double>(o[i]));
+  }
+  return batch;
+}
+
+// The unit eigenvectors of a symmetric factor (columns, ascending eigenvalues), in T.
+template <Real T>
+Tensor<T> eigenbasis(const Tensor<T>& factor) {
+  return from_double<T>(symmetric_eigen(to_double(factor)).vectors);
+}
+
+// EKFAC's per-example squares in the eigenbasis, for one layer and one batch. The augmented input
+// rows of the first ns examples (one per example and output position, as for KFC's expand) are
+// rotated once, a_rot = [a, 1] U_A ((ns T, rows)); each column of errors delta (N, [OH, OW,] out)
+// then adds the squares of U_A^T g_n U_G, g_n = sum_t a_{n,t} delta_{n,t}^T (George et al. 2018,
+// eq. 10), i.e. of sum_t a_rot_{n,t} (U_G^T delta_{n,t})^T.
+template <Real T>
+class ScalingAccumulator {
+ public:
+  ScalingAccumulator(const KfacLayer& layer, const Tensor<T>& input, const Shape& output_shape,
+                     Index ns, const Tensor<T>& u_a, const Tensor<T>& u_g)
+      : L_(layer), u_g_(u_g), ns_(ns) {
+    const Index rows = L_.rows();
+    std::vector<T> raw;
+    const Index m = layer_input_rows(L_, input, output_shape, 0, ns, raw);
+    positions_ = m / ns;
+    a_rot_.resize(static_cast<std::size_t>(m * rows));
+    kernels::gemm<T>(Trans::no, Trans::no, m, rows, rows, T(1), raw.data(), rows, u_a.data(), rows,
+                     T(0), a_rot_.data(), rows);
+    sum_.assign(static_cast<std::size_t>(positions_ == 1 ? m * L_.out : rows * L_.out), T(0));
+  }
+
+  // Adds the squares of one column of errors, each scaled by `scale` (the squares by scale^2).
+  void add(const Tensor<T>& delta, double scale) {
+    const Index rows = L_.rows(), out = L_.out, m = ns_ * positions_;
+    d_rot_.resize(static_cast<std::size_t>(m * out));
+    kernels::gemm<T>(Trans::no, Trans::no, m, out, out, static_cast<T>(scale), delta.data(), out,
+                     u_g_.data(), out, T(0), d_rot_.data(), out);
+    if (positions_ == 1) {  // (a_rot_n)^2 (d_rot_n^2)^T: the d^2 are summed first, one GEMM later
+      for (std::size_t k = 0; k < d_rot_.size(); ++k) sum_[k] += d_rot_[k] * d_rot_[k];
+      return;
+    }
+    gradient_.resize(static_cast<std::size_t>(rows * out));
+    for (Index n = 0; n < ns_; ++n) {
+      kernels::gemm<T>(Trans::yes, Trans::no, rows, out, positions_, T(1),
+                       a_rot_.data() + n * positions_ * rows, rows,
+                       d_rot_.data() + n * positions_ * out, out, T(0), gradient_.data(), out);
+      for (std::size_t k = 0; k < gradient_.size(); ++k) sum_[k] += gradient_[k] * gradient_[k];
+    }
+  }
+
+  // s = (1/ns) sum over examples (and columns) of the squares, (rows, out), a new tensor.
+  Tensor<T> mean() {
+    const Index rows = L_.rows(), out = L_.out;
+    Tensor<T> s = Tensor<T>::uninitialized(Shape{rows, out});
+    const double inv = 1.0 / static_cast<double>(ns_);
+    if (positions_ == 1) {
+      for (T& v : a_rot_) v *= v;
+      kernels::gemm<T>(Trans::yes, Trans::no, rows, out, ns_, static_cast<T>(inv), a_rot_.data(),
+                       rows, sum_.data(), out, T(0), s.data(), out);
+    } else {
+      for (Index k = 0; k < rows * out; ++k) {
+        s[k] = static_cast<T>(inv * static_cast<double>(sum_[static_cast<std::size_t>(k)]));
       }
     }
-    for (Index k = 0; k < c; ++k)
-      for (Index r = 0; r < c; ++r)
-        factors[static_cast<std::size_t>(k)][i * c + r] =
-            static_cast<T>(l[static_cast<std::size_t>(r * c + k)]);
+    return s;
   }
-  return factors;
+
+ private:
+  const KfacLayer& L_;
+  const Tensor<T>& u_g_;
+  Index ns_, positions_ = 1;
+  std::vector<T> a_rot_, d_rot_, sum_, gradient_;
+};
+
+// Clears a tape when leaving a scope, whichever way.
+template <Real T>
+struct TapeClearer {
+  Tape<T>& tape;
+  ~TapeClearer() { tape.clear(); }
+};
+
+template <class V>
+const V& checked(const std::vector<V>& v, std::size_t l, const char* accessor) {
+  if (l >= v.size()) {
+    throw ValueError(std::string("KroneckerFactors::") + accessor + ": layer index " +
+                     std::to_string(l) + " out of range (" + std::to_string(v.size()) + " layers" +
+                     (v.empty() ? "; no update yet" : "") + ")");
+  }
+  return v[l];
 }
 
 }  // namespace
 
 // ---- KroneckerFactors ---------------------------------------------------------------------------
 
+// The statistics. Invariant (Kfac::step's rollback relies on it): a tensor stored here is never
+// written in place afterwards; every update stores new tensors, so a copy of this struct (whose
+// tensors share storage with the original) is a snapshot.
+template <Real T>
+struct KroneckerFactors<T>::Statistics {
+  std::vector<KfacLayer> layers;
+  std::vector<std::pair<Index, Index>> untapped;  // flat (offset, length) ranges
+  std::vector<Tensor<T>> a, g, a_inv, g_inv;
+  std::vector<Tensor<T>> u_a, u_g, scalings;  // EKFAC
+  std::vector<double> pi, damping_used;
+  double untapped_scale = 0;  // 1 / (untapped_curvature + lambda) of the last update_inverses()
+  double ekfac_lambda = 0;    // EKFAC: lambda of the last update_inverses()
+  std::uint64_t updates = 0;
+  std::uint64_t scaling_updates = 0;  // EKFAC: updates since the eigenbases were recomputed
+  Index scratch = 0;                  // rows * out of the largest layer
+  bool has_inverses = false;
+};
+
 template <Real T>
 struct KroneckerFactors<T>::State {
   const nn::Model<T>* model;
   const nn::Head<T>* head;
   KfacOptions options;
-  std::vector<KfacLayer> layers;
-  std::vector<std::pair<Index, Index>> untapped;  // flat (offset, length) ranges
-  std::vector<Tensor<T>> a, g, a_inv, g_inv;
-  std::vector<double> pi, damping_used;
-  double untapped_scale = 0;  // 1 / (untapped_curvature + lambda) of the last update_inverses()
-  std::uint64_t updates = 0;
-  bool has_inverses = false;
+  Statistics stats;
   Tape<T> tape;
-  Tensor<T> scratch;    // (rows, out) of the largest layer, for precondition()
+  Tensor<T> scratch;    // two (rows, out) blocks of the largest layer, for precondition()
   std::vector<T> rows;  // im2col / augmented-input rows and reduced errors
 };
 
@@ -392,199 +552,294 @@ KroneckerFactors<T>& KroneckerFactors<T>::operator=(KroneckerFactors&&) noexcept
 template <Real T>
 KroneckerFactors<T>::~KroneckerFactors() = default;
 
-namespace {
-
-// The blocks of one forward pass's taps, checked against the layout (see plan_layer).
 template <Real T>
-std::vector<KfacLayer> plan_layers(const nn::Model<T>& model,
-                                   const std::vector<typename TapCollector<T>::Seen>& seen) {
-  std::vector<KfacLayer> layers;
-  std::vector<bool> used(model.layout().size(), false);
-  for (const auto& s : seen) {
-    KfacLayer l = plan_layer(s.tap, model.layout());
-    if (used[l.weight_index]) {
-      throw ValueError("K-FAC: layer " + l.name + " was tapped twice in one forward pass (shared " +
-                       "weights); K-FAC needs each tapped weight to be used once");
-    }
-    used[l.weight_index] = true;
-    if (l.bias) used[l.weight_index + 1] = true;
-    layers.push_back(std::move(l));
-  }
-  return layers;
+std::unique_ptr<typename KroneckerFactors<T>::Statistics> KroneckerFactors<T>::snapshot() const {
+  return std::make_unique<Statistics>(s_->stats);
 }
 
-}  // namespace
+template <Real T>
+void KroneckerFactors<T>::restore(std::unique_ptr<Statistics> saved) noexcept {
+  s_->stats = std::move(*saved);
+}
+
+template <Real T>
+void KroneckerFactors<T>::reset_statistics() noexcept {
+  s_->stats = Statistics{};
+}
 
 template <Real T>
 double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& targets,
                                    Tensor<T>* gradient) {
   check_batch("KroneckerFactors::update", inputs.shape(), targets.shape());
   State& s = *s_;
+  const Statistics& old = s.stats;
+  const KfacOptions& o = s.options;
   const Index n = inputs.dim(0);
-  const Index ns = (s.options.statistics_batch > 0 && s.options.statistics_batch < n)
-                       ? s.options.statistics_batch
-                       : n;
+  const Index ns = (o.statistics_batch > 0 && o.statistics_batch < n) ? o.statistics_batch : n;
+  const Index p = s.model->num_parameters();
+  if (gradient && (!gradient->defined() || gradient->rank() != 1 || gradient->size() != p)) {
+    throw ShapeError("KroneckerFactors::update: gradient " +
+                     (gradient->defined() ? gradient->shape().str() : std::string("undefined")) +
+                     " must be (" + std::to_string(p) + ")");
+  }
+  // Everything below is computed aside and stored only once nothing can fail any more (strong
+  // guarantee): the gradient goes to a buffer of our own, the averages to new tensors.
+  Tensor<T> grad;
   std::vector<Tensor<T>> grads;
-  if (gradient) grads = s.model->split(*gradient);  // views: ShapeError unless length P
+  if (gradient) {
+    grad = Tensor<T>(Shape{p});
+    grads = s.model->split(grad);
+  }
 
-  // The forward pass recorded once; the observer keeps each tapped layer's a_l and s_l.
+  // The forward pass recorded once; the taps give each layer's a_l and s_l.
   Tape<T>& tape = s.tape;
   tape.clear();
+  const TapeClearer<T> clear_tape{tape};
   const std::vector<Var<T>> params = s.model->variables(tape);
   const std::span<const Var<T>> all(params);
-  TapCollector<T> taps;
-  const Var<T> z = s.model->forward_observed(Var<T>(inputs), all, taps);
+  std::vector<TappedLayer<T>> tapped;
+  const Var<T> z = record_tapped_forward(*s.model, all, inputs, TapPolicy::refuse, tapped);
   std::vector<KfacLayer> plan;
-  try {
-    plan = plan_layers(*s.model, taps.seen);
-  } catch (...) {
-    tape.clear();
-    throw;
-  }
-  if (s.layers.empty() && plan.empty()) {
-    tape.clear();
+  for (const auto& t : tapped) plan.push_back(t.layer);
+  if (old.layers.empty() && plan.empty()) {
     throw ValueError("K-FAC: the forward pass of " + s.model->module().describe() +
                      " tapped no Linear or Conv2d layer (nn::LayerTap); K-FAC needs at least one");
   }
-  if (!s.layers.empty()) {
-    bool same = plan.size() == s.layers.size();
-    for (std::size_t l = 0; same && l < plan.size(); ++l) same = same_layer(plan[l], s.layers[l]);
+  if (!old.layers.empty()) {
+    bool same = plan.size() == old.layers.size();
+    for (std::size_t l = 0; same && l < plan.size(); ++l) same = same_layer(plan[l], old.layers[l]);
     if (!same) {
-      tape.clear();
       throw ValueError("K-FAC: this forward pass tapped " + std::to_string(plan.size()) +
-                       " layers that differ from the " + std::to_string(s.layers.size()) +
+                       " layers that differ from the " + std::to_string(old.layers.size()) +
                        " layers of the first update (the model's structure must not change)");
     }
   }
   const double loss = static_cast<double>(s.head->loss(z.value(), targets).item());
   if (!std::isfinite(loss)) {
-    tape.clear();
     throw ValueError("K-FAC: the loss " + std::to_string(loss) +
                      " is not finite; the Kronecker factors were not updated");
   }
-  if (s.layers.empty()) {  // the first update defines the blocks
+  Statistics next = old;      // shares the old tensors; only new ones are stored into it
+  if (next.layers.empty()) {  // the first update defines the blocks
     std::vector<bool> covered(s.model->layout().size(), false);
-    Index scratch = 0;
     for (const KfacLayer& l : plan) {
       covered[l.weight_index] = true;
       if (l.bias) covered[l.weight_index + 1] = true;
-      scratch = std::max(scratch, l.rows() * l.out);
-      s.a.push_back(Tensor<T>(Shape{l.rows(), l.rows()}));
-      s.g.push_back(Tensor<T>(Shape{l.out, l.out}));
+      next.scratch = std::max(next.scratch, l.rows() * l.out);
     }
-    for (std::size_t p = 0; p < covered.size(); ++p) {
-      if (covered[p]) continue;
-      const nn::ParamInfo& info = s.model->layout()[p];
-      if (!s.untapped.empty() &&
-          s.untapped.back().first + s.untapped.back().second == info.offset) {
-        s.untapped.back().second += info.shape.numel();
+    for (std::size_t q = 0; q < covered.size(); ++q) {
+      if (covered[q]) continue;
+      const nn::ParamInfo& info = s.model->layout()[q];
+      if (!next.untapped.empty() &&
+          next.untapped.back().first + next.untapped.back().second == info.offset) {
+        next.untapped.back().second += info.shape.numel();
       } else {
-        s.untapped.emplace_back(info.offset, info.shape.numel());
+        next.untapped.emplace_back(info.offset, info.shape.numel());
       }
     }
-    s.layers = std::move(plan);
-    s.a_inv.resize(s.layers.size());
-    s.g_inv.resize(s.layers.size());
-    s.pi.assign(s.layers.size(), 1.0);
-    s.damping_used.assign(s.layers.size(), 0.0);
-    s.scratch = Tensor<T>::uninitialized(Shape{scratch});
+    next.layers = std::move(plan);
+    const std::size_t count = next.layers.size();
+    next.a.resize(count);
+    next.g.resize(count);
+    next.a_inv.resize(count);
+    next.g_inv.resize(count);
+    next.pi.assign(count, 1.0);
+    next.damping_used.assign(count, 0.0);
   }
-  const std::size_t num_layers = s.layers.size();
+  const std::vector<KfacLayer>& layers = next.layers;
+  const std::size_t num_layers = layers.size();
   std::vector<Tensor<T>> acts;
   std::vector<Var<T>> outs;
-  for (const auto& seen : taps.seen) {
-    acts.push_back(seen.input);
-    outs.push_back(seen.output);
+  for (auto& t : tapped) {
+    acts.push_back(std::move(t.input));
+    outs.push_back(std::move(t.output));
   }
-  taps.seen.clear();
+  tapped.clear();
 
+  const bool ekfac = o.approximation == KfacApproximation::ekfac;
+  // EKFAC recomputes its eigenbases at the 1st, (1 + every)-th, ... update (see the header).
+  const bool new_basis =
+      ekfac && old.updates % static_cast<std::uint64_t>(o.inverse_update_every) == 0;
+  std::vector<std::unique_ptr<ScalingAccumulator<T>>> scaling;  // in the current basis
+  if (ekfac && !new_basis) {
+    for (std::size_t l = 0; l < num_layers; ++l) {
+      scaling.push_back(std::make_unique<ScalingAccumulator<T>>(layers[l], acts[l], outs[l].shape(),
+                                                                ns, old.u_a[l], old.u_g[l]));
+    }
+  }
+
+  // The batch's statistics (sec. 5 of M&G 2015 for the averages that follow): G first, from the
+  // errors of one or C sweeps; delta = delta_scale * (the swept cotangent at s_l).
+  std::vector<Tensor<T>> deltas(num_layers), g_batch(num_layers);
+  for (std::size_t l = 0; l < num_layers; ++l) {
+    deltas[l] = Tensor<T>::uninitialized(outs[l].shape());
+    g_batch[l] = Tensor<T>(Shape{layers[l].out, layers[l].out});
+  }
+  const std::span<const Var<T>> zs(&z, 1);
+  const double inv_ns = 1.0 / static_cast<double>(ns);
+  const KfacConv approx = o.conv;
   // Logit cotangent of the mean loss, (mu(z) - T(y)) / N: the gradient's sweep.
   Tensor<T> gz = Tensor<T>::uninitialized(z.shape());
   s.head->gradient(z.value(), targets, gz);
-  std::vector<Tensor<T>> deltas(num_layers);
-  for (std::size_t l = 0; l < num_layers; ++l) {
-    deltas[l] = Tensor<T>::uninitialized(outs[l].shape());
-  }
-  const std::span<const Var<T>> zs(&z, 1);
-  // Moving averages (M&G 2015, sec. 5): weight eps = min(1 - 1/k, decay) on the old value.
-  const double k = static_cast<double>(s.updates + 1);
-  const double eps = std::min(1.0 - 1.0 / k, s.options.decay), w = 1.0 - eps;
-  const double inv_ns = 1.0 / static_cast<double>(ns);
-  const KfacConv approx = s.options.conv;
-  // G = w/Ns sum delta delta^T + eps G, with delta = delta_scale * (the swept cotangent at s_l).
-  auto add_g = [&](double delta_scale, double beta) {
-    for (std::size_t l = 0; l < num_layers; ++l) {
-      accumulate_g(s.layers[l], approx, deltas[l], ns, w * delta_scale * delta_scale * inv_ns, beta,
-                   s.g[l], s.rows);
-    }
-  };
-  // The errors first (they are all that can still fail), the factors after.
-  switch (s.options.fisher) {
-    case KfacFisher::empirical: {
-      // The data labels' errors N dl/ds_l come out of the gradient's own sweep.
-      std::vector<Var<T>> ins;
-      std::vector<Tensor<T>> res;
-      if (gradient) {
-        ins = params;
-        res = grads;
-      }
-      ins.insert(ins.end(), outs.begin(), outs.end());
-      res.insert(res.end(), deltas.begin(), deltas.end());  // shares storage with deltas
-      tape.vjp_into(zs, std::span<const Tensor<T>>(&gz, 1), ins, res);
-      add_g(static_cast<double>(n), eps);
+  // The logit-space cotangents whose sweeps give the errors (the empirical Fisher's is gz itself).
+  std::vector<Tensor<T>> columns;
+  double delta_scale = 1;
+  switch (o.fisher) {
+    case KfacFisher::empirical:
+      columns.push_back(gz);
+      delta_scale = static_cast<double>(n);  // the data labels' errors N dl/ds_l
       break;
-    }
     case KfacFisher::sampled: {
-      if (gradient) tape.vjp_into(zs, std::span<const Tensor<T>>(&gz, 1), all, grads);
       // True Fisher: y ~ p_theta(.|x), error mu(z) - T(y) per example (no 1/N). The sign does not
       // change G; it is kept so that delta is the error a data label would give.
-      const Tensor<T> y = s.head->sample(z.value(), s.options.seed, s.updates);
+      const Tensor<T> y = s.head->sample(z.value(), o.seed, old.updates);
       Tensor<T> e = Tensor<T>::uninitialized(z.shape());
       s.head->score(z.value(), y, e);
       scal(-1.0, e);
-      tape.vjp_into(zs, std::span<const Tensor<T>>(&e, 1), outs, deltas);
-      add_g(1.0, eps);
+      columns.push_back(std::move(e));
       break;
     }
-    case KfacFisher::kflr: {
-      if (gradient) tape.vjp_into(zs, std::span<const Tensor<T>>(&gz, 1), all, grads);
+    case KfacFisher::kflr:
       // Botev et al. 2017: G = 1/N sum_i sum_c (J_i^T b_{i,c})(J_i^T b_{i,c})^T, B_i B_i^T =
       // H_L(z_i).
-      const std::vector<Tensor<T>> b = logit_hessian_factor(*s.head, z.value());
-      for (std::size_t c = 0; c < b.size(); ++c) {
-        tape.vjp_into(zs, std::span<const Tensor<T>>(&b[c], 1), outs, deltas);
-        add_g(1.0, c == 0 ? eps : 1.0);
-      }
+      columns = detail::logit_hessian_factor(*s.head, z.value());
       break;
+  }
+  auto sweep = [&](std::size_t c) {
+    const std::span<const Tensor<T>> cot(&columns[c], 1);
+    if (c == 0 && o.fisher == KfacFisher::empirical && gradient) {
+      // One sweep for the gradient and the errors of the data labels.
+      std::vector<Var<T>> ins = params;
+      std::vector<Tensor<T>> res = grads;
+      ins.insert(ins.end(), outs.begin(), outs.end());
+      res.insert(res.end(), deltas.begin(), deltas.end());  // shares storage with deltas
+      tape.vjp_into(zs, cot, ins, res);
+    } else {
+      tape.vjp_into(zs, cot, outs, deltas);
+    }
+  };
+  if (gradient && o.fisher != KfacFisher::empirical) {
+    tape.vjp_into(zs, std::span<const Tensor<T>>(&gz, 1), all, grads);
+  }
+  for (std::size_t c = 0; c < columns.size(); ++c) {
+    sweep(c);
+    for (std::size_t l = 0; l < num_layers; ++l) {
+      accumulate_g(layers[l], approx, deltas[l], ns, delta_scale * delta_scale * inv_ns,
+                   c == 0 ? 0.0 : 1.0, g_batch[l], s.rows);
+      if (!scaling.empty()) scaling[l]->add(deltas[l], delta_scale);
     }
   }
-  tape.clear();
-
+  std::vector<Tensor<T>> a_batch(num_layers);
   for (std::size_t l = 0; l < num_layers; ++l) {
-    accumulate_a(s.layers[l], approx, acts[l], outs[l].shape(), ns, w, eps, s.a[l], s.rows);
+    a_batch[l] = Tensor<T>(Shape{layers[l].rows(), layers[l].rows()});
+    accumulate_a(layers[l], approx, acts[l], outs[l].shape(), ns, 1.0, 0.0, a_batch[l], s.rows);
   }
-  ++s.updates;
+  // Refuse statistics that are not finite before folding anything in (one bad batch would
+  // otherwise poison the averages for good).
+  for (std::size_t l = 0; l < num_layers; ++l) {
+    for (const auto& [f, name] : {std::pair{&a_batch[l], "A"}, std::pair{&g_batch[l], "G"}}) {
+      const Index bad = first_non_finite(*f);
+      if (bad >= 0) {
+        const Index dim = f->dim(0);
+        throw ValueError(
+            "K-FAC: layer " + layers[l].name + ": this batch's contribution to factor " + name +
+            " is not finite (entry (" + std::to_string(bad / dim) + ", " +
+            std::to_string(bad % dim) + ") = " + std::to_string(static_cast<double>((*f)[bad])) +
+            "); the statistics were left unchanged");
+      }
+    }
+  }
+  // Moving averages (M&G 2015, sec. 5): weight eps = min(1 - 1/k, decay) on the old value.
+  const double k = static_cast<double>(old.updates + 1);
+  const double eps = std::min(1.0 - 1.0 / k, o.decay), w = 1.0 - eps;
+  for (std::size_t l = 0; l < num_layers; ++l) {
+    next.a[l] =
+        moving_average(old.updates > 0 ? old.a[l] : Tensor<T>(), eps, std::move(a_batch[l]), w);
+    next.g[l] =
+        moving_average(old.updates > 0 ? old.g[l] : Tensor<T>(), eps, std::move(g_batch[l]), w);
+    for (const auto& [f, name] : {std::pair{&next.a[l], "A"}, std::pair{&next.g[l], "G"}}) {
+      if (first_non_finite(*f) >= 0) {  // finite terms whose average overflows T
+        throw ValueError("K-FAC: layer " + layers[l].name + ": the moving average of factor " +
+                         name + " overflows; the statistics were left unchanged");
+      }
+    }
+  }
+  if (ekfac) {
+    std::vector<Tensor<T>> s_batch(num_layers);
+    if (new_basis) {
+      // George et al. 2018, Algorithm 1: the eigenbases of the current factors, then the scalings
+      // restarted from this batch's per-example gradients in them.
+      next.u_a.assign(num_layers, Tensor<T>());
+      next.u_g.assign(num_layers, Tensor<T>());
+      for (std::size_t l = 0; l < num_layers; ++l) {
+        next.u_a[l] = eigenbasis(next.a[l]);
+        next.u_g[l] = eigenbasis(next.g[l]);
+        scaling.push_back(std::make_unique<ScalingAccumulator<T>>(
+            layers[l], acts[l], outs[l].shape(), ns, next.u_a[l], next.u_g[l]));
+      }
+      // One column (sampled, empirical): its errors are still in `deltas`; kflr sweeps again.
+      for (std::size_t c = 0; c < columns.size(); ++c) {
+        if (columns.size() > 1) sweep(c);
+        for (std::size_t l = 0; l < num_layers; ++l) scaling[l]->add(deltas[l], delta_scale);
+      }
+    }
+    const std::uint64_t ks = new_basis ? 1 : old.scaling_updates + 1;
+    const double eps_s = std::min(1.0 - 1.0 / static_cast<double>(ks), o.decay);
+    next.scalings.resize(num_layers);
+    for (std::size_t l = 0; l < num_layers; ++l) {
+      Tensor<T> batch = scaling[l]->mean();
+      const Index bad = first_non_finite(batch);
+      if (bad >= 0) {
+        throw ValueError("K-FAC: layer " + layers[l].name +
+                         ": this batch's EKFAC scalings are not finite (entry " +
+                         std::to_string(bad) + "); the statistics were left unchanged");
+      }
+      next.scalings[l] = moving_average(new_basis ? Tensor<T>() : old.scalings[l], eps_s,
+                                        std::move(batch), 1.0 - eps_s);
+    }
+    next.scaling_updates = ks;
+  }
+  ++next.updates;
+  // Commit: nothing below can fail.
+  if (s.scratch.size() < 2 * next.scratch) {
+    s.scratch = Tensor<T>::uninitialized(Shape{2 * next.scratch});
+  }
+  if (gradient) std::copy(grad.data(), grad.data() + p, gradient->data());
+  s.stats = std::move(next);
   return loss;
 }
 
 template <Real T>
 void KroneckerFactors<T>::update_inverses(double lambda) {
   State& s = *s_;
+  const Statistics& st = s.stats;
   if (!(lambda > 0) || !std::isfinite(lambda)) {
     throw ValueError("KroneckerFactors::update_inverses: damping lambda = " +
                      std::to_string(lambda) + " must be positive and finite");
   }
-  if (s.updates == 0) {
+  if (st.updates == 0) {
     throw ValueError("KroneckerFactors::update_inverses: no statistics yet (call update() first)");
   }
+  const std::size_t num_layers = st.layers.size();
+  if (s.options.approximation == KfacApproximation::ekfac) {
+    // (s + lambda)^{-1} in the eigenbasis: s >= 0, so nothing can fail; s is read at each use.
+    s.stats.ekfac_lambda = lambda;
+    s.stats.pi.assign(num_layers, 1.0);
+    s.stats.damping_used.assign(num_layers, lambda);
+    s.stats.untapped_scale = 1.0 / (s.options.untapped_curvature + lambda);
+    s.stats.has_inverses = true;
+    return;
+  }
   const double gamma = std::sqrt(lambda);
-  for (std::size_t l = 0; l < s.layers.size(); ++l) {
-    const Tensor<double> a = to_double(s.a[l]), g = to_double(s.g[l]);
+  std::vector<Tensor<T>> a_inv(num_layers), g_inv(num_layers);
+  std::vector<double> pis(num_layers), used(num_layers);
+  for (std::size_t l = 0; l < num_layers; ++l) {
+    const Tensor<double> a = to_double(st.a[l]), g = to_double(st.g[l]);
     const double ta = mean_diagonal(a), tg = mean_diagonal(g);
     for (const auto& [f, name] : {std::pair{&a, "A"}, std::pair{&g, "G"}}) {
       for (Index i = 0; i < f->size(); ++i) {
         if (!std::isfinite((*f)[i])) {
-          throw ValueError("K-FAC: layer " + s.layers[l].name + ": factor " + name +
+          throw ValueError("K-FAC: layer " + st.layers[l].name + ": factor " + name +
                            " has a non-finite entry (" + std::to_string((*f)[i]) + ")");
         }
       }
@@ -598,46 +853,74 @@ void KroneckerFactors<T>::update_inverses(double lambda) {
       ai = a.clone();
       gi = g.clone();
       ok = damped_inverse(ai, pi * gamma * boost) && damped_inverse(gi, gamma / pi * boost);
-      if (ok) s.damping_used[l] = lambda * boost * boost;
+      if (ok) used[l] = lambda * boost * boost;
     }
     if (!ok) {
-      throw ValueError("K-FAC: layer " + s.layers[l].name + ": the damped Kronecker factors (A " +
-                       s.a[l].shape().str() + ", G " + s.g[l].shape().str() +
+      throw ValueError("K-FAC: layer " + st.layers[l].name + ": the damped Kronecker factors (A " +
+                       st.a[l].shape().str() + ", G " + st.g[l].shape().str() +
                        ") are not positive definite even with damping lambda = " +
                        std::to_string(lambda * boost * boost / 100));
     }
-    s.pi[l] = pi;
-    s.a_inv[l] = from_double<T>(ai);
-    s.g_inv[l] = from_double<T>(gi);
+    pis[l] = pi;
+    a_inv[l] = from_double<T>(ai);
+    g_inv[l] = from_double<T>(gi);
   }
-  s.untapped_scale = 1.0 / (s.options.untapped_curvature + lambda);
-  s.has_inverses = true;
+  // Commit (strong guarantee: a failure above left the old inverses).
+  Statistics& out = s.stats;
+  out.a_inv.swap(a_inv);
+  out.g_inv.swap(g_inv);
+  out.pi.swap(pis);
+  out.damping_used.swap(used);
+  out.untapped_scale = 1.0 / (s.options.untapped_curvature + lambda);
+  out.has_inverses = true;
 }
 
 template <Real T>
 void KroneckerFactors<T>::precondition(const Tensor<T>& g, Tensor<T>& out) {
   State& s = *s_;
+  const Statistics& st = s.stats;
   const Index p = s.model->num_parameters();
   if (g.rank() != 1 || out.rank() != 1 || g.size() != p || out.size() != p) {
     throw ShapeError("KroneckerFactors::precondition: g " + g.shape().str() + " and out " +
                      out.shape().str() + " must both be (" + std::to_string(p) + ")");
   }
-  if (!s.has_inverses) {
+  if (!st.has_inverses) {
     throw ValueError("KroneckerFactors::precondition: no inverses yet (call update_inverses())");
   }
+  const bool ekfac = s.options.approximation == KfacApproximation::ekfac;
   T* tmp = s.scratch.data();
-  for (std::size_t l = 0; l < s.layers.size(); ++l) {
-    const KfacLayer& L = s.layers[l];
+  T* tmp2 = tmp + st.scratch;
+  for (std::size_t l = 0; l < st.layers.size(); ++l) {
+    const KfacLayer& L = st.layers[l];
     const Index rows = L.rows(), cols = L.out;
+    if (ekfac) {
+      // U_A ((U_A^T X U_G) / (s + lambda)) U_G^T (George et al. 2018, eq. 11 with damping).
+      const T* ua = st.u_a[l].data();
+      const T* ug = st.u_g[l].data();
+      const T* sc = st.scalings[l].data();
+      kernels::gemm<T>(Trans::yes, Trans::no, rows, cols, rows, T(1), ua, rows, g.data() + L.offset,
+                       cols, T(0), tmp, cols);
+      kernels::gemm<T>(Trans::no, Trans::no, rows, cols, cols, T(1), tmp, cols, ug, cols, T(0),
+                       tmp2, cols);
+      for (Index i = 0; i < rows * cols; ++i) {
+        tmp2[i] = static_cast<T>(static_cast<double>(tmp2[i]) /
+                                 (static_cast<double>(sc[i]) + st.ekfac_lambda));
+      }
+      kernels::gemm<T>(Trans::no, Trans::yes, rows, cols, cols, T(1), tmp2, cols, ug, cols, T(0),
+                       tmp, cols);
+      kernels::gemm<T>(Trans::no, Trans::no, rows, cols, rows, T(1), ua, rows, tmp, cols, T(0),
+                       out.data() + L.offset, cols);
+      continue;
+    }
     // U = A^{-1} X G^{-1} for the row-major block X = [grad W; grad b]: (A (x) G)^{-1} vec(X).
-    kernels::gemm<T>(Trans::no, Trans::no, rows, cols, rows, T(1), s.a_inv[l].data(), rows,
+    kernels::gemm<T>(Trans::no, Trans::no, rows, cols, rows, T(1), st.a_inv[l].data(), rows,
                      g.data() + L.offset, cols, T(0), tmp, cols);
-    kernels::gemm<T>(Trans::no, Trans::no, rows, cols, cols, T(1), tmp, cols, s.g_inv[l].data(),
+    kernels::gemm<T>(Trans::no, Trans::no, rows, cols, cols, T(1), tmp, cols, st.g_inv[l].data(),
                      cols, T(0), out.data() + L.offset, cols);
   }
   // Parameters in no tapped layer: the block c I, damped: (c + lambda)^{-1} g.
-  const T scale = static_cast<T>(s.untapped_scale);
-  for (const auto& [offset, length] : s.untapped) {
+  const T scale = static_cast<T>(st.untapped_scale);
+  for (const auto& [offset, length] : st.untapped) {
     const T* src = g.data() + offset;
     T* dst = out.data() + offset;
     for (Index i = 0; i < length; ++i) dst[i] = scale * src[i];
@@ -646,43 +929,61 @@ void KroneckerFactors<T>::precondition(const Tensor<T>& g, Tensor<T>& out) {
 
 template <Real T>
 const std::vector<KfacLayer>& KroneckerFactors<T>::layers() const {
-  return s_->layers;
+  return s_->stats.layers;
 }
 template <Real T>
 const std::vector<std::pair<Index, Index>>& KroneckerFactors<T>::untapped() const {
-  return s_->untapped;
+  return s_->stats.untapped;
 }
 template <Real T>
 const Tensor<T>& KroneckerFactors<T>::factor_a(std::size_t l) const {
-  return s_->a.at(l);
+  return checked(s_->stats.a, l, "factor_a");
 }
 template <Real T>
 const Tensor<T>& KroneckerFactors<T>::factor_g(std::size_t l) const {
-  return s_->g.at(l);
+  return checked(s_->stats.g, l, "factor_g");
 }
 template <Real T>
 const Tensor<T>& KroneckerFactors<T>::inverse_a(std::size_t l) const {
-  return s_->a_inv.at(l);
+  return checked(s_->stats.a_inv, l, "inverse_a");
 }
 template <Real T>
 const Tensor<T>& KroneckerFactors<T>::inverse_g(std::size_t l) const {
-  return s_->g_inv.at(l);
+  return checked(s_->stats.g_inv, l, "inverse_g");
+}
+template <Real T>
+const Tensor<T>& KroneckerFactors<T>::eigenvectors_a(std::size_t l) const {
+  static const Tensor<T> undefined;
+  checked(s_->stats.layers, l, "eigenvectors_a");
+  return s_->stats.u_a.empty() ? undefined : s_->stats.u_a[l];
+}
+template <Real T>
+const Tensor<T>& KroneckerFactors<T>::eigenvectors_g(std::size_t l) const {
+  static const Tensor<T> undefined;
+  checked(s_->stats.layers, l, "eigenvectors_g");
+  return s_->stats.u_g.empty() ? undefined : s_->stats.u_g[l];
+}
+template <Real T>
+const Tensor<T>& KroneckerFactors<T>::scalings(std::size_t l) const {
+  static const Tensor<T> undefined;
+  checked(s_->stats.layers, l, "scalings");
+  return s_->stats.scalings.empty() ? undefined : s_->stats.scalings[l];
 }
 template <Real T>
 double KroneckerFactors<T>::pi(std::size_t l) const {
-  return s_->pi.at(l);
+  return checked(s_->stats.pi, l, "pi");
 }
 template <Real T>
 double KroneckerFactors<T>::damping_used(std::size_t l) const {
-  return s_->damping_used.at(l);
+  return checked(s_->stats.damping_used, l, "damping_used");
 }
 template <Real T>
 std::uint64_t KroneckerFactors<T>::updates() const {
-  return s_->updates;
+  return s_->stats.updates;
 }
 template <Real T>
 bool KroneckerFactors<T>::has_inverses() const {
-  return s_->has_inverses;
+  return s_->stats.has_inverses;
 }
 template <Real T>
 Index KroneckerFactors<T>::num_parameters() const {
@@ -699,14 +1000,14 @@ std::string KroneckerFactors<T>::name() const {
                      : s.options.fisher == KfacFisher::kflr  ? "KFLR"
                                                              : "EMPIRICAL Fisher";
   Index untapped = 0;
-  for (const auto& range : s.untapped) untapped += range.second;
-  return std::string("K-FAC(") + kind + ", " + std::to_string(s.layers.size()) +
+  for (const auto& range : s.stats.untapped) untapped += range.second;
+  const char* method = s.options.approximation == KfacApproximation::ekfac ? "EKFAC(" : "K-FAC(";
+  return std::string(method) + kind + ", " + std::to_string(s.stats.layers.size()) +
          " layers, P=" + std::to_string(num_parameters()) +
          (untapped > 0 ? ", " + std::to_string(untapped) + " untapped" : std::string()) + ")";
 }
 
-// ---- Kfac
-// -----------------------------------------------------------------------------------------
+// ---- Kfac ---------------------------------------------------------------------------------------
 
 template <Real T>
 Kfac<T>::Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options)
@@ -715,6 +1016,33 @@ Kfac<T>::Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options)
 template <Real T>
 StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   check_batch("Kfac::step", inputs.shape(), targets.shape());
+  // What a step changes, kept to be put back if it throws midway (strong guarantee): the factors
+  // (a snapshot of handles, O(layers)), the parameters, the model's step and state. The momentum
+  // buffer and the step count are only assigned once the step succeeded.
+  std::unique_ptr<typename KroneckerFactors<T>::Statistics> saved = factors_.snapshot();
+  const Tensor<T> theta0 = model_->parameters().clone();
+  const std::uint64_t model_step = model_->step();
+  const Tensor<T> state0 = model_->state().size() > 0 ? model_->state().clone() : Tensor<T>();
+  Tensor<T> velocity = velocity_;
+  try {
+    const StepReport r = step_unguarded(inputs, targets, theta0, velocity);
+    velocity_ = std::move(velocity);
+    ++steps_;
+    return r;
+  } catch (...) {
+    factors_.restore(std::move(saved));
+    Tensor<T>& theta = model_->parameters();
+    std::copy(theta0.data(), theta0.data() + theta0.size(), theta.data());
+    model_->set_step(model_step);
+    if (state0.defined())
+      std::copy(state0.data(), state0.data() + state0.size(), model_->state().data());
+    throw;
+  }
+}
+
+template <Real T>
+StepReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
+                                   const Tensor<T>& theta0, Tensor<T>& velocity) {
   const KfacOptions& o = factors_.options();
   StepReport r;
   r.lambda = o.damping;
@@ -748,12 +1076,12 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   if (nu != 1) scal(nu, d);
   const Tensor<T>* step = &d;
   if (o.momentum > 0) {
-    if (!velocity_.defined()) velocity_ = model_->zeros_like_parameters();
-    xpby(d, o.momentum, velocity_);  // v = d + momentum v
-    step = &velocity_;
+    // v = d + momentum v, into a new buffer: the optimizer's own is replaced only on success.
+    Tensor<T> v = velocity.defined() ? velocity.clone() : model_->zeros_like_parameters();
+    xpby(d, o.momentum, v);
+    velocity = std::move(v);
+    step = &velocity;
   }
-  Tensor<T> theta0;
-  if (o.evaluate_loss_after) theta0 = theta.clone();
   axpy(-multiplier_ * o.learning_rate, *step, theta);
   r.step_scale = nu;
   r.step_norm = multiplier_ * o.learning_rate * norm(*step);
@@ -764,13 +1092,12 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
       r.loss_after = after;
     } else {  // never keep a step into NaN/inf: undo it, and forget the momentum that led there
       copy(theta0, theta);
-      if (velocity_.defined()) velocity_.fill(T(0));
+      if (velocity.defined()) velocity = model_->zeros_like_parameters();
       r.loss_after = r.loss;
       r.step_scale = 0;
       r.step_norm = 0;
     }
   }
-  ++steps_;
   return r;
 }
 
@@ -783,8 +1110,7 @@ void Kfac<T>::set_step_multiplier(double s) {
   multiplier_ = s;
 }
 
-// ---- KfacPreconditioner
-// ---------------------------------------------------------------------------
+// ---- KfacPreconditioner -------------------------------------------------------------------------
 
 template <Real T>
 void KfacPreconditioner<T>::apply(const Tensor<T>& r, Tensor<T>& z) {
@@ -792,8 +1118,7 @@ void KfacPreconditioner<T>::apply(const Tensor<T>& r, Tensor<T>& z) {
   factors_->precondition(r, z);
 }
 
-// ---- KfacOperator
-// -------------------------------------------------------------------------------------
+// ---- KfacOperator -------------------------------------------------------------------------------
 
 template <Real T>
 KfacOperator<T>::KfacOperator(const KroneckerFactors<T>& factors, double lambda)
@@ -813,11 +1138,37 @@ void KfacOperator<T>::apply(const Tensor<T>& v, Tensor<T>& out) {
         "KfacOperator::apply: the Kronecker factors have no statistics yet (call "
         "update() first)");
   }
+  const bool ekfac = f.options().approximation == KfacApproximation::ekfac;
   const double gamma = std::sqrt(lambda_);
   for (std::size_t l = 0; l < f.layers().size(); ++l) {
     const KfacLayer& L = f.layers()[l];
     const Index rows = L.rows(), cols = L.out;
-    if (scratch_.size() < rows * cols) scratch_ = Tensor<T>::uninitialized(Shape{rows * cols});
+    if (scratch_.size() < 2 * rows * cols) {
+      scratch_ = Tensor<T>::uninitialized(Shape{2 * rows * cols});
+    }
+    T* tmp = scratch_.data();
+    const T* x = v.data() + L.offset;
+    T* y = out.data() + L.offset;
+    if (ekfac) {
+      // U_A ((U_A^T X U_G) o (s + lambda)) U_G^T: the eigenbasis form of George et al. 2018.
+      T* tmp2 = tmp + rows * cols;
+      const T* ua = f.eigenvectors_a(l).data();
+      const T* ug = f.eigenvectors_g(l).data();
+      const T* sc = f.scalings(l).data();
+      kernels::gemm<T>(Trans::yes, Trans::no, rows, cols, rows, T(1), ua, rows, x, cols, T(0), tmp,
+                       cols);
+      kernels::gemm<T>(Trans::no, Trans::no, rows, cols, cols, T(1), tmp, cols, ug, cols, T(0),
+                       tmp2, cols);
+      for (Index i = 0; i < rows * cols; ++i) {
+        tmp2[i] =
+            static_cast<T>(static_cast<double>(tmp2[i]) * (static_cast<double>(sc[i]) + lambda_));
+      }
+      kernels::gemm<T>(Trans::no, Trans::yes, rows, cols, cols, T(1), tmp2, cols, ug, cols, T(0),
+                       tmp, cols);
+      kernels::gemm<T>(Trans::no, Trans::no, rows, cols, rows, T(1), ua, rows, tmp, cols, T(0), y,
+                       cols);
+      continue;
+    }
     const Tensor<T>&a = f.factor_a(l), &g = f.factor_g(l);
     // (A + da I) X (G + dg I) = vec^{-1}(((A + da I) (x) (G + dg I)) vec(X)), X row-major.
     double da = 0, dg = 0;
@@ -831,9 +1182,6 @@ void KfacOperator<T>::apply(const Tensor<T>& v, Tensor<T>& out) {
       da = pi * gamma;
       dg = gamma / pi;
     }
-    T* tmp = scratch_.data();
-    const T* x = v.data() + L.offset;
-    T* y = out.data() + L.offset;
     kernels::gemm<T>(Trans::no, Trans::no, rows, cols, rows, T(1), a.data(), rows, x, cols, T(0),
                      tmp, cols);
     if (da != 0) {

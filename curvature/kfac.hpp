@@ -70,6 +70,34 @@
 // and they are refreshed every inverse_update_every steps only (M&G use every 20th iteration), by a
 // double-precision Cholesky factorization (dense_solve.hpp).
 //
+// EKFAC (George, Laurent, Bouthillier, Ballas, Vincent 2018, "Fast Approximate Natural Gradient
+// Descent in a Kronecker-factored Eigenbasis", NeurIPS; KfacOptions::approximation = ekfac): with
+// A = U_A diag(.) U_A^T and G = U_G diag(.) U_G^T, K-FAC's block is diagonal in the eigenbasis
+// U_A (x) U_G with eigenvalues lambda_A,i lambda_G,j. EKFAC keeps that basis and replaces the
+// eigenvalues by the second moments of the per-example gradients in it,
+//   s_ij = E_n[ (U_A^T g_n U_G)_ij^2 ],     F_l ~ (U_A (x) U_G) diag(vec(s)) (U_A (x) U_G)^T,
+// which is the diagonal (in that basis) closest to the layer's Fisher block in Frobenius norm
+// (George et al., sec. 3.2 and Lemma 1; exact K-FAC eigenvalues for one example). g_n is example
+// n's gradient of the block: a_n delta_n^T for Linear (so (U_A^T a_n)(U_G^T delta_n)^T, one GEMM
+// over the batch), and for Conv2d the exact per-example gradient sum_t a_{n,t} delta_{n,t}^T of the
+// shared weight (one (rows x T)(T x out) GEMM per example), whichever of expand / reduce defines
+// the factors A and G; with kflr, sum_c over the C columns of B_i, with empirical, the data labels'
+// gradients (the same choice of delta as for K-FAC). The eigenbases are recomputed (in double,
+// symmetric_eigen of laplace_eigen.hpp) from the current averages A and G by update() itself at
+// its 1st, (1 + inverse_update_every)-th, ... call, because the scalings in a new basis need that
+// batch's per-example gradients; s is then restarted from that batch and, at every later update(),
+// moved as a moving average with weight min(1 - 1/k, decay) on the old value (k = updates since
+// the basis changed; George et al., Algorithm 1). The damped inverse is
+// U (diag(s) + lambda I)^{-1} U^T (Tikhonov damping, no factored pi); update_inverses(lambda)
+// only sets lambda, and precondition() uses the current s.
+//
+// Guarantees. The statistics of a batch are computed and checked before anything is folded in: a
+// batch whose contribution to some A_l or G_l (or EKFAC's s_l) is not finite (e.g. one input of
+// 1e20 in float) raises ValueError naming the layer and leaves every average as it was; every
+// public mutating call (update, update_inverses, reset_statistics, Kfac::step) either succeeds or
+// throws leaving the object (and, for Kfac::step, the model's parameters, step and state) as
+// before. reset_statistics() forgets all statistics (the object is as constructed).
+//
 // Cost of one Kfac step on a batch of N (statistics on Ns <= N examples), per layer with rows =
 // in + 1 and T output positions (T = 1 for Linear), in flops: forward 2 N T in out; gradient sweep
 // ~4 N T in out; the sampled-label sweep ~2 N T in out (C of them for kflr, none for empirical);
@@ -81,6 +109,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -103,6 +132,13 @@ enum class KfacFisher {
 enum class KfacConv {
   expand,  ///< output positions as extra examples (Grosse & Martens 2016)
   reduce   ///< positions summed out first (cheaper: Ns instead of Ns T rows)
+};
+
+/// Which curvature model of a layer's block: K-FAC's Kronecker product or EKFAC's rescaled
+/// eigenbasis.
+enum class KfacApproximation {
+  kfac,  ///< A (x) G (Martens & Grosse 2015)
+  ekfac  ///< (U_A (x) U_G) diag(s) (U_A (x) U_G)^T (George et al. 2018; see the file comment)
 };
 
 /// Options of K-FAC (KroneckerFactors and Kfac). Violations raise ValueError naming the option.
@@ -130,6 +166,8 @@ struct KfacOptions {
   /// >= 0: parameters in no tapped layer get the curvature block c I (preconditioned by
   /// (c + lambda)^{-1}); 1 gives them plain gradient steps (see the file comment).
   double untapped_curvature = 1;
+  /// K-FAC (default) or EKFAC (eigenvalue-corrected, George et al. 2018).
+  KfacApproximation approximation = KfacApproximation::kfac;
 };
 
 /// Checks every option of KfacOptions (ValueError naming the first bad option and its value).
@@ -155,6 +193,41 @@ struct KfacLayer {
   Index rows() const { return in + (bias ? 1 : 0); }
 };
 
+/// One tapped layer of a recorded forward pass (record_tapped_forward): its block, its input a_l
+/// and its output s_l. Shared by K-FAC, EKFAC and the diagonal GGN (diag_ggn.hpp).
+template <Real T>
+struct TappedLayer {
+  KfacLayer layer;
+  Tensor<T> input;  ///< a_l: (N, in) for Linear, (N, H, W, C_in) for Conv2d
+  Var<T> output;    ///< s_l on the record's tape: (N, out) or (N, OH, OW, C_out)
+};
+
+/// What record_tapped_forward does with a tap that has no Kronecker block: a grouped convolution,
+/// a weight tapped more than once (shared weights), or a [W; b] that is not one contiguous block.
+enum class TapPolicy {
+  refuse,  ///< throw (K-FAC: ValueError, or Error for the layout)
+  skip     ///< leave it out (every tap of a shared weight): its parameters count as untapped
+};
+
+/// Records model.forward_observed(inputs) on the tape of `params` (from Model::variables) and
+/// returns the logits; `layers` receives every tapped Linear and Conv2d layer in execution order,
+/// planned against Model::layout(). Every error is an amari::Error: a std::logic_error thrown
+/// inside the forward pass (e.g. std::out_of_range from a module changed after the Model was
+/// built) is rethrown as Error naming the model. Cost: one taped forward pass.
+template <Real T>
+Var<T> record_tapped_forward(const nn::Model<T>& model, std::span<const Var<T>> params,
+                             const Tensor<T>& inputs, TapPolicy policy,
+                             std::vector<TappedLayer<T>>& layers);
+
+/// The augmented input rows [a, 1] (the 1 only with a bias) of examples [n0, n1) of a tapped
+/// layer, row-major into `rows` (resized; row stride L.rows()): one row per example for Linear;
+/// for Conv2d one per example and output position t = oh OW + ow, the im2col patch in the
+/// weight's (kh, kw, c_in) order with zeros over the padding. `input` is a_l, `output_shape` the
+/// shape of s_l. Returns the number of rows. Cost: (n1 - n0) T rows copies.
+template <Real T>
+Index layer_input_rows(const KfacLayer& L, const Tensor<T>& input, const Shape& output_shape,
+                       Index n0, Index n1, std::vector<T>& rows);
+
 /// The K-FAC curvature model of a network: per tapped layer (Linear or Conv2d, found by layer
 /// taps), the moving averages A_l and G_l and their damped inverses; applies the block-diagonal
 /// inverse to flat vectors. Model and head are referenced and must outlive this object; the model's
@@ -171,24 +244,34 @@ class KroneckerFactors {
   ~KroneckerFactors();
 
   /// Adds the statistics of a batch (inputs (N, ...) as the model takes them, targets (N, C);
-  /// ShapeError otherwise) at the model's current parameters to the moving averages of A and G;
-  /// returns the mean loss. With `gradient` (flat, length P), also writes the gradient of the mean
-  /// loss there, from the same recorded forward pass. Cost: one taped forward pass and one
-  /// (empirical), two (sampled) or C + 1 (kflr) reverse sweeps (see the file comment).
-  /// ValueError if the loss is not finite (the factors are then unchanged), if the forward pass
-  /// taps no layer, taps a grouped convolution or a weight twice, or (after the first update)
-  /// taps other layers than the first time; Error if a tapped layer's [W; b] is not contiguous.
+  /// ShapeError otherwise) at the model's current parameters to the moving averages of A and G
+  /// (and EKFAC's scalings, recomputing the eigenbases at the 1st, (1 + inverse_update_every)-th,
+  /// ... update); returns the mean loss. With `gradient` (flat, length P; ShapeError otherwise),
+  /// also writes the gradient of the mean loss there, from the same recorded forward pass. Cost:
+  /// one taped forward pass and one (empirical), two (sampled) or C + 1 (kflr) reverse sweeps
+  /// (see the file comment). Strong guarantee: on any error the statistics and *gradient are
+  /// unchanged. ValueError if the loss or a layer's batch statistics are not finite (naming the
+  /// layer and factor), if the forward pass taps no layer, taps a grouped convolution or a weight
+  /// twice, or (after the first update) taps other layers than the first time; Error if a tapped
+  /// layer's [W; b] is not contiguous or the forward pass fails with a non-amari logic error.
   double update(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>* gradient = nullptr);
-  /// Recomputes the damped inverses (A_l + pi_l sqrt(lambda) I)^{-1} and
+  /// K-FAC: recomputes the damped inverses (A_l + pi_l sqrt(lambda) I)^{-1} and
   /// (G_l + sqrt(lambda) / pi_l I)^{-1} from the current averages. If a Cholesky factorization
   /// fails, both dampings of that layer are multiplied by 10 (up to 6 times); then ValueError
   /// naming the layer. ValueError also for a non-finite factor, lambda <= 0 or no update yet.
-  /// Cost: 5/3 (rows^3 + out^3) flops per layer, in double.
+  /// Cost: 5/3 (rows^3 + out^3) flops per layer, in double. EKFAC: sets the damping of
+  /// (s + lambda)^{-1} (the eigenbases and scalings come from update()); O(1). Strong guarantee.
   void update_inverses(double lambda);
+  /// Forgets every statistic: the averages, inverses, EKFAC bases and scalings, the update count
+  /// and the layers found by the first update, so the object is as constructed (the next update()
+  /// starts the averages afresh and draws the sampled labels of update 0 again). For recovering
+  /// from statistics that no longer describe the model. Cost O(1); never throws.
+  void reset_statistics() noexcept;
   /// out = blockdiag_l((A_l + ...)^{-1} (x) (G_l + ...)^{-1}) g, i.e. U_l = A_inv G_mat G_inv for
-  /// each layer's (rows, out) block, and g_i / (untapped_curvature + lambda) for every parameter
-  /// in no tapped layer. g and out flat of length P (ShapeError); out may be g. Cost: 2 rows out
-  /// (rows + out) flops per layer. ValueError before the first update_inverses().
+  /// each layer's (rows, out) block (EKFAC: U_A ((U_A^T G_mat U_G) / (s + lambda)) U_G^T), and
+  /// g_i / (untapped_curvature + lambda) for every parameter in no tapped layer. g and out flat of
+  /// length P (ShapeError); out may be g. Cost: 2 rows out (rows + out) flops per layer (EKFAC:
+  /// twice that). ValueError before the first update_inverses().
   void precondition(const Tensor<T>& g, Tensor<T>& out);
 
   /// The tapped layers, in the order of the first update's forward pass (empty before it).
@@ -204,7 +287,15 @@ class KroneckerFactors {
   const Tensor<T>& inverse_a(std::size_t layer) const;
   /// The damped inverse of G_l of the last update_inverses() (undefined before).
   const Tensor<T>& inverse_g(std::size_t layer) const;
-  /// pi_l of the last update_inverses().
+  /// EKFAC: the eigenvectors U_A of A_l ((rows, rows), column i for the i-th smallest eigenvalue)
+  /// the current scalings are expressed in; undefined for K-FAC.
+  const Tensor<T>& eigenvectors_a(std::size_t layer) const;
+  /// EKFAC: the eigenvectors U_G of G_l ((out, out)); undefined for K-FAC.
+  const Tensor<T>& eigenvectors_g(std::size_t layer) const;
+  /// EKFAC: the scalings s_l ((rows, out), s[i * out + j] for the basis vector U_A e_i (x) U_G
+  /// e_j); undefined for K-FAC.
+  const Tensor<T>& scalings(std::size_t layer) const;
+  /// pi_l of the last update_inverses() (1 for EKFAC).
   double pi(std::size_t layer) const;
   /// lambda actually used for layer l at the last update_inverses() (> lambda after retries).
   double damping_used(std::size_t layer) const;
@@ -216,12 +307,20 @@ class KroneckerFactors {
   Index num_parameters() const;
   /// The options given at construction.
   const KfacOptions& options() const;
-  /// "K-FAC(true Fisher, 2 layers, P=31)", "K-FAC(KFLR, ...)" or "K-FAC(EMPIRICAL Fisher, ...)";
-  /// ", U untapped" is appended when parameters are left out of the blocks.
+  /// "K-FAC(true Fisher, 2 layers, P=31)", "K-FAC(KFLR, ...)" or "K-FAC(EMPIRICAL Fisher, ...)"
+  /// ("EKFAC(...)" for EKFAC); ", U untapped" is appended when parameters are left out of the
+  /// blocks. The layer accessors above raise ValueError for an index >= layers().size().
   std::string name() const;
 
  private:
+  template <Real>
+  friend class Kfac;
+  struct Statistics;
   struct State;
+  // Kfac::step's rollback: a copy of the statistics (O(layers): tensors are never written in
+  // place once stored, so sharing their storage is a snapshot), and putting one back.
+  std::unique_ptr<Statistics> snapshot() const;
+  void restore(std::unique_ptr<Statistics> saved) noexcept;
   std::unique_ptr<State> s_;
 };
 
@@ -235,14 +334,22 @@ class KroneckerFactors {
 /// StepReport: loss, loss_after, gradient_norm (of the mean loss, without weight decay), lambda,
 /// step_scale = nu (0 if the step was undone because the loss after it was not finite),
 /// step_norm; rho, predicted_reduction and the CG fields stay 0.
+/// Strong guarantee: a step that throws (bad shapes, a non-finite loss or statistics, a failing
+/// forward pass or factorization) leaves the optimizer, the factors and the model's parameters,
+/// step counter and state as they were, so the next step gives what it would have given without
+/// the failed call. Its cost: copies of the parameters and the model state per step.
 template <Real T>
 class Kfac {
  public:
   /// The model is updated in place by step(); model and head must outlive the optimizer.
   /// ValueError for bad options or an unsupported model (see KroneckerFactors).
   Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options = {});
-  /// One step on the minibatch (inputs (N, ...), targets (N, C)).
+  /// One step on the minibatch (inputs (N, ...), targets (N, C)); see the class comment.
   StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
+  /// Forgets the K-FAC statistics (KroneckerFactors::reset_statistics): the next step starts the
+  /// averages afresh and refreshes the inverses. The momentum buffer, the step count and the step
+  /// multiplier are kept. Never throws.
+  void reset_statistics() noexcept { factors_.reset_statistics(); }
   /// The options given at construction.
   const KfacOptions& options() const { return factors_.options(); }
   /// A multiplier s >= 0 (finite; ValueError otherwise) of every following parameter update:
@@ -260,6 +367,10 @@ class Kfac {
   const Tensor<T>& velocity() const { return velocity_; }
 
  private:
+  // The step itself; theta0 holds the parameters before it, `velocity` is the momentum buffer to
+  // update (a copy of velocity_, stored by step() on success).
+  StepReport step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
+                            const Tensor<T>& theta0, Tensor<T>& velocity);
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
   KroneckerFactors<T> factors_;
@@ -288,14 +399,16 @@ class KfacPreconditioner final : public Preconditioner<T> {
   KroneckerFactors<T>* factors_;
 };
 
-/// The K-FAC curvature as a forward operator: out = blockdiag_l(A_l (x) G_l) v, plus
+/// The K-FAC curvature as a forward operator (EKFAC: blockdiag_l(U (diag(s_l) + lambda I) U^T)
+/// with U = U_A (x) U_G): out = blockdiag_l(A_l (x) G_l) v, plus
 /// untapped_curvature * v on the parameters in no tapped layer; with lambda > 0, the factored
 /// damping of M&G 2015, sec. 6.3, is included: blockdiag_l((A_l + pi_l sqrt(lambda) I) (x)
 /// (G_l + sqrt(lambda) / pi_l I)) and (c + lambda) I, the matrix KroneckerFactors::precondition
 /// inverts (without its damping retries). For spectra, Laplace approximations or comparisons with
 /// the exact curvature. The factors are borrowed (they must outlive the operator) and read at
 /// every apply, so the operator follows their updates; ValueError at apply before any update.
-/// Cost per application: 2 rows out (rows + out) flops per layer; one scratch block.
+/// Cost per application: 2 rows out (rows + out) flops per layer (EKFAC: twice that); two scratch
+/// blocks.
 template <Real T>
 class KfacOperator final : public LinearOperator<T> {
  public:
@@ -316,6 +429,18 @@ class KfacOperator final : public LinearOperator<T> {
   Tensor<T> scratch_;
 };
 
+extern template Var<float> record_tapped_forward<float>(const nn::Model<float>&,
+                                                        std::span<const Var<float>>,
+                                                        const Tensor<float>&, TapPolicy,
+                                                        std::vector<TappedLayer<float>>&);
+extern template Var<double> record_tapped_forward<double>(const nn::Model<double>&,
+                                                          std::span<const Var<double>>,
+                                                          const Tensor<double>&, TapPolicy,
+                                                          std::vector<TappedLayer<double>>&);
+extern template Index layer_input_rows<float>(const KfacLayer&, const Tensor<float>&, const Shape&,
+                                              Index, Index, std::vector<float>&);
+extern template Index layer_input_rows<double>(const KfacLayer&, const Tensor<double>&,
+                                               const Shape&, Index, Index, std::vector<double>&);
 extern template class KroneckerFactors<float>;
 extern template class KroneckerFactors<double>;
 extern template class Kfac<float>;

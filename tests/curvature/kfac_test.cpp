@@ -9,9 +9,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -46,6 +49,7 @@ using amari::curvature::cholesky_in_place;
 using amari::curvature::cholesky_inverse_in_place;
 using amari::curvature::cholesky_solve_in_place;
 using amari::curvature::Kfac;
+using amari::curvature::KfacApproximation;
 using amari::curvature::KfacConv;
 using amari::curvature::KfacFisher;
 using amari::curvature::KfacLayerKind;
@@ -845,17 +849,232 @@ TEST_CASE("Kfac: bad options and misuse raise errors naming the problem", "[kfac
   CHECK_THROWS_AS(f.update(x, Tensor<double>(Shape{kN + 1, kC})), amari::ShapeError);
 }
 
-TEST_CASE("Kfac: a factor that cannot be inverted raises ValueError naming the layer", "[kfac]") {
+// ---- hardening: non-finite statistics, reset, error types, the strong guarantee (issue 10)
+// -------
+
+namespace {
+
+// Every statistic of two factor objects is bitwise the same.
+void check_same_statistics(const KroneckerFactors<double>& a, const KroneckerFactors<double>& b) {
+  REQUIRE(a.layers().size() == b.layers().size());
+  CHECK(a.updates() == b.updates());
+  CHECK(a.has_inverses() == b.has_inverses());
+  for (std::size_t l = 0; l < a.layers().size(); ++l) {
+    CHECK(amari::test::max_abs_diff(a.factor_a(l), b.factor_a(l)) == 0.0);
+    CHECK(amari::test::max_abs_diff(a.factor_g(l), b.factor_g(l)) == 0.0);
+    if (a.has_inverses()) {
+      CHECK(amari::test::max_abs_diff(a.inverse_a(l), b.inverse_a(l)) == 0.0);
+      CHECK(amari::test::max_abs_diff(a.inverse_g(l), b.inverse_g(l)) == 0.0);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE(
+    "K-FAC: a batch whose statistics are not finite raises ValueError naming the layer and "
+    "leaves every average unchanged",
+    "[kfac]") {
   SoftmaxCrossEntropy<double> head;
   Rng rng(72);
   Model<double> model = make_mlp(rng);
-  // Inputs of 1e200: the tanh saturates so the loss is finite, but a a^T overflows in layer 0.
-  Tensor<double> x = Tensor<double>::full(Shape{kN, kD}, 1e200);
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
   const Tensor<double> y = targets_for(head, kN, kC, rng);
+  // Inputs of 1e200: the tanh saturates so the loss is finite, but a a^T overflows in layer 0.
+  const Tensor<double> huge = Tensor<double>::full(Shape{kN, kD}, 1e200);
+  for (KfacApproximation approx : {KfacApproximation::kfac, KfacApproximation::ekfac}) {
+    INFO("ekfac " << (approx == KfacApproximation::ekfac));
+    KroneckerFactors<double> f(model, head, {.seed = 3, .approximation = approx});
+    KroneckerFactors<double> clean(model, head, {.seed = 3, .approximation = approx});
+    // Before any statistics, and after some.
+    CHECK_THROWS_WITH(f.update(huge, y), Contains("layer 0: Linear(3 -> 4)") &&
+                                             Contains("factor A is not finite") &&
+                                             Contains("left unchanged"));
+    CHECK(f.updates() == 0);
+    CHECK(f.layers().empty());
+    f.update(x, y);
+    clean.update(x, y);
+    Tensor<double> gradient = Tensor<double>::full(Shape{model.num_parameters()}, 7.0);
+    CHECK_THROWS_AS(f.update(huge, y, &gradient), ValueError);
+    CHECK(amari::test::max_abs_diff(gradient, Tensor<double>::full(gradient.shape(), 7.0)) == 0.0);
+    check_same_statistics(f, clean);
+    // The next update is the one the object would have made without the bad batch.
+    f.update(x, y);
+    clean.update(x, y);
+    f.update_inverses(1e-3);
+    clean.update_inverses(1e-3);
+    check_same_statistics(f, clean);
+    if (approx == KfacApproximation::ekfac) {
+      CHECK(amari::test::max_abs_diff(f.scalings(0), clean.scalings(0)) == 0.0);
+    }
+  }
+
+  // In float, inputs of 1e20 (the example of issue 10): a a^T = 1e40 overflows.
+  SoftmaxCrossEntropy<float> head32;
+  Model<float> model32(amari::nn::mlp<float>({kD, kH, kC}, Act::tanh));
+  KroneckerFactors<float> f32(model32, head32);
+  const Tensor<float> y32 = amari::test::convert<float>(y);
+  f32.update(amari::test::convert<float>(x), y32);
+  const Tensor<float> a0 = f32.factor_a(0).clone();
+  CHECK_THROWS_AS(f32.update(Tensor<float>::full(Shape{kN, kD}, 1e20f), y32), ValueError);
+  CHECK(amari::test::max_abs_diff(f32.factor_a(0), a0) == 0.0);
+  f32.update_inverses(1e-3);  // the averages are still usable
+}
+
+TEST_CASE(
+    "K-FAC: reset_statistics forgets every statistic, the next update equals that of a new "
+    "object",
+    "[kfac]") {
+  SoftmaxCrossEntropy<double> head;
+  Rng rng(73);
+  Model<double> model = make_mlp(rng);
+  const Tensor<double> x1 = normal_tensor<double>(Shape{kN, kD}, rng);
+  const Tensor<double> x2 = normal_tensor<double>(Shape{kN, kD}, rng);
+  const Tensor<double> y = targets_for(head, kN, kC, rng);
+  for (KfacApproximation approx : {KfacApproximation::kfac, KfacApproximation::ekfac}) {
+    INFO("ekfac " << (approx == KfacApproximation::ekfac));
+    KroneckerFactors<double> f(model, head, {.seed = 3, .approximation = approx});
+    f.update(x1, y);
+    f.update(x1, y);
+    f.update_inverses(1e-2);
+    f.reset_statistics();
+    CHECK(f.updates() == 0);
+    CHECK(!f.has_inverses());
+    CHECK(f.layers().empty());
+    CHECK_THROWS_AS(f.update_inverses(1e-2), ValueError);
+    KroneckerFactors<double> fresh(model, head, {.seed = 3, .approximation = approx});
+    f.update(x2, y);
+    fresh.update(x2, y);
+    f.update_inverses(1e-2);
+    fresh.update_inverses(1e-2);
+    check_same_statistics(f, fresh);
+  }
+  // The optimizer: a reset refreshes the inverses at the next step.
+  Kfac<double> kfac(model, head, {.inverse_update_every = 100, .seed = 2});
+  kfac.step(x1, y);
+  kfac.step(x1, y);
+  kfac.reset_statistics();
+  CHECK(kfac.factors().updates() == 0);
+  kfac.step(x2, y);
+  CHECK(kfac.factors().updates() == 1);
+  CHECK(kfac.factors().has_inverses());
+}
+
+TEST_CASE(
+    "K-FAC: misuse raises amari errors, never std::out_of_range (layer indices, a Sequential "
+    "changed after its Model was built, a module failing with a standard logic error)",
+    "[kfac]") {
+  SoftmaxCrossEntropy<double> head;
+  Rng rng(74);
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+  const Tensor<double> y = targets_for(head, kN, kC, rng);
+  Model<double> model = make_mlp(rng);
   KroneckerFactors<double> f(model, head);
-  REQUIRE(std::isfinite(f.update(x, y)));
-  CHECK_THROWS_AS(f.update_inverses(1e-3), ValueError);
-  CHECK_THROWS_WITH(f.update_inverses(1e-3), Contains("layer 0: Linear(3 -> 4)"));
+  CHECK_THROWS_WITH(f.factor_a(0),
+                    Contains("layer index 0 out of range") && Contains("no update yet"));
+  f.update(x, y);
+  CHECK_THROWS_AS(f.factor_a(2), ValueError);
+  CHECK_THROWS_AS(f.factor_g(2), ValueError);
+  CHECK_THROWS_AS(f.inverse_a(2), ValueError);
+  CHECK_THROWS_AS(f.inverse_g(2), ValueError);
+  CHECK_THROWS_AS(f.pi(2), ValueError);
+  CHECK_THROWS_AS(f.damping_used(2), ValueError);
+  CHECK_THROWS_AS(f.eigenvectors_a(2), ValueError);
+  CHECK_THROWS_AS(f.scalings(9), ValueError);
+
+  // A Sequential that grew after the Model was built.
+  auto net = std::make_shared<Sequential<double>>();
+  net->emplace<Linear<double>>(kD, kH).emplace<amari::nn::Tanh<double>>();
+  Model<double> grown(net);
+  net->emplace<Linear<double>>(kH, kC);
+  Kfac<double> kfac(grown, head);
+  CHECK_THROWS_AS(kfac.step(x, y), amari::Error);
+
+  // A module whose forward pass throws a standard logic error.
+  auto broken = amari::nn::function_module<double>(
+      "broken", {{"weight", Shape{kD, kC}, amari::nn::Init::xavier_uniform, kD, kC}},
+      [](const auto& in, auto& c) -> std::decay_t<decltype(in)> {
+        (void)c.next();
+        (void)in;
+        throw std::out_of_range("vector::_M_range_check");
+      });
+  Model<double> bad(broken);
+  KroneckerFactors<double> fb(bad, head);
+  CHECK_THROWS_WITH(fb.update(x, y), Contains("K-FAC: the forward pass of broken failed") &&
+                                         Contains("_M_range_check"));
+  CHECK_THROWS_AS(fb.update(x, y), amari::Error);
+}
+
+TEST_CASE(
+    "Kfac: a step that throws midway leaves the optimizer, the factors and the model as before, "
+    "and the next step gives what it would have given",
+    "[kfac]") {
+  SoftmaxCrossEntropy<double> head;
+  Rng rng(75);
+  const Index n = 8;
+  std::vector<Tensor<double>> xs;
+  for (int b = 0; b < 3; ++b) xs.push_back(normal_tensor<double>(Shape{n, kD}, rng));
+  const Tensor<double> y = targets_for(head, n, kC, rng);
+  // A model with running statistics (batch norm, train mode) and a tripwire: an identity module
+  // that throws on a chosen call of the plain forward pass (the loss after the step), after the
+  // factors, the parameters, the momentum and the running statistics have all been moved.
+  auto calls = std::make_shared<int>(0);
+  auto trigger = std::make_shared<int>(-1);
+  auto make = [&](std::uint64_t seed) {
+    auto tripwire =
+        amari::nn::function_module<double>("tripwire", {}, [calls, trigger](const auto& in, auto&) {
+          using V = std::decay_t<decltype(in)>;
+          if constexpr (std::is_same_v<V, Tensor<double>>) {
+            if ((*calls)++ == *trigger) throw amari::Error("tripwire");
+          }
+          return in;
+        });
+    auto net = std::make_shared<Sequential<double>>();
+    net->emplace<Linear<double>>(kD, kH)
+        .emplace<amari::nn::BatchNorm<double>>(kH)
+        .emplace<amari::nn::Tanh<double>>()
+        .add(tripwire)
+        .emplace<Linear<double>>(kH, kC);
+    return Model<double>(net, seed);
+  };
+  for (KfacApproximation approx : {KfacApproximation::kfac, KfacApproximation::ekfac}) {
+    INFO("ekfac " << (approx == KfacApproximation::ekfac));
+    const KfacOptions options{
+        .inverse_update_every = 2, .seed = 6, .momentum = 0.5, .approximation = approx};
+    Model<double> model = make(1), twin = make(1);
+    Kfac<double> kfac(model, head, options), reference(twin, head, options);
+    for (int b = 0; b < 2; ++b) {
+      kfac.step(xs[static_cast<std::size_t>(b)], y);
+      reference.step(xs[static_cast<std::size_t>(b)], y);
+    }
+    // 1. The loss after the step throws (the step and the inverse refresh were done).
+    *calls = 0;
+    *trigger = 1;  // call 0: the running-statistics pass, call 1: the loss after the step
+    CHECK_THROWS_WITH(kfac.step(xs[2], y), Contains("tripwire"));
+    *trigger = -1;
+    // 2. A NaN in the batch (non-finite loss) and 3. mismatched shapes.
+    Tensor<double> nan_batch = xs[2].clone();
+    nan_batch[3] = std::numeric_limits<double>::quiet_NaN();
+    CHECK_THROWS_AS(kfac.step(nan_batch, y), ValueError);
+    CHECK_THROWS_AS(kfac.step(xs[2], Tensor<double>(Shape{n + 1, kC})), amari::ShapeError);
+    // Nothing moved.
+    CHECK(kfac.steps() == 2);
+    CHECK(model.step() == twin.step());
+    CHECK(amari::test::max_abs_diff(model.parameters(), twin.parameters()) == 0.0);
+    CHECK(amari::test::max_abs_diff(model.state(), twin.state()) == 0.0);
+    CHECK(amari::test::max_abs_diff(kfac.velocity(), reference.velocity()) == 0.0);
+    check_same_statistics(kfac.factors(), reference.factors());
+    // The next steps are those the optimizer would have taken without the failed calls.
+    for (int b = 2; b >= 0; --b) {
+      const auto r = kfac.step(xs[static_cast<std::size_t>(b)], y);
+      const auto want = reference.step(xs[static_cast<std::size_t>(b)], y);
+      CHECK(r.loss == want.loss);
+      CHECK(r.loss_after == want.loss_after);
+    }
+    CHECK(amari::test::max_abs_diff(model.parameters(), twin.parameters()) == 0.0);
+    CHECK(amari::test::max_abs_diff(model.state(), twin.state()) == 0.0);
+    check_same_statistics(kfac.factors(), reference.factors());
+  }
 }
 
 // ---- any model: taps, convolutions, untapped parameters, KFLR, the forward operator
