@@ -14,7 +14,14 @@
 #include <amari/curvature/verify.hpp>
 #include <amari/curvature/cost.hpp>
 #include <amari/curvature/dense_solve.hpp>
+#include <amari/curvature/diag_ggn.hpp>
 #include <amari/curvature/kfac.hpp>
+#include <amari/curvature/laplace.hpp>
+#include <amari/curvature/laplace_eigen.hpp>
+#include <amari/curvature/laplace_jacobians.hpp>
+#include <amari/curvature/laplace_last_layer.hpp>
+#include <amari/curvature/laplace_predictive.hpp>
+#include <amari/curvature/laplace_structures.hpp>
 #include <amari/curvature/lanczos.hpp>
 #include <amari/curvature/per_example.hpp>
 #include <amari/curvature/spectral_density.hpp>

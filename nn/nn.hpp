@@ -8,6 +8,7 @@
 #include <amari/nn/idx.hpp>
 #include <amari/nn/image_layers.hpp>
 #include <amari/nn/layers.hpp>
+#include <amari/nn/metrics.hpp>
 #include <amari/nn/model.hpp>
 #include <amari/nn/module.hpp>
 #include <amari/nn/normalization.hpp>
