@@ -112,7 +112,8 @@ template <Value V> V conv2d(const V& x, const V& w, const V& b, const Conv2dOpti
 template <Value V> V conv2d(const V& x, const V& w, const Conv2dOptions& options = {});
 
 /// Geometry of a 2-D pooling window. stride {0, 0} means "equal to the kernel" (PyTorch's default).
-/// Output size per axis: (in + 2 padding - kernel) / stride + 1 (floor); padding <= kernel / 2.
+/// Output size per axis: (in + 2 padding - kernel) / stride + 1 (floor); padding <= kernel / 2,
+/// 1 <= kernel <= 2^15 and stride <= 2^31 per axis (ValueError otherwise).
 struct Pool2dOptions {
   std::array<Index, 2> kernel{2, 2};
   std::array<Index, 2> stride{0, 0};

@@ -107,7 +107,10 @@ void im2col_row(const ConvGeometry& g, const T* x, Index oh, T* cols) {
         T* d = dst + i * run;
         const T* src = x + (ih0 + i * g.dilation_h) * g.w * g.c_in + grp * cig;
         zero_run(taps.lo * cig, d);
-        if (contiguous) {
+        if (taps.lo == taps.hi) {
+          // No tap of this window is inside the row: nothing to copy (and no pointer to form:
+          // iw0 can be far outside the image, up to -padding).
+        } else if (contiguous) {
           copy_run(src + (iw0 + taps.lo) * g.c_in, (taps.hi - taps.lo) * cig, d + taps.lo * cig);
         } else {
           for (Index j = taps.lo; j < taps.hi; ++j)
@@ -150,6 +153,7 @@ void col2im_image(const ConvGeometry& g, const T* cols, T* xbar) {
     for (Index ow = 0; ow < g.ow; ++ow, cols += row_len) {
       const Index iw0 = ow * g.stride_w - g.pad_w;
       const TapRange taps = valid_taps(iw0, g.w, g.kw, g.dilation_w);
+      if (taps.lo == taps.hi) continue;  // the window misses the image: nothing to add back
       for (Index grp = 0; grp < g.groups; ++grp) {
         const T* src = cols + grp * k;
         for (Index i = rows.lo; i < rows.hi; ++i) {

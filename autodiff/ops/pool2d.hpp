@@ -10,7 +10,14 @@
 
 namespace amari::detail {
 
-/// The windows of a 2-D pooling of x (N, H, W, C): output (N, OH, OW, C).
+/// The largest kernel extent per axis a pooling accepts. It keeps the window offset a * kw + b
+/// (stored as int32 by max_pool2d's argmax) and every window product far from overflow.
+inline constexpr Index kMaxPoolKernel = Index{1} << 15;
+/// The largest stride per axis (larger strides give one window per axis anyway).
+inline constexpr Index kMaxPoolStride = Index{1} << 31;
+
+/// The windows of a 2-D pooling of x (N, H, W, C): output (N, OH, OW, C). With padding <=
+/// kernel / 2, OH <= H and OW <= W, so the output is never larger than the input.
 struct PoolGeometry {
   Index n = 0, h = 0, w = 0, c = 0, oh = 0, ow = 0;
   Index kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0;
@@ -27,10 +34,10 @@ struct PoolGeometry {
     }
     for (int a = 0; a < 2; ++a) {
       const Index k = o.kernel[a], s = o.stride[a], p = o.padding[a];
-      if (k < 1 || s < 0 || p < 0 || p > k / 2) {
-        throw ValueError(
-            std::string(op) + ": invalid options " + opts + " for x " + x.str() +
-            " (need kernel >= 1, stride >= 0 (0 = kernel), 0 <= padding <= kernel / 2)");
+      if (k < 1 || k > kMaxPoolKernel || s < 0 || s > kMaxPoolStride || p < 0 || p > k / 2) {
+        throw ValueError(std::string(op) + ": invalid options " + opts + " for x " + x.str() +
+                         " (need 1 <= kernel <= " + std::to_string(kMaxPoolKernel) + ", 0 <= stride <= " +
+                         std::to_string(kMaxPoolStride) + " (0 = kernel), 0 <= padding <= kernel / 2)");
       }
     }
     PoolGeometry g;
@@ -69,17 +76,23 @@ struct PoolGeometry {
   /// Offset of x[img, r, s, 0].
   Index x_at(Index img, Index r, Index s) const { return ((img * h + r) * w + s) * c; }
 
+  /// Elements touched by one pass over every window, for the parallel threshold only: output
+  /// size (<= the input's, < 2^48) times the window size (< 2^30), saturated below 2^62.
+  Index work() const {
+    const Index out = n * oh * ow * c, window = kh * kw;
+    return out > (Index{1} << 62) / window ? Index{1} << 62 : out * window;
+  }
   /// f(img, i) for every output row; each writes only its own outputs (primal, JVP).
   template <class F>
   void for_output_rows(const F& f) const {
-    kernels::parallel_for(n * oh, n * oh * ow * c * kh * kw, [&](Index r) { f(r / oh, r % oh); });
+    kernels::parallel_for(n * oh, work(), [&](Index r) { f(r / oh, r % oh); });
   }
   /// f(img, i) for every output row, for rules that scatter into the input (VJP): rows run in
   /// parallel only when their windows cannot overlap (stride >= kernel), else one image per work
   /// item with its rows in order, so every sum has a fixed order.
   template <class F>
   void for_scatter_rows(const F& f) const {
-    const Index work = n * oh * ow * c * kh * kw;
+    const Index work = this->work();
     if (sh >= kh) {
       kernels::parallel_for(n * oh, work, [&](Index r) { f(r / oh, r % oh); });
     } else {

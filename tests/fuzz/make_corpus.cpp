@@ -142,19 +142,22 @@ void safetensors_corpus(const fs::path& dir) {
   const Bytes torch = safetensors_file(f32, Convention::pytorch);
   save(dir, "model_amari_f64", with_flag(0, safetensors_file(f64, Convention::amari)));
   save(dir, "model_pytorch_f32_float_first", with_flag(1 | 2, torch));
-  save(dir, "model_pytorch_f64_fix_length", with_flag(1 | 4, safetensors_file(f64, Convention::pytorch)));
+  save(dir, "model_pytorch_f64_fix_length",
+       with_flag(1 | 4, safetensors_file(f64, Convention::pytorch)));
   // Half-precision tensors, an empty one, a scalar, metadata and escapes (F16 1, -2; BF16 0.5).
   save(dir, "halves_fix_length",
-       with_flag(1 | 4, safetensors_bytes("{\"__metadata__\":{\"k\":\"v\\u00e9\"},"
-                                          "\"h\":{\"dtype\":\"F16\",\"shape\":[1,2],\"data_offsets\":[0,4]},"
-                                          "\"b\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[4,6]},"
-                                          "\"e\":{\"dtype\":\"I64\",\"shape\":[0,3],\"data_offsets\":[6,6]}}  ",
-                                          Bytes{0x00, 0x3c, 0x00, 0xc0, 0x00, 0x3f})));
+       with_flag(1 | 4, safetensors_bytes(
+                            "{\"__metadata__\":{\"k\":\"v\\u00e9\"},"
+                            "\"h\":{\"dtype\":\"F16\",\"shape\":[1,2],\"data_offsets\":[0,4]},"
+                            "\"b\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[4,6]},"
+                            "\"e\":{\"dtype\":\"I64\",\"shape\":[0,3],\"data_offsets\":[6,6]}}  ",
+                            Bytes{0x00, 0x3c, 0x00, 0xc0, 0x00, 0x3f})));
   // Overlapping offsets, and a file cut inside its data.
   save(dir, "overlap",
-       with_flag(0, safetensors_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                                      "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
-                                      Bytes(8, 0))));
+       with_flag(
+           0, safetensors_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                                "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+                                Bytes(8, 0))));
   save(dir, "truncated", with_flag(1, Bytes(torch.begin(), torch.end() - 5)));
 }
 
@@ -187,7 +190,24 @@ struct Program {
     bytes.insert(bytes.end(), {static_cast<std::uint8_t>(Op::linear), a, b, 0, v(0), v(0), c});
     return *this;
   }
+  // Any op: the common six bytes, then the op's own bytes (see the layout in harness/ops.hpp).
+  Program& raw(Op o, std::uint8_t a, std::uint8_t b, std::uint8_t param, std::uint8_t s1,
+               const std::vector<std::uint8_t>& extra) {
+    bytes.insert(bytes.end(), {static_cast<std::uint8_t>(o), a, b, param, s1, v(0)});
+    bytes.insert(bytes.end(), extra.begin(), extra.end());
+    return *this;
+  }
 };
+
+// Integer codes (decode_int): 0-5 are themselves; some edge values.
+constexpr std::uint8_t kMinus1 = 240, kSix = 242;
+
+// Values 1/8, 2/8, ... cycling through [-1, 1], n of them.
+std::vector<std::uint8_t> ramp(int n) {
+  std::vector<std::uint8_t> codes;
+  for (int i = 0; i < n; ++i) codes.push_back(v(((i * 5) % 17 - 8) / 8.0));
+  return codes;
+}
 
 // Parameter byte for an axis (-5..5) and keep_dims.
 std::uint8_t axis(int a, bool keep = false) {
@@ -256,6 +276,56 @@ void ops_corpus(const fs::path& dir) {
            .op(Op::add_scalar, 0, 0, 0, kNegInf)
            .op(Op::transpose, 0)
            .op(Op::matmul, 0, 0, kTransA)
+           .bytes);
+  // Images: a depthwise 3x3 convolution (groups 2, padding 1), a strided one without bias, the
+  // three poolings, and refused options (groups 0, stride -1, padding above kernel / 2), double.
+  save(dir, "conv_pool",
+       Program(three_inputs)
+           .input({1, 4, 4, 2}, ramp(32))
+           .input({3, 3, 1, 2}, ramp(18))
+           .input({2}, {v(0.5), v(-0.25)})
+           .raw(Op::conv2d, 0, 1, 0, v(0), {2, 1, 1, 1, 1, 1, 1, 2})       // -> 3: (1, 4, 4, 2)
+           .raw(Op::conv2d_no_bias, 0, 1, 0, v(0), {2, 2, 1, 1, 1, 1, 2})  // -> 4: (1, 2, 2, 2)
+           .raw(Op::max_pool2d, 3, 0, 0, v(0), {2, 2, 0, 0, 0, 0})         // -> 5: (1, 2, 2, 2)
+           .raw(Op::avg_pool2d, 3, 0, 16, v(0), {3, 3, 1, 1, 1, 1})        // -> 6: (1, 4, 4, 2)
+           .raw(Op::global_avg_pool2d, 6, 0, 0, v(0), {})                  // -> 7: (1, 2)
+           .raw(Op::conv2d, 0, 1, 2, v(0), {2, 1, 1, 0, 0, 1, 1, 0})       // groups 0
+           .raw(Op::conv2d_no_bias, 0, 1, 0, v(0), {kMinus1, 1, 0, 0, 1, 1, 2})
+           .raw(Op::avg_pool2d, 0, 0, 0, v(0), {2, 2, 1, 1, 2, 0})
+           .bytes);
+  // layer_norm, batch_norm (with statistics, on (N, C) and (N, H, W, C)), dropout, and refused
+  // eps and p; tangents equal to values.
+  save(dir, "norm_dropout",
+       Program(16 | three_inputs)
+           .input({3, 4}, ramp(12))
+           .input({4}, {v(1), v(0.5), v(-1), v(2)})
+           .input({4}, {v(0), v(0.25), v(-0.5), v(1)})
+           .raw(Op::layer_norm, 0, 1, 0, v(0.125), {2})       // -> 3
+           .raw(Op::batch_norm, 0, 1, 16, v(0.125), {2})      // -> 4, with statistics
+           .raw(Op::reshape, 0, 0, 5, v(0), {4, 1, 3, 1, 4})  // -> 5: (1, 3, 1, 4)
+           .raw(Op::batch_norm, 5, 1, 16, v(0), {2})          // -> 6, eps 0
+           .raw(Op::dropout, 3, 0, 0, v(0.5), {7, 1})         // -> 7
+           .raw(Op::dropout, 0, 0, 0, v(1), {7, 1})           // p = 1: refused
+           .raw(Op::layer_norm, 0, 1, 0, v(-1), {2})          // eps < 0: refused
+           .raw(Op::batch_norm, 1, 1, 0, v(0.125), {2})       // rank 1: refused
+           .bytes);
+  // Indexing and rearranging, float: permute, concat of two and of a list, slice, embedding, and
+  // refused permutations, ranges and indices.
+  save(dir, "shape_ops_f32",
+       Program(1 | three_inputs)
+           .input({2, 3, 4}, ramp(24))
+           .input({2, 1, 4}, ramp(8))
+           .input({5, 2}, ramp(10))
+           .raw(Op::permute, 0, 0, 0, v(0), {3, 0})           // -> 3: (3, 4, 2)
+           .raw(Op::concat, 0, 1, 1 + 5, v(0), {})            // -> 4: (2, 4, 4)
+           .raw(Op::concat_list, 0, 1, -2 + 5, v(0), {3, 0})  // -> 5: (2, 7, 4)
+           .raw(Op::slice, 5, 0, 1 + 5, v(0), {2, 5})         // -> 6: (2, 3, 4)
+           // -> 7: rows 4 0 1 / 1 3 2 of the (5, 2) weight: (2, 3, 2)
+           .raw(Op::embedding, 2, 0, 0, v(0), {2, 2, 3, 0, 0, 4, 0, 1, 1, 3, 2})
+           .raw(Op::permute, 0, 0, 0, v(0), {0, 7})        // an axis replaced by -1
+           .raw(Op::slice, 0, 0, -1 + 5, v(0), {1, kSix})  // stop 6 > 4
+           .raw(Op::embedding, 2, 0, 0, v(0), {1, 2, 0, 0, 0, 5, kMinus1})  // 5, -1: refused
+           .raw(Op::concat_list, 0, 1, 5, v(0), {0})                        // an empty list
            .bytes);
 }
 

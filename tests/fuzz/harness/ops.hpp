@@ -4,34 +4,70 @@
 // every dimension 0-5, so empty tensors are common) holding random values (NaN, +-inf, denormals,
 // the largest and smallest normals, exp overflow thresholds, raw bit patterns, small multiples of
 // 1/8 with many ties and exact zeros), then up to 32 instructions, each applying one public op to
-// values from a pool that grows with every result. The program runs three times:
+// values from a pool that grows with every result. Every primitive is reachable: the element-wise,
+// matrix, reduction and softmax ops, linear, conv2d (with and without a bias), max_pool2d,
+// avg_pool2d, global_avg_pool2d, layer_norm, batch_norm (with and without BatchStats), dropout,
+// embedding, permute, concat (of two and of a list) and slice, with fuzzer-chosen options, valid
+// or not. The program runs three times:
 //   Tensor<T>: plain evaluation;
 //   Dual<T>:   forward mode, each non-constant input carrying a tangent;
 //   Var<T>:    recorded on a tape, then Tape::jvp, Tape::vjp (a reverse sweep from every active
 //              result to the inputs and to every intermediate result) and Tape::hvp.
 // Checks: every op call returns or throws amari::Error, and throws in all modes or in none; the
-// three modes compute bitwise identical primal values; the tape's forward sweep reproduces the
+// three modes compute bitwise identical primal values (and batch statistics: bitwise equal, of
+// shape (C), variance not negative, count = elements / C); the tape's forward sweep reproduces the
 // duals' tangents; the sweeps never throw on a well-formed record; in double, when every value is
 // 0 or in [1e-3, 1e3], the adjoint identity <u, J v> = <J^T u, v> holds to rounding; results of a
 // cleared or destroyed tape raise TapeError.
+//
+// Sizes stay small whatever the input says: an instruction whose result would exceed
+// kMaxResultElements elements or kMaxWork multiply-adds (upper bounds computed from the shapes and
+// options, see cost()) is skipped in every mode, as if it threw. So no input makes amari allocate
+// gigabytes or run for seconds; amari's own limit (2^48 elements) is tested by the hostile-input
+// tests. Options can still be huge (2^31, 2^32, 2^48, 2^62, the ends of Index) where the result
+// stays small, to reach the overflow checks of the geometry code.
 //
 // Byte layout (bytes past the end read as 0):
 //   flags:  bit 0 float (else double); bits 1-3 input i is a constant (no tangent, not a tape
 //           variable); bit 4 tangents equal the values (else a fixed pattern); bits 5-6 number of
 //           inputs - 1 (3 means 3)
 //   per input: rank byte (% 5), one byte per dimension (% 6), one value code per element
-//   per instruction: opcode, operand a, operand b (indices into the pool, modulo its size), a
-//           parameter byte (axis = (p & 15) % 11 - 5, keep_dims = bit 4, transpose a = bit 5,
-//           transpose b = bit 6; for reshape the target kind p % 6), two value codes (the scalars
-//           of affine/scale/add_scalar/division), for reshape a rank byte and 4 dimension bytes,
-//           and for linear the third operand (the bias)
+//   per instruction: opcode (% Op::count), operand a, operand b (indices into the pool, modulo its
+//           size), a parameter byte (axis = (p & 15) % 11 - 5, keep_dims = bit 4, transpose a =
+//           bit 5, transpose b = bit 6; for reshape the target kind p % 6), two value codes s1, s2
+//           (the scalars of affine/scale/add_scalar/division; eps of layer_norm and batch_norm, p
+//           of dropout), then by opcode:
+//     reshape            a rank byte (% 5) and 4 dimension bytes (% 6): the target shape
+//     linear             operand c (the bias)
+//     conv2d             operand c (the bias), then 7 integer codes: stride h, w, padding h, w,
+//                        dilation h, w, groups (conv2d_no_bias: the 7 codes only)
+//     max/avg_pool2d     6 integer codes: kernel h, w, stride h, w, padding h, w; param bit 4:
+//                        count_include_pad = false (avg_pool2d)
+//     layer_norm         operand c (beta; b is gamma)
+//     batch_norm         operand c (beta; b is gamma); param bit 4: ask for BatchStats
+//     dropout            seed byte (times 0x9e3779b97f4a7c15), stream byte (255: 2^64 - 1)
+//     embedding          index shape as for reshape; count = its elements, or one fewer (param
+//                        bits 5-6 = 1) or one more (= 2); then one integer code per index
+//     permute            permutation number (lexicographic, mod rank!), fault byte: % 8 = 5 one
+//                        axis too many, 6 one too few, 7 an axis replaced by -1, rank, a
+//                        duplicate or INT_MIN ((fault >> 5) & 3) at (fault >> 3) % rank
+//     concat             (a, b along the param axis)
+//     concat_list        a count byte (% 6: 0-5 values a, b, then one operand byte per further
+//                        value)
+//     slice              integer codes start, stop (along the param axis)
 //   value code v: v < 24 a special value, v < 40 raw bits (4 or 8 more bytes), else (v - 148) / 8
+//   integer code b: b < 240 gives b % 6, else one of 16 edge values (decode_int)
+// Opcodes from conv2d on were added after the first corpus; appending them (and their bytes) kept
+// every older input decoding as before.
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <optional>
 #include <type_traits>
 
@@ -74,11 +110,30 @@ enum class Op : std::uint8_t {
   softmax,
   log_softmax,
   linear,
+  // Added later: appended, so older inputs keep their meaning.
+  conv2d,
+  conv2d_no_bias,
+  max_pool2d,
+  avg_pool2d,
+  global_avg_pool2d,
+  layer_norm,
+  batch_norm,
+  dropout,
+  embedding,
+  permute,
+  concat,
+  concat_list,
+  slice,
   count
 };
 
 inline constexpr int kMaxInstructions = 32;
 inline constexpr std::size_t kMaxPool = 40;
+/// Caps on one instruction (see cost()): elements of its result, and multiply-adds (conv2d and
+/// matmul) or element visits. A double result of 2^14 elements is 128 KiB; 2^20 multiply-adds take
+/// a few milliseconds under ASan, for each of the forward pass and the sweeps.
+inline constexpr double kMaxResultElements = 1 << 14;
+inline constexpr double kMaxWork = 1 << 20;
 
 template <Real T>
 T decode_value(Reader& r) {
@@ -125,6 +180,30 @@ T decode_value(Reader& r) {
   return static_cast<T>((static_cast<int>(v) - 148) / 8.0);
 }
 
+/// An integer option, index or slice bound: mostly 0-5, else an edge value: negative, around 2^31
+/// and 2^32 (where int32 arithmetic breaks), around kMaxElements = 2^48, and near the ends of
+/// Index (where an unchecked sum or product overflows).
+inline Index decode_int(std::uint8_t b) {
+  constexpr Index one = 1;
+  static constexpr Index edges[16] = {-1,
+                                      -2,
+                                      6,
+                                      7,
+                                      (one << 31) - 1,
+                                      one << 31,
+                                      one << 32,
+                                      (one << 32) + 1,
+                                      one << 47,
+                                      one << 48,
+                                      (one << 48) + 1,
+                                      (one << 62) - 1,
+                                      one << 62,
+                                      std::numeric_limits<Index>::max(),
+                                      std::numeric_limits<Index>::min(),
+                                      -(one << 31)};
+  return b < 240 ? b % 6 : edges[b - 240];
+}
+
 template <Real T>
 struct InputSpec {
   Tensor<T> value;
@@ -137,8 +216,10 @@ struct Instruction {
   Op op = Op::exp;
   std::uint8_t a = 0, b = 0, c = 0, param = 0;
   T s1 = 0, s2 = 0;
-  std::uint8_t reshape_rank = 0;
+  std::uint8_t reshape_rank = 0;  // reshape: the target shape; embedding: the index shape
   std::uint8_t reshape_dims[4] = {};
+  std::array<std::uint8_t, 7> opt{};  // the option bytes of conv2d, pools, dropout, permute, ...
+  std::vector<std::uint8_t> more;     // concat_list: further operands; embedding: index codes
 };
 
 template <Real T>
@@ -152,6 +233,48 @@ inline Shape decode_shape(Reader& r) {
   Index dims[4] = {};
   for (int i = 0; i < rank; ++i) dims[i] = r.u8() % 6;
   return Shape(std::span<const Index>(dims, static_cast<std::size_t>(rank)));
+}
+
+/// The shape given by a rank (< 5) and 4 dimension bytes (< 6).
+inline Shape small_shape(std::uint8_t rank, const std::uint8_t* dims) {
+  Index d[4];
+  for (int i = 0; i < 4; ++i) d[i] = dims[i];
+  return Shape(std::span<const Index>(d, rank));
+}
+
+/// Number of indices an embedding instruction passes: the index shape's elements, or one fewer
+/// or one more (refused).
+template <Real T>
+std::size_t embedding_count(const Instruction<T>& ins) {
+  const auto n = static_cast<std::size_t>(small_shape(ins.reshape_rank, ins.reshape_dims).numel());
+  switch ((ins.param >> 5) & 3) {
+    case 1:
+      return n == 0 ? 1 : n - 1;
+    case 2:
+      return n + 1;
+    default:
+      return n;
+  }
+}
+
+/// Option bytes after the common part of an instruction.
+inline int option_bytes(Op op) {
+  switch (op) {
+    case Op::conv2d:
+    case Op::conv2d_no_bias:
+      return 7;
+    case Op::max_pool2d:
+    case Op::avg_pool2d:
+      return 6;
+    case Op::dropout:
+    case Op::permute:
+    case Op::slice:
+      return 2;
+    case Op::concat_list:
+      return 1;
+    default:
+      return 0;
+  }
 }
 
 template <Real T>
@@ -181,12 +304,23 @@ Program<T> decode(Reader& r, std::uint8_t flags) {
     ins.param = r.u8();
     ins.s1 = decode_value<T>(r);
     ins.s2 = decode_value<T>(r);
-    if (ins.op == Op::reshape) {
+    if (ins.op == Op::reshape || ins.op == Op::embedding) {
       ins.reshape_rank = r.u8() % 5;
       for (auto& d : ins.reshape_dims) d = r.u8() % 6;
     }
-    if (ins.op == Op::linear) ins.c = r.u8();
-    p.code.push_back(ins);
+    if (ins.op == Op::linear || ins.op == Op::conv2d || ins.op == Op::layer_norm ||
+        ins.op == Op::batch_norm) {
+      ins.c = r.u8();
+    }
+    for (int i = 0; i < option_bytes(ins.op); ++i) ins.opt[static_cast<std::size_t>(i)] = r.u8();
+    if (ins.op == Op::embedding) {
+      const std::size_t n = embedding_count(ins);
+      for (std::size_t i = 0; i < n; ++i) ins.more.push_back(r.u8());
+    }
+    if (ins.op == Op::concat_list) {
+      for (int i = 2; i < ins.opt[0] % 6; ++i) ins.more.push_back(r.u8());
+    }
+    p.code.push_back(std::move(ins));
   }
   return p;
 }
@@ -208,17 +342,204 @@ inline Shape reshape_target(const Shape& x, std::uint8_t param, std::uint8_t ran
     }
     case 4:
       return Shape{};
-    default: {
-      Index d[4];
-      for (int i = 0; i < 4; ++i) d[i] = dims[i];
-      return Shape(std::span<const Index>(d, rank));
-    }
+    default:
+      return small_shape(rank, dims);
   }
 }
 
-/// One instruction applied to pool values x (operand a), y (operand b) and z (operand c).
+template <Real T>
+Conv2dOptions conv_options(const Instruction<T>& ins) {
+  const auto& o = ins.opt;
+  return {.stride = {decode_int(o[0]), decode_int(o[1])},
+          .padding = {decode_int(o[2]), decode_int(o[3])},
+          .dilation = {decode_int(o[4]), decode_int(o[5])},
+          .groups = decode_int(o[6])};
+}
+
+template <Real T>
+Pool2dOptions pool_options(const Instruction<T>& ins) {
+  const auto& o = ins.opt;
+  return {.kernel = {decode_int(o[0]), decode_int(o[1])},
+          .stride = {decode_int(o[2]), decode_int(o[3])},
+          .padding = {decode_int(o[4]), decode_int(o[5])},
+          .count_include_pad = !((ins.param >> 4) & 1)};
+}
+
+/// Permutation number k (mod rank!, lexicographic) of rank axes, then possibly broken (see the
+/// byte layout above).
+inline std::vector<int> permutation(int rank, std::uint8_t k, std::uint8_t fault) {
+  std::vector<int> perm(static_cast<std::size_t>(rank));
+  std::iota(perm.begin(), perm.end(), 0);
+  int count = 1;
+  for (int i = 2; i <= rank; ++i) count *= i;
+  for (int i = 0; i < k % count; ++i) std::next_permutation(perm.begin(), perm.end());
+  switch (fault % 8) {
+    case 5:
+      perm.push_back(rank);
+      break;
+    case 6:
+      if (perm.empty()) {
+        perm.push_back(0);
+      } else {
+        perm.pop_back();
+      }
+      break;
+    case 7:
+      if (perm.empty()) {
+        perm.push_back(-1);
+      } else {
+        const std::size_t at = (fault >> 3) % perm.size();
+        const int bad[4] = {-1, rank, perm[(at + 1) % perm.size()], INT_MIN};
+        perm[at] = bad[(fault >> 5) & 3];
+      }
+      break;
+    default:
+      break;
+  }
+  return perm;
+}
+
+template <Value V>
+const V& operand(const std::vector<V>& pool, std::uint8_t i) {
+  return pool[i % pool.size()];
+}
+
+/// The values an instruction reads besides a, b, c: the list of concat_list.
 template <Value V, Real T>
-V apply(const Instruction<T>& ins, const V& x, const V& y, const V& z) {
+std::vector<V> concat_operands(const Instruction<T>& ins, const std::vector<V>& pool) {
+  std::vector<V> xs;
+  const int n = ins.opt[0] % 6;
+  for (int i = 0; i < n; ++i) {
+    xs.push_back(operand(pool, i == 0 ? ins.a : i == 1 ? ins.b : ins.more[i - 2]));
+  }
+  return xs;
+}
+
+// ---- cost bounds -------------------------------------------------------------------------------
+
+/// Upper bounds on what an instruction allocates (elements) and does (work), from shapes and
+/// options alone. 0 where amari refuses the arguments before allocating anything.
+struct Cost {
+  double elements = 0, work = 0;
+};
+
+inline double numel(const Shape& s) {
+  double n = 1;
+  for (const Index d : s.dims()) n *= static_cast<double>(d);
+  return n;
+}
+
+/// Elements of a broadcast of a and b (an upper bound when they do not broadcast).
+inline double broadcast_numel(const Shape& a, const Shape& b) {
+  double n = 1;
+  for (int i = 0; i < std::max(a.rank(), b.rank()); ++i) {
+    const Index da = i < a.rank() ? a[a.rank() - 1 - i] : 1;
+    const Index db = i < b.rank() ? b[b.rank() - 1 - i] : 1;
+    n *= static_cast<double>(std::max(da, db));
+  }
+  return n;
+}
+
+/// conv2d's output pixels and multiply-adds, exactly as Conv2dBase::geometry computes them for
+/// arguments it accepts (long double holds every Index sum here exactly).
+inline Cost conv_cost(const Shape& x, const Shape& w, const Conv2dOptions& o) {
+  if (x.rank() != 4 || w.rank() != 4) return {};
+  constexpr auto kMax = static_cast<long double>(kMaxElements);
+  long double out[2];
+  for (std::size_t a = 0; a < 2; ++a) {
+    const auto s = static_cast<long double>(o.stride[a]),
+               p = static_cast<long double>(o.padding[a]),
+               d = static_cast<long double>(o.dilation[a]);
+    if (s < 1 || d < 1 || p < 0 || s > kMax || d > kMax || p > kMax) return {};  // refused
+    const auto k = static_cast<long double>(w[static_cast<int>(a)]),
+               in = static_cast<long double>(x[1 + static_cast<int>(a)]);
+    const long double extent = d * (k - 1) + 1;
+    if (k < 1 || extent > in + 2 * p) return {};  // refused
+    out[a] = std::floor((in + 2 * p - extent) / s) + 1;
+  }
+  const auto pixels = static_cast<double>(static_cast<long double>(x[0]) * out[0] * out[1]);
+  const double taps = static_cast<double>(w[0]) * static_cast<double>(w[1]) *
+                      static_cast<double>(w[2]);  // per output channel
+  return {pixels * static_cast<double>(w[3]),
+          pixels * taps * static_cast<double>(std::max<Index>(w[3], 1)) + numel(x) + numel(w)};
+}
+
+/// A pooling's output and window visits, as PoolGeometry::make computes them.
+inline Cost pool_cost(const Shape& x, const Pool2dOptions& o) {
+  if (x.rank() != 4) return {};
+  long double out[2], window[2];
+  for (std::size_t a = 0; a < 2; ++a) {
+    const Index k = o.kernel[a], s = o.stride[a], p = o.padding[a];
+    if (k < 1 || s < 0 || p < 0 || p > k / 2) return {};  // refused
+    const auto in = static_cast<long double>(x[1 + static_cast<int>(a)]);
+    const auto kk = static_cast<long double>(k), pp = static_cast<long double>(p);
+    if (in == 0 || kk > in + 2 * pp) return {};  // refused
+    const long double step = s == 0 ? kk : static_cast<long double>(s);
+    out[a] = std::floor((in + 2 * pp - kk) / step) + 1;
+    window[a] = std::min(kk, in);  // only the part inside x is read
+  }
+  const auto elements =
+      static_cast<double>(static_cast<long double>(x[0]) * out[0] * out[1] * x[3]);
+  return {elements, elements * static_cast<double>(window[0] * window[1]) + numel(x)};
+}
+
+/// Upper bounds for one instruction on the given pool.
+template <Value V, Real T>
+Cost cost(const Instruction<T>& ins, const std::vector<V>& pool) {
+  const Shape& x = primal_of(operand(pool, ins.a)).shape();
+  const Shape& y = primal_of(operand(pool, ins.b)).shape();
+  const Trans ta = (ins.param >> 5) & 1 ? Trans::yes : Trans::no;
+  const Trans tb = (ins.param >> 6) & 1 ? Trans::yes : Trans::no;
+  switch (ins.op) {
+    case Op::add:
+    case Op::sub:
+    case Op::mul:
+    case Op::div: {
+      const double n = broadcast_numel(x, y);
+      return {n, n};
+    }
+    case Op::matmul: {
+      if (x.rank() != 2 || y.rank() != 2) return {};
+      const double m = static_cast<double>(ta == Trans::yes ? x[1] : x[0]);
+      const double k = static_cast<double>(ta == Trans::yes ? x[0] : x[1]);
+      const double n = static_cast<double>(tb == Trans::yes ? y[0] : y[1]);
+      return {m * n, m * n * std::max(k, 1.0)};
+    }
+    case Op::linear: {
+      if (x.rank() != 2 || y.rank() != 2) return {};
+      const double rows = static_cast<double>(x[0]), out = static_cast<double>(y[1]);
+      return {rows * out, rows * out * std::max(static_cast<double>(x[1]), 1.0)};
+    }
+    case Op::conv2d:
+    case Op::conv2d_no_bias:
+      return conv_cost(x, y, conv_options(ins));
+    case Op::max_pool2d:
+    case Op::avg_pool2d:
+      return pool_cost(x, pool_options(ins));
+    case Op::embedding: {
+      const double rows = static_cast<double>(ins.more.size());
+      const double d = x.rank() == 2 ? static_cast<double>(x[1]) : 0;  // weight (V, D)
+      return {rows * d, rows * d};
+    }
+    case Op::concat:
+      return {numel(x) + numel(y), numel(x) + numel(y)};
+    case Op::concat_list: {
+      double n = 0;
+      for (const auto& v : concat_operands(ins, pool)) n += numel(primal_of(v).shape());
+      return {n, 2 * n};  // a tree of 3-way concats copies each element ceil(log3 count) times
+    }
+    default:  // every other op: a result no larger than x, a bounded number of passes over it
+      return {numel(x), numel(x)};
+  }
+}
+
+/// One instruction applied to the pool. `stats` receives batch_norm's statistics when the
+/// instruction asks for them.
+template <Value V, Real T>
+V apply(const Instruction<T>& ins, const std::vector<V>& pool, BatchStats<T>* stats) {
+  const V& x = operand(pool, ins.a);
+  const V& y = operand(pool, ins.b);
+  const V& z = operand(pool, ins.c);
   const int axis =
       static_cast<int>((ins.param & 15) % 11) - 5;  // -5..5: includes out-of-range axes
   const bool keep = (ins.param >> 4) & 1;
@@ -287,27 +608,68 @@ V apply(const Instruction<T>& ins, const V& x, const V& y, const V& z) {
       return amari::log_softmax(x, axis);
     case Op::linear:
       return amari::linear(x, y, z);
+    case Op::conv2d:
+      return amari::conv2d(x, y, z, conv_options(ins));
+    case Op::conv2d_no_bias:
+      return amari::conv2d(x, y, conv_options(ins));
+    case Op::max_pool2d:
+      return amari::max_pool2d(x, pool_options(ins));
+    case Op::avg_pool2d:
+      return amari::avg_pool2d(x, pool_options(ins));
+    case Op::global_avg_pool2d:
+      return amari::global_avg_pool2d(x);
+    case Op::layer_norm:
+      return amari::layer_norm(x, y, z, s1);
+    case Op::batch_norm:
+      return amari::batch_norm(x, y, z, s1, keep ? stats : nullptr);
+    case Op::dropout:
+      return amari::dropout(x, s1, ins.opt[0] * std::uint64_t{0x9e3779b97f4a7c15},
+                            ins.opt[1] == 255 ? ~std::uint64_t{0} : ins.opt[1]);
+    case Op::embedding: {
+      std::vector<Index> indices;
+      for (const std::uint8_t b : ins.more) indices.push_back(decode_int(b));
+      return amari::embedding(x, indices, small_shape(ins.reshape_rank, ins.reshape_dims));
+    }
+    case Op::permute:
+      return amari::permute(x, permutation(x.shape().rank(), ins.opt[0], ins.opt[1]));
+    case Op::concat:
+      return amari::concat(x, y, axis);
+    case Op::concat_list:
+      return amari::concat(concat_operands(ins, pool), axis);
+    case Op::slice:
+      return amari::slice(x, axis, decode_int(ins.opt[0]), decode_int(ins.opt[1]));
     case Op::count:
       break;
   }
   throw HarnessFailure("ops harness: bad opcode");
 }
 
-/// Runs the program on the given input values; results[i] is empty where instruction i threw
-/// amari::Error. Failed instructions add nothing to the pool.
-template <Value V, Real T>
-std::vector<std::optional<V>> run(const Program<T>& p, std::vector<V> pool) {
+/// What one mode computed: results[i] is empty where instruction i threw amari::Error (or was
+/// skipped as too large); stats[i] holds the statistics batch_norm instruction i returned, when it
+/// asked for them and succeeded.
+template <Value V>
+struct Trace {
   std::vector<std::optional<V>> results;
+  std::vector<std::optional<BatchStats<typename V::value_type>>> stats;
+};
+
+/// Runs the program on the given input values. Failed instructions add nothing to the pool.
+template <Value V, Real T>
+Trace<V> run(const Program<T>& p, std::vector<V> pool) {
+  Trace<V> trace;
   for (const auto& ins : p.code) {
-    const V& x = pool[ins.a % pool.size()];
-    const V& y = pool[ins.b % pool.size()];
-    const V& z = pool[ins.c % pool.size()];
     std::optional<V> r;
-    returns_or_amari_error([&] { r = apply(ins, x, y, z); });
+    BatchStats<T> stats;
+    const Cost c = cost(ins, pool);
+    if (c.elements <= kMaxResultElements && c.work <= kMaxWork) {
+      returns_or_amari_error([&] { r = apply(ins, pool, &stats); });
+    }
+    const bool has_stats = r && ins.op == Op::batch_norm && ((ins.param >> 4) & 1);
+    trace.stats.push_back(has_stats ? std::optional(std::move(stats)) : std::nullopt);
     if (r && pool.size() < kMaxPool) pool.push_back(*r);
-    results.push_back(std::move(r));
+    trace.results.push_back(std::move(r));
   }
-  return results;
+  return trace;
 }
 
 template <Real T>
@@ -349,6 +711,29 @@ bool well_scaled(const Tensor<T>& t) {
   return true;
 }
 
+/// batch_norm's statistics, if asked for: (C) tensors equal bitwise in the three modes, a variance
+/// that is not negative, and count = elements / C of the result y (shaped like x).
+template <Real T>
+void check_stats(const std::optional<BatchStats<T>>& plain,
+                 const std::optional<BatchStats<T>>& dual, const std::optional<BatchStats<T>>& var,
+                 const Tensor<T>& y, const std::string& at) {
+  require(plain.has_value() == dual.has_value() && plain.has_value() == var.has_value(),
+          at + "the modes disagree on whether batch_norm returned statistics");
+  if (!plain) return;
+  const Index c = y.shape()[y.rank() - 1];
+  require(plain->mean.shape() == Shape{c} && plain->variance.shape() == Shape{c},
+          at + "batch statistics are not of shape (C)");
+  require(plain->count * c == y.size(), at + "batch statistics count is not elements / C");
+  for (Index k = 0; k < c; ++k) {
+    require(!(plain->variance[k] < 0), at + "batch statistics have a negative variance");
+  }
+  for (const auto* other : {&*dual, &*var}) {
+    require(same_bits(plain->mean, other->mean) && same_bits(plain->variance, other->variance) &&
+                plain->count == other->count,
+            at + "batch statistics differ between the modes");
+  }
+}
+
 /// Runs a program in the three modes and checks every property listed at the top of this file.
 template <Real T>
 void check_program(const Program<T>& p) {
@@ -357,14 +742,16 @@ void check_program(const Program<T>& p) {
   // ---- plain tensors
   std::vector<Tensor<T>> plain_inputs;
   for (const auto& in : p.inputs) plain_inputs.push_back(in.value);
-  const auto plain = run<Tensor<T>>(p, plain_inputs);
+  const Trace<Tensor<T>> plain_trace = run<Tensor<T>>(p, plain_inputs);
+  const auto& plain = plain_trace.results;
 
   // ---- duals
   std::vector<Dual<T>> dual_inputs;
   for (const auto& in : p.inputs) {
     dual_inputs.push_back(in.constant ? Dual<T>(in.value) : Dual<T>(in.value, in.tangent));
   }
-  const auto dual = run<Dual<T>>(p, dual_inputs);
+  const Trace<Dual<T>> dual_trace = run<Dual<T>>(p, dual_inputs);
+  const auto& dual = dual_trace.results;
 
   // ---- tape variables
   std::optional<Var<T>> survivor;  // an active result, used after the tape is gone
@@ -381,7 +768,8 @@ void check_program(const Program<T>& p) {
         seeds.push_back(in.tangent);
       }
     }
-    const auto var = run<Var<T>>(p, var_inputs);
+    const Trace<Var<T>> var_trace = run<Var<T>>(p, var_inputs);
+    const auto& var = var_trace.results;
 
     // Every mode threw at the same instructions and computed the same primal bits.
     for (std::size_t i = 0; i < p.code.size(); ++i) {
@@ -399,6 +787,7 @@ void check_program(const Program<T>& p) {
         require(dual[i]->tangent().shape() == plain[i]->shape(),
                 at + "tangent shape differs from primal");
       }
+      check_stats(plain_trace.stats[i], dual_trace.stats[i], var_trace.stats[i], *plain[i], at);
     }
 
     // Outputs: every active result.
