@@ -13,6 +13,7 @@ Model<T>::Model(std::shared_ptr<const Module<T>> net, std::uint64_t seed) : net_
   net_->declare(specs, "");
   Index total = 0;
   for (const auto& s : specs) {
+    s.check_init();  // fields are public: a spec edited after construction is checked again here
     layout_.push_back({s.name, s.shape, total, s.init, s.fan_in, s.fan_out, s.torch_layout});
     total += s.shape.numel();
   }

@@ -113,3 +113,28 @@ TEST_CASE("Sequential nested 100000 deep is refused with ValueError and destroye
   x.fill(1.0);
   CHECK(model.forward(x).shape() == Shape{1, 2});
 }
+
+namespace {
+
+// A layer whose parameter declaration is edited after its checked construction.
+class EditedSpecLayer final : public nn::Layer<double, EditedSpecLayer> {
+ public:
+  std::string describe() const override { return "EditedSpecLayer"; }
+  void declare(std::vector<nn::ParamSpec>& out, const std::string& prefix) const override {
+    nn::ParamSpec spec(prefix + "weight", Shape{2, 2}, nn::Init::he_normal, 2, 2);
+    spec.fan_in = 0;  // he_normal would divide by it
+    out.push_back(spec);
+  }
+  template <Value V>
+  V apply(const V& x, nn::ForwardContext<V>& c) const {
+    return matmul(x, c.next());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("Model: a parameter declaration whose initializer would divide by a zero fan is refused",
+          "[model][semantics]") {
+  CHECK_THROWS_WITH(nn::Model<double>(std::make_shared<EditedSpecLayer>(), 1),
+                    Catch::Contains("weight") && Catch::Contains("he_normal"));
+}
