@@ -2,11 +2,11 @@
 // safetensors file, so that training stopped after k steps and resumed from the file continues
 // exactly as if it had never stopped (bitwise: every value is stored in its own precision).
 //
-// Each optimizer (nn::Sgd, nn::Adam, curvature::NaturalGradient, curvature::HessianFree,
-// curvature::Kfac) describes its state as an OptimizerState: its kind, named tensors (moments,
-// warm starts, Kronecker factors), named numbers (lambda) and named counters (steps), through
-// save_state() and restores it with load_state(), which checks the kind and every shape before
-// changing anything.
+// An optimizer describes its state as an OptimizerState: its kind, named tensors (moments, warm
+// starts), named numbers (lambda) and named counters (steps), through save_state(), and restores it
+// with load_state(), which checks the kind and every shape before changing anything. Today
+// curvature::NaturalGradient and curvature::HessianFree do; nn::Sgd, nn::Adam and curvature::Kfac
+// do not save their state yet.
 //
 // File layout (a standard safetensors file, readable by any safetensors reader):
 //   "model/<name>"            every parameter, by model.layout() name, in T's dtype
