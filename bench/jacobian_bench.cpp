@@ -43,7 +43,8 @@ void BM_per_example(benchmark::State& state) {
   const MlpConfig& c = mlp_configs()[static_cast<std::size_t>(state.range(0))];
   MlpProblem<float> p(c);
   p.model.eval();  // loss_and_gradient then leaves the step counter alone; same pass either way
-  double tg = 0, tp = 0;
+  double tg = 0, tp = 0, tn = 0, tr = 0;
+  Tensor<float> reused = Tensor<float>::uninitialized(Shape{c.batch, p.model.num_parameters()});
   for (auto _ : state) {
     auto t0 = clock_type::now();
     benchmark::DoNotOptimize(p.vjp());
@@ -52,12 +53,22 @@ void BM_per_example(benchmark::State& state) {
     const Tensor<float> G = amari::curvature::per_example_gradients(p.model, p.head, p.x, p.y);
     benchmark::DoNotOptimize(G.data());
     tp += seconds_since(t0);
+    t0 = clock_type::now();
+    const Tensor<float> norms = amari::curvature::per_example_gradient_norms(p.model, p.head, p.x, p.y);
+    benchmark::DoNotOptimize(norms.data());
+    tn += seconds_since(t0);
+    t0 = clock_type::now();
+    amari::curvature::per_example_gradients(p.model, p.head, p.x, p.y, reused);
+    benchmark::DoNotOptimize(reused.data());
+    tr += seconds_since(t0);
   }
   const double n = static_cast<double>(state.iterations());
   state.SetLabel(std::string(c.name) + " N=" + std::to_string(c.batch));
   state.counters["gradient_ms"] = 1e3 * tg / n;
   state.counters["per_example_ms"] = 1e3 * tp / n;
   state.counters["per_example_over_gradient"] = tp / tg;
+  state.counters["norms_over_gradient"] = tn / tg;
+  state.counters["into_reused_buffer_over_gradient"] = tr / tg;
   state.counters["threads"] = omp_get_max_threads();
 }
 

@@ -9,6 +9,7 @@
 #include <amari/curvature/detail/sampled_scores.hpp>
 #include <amari/curvature/kfac.hpp>
 #include <amari/curvature/detail/logit_factor.hpp>
+#include <amari/curvature/detail/per_example_record.hpp>
 
 namespace amari::curvature {
 
@@ -141,40 +142,14 @@ void per_example_squares(const nn::Model<T>& model, Tape<T>& tape, const Var<T>&
 template <Real T, class MakeColumns>
 Tensor<T> diagonal_of_columns(const char* op, const nn::Model<T>& model, const Tensor<T>& inputs,
                               double scale, const MakeColumns& make_columns) {
-  check_inputs(op, inputs.shape(), inputs.defined());
-  Tape<T> tape;
-  const std::vector<Var<T>> variables = model.variables(tape);
-  std::vector<TappedLayer<T>> layers;
-  const Var<T> z = record_tapped_forward(model, std::span<const Var<T>>(variables), inputs,
-                                         TapPolicy::skip, layers);
-  if (z.shape().rank() != 2 || z.shape()[0] != inputs.dim(0)) {
-    throw ShapeError(std::string(op) + ": the model's output must be logits (N, C) with N = " +
-                     std::to_string(inputs.dim(0)) + ", got " + z.shape().str());
-  }
-  const Columns<T> columns = make_columns(z.value());
-  // Rows of a batch interact only through batch statistics (batch norm in train mode): then the
-  // tapped layers' errors mix examples and every parameter takes the per-example sweeps.
-  if (model.mode() == nn::Mode::train && model.state().size() > 0) layers.clear();
-  // A layer applied to other than one row per example (e.g. a Linear on (N, T, in)) shares its
-  // weight within an example: its squares come from the per-example sweeps too.
-  const Index n = z.shape()[0];
-  std::erase_if(layers, [n](const TappedLayer<T>& t) {
-    const int rank = t.layer.kind == KfacLayerKind::linear ? 2 : 4;
-    return t.input.rank() != rank || t.input.dim(0) != n || t.output.shape().rank() != rank;
-  });
-  std::vector<bool> covered(model.layout().size(), false);
-  for (const TappedLayer<T>& t : layers) {
-    covered[t.layer.weight_index] = true;
-    if (t.layer.bias) covered[t.layer.weight_index + 1] = true;
-  }
-  std::vector<std::size_t> untapped;
-  for (std::size_t p = 0; p < covered.size(); ++p) {
-    if (!covered[p]) untapped.push_back(p);
-  }
-  const double weight = scale / static_cast<double>(n);
+  // One tapped record; the layers whose squares follow from the taps and the parameters that
+  // need per-example sweeps are split there (detail/per_example_record.hpp).
+  detail::PerExampleRecord<T> record(op, model, inputs);
+  const Columns<T> columns = make_columns(record.logits.value());
+  const double weight = scale / static_cast<double>(inputs.dim(0));
   Tensor<T> out = model.zeros_like_parameters();
-  tapped_squares(tape, z, columns, layers, weight, out);
-  per_example_squares(model, tape, z, variables, columns, untapped, weight, out);
+  tapped_squares(record.tape, record.logits, columns, record.layers, weight, out);
+  per_example_squares(model, record.tape, record.logits, record.variables, columns, record.untapped, weight, out);
   return out;
 }
 

@@ -5,54 +5,191 @@
 #include <string>
 #include <vector>
 
-#include <amari/nn/recorded_model.hpp>
+#include <amari/autodiff/kernels/blocks.hpp>
+#include <amari/autodiff/kernels/gemm.hpp>
+#include <amari/curvature/detail/per_example_record.hpp>
+#include <amari/curvature/kfac.hpp>
 
 namespace amari::curvature {
+
+namespace {
+
+void check_batch(const char* op, const Shape& x, bool x_defined, const Shape& y, bool y_defined) {
+  if (!x_defined || x.rank() < 1 || !y_defined || y.rank() != 2 || x[0] != y[0]) {
+    throw ShapeError(std::string(op) + ": inputs (N, ...) and targets (N, C) must share N, got " +
+                     (x_defined ? x.str() : std::string("undefined")) + " and " +
+                     (y_defined ? y.str() : std::string("undefined")));
+  }
+}
+
+// grad_{z_n} l_n = mu(z_n) - T(y_n) = -score_n, per example (no 1/N), for every head: the logit
+// cotangent of all N per-example losses at once.
+template <Real T>
+Tensor<T> per_example_logit_gradients(const nn::Head<T>& head, const Tensor<T>& z, const Tensor<T>& targets) {
+  Tensor<T> g = Tensor<T>::uninitialized(z.shape());
+  head.score(z, targets, g);
+  for (T& v : g) v = -v;
+  return g;
+}
+
+// Example e's gradient block (rows x out, the layer's [W; b] in flat order) of a tapped Conv2d
+// layer with errors d: sum_t [a_{e,t}, 1]^T delta_{e,t} over the output positions t, one GEMM.
+template <Real T>
+void conv_example_block(const TappedLayer<T>& layer, const Tensor<T>& d, Index e, std::vector<T>& patch, T* dst) {
+  const KfacLayer& L = layer.layer;
+  const Index n = d.dim(0), positions = d.size() / (n * L.out);
+  layer_input_rows(L, layer.input, d.shape(), e, e + 1, patch);
+  kernels::gemm<T>(kernels::Trans::yes, kernels::Trans::no, L.rows(), L.out, positions, T(1), patch.data(), L.rows(),
+                   d.data() + e * positions * L.out, L.out, T(0), dst, L.out);
+}
+
+// Writes every example's gradient block of every tapped layer into row e of `out` (N, P), from
+// one reverse sweep to the tapped outputs (detail/per_example_record.hpp): for Linear the outer
+// product [a_e, 1]^T delta_e, for Conv2d conv_example_block.
+template <Real T>
+void tapped_rows(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad, Tensor<T>& out) {
+  if (record.layers.empty()) return;
+  std::vector<Tensor<T>> deltas;
+  record.tapped_errors(logit_grad, deltas);
+  const Index n = out.dim(0), P = out.dim(1);
+  std::vector<T> patch;
+  for (std::size_t l = 0; l < record.layers.size(); ++l) {
+    const KfacLayer& L = record.layers[l].layer;
+    const Tensor<T>& d = deltas[l];
+    const Index rows = L.rows(), width = L.out;
+    if (L.kind != KfacLayerKind::linear) {
+      for (Index e = 0; e < n; ++e) conv_example_block(record.layers[l], d, e, patch, out.data() + e * P + L.offset);
+      continue;
+    }
+    layer_input_rows(L, record.layers[l].input, d.shape(), 0, n, patch);
+    // The outer products are independent: parallel over examples, bitwise the same at any
+    // thread count. Memory-bound: N * rows * out stores.
+    kernels::parallel_for(n, n * rows * width, [&](Index e) {
+      const T* a = patch.data() + e * rows;
+      const T* de = d.data() + e * width;
+      T* dst = out.data() + e * P + L.offset;
+      for (Index r = 0; r < rows; ++r) {
+        const T ar = a[r];
+        T* row = dst + r * width;
+        for (Index o = 0; o < width; ++o) row[o] = ar * de[o];
+      }
+    });
+  }
+}
+
+// Adds every example's squared gradient norm over the tapped layers to squares (N), layer by
+// layer. Linear: ||[a_e, 1]^T delta_e||^2 = ||[a_e, 1]||^2 ||delta_e||^2 (Goodfellow 2015,
+// "Efficient per-example gradient computations"), O(rows + out) per example; Conv2d: the block
+// of conv_example_block, squared.
+template <Real T>
+void tapped_squared_norms(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad,
+                          std::vector<double>& squares) {
+  if (record.layers.empty()) return;
+  std::vector<Tensor<T>> deltas;
+  record.tapped_errors(logit_grad, deltas);
+  const Index n = logit_grad.dim(0);
+  std::vector<T> patch, block;
+  for (std::size_t l = 0; l < record.layers.size(); ++l) {
+    const KfacLayer& L = record.layers[l].layer;
+    const Tensor<T>& d = deltas[l];
+    const Index rows = L.rows(), width = L.out;
+    if (L.kind == KfacLayerKind::linear) layer_input_rows(L, record.layers[l].input, d.shape(), 0, n, patch);
+    block.resize(static_cast<std::size_t>(rows * width));
+    for (Index e = 0; e < n; ++e) {
+      double s = 0;
+      if (L.kind == KfacLayerKind::linear) {
+        double sa = 0, sd = 0;
+        for (Index r = 0; r < rows; ++r) sa += static_cast<double>(patch[static_cast<std::size_t>(e * rows + r)]) *
+                                               static_cast<double>(patch[static_cast<std::size_t>(e * rows + r)]);
+        for (Index o = 0; o < width; ++o) sd += static_cast<double>(d[e * width + o]) * static_cast<double>(d[e * width + o]);
+        s = sa * sd;
+      } else {
+        conv_example_block(record.layers[l], d, e, patch, block.data());
+        for (const T v : block) s += static_cast<double>(v) * static_cast<double>(v);
+      }
+      squares[static_cast<std::size_t>(e)] += s;
+    }
+  }
+}
+
+// Calls visit(n, grads) with example n's gradients of the untapped parameters (one tensor per
+// entry of record.untapped), from one reverse sweep of the batch record per example with the
+// cotangent in row n only.
+template <Real T, class Visit>
+void swept_gradients(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad, const Visit& visit) {
+  if (record.untapped.empty()) return;
+  const Index n = logit_grad.dim(0), c = logit_grad.dim(1);
+  std::vector<Var<T>> inputs;
+  std::vector<Tensor<T>> grads;
+  for (std::size_t p : record.untapped) {
+    inputs.push_back(record.variables[p]);
+    grads.push_back(Tensor<T>::uninitialized(record.variables[p].shape()));
+  }
+  Tensor<T> cotangent(logit_grad.shape());  // zero except row e during sweep e
+  const std::span<const Var<T>> zs(&record.logits, 1);
+  for (Index e = 0; e < n; ++e) {
+    std::copy(logit_grad.data() + e * c, logit_grad.data() + (e + 1) * c, cotangent.data() + e * c);
+    record.tape.vjp_into(zs, std::span<const Tensor<T>>(&cotangent, 1), inputs, grads);
+    std::fill(cotangent.data() + e * c, cotangent.data() + (e + 1) * c, T(0));
+    visit(e, grads);
+  }
+}
+
+}  // namespace
+
+template <Real T>
+void per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                           const Tensor<T>& targets, Tensor<T>& out) {
+  check_batch("per_example_gradients", inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
+  const Index N = inputs.dim(0), P = model.num_parameters();
+  if (!out.defined() || out.shape() != Shape{N, P}) {
+    throw ShapeError("per_example_gradients: the output must be (N, P) = " + Shape{N, P}.str() + ", got " +
+                     (out.defined() ? out.shape().str() : std::string("undefined")));
+  }
+  if (out.overlaps(inputs) || out.overlaps(targets) || out.overlaps(model.parameters())) {
+    throw ValueError("per_example_gradients: the output " + out.shape().str() +
+                     " shares elements with the inputs, the targets or the model's parameters");
+  }
+  detail::PerExampleRecord<T> record("per_example_gradients", model, inputs);
+  const Tensor<T> logit_grad = per_example_logit_gradients(head, record.logits.value(), targets);
+  // Every entry is written below: each parameter is in a tapped layer or swept. Nothing is
+  // written before the record and the logit gradients exist, so a throw leaves `out` as it was.
+  tapped_rows(record, logit_grad, out);
+  swept_gradients(record, logit_grad, [&](Index e, const std::vector<Tensor<T>>& grads) {
+    for (std::size_t k = 0; k < grads.size(); ++k) {
+      const nn::ParamInfo& info = model.layout()[record.untapped[k]];
+      std::copy(grads[k].begin(), grads[k].end(), out.data() + e * P + info.offset);
+    }
+  });
+}
 
 template <Real T>
 Tensor<T> per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head,
                                 const Tensor<T>& inputs, const Tensor<T>& targets) {
-  if (!inputs.defined() || inputs.rank() < 1 || !targets.defined() || targets.rank() != 2 ||
-      inputs.dim(0) != targets.dim(0)) {
-    throw ShapeError(
-        "per_example_gradients: inputs (N, ...) and targets (N, C) must share N, got " +
-        (inputs.defined() ? inputs.shape().str() : std::string("undefined")) + " and " +
-        (targets.defined() ? targets.shape().str() : std::string("undefined")));
-  }
-  const Index N = inputs.dim(0), P = model.num_parameters();
-  // One recording of the batch, as nn::gradient_at: model.mode(), current masks, state untouched.
-  nn::RecordedModel<T> record(model, inputs);
-  const Tensor<T>& z = record.logits();
-  // grad_{z_n} l_n = mu(z_n) - T(y_n) = -score_n, per example (no 1/N), for every head.
-  Tensor<T> logit_grad = Tensor<T>::uninitialized(z.shape());
-  head.score(z, targets, logit_grad);
-  const Index C = z.shape()[1];
-
-  Tensor<T> out(Shape{N, P});
-  Tensor<T> cotangent(z.shape());  // zero except row n during sweep n
-  for (Index n = 0; n < N; ++n) {
-    for (Index c = 0; c < C; ++c) cotangent[n * C + c] = -logit_grad[n * C + c];
-    Tensor<T> row = out.view(n * P, Shape{P});
-    record.vjp(cotangent, row);  // the sweep writes row n in place
-    for (Index c = 0; c < C; ++c) cotangent[n * C + c] = T(0);
-  }
+  check_batch("per_example_gradients", inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
+  Tensor<T> out = Tensor<T>::uninitialized(Shape{inputs.dim(0), model.num_parameters()});
+  per_example_gradients(model, head, inputs, targets, out);
   return out;
 }
 
 template <Real T>
 Tensor<T> per_example_gradient_norms(const nn::Model<T>& model, const nn::Head<T>& head,
                                      const Tensor<T>& inputs, const Tensor<T>& targets) {
-  const Tensor<T> g = per_example_gradients(model, head, inputs, targets);
-  const Index N = g.dim(0), P = g.dim(1);
-  Tensor<T> norms(Shape{N});
-  for (Index n = 0; n < N; ++n) {
-    double s = 0;
-    for (Index j = 0; j < P; ++j) {
-      const double v = static_cast<double>(g[n * P + j]);
-      s += v * v;
+  check_batch("per_example_gradient_norms", inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
+  detail::PerExampleRecord<T> record("per_example_gradient_norms", model, inputs);
+  const Tensor<T> logit_grad = per_example_logit_gradients(head, record.logits.value(), targets);
+  const Index N = inputs.dim(0);
+  // Sums in double, in a fixed order (tapped layers in execution order, then the swept
+  // parameters); no N x P matrix.
+  std::vector<double> squares(static_cast<std::size_t>(N), 0.0);
+  tapped_squared_norms(record, logit_grad, squares);
+  swept_gradients(record, logit_grad, [&](Index e, const std::vector<Tensor<T>>& grads) {
+    for (const Tensor<T>& g : grads) {
+      for (const T v : g) squares[static_cast<std::size_t>(e)] += static_cast<double>(v) * static_cast<double>(v);
     }
-    norms[n] = static_cast<T>(std::sqrt(s));
-  }
+  });
+  Tensor<T> norms(Shape{N});
+  for (Index e = 0; e < N; ++e) norms[e] = static_cast<T>(std::sqrt(squares[static_cast<std::size_t>(e)]));
   return norms;
 }
 
@@ -98,6 +235,10 @@ GradientNoise<T> gradient_noise(const Tensor<T>& per_example) {
   return r;
 }
 
+template void per_example_gradients<float>(const nn::Model<float>&, const nn::Head<float>&, const Tensor<float>&,
+                                           const Tensor<float>&, Tensor<float>&);
+template void per_example_gradients<double>(const nn::Model<double>&, const nn::Head<double>&,
+                                            const Tensor<double>&, const Tensor<double>&, Tensor<double>&);
 template Tensor<float> per_example_gradients<float>(const nn::Model<float>&, const nn::Head<float>&,
                                                     const Tensor<float>&, const Tensor<float>&);
 template Tensor<double> per_example_gradients<double>(const nn::Model<double>&,

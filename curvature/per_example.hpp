@@ -7,9 +7,9 @@
 //
 // What is computed: the model is recorded once on the whole batch, exactly as nn::gradient_at
 // does (model.mode(), the current dropout masks at model.step(), the state left alone). Row n is
-// then the gradient of l_n = NLL(z_n, y_n) through that one recorded pass, obtained by a reverse
-// sweep whose logit cotangent is grad_{z_n} l_n = mu(z_n) - T(y_n) = -score_n in row n and zero
-// elsewhere (nn/heads.hpp). For a model whose examples do not interact (every layer acting row by
+// then the gradient of l_n = NLL(z_n, y_n) through that one recorded pass: what a reverse sweep
+// whose logit cotangent is grad_{z_n} l_n = mu(z_n) - T(y_n) = -score_n in row n and zero
+// elsewhere (nn/heads.hpp) gives (how it is computed faster is said at per_example_gradients). For a model whose examples do not interact (every layer acting row by
 // row: Linear, activations, convolutions, batch norm in eval mode) this equals the gradient of the
 // model evaluated on example n alone (with dropout in train mode: under the mask the batch pass
 // drew for row n). For a model whose examples interact (batch norm in train mode) there is no
@@ -28,15 +28,32 @@ namespace amari::curvature {
 /// Per-example gradients (N, P): row n is the gradient in the flat parameters of example n's loss
 /// (not divided by N), see the file comment for what it means when examples interact. inputs
 /// (N, ...), targets (N, C). The mean of the rows is the batch gradient of nn::gradient_at.
-/// Cost: one recorded forward pass on the batch, then N reverse sweeps over that record (each as
-/// expensive as the batch gradient's sweep): about N times a batch gradient; measured 80-90x for
-/// N = 128 on the mnist MLP (bench/jacobian_bench.cpp). Memory: N * P.
+/// How: one recorded forward pass with layer taps, then, when the examples do not interact, one
+/// reverse sweep to the outputs of the Linear and Conv2d layers gives every example's error there
+/// at once, and example n's block of such a layer is the outer product of its input row [a_n, 1]
+/// with its error (a sum over positions for Conv2d, one GEMM per example); parameters in no such
+/// layer (norm scales, embeddings, grouped convolutions), and all parameters when the examples
+/// interact (batch norm in train mode), take one reverse sweep per example instead.
+/// Cost: on the mnist MLP (N = 128, all parameters tapped) the writing of the N x P result
+/// dominates; bench/jacobian_bench.cpp measures it against a batch gradient (bench/RESULTS.md).
+/// Memory: N * P.
 template <Real T>
 Tensor<T> per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head,
                                 const Tensor<T>& inputs, const Tensor<T>& targets);
 
-/// Euclidean norms (N) of the rows of per_example_gradients(), accumulated in double.
-/// Cost: that of per_example_gradients() (it forms the N x P matrix) plus N P.
+/// The same into a caller's (N, P) buffer `out`, e.g. reused across batches (a fresh N x P
+/// allocation costs page faults comparable to the computation). ShapeError for another shape;
+/// ValueError if `out` shares elements with the inputs, targets or the model's parameters. On a
+/// throw `out` is unchanged.
+template <Real T>
+void per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                           const Tensor<T>& targets, Tensor<T>& out);
+
+/// Euclidean norms (N) of the rows of per_example_gradients(), accumulated in double, without
+/// forming the N x P matrix: for a tapped Linear layer ||[a_n, 1]^T delta_n||^2 =
+/// ||[a_n, 1]||^2 ||delta_n||^2 (Goodfellow 2015), O(in + out) per example; a Conv2d block is
+/// formed per example and squared; untapped parameters as in per_example_gradients(). Cost on the
+/// mnist MLP: about one batch gradient (bench/RESULTS.md). Memory: N plus one block.
 template <Real T>
 Tensor<T> per_example_gradient_norms(const nn::Model<T>& model, const nn::Head<T>& head,
                                      const Tensor<T>& inputs, const Tensor<T>& targets);
@@ -63,6 +80,10 @@ struct GradientNoise {
 template <Real T>
 GradientNoise<T> gradient_noise(const Tensor<T>& per_example);
 
+extern template void per_example_gradients<float>(const nn::Model<float>&, const nn::Head<float>&,
+                                                  const Tensor<float>&, const Tensor<float>&, Tensor<float>&);
+extern template void per_example_gradients<double>(const nn::Model<double>&, const nn::Head<double>&,
+                                                   const Tensor<double>&, const Tensor<double>&, Tensor<double>&);
 extern template Tensor<float> per_example_gradients<float>(const nn::Model<float>&,
                                                            const nn::Head<float>&,
                                                            const Tensor<float>&,

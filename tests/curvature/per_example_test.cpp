@@ -3,6 +3,7 @@
 // match the textbook formulas computed here directly.
 #include <amari/curvature/per_example.hpp>
 #include <amari/nn/heads.hpp>
+#include <amari/nn/image_layers.hpp>
 #include <amari/nn/layers.hpp>
 #include <amari/nn/model.hpp>
 #include <amari/nn/normalization.hpp>
@@ -163,4 +164,52 @@ TEST_CASE("per-example gradients: mismatched batch sizes and too few examples ar
       amari::ShapeError, MessageContains({"per_example_gradients", "(6, 4)", "(5, 3)"}));
   REQUIRE_THROWS_MATCHES(gradient_noise(Tensor<double>(Shape{1, 4})), amari::ValueError,
                          MessageContains({"gradient_noise", "2"}));
+}
+
+TEST_CASE(
+    "per-example gradients: a conv net with tapped and untapped parameters, rows and norms, train "
+    "and eval",
+    "[per_example]") {
+  // Conv2d and Linear blocks come from the layer taps (one sweep for all examples); LayerNorm's
+  // scale and shift and the grouped convolution from per-example sweeps; batch norm in eval mode
+  // keeps the examples independent, so every row is the one-example gradient.
+  amari::Conv2dOptions padded;
+  padded.padding = {1, 1};
+  amari::Conv2dOptions grouped;
+  grouped.groups = 3;
+  auto net = std::make_shared<amari::nn::Sequential<double>>();
+  net->emplace<amari::nn::Conv2d<double>>(2, 3, 3, padded)
+      .emplace<amari::nn::BatchNorm<double>>(3)
+      .emplace<amari::nn::Tanh<double>>()
+      .emplace<amari::nn::Conv2d<double>>(3, 3, 2, grouped)
+      .emplace<amari::nn::Flatten<double>>()
+      .emplace<amari::nn::LayerNorm<double>>(27)
+      .emplace<amari::nn::Linear<double>>(27, kC);
+  Model<double> model(net, 8);
+  model.eval();
+  Rng rng(5);
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, 4, 4, 2}, rng);
+  const Tensor<double> y = amari::nn::one_hot<double>({0, 2, 1, 1, 0, 2}, kC);
+  const amari::nn::SoftmaxCrossEntropy<double> head;
+  const Tensor<double> G = per_example_gradients(model, head, x, y);
+  const Index P = model.num_parameters(), row_size = 4 * 4 * 2;
+  REQUIRE(G.shape() == Shape{kN, P});
+  Tape<double> tape;
+  const Tensor<double> norms = per_example_gradient_norms(model, head, x, y);
+  for (Index n = 0; n < kN; ++n) {
+    Tensor<double> g = model.zeros_like_parameters();
+    amari::nn::gradient_at(model, head, x.view(n * row_size, Shape{1, 4, 4, 2}), y.view(n * kC, Shape{1, kC}), g,
+                           tape);
+    CHECK(max_abs_diff(row(G, n), g) <= 1e-12 * std::max(1.0, max_abs(g)));
+    double s = 0;
+    for (Index j = 0; j < P; ++j) s += g[j] * g[j];
+    CHECK(norms[n] == Approx(std::sqrt(s)).epsilon(1e-12));
+  }
+  // In train mode the batch statistics make the examples interact: every parameter is swept, and
+  // the rows still average to the batch gradient.
+  model.train();
+  const Tensor<double> Gt = per_example_gradients(model, head, x, y);
+  Tensor<double> batch = model.zeros_like_parameters();
+  amari::nn::gradient_at(model, head, x, y, batch, tape);
+  CHECK(max_abs_diff(gradient_noise(Gt).mean, batch) <= 1e-12 * std::max(1.0, max_abs(batch)));
 }
