@@ -430,6 +430,70 @@ void Sgd<T>::step(Tensor<T>& params, const Tensor<T>& gradient) {
 }
 
 template <Real T>
+OptimizerState<T> Optimizer<T>::save_state() const {
+  throw ValueError(describe() + ": this optimizer does not save its state (override save_state and load_state)");
+}
+
+template <Real T>
+void Optimizer<T>::load_state(const OptimizerState<T>&) {
+  throw ValueError(describe() + ": this optimizer does not load a state (override save_state and load_state)");
+}
+
+namespace {
+
+// A state tensor for load_state: present (or absent: undefined), every value finite, and copied,
+// so the optimizer never shares storage with the caller's state.
+template <Real T>
+Tensor<T> restored_tensor(const OptimizerState<T>& s, const char* op, const std::string& name) {
+  if (!s.has_tensor(name)) return Tensor<T>();
+  const Tensor<T>& t = s.tensors.at(name);
+  if (!t.defined()) return Tensor<T>();
+  for (Index i = 0; i < t.size(); ++i) {
+    if (!std::isfinite(t[i])) {
+      throw ValueError(std::string(op) + ": state tensor '" + name + "' " + t.shape().str() + " holds " +
+                       num(static_cast<double>(t[i])) + " at index " + std::to_string(i));
+    }
+  }
+  return t.clone();
+}
+
+// The step count and learning rate of a state, checked for `op`.
+template <Real T>
+std::pair<std::int64_t, double> restored_counters(const OptimizerState<T>& s, const char* op) {
+  const std::int64_t steps = s.counter("steps");
+  if (steps < 0) throw ValueError(std::string(op) + ": negative step count " + std::to_string(steps));
+  const double lr = s.number("learning_rate");
+  check_learning_rate<T>(op, lr);
+  return {steps, lr};
+}
+
+}  // namespace
+
+template <Real T>
+OptimizerState<T> Sgd<T>::save_state() const {
+  OptimizerState<T> s;
+  s.kind = "sgd";
+  if (velocity_.defined()) s.tensors["velocity"] = velocity_.clone();
+  s.counters["steps"] = steps_;
+  s.numbers["learning_rate"] = options_.learning_rate;
+  return s;
+}
+
+template <Real T>
+void Sgd<T>::load_state(const OptimizerState<T>& s) {
+  constexpr const char* op = "Sgd::load_state";
+  s.require_kind("sgd", op);
+  const auto [steps, lr] = restored_counters(s, op);
+  Tensor<T> velocity = restored_tensor(s, op, "velocity");
+  if (velocity.defined() && options_.momentum == 0) {
+    throw ValueError(std::string(op) + ": the state has a velocity but this Sgd has no momentum");
+  }
+  velocity_ = std::move(velocity);  // commit: nothing below throws
+  steps_ = steps;
+  options_.learning_rate = lr;
+}
+
+template <Real T>
 void Sgd<T>::reset() {
   velocity_ = Tensor<T>();
   steps_ = 0;
@@ -507,6 +571,43 @@ void Adam<T>::step(Tensor<T>& params, const Tensor<T>& gradient) {
 }
 
 template <Real T>
+OptimizerState<T> Adam<T>::save_state() const {
+  OptimizerState<T> s;
+  s.kind = "adam";
+  if (m_.defined()) {
+    s.tensors["first_moment"] = m_.clone();
+    s.tensors["second_moment"] = v_.clone();
+  }
+  s.counters["steps"] = steps_;
+  s.numbers["learning_rate"] = options_.learning_rate;
+  return s;
+}
+
+template <Real T>
+void Adam<T>::load_state(const OptimizerState<T>& s) {
+  constexpr const char* op = "Adam::load_state";
+  s.require_kind("adam", op);
+  const auto [steps, lr] = restored_counters(s, op);
+  Tensor<T> m = restored_tensor(s, op, "first_moment");
+  Tensor<T> v = restored_tensor(s, op, "second_moment");
+  if (m.defined() != v.defined() || (m.defined() && m.shape() != v.shape())) {
+    throw ValueError(std::string(op) + ": the moments must both be present with one shape, got " +
+                     (m.defined() ? m.shape().str() : std::string("none")) + " and " +
+                     (v.defined() ? v.shape().str() : std::string("none")));
+  }
+  for (Index i = 0; i < v.size(); ++i) {
+    if (v[i] < T(0)) {
+      throw ValueError(std::string(op) + ": the second moment holds " + num(static_cast<double>(v[i])) +
+                       " < 0 at index " + std::to_string(i));
+    }
+  }
+  m_ = std::move(m);  // commit: nothing below throws
+  v_ = std::move(v);
+  steps_ = steps;
+  options_.learning_rate = lr;
+}
+
+template <Real T>
 void Adam<T>::reset() {
   m_ = Tensor<T>();
   v_ = Tensor<T>();
@@ -521,6 +622,8 @@ std::string Adam<T>::describe() const {
          ", weight_decay=" + num(o.weight_decay) + ")";
 }
 
+template class Optimizer<float>;
+template class Optimizer<double>;
 template class Sgd<float>;
 template class Sgd<double>;
 template class Adam<float>;

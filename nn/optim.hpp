@@ -30,6 +30,10 @@
 // already were inf or NaN are not refused again. Cost: the dry run reads the parameters, gradient
 // and state once more (no extra memory).
 //
+// Checkpoints: save_state() / load_state() give and take the state (moments, velocity, step count,
+// learning rate) as an OptimizerState, which nn/checkpoint.hpp writes next to the model, so a run
+// resumed from a checkpoint continues bitwise as if it had not stopped.
+//
 // Value semantics: an optimizer is a value. Copying one copies its options, its step count and
 // its state tensors (deep copies, clone()), so a copy made as a snapshot is unaffected by later
 // steps of the original and vice versa. Moving transfers the state.
@@ -39,6 +43,7 @@
 #include <string>
 
 #include <amari/autodiff/tensor.hpp>
+#include <amari/nn/checkpoint.hpp>
 
 namespace amari::nn {
 
@@ -64,6 +69,15 @@ class Optimizer {
   /// Changes the learning rate for the following steps (schedules, recovery after a bad step);
   /// the state is kept. ValueError if it is negative, not finite in T, or rounds to 0 in T.
   virtual void set_learning_rate(double learning_rate) = 0;
+  /// What a resumed run needs to continue bitwise where this one stopped (nn/checkpoint.hpp):
+  /// the state tensors (copies), the step count and the current learning rate; not the other
+  /// options (construct the resumed optimizer with the same ones). The default throws ValueError
+  /// naming the optimizer: an optimizer written outside amari overrides both functions to
+  /// take part in checkpoints.
+  virtual OptimizerState<T> save_state() const;
+  /// Restores a state from save_state(): all or nothing, after checking the kind, the shapes and
+  /// that every value is finite (ValueError naming the entry otherwise). The tensors are copied.
+  virtual void load_state(const OptimizerState<T>& state);
 };
 
 /// Options of Sgd. All must be finite, also when rounded to T (see the file comment).
@@ -97,6 +111,9 @@ class Sgd final : public Optimizer<T> {
   std::string describe() const override;
   double learning_rate() const override { return options_.learning_rate; }
   void set_learning_rate(double learning_rate) override;
+  /// Kind "sgd": tensor "velocity" (when allocated), counter "steps", number "learning_rate".
+  OptimizerState<T> save_state() const override;
+  void load_state(const OptimizerState<T>& state) override;
   const SgdOptions& options() const { return options_; }
   /// Number of steps taken since construction or reset().
   std::int64_t steps() const { return steps_; }
@@ -145,6 +162,9 @@ class Adam final : public Optimizer<T> {
   std::string describe() const override;
   double learning_rate() const override { return options_.learning_rate; }
   void set_learning_rate(double learning_rate) override;
+  /// Kind "adam": tensors "first_moment" and "second_moment" (when allocated, same shape), counter "steps", number "learning_rate".
+  OptimizerState<T> save_state() const override;
+  void load_state(const OptimizerState<T>& state) override;
   const AdamOptions& options() const { return options_; }
   /// t: the number of steps taken since construction or reset().
   std::int64_t steps() const { return steps_; }
@@ -159,6 +179,8 @@ class Adam final : public Optimizer<T> {
   std::int64_t steps_ = 0;
 };
 
+extern template class Optimizer<float>;
+extern template class Optimizer<double>;
 extern template class Sgd<float>;
 extern template class Sgd<double>;
 extern template class Adam<float>;

@@ -116,3 +116,96 @@ TEST_CASE("load_checkpoint: a checkpoint of another model or a state of another 
   CHECK_THROWS_WITH(hf.load_state(state), Catch::Contains("natural_gradient") && Catch::Contains("hessian_free"));
   CHECK(hf.lambda() == lambda);
 }
+
+namespace {
+
+// A first-order step k: the training gradient of batch k, then the optimizer's update; the learning
+// rate is lowered at step 5, so a resume at step 10 must restore it from the state.
+template <class Opt>
+void first_order_step(Opt& opt, nn::Model<double>& model, const Data& d, int k) {
+  static const nn::SoftmaxCrossEntropy<double> head;
+  if (k == 5) opt.set_learning_rate(0.5 * opt.learning_rate());
+  Tensor<double> g = model.zeros_like_parameters();
+  nn::loss_and_gradient(model, head, d.xb(k), d.yb(k), g);
+  opt.step(model.parameters(), g);
+}
+
+}  // namespace
+
+TEST_CASE("resume: SGD with Nesterov momentum and Adam, 10 steps + checkpoint + 10 steps equal 20 steps bitwise",
+          "[resume]") {
+  check_resume(
+      [](nn::Model<double>&) {
+        return std::make_unique<nn::Sgd<double>>(nn::SgdOptions{.learning_rate = 0.1, .momentum = 0.9, .nesterov = true});
+      },
+      [](nn::Sgd<double>& opt, nn::Model<double>& m, const Data& d, int k) { first_order_step(opt, m, d, k); });
+  check_resume([](nn::Model<double>&) { return std::make_unique<nn::Adam<double>>(nn::AdamOptions{.learning_rate = 0.01}); },
+               [](nn::Adam<double>& opt, nn::Model<double>& m, const Data& d, int k) { first_order_step(opt, m, d, k); });
+}
+
+TEST_CASE("Sgd and Adam load_state: a bad state is refused, names the entry and changes nothing", "[resume]") {
+  const Data d;
+  nn::Model<double> model(net(), 5);
+  nn::Adam<double> adam({.learning_rate = 0.01});
+  for (int k = 0; k < 3; ++k) first_order_step(adam, model, d, k);
+  const nn::OptimizerState<double> good = adam.save_state();
+  REQUIRE(good.tensors.size() == 2);
+  const auto unchanged = [&](const nn::Adam<double>& a) {
+    const nn::OptimizerState<double> s = a.save_state();
+    return s.counters == good.counters && s.numbers == good.numbers &&
+           amari::test::max_abs_diff(s.tensors.at("first_moment"), good.tensors.at("first_moment")) == 0.0 &&
+           amari::test::max_abs_diff(s.tensors.at("second_moment"), good.tensors.at("second_moment")) == 0.0;
+  };
+  nn::OptimizerState<double> bad = good;
+  bad.tensors["first_moment"] = good.tensors.at("first_moment").clone();
+  bad.tensors["first_moment"][3] = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH(adam.load_state(bad), Catch::Contains("first_moment") && Catch::Contains("index 3"));
+  bad = good;
+  bad.tensors.erase("second_moment");
+  CHECK_THROWS_WITH(adam.load_state(bad), Catch::Contains("moments"));
+  bad = good;
+  bad.tensors["second_moment"] = good.tensors.at("second_moment").clone();
+  bad.tensors["second_moment"][0] = -1;
+  CHECK_THROWS_WITH(adam.load_state(bad), Catch::Contains("second moment"));
+  bad = good;
+  bad.counters["steps"] = -2;
+  CHECK_THROWS_WITH(adam.load_state(bad), Catch::Contains("negative step count"));
+  bad = good;
+  bad.numbers["learning_rate"] = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_AS(adam.load_state(bad), ValueError);
+  bad = good;
+  bad.numbers.erase("learning_rate");
+  CHECK_THROWS_WITH(adam.load_state(bad), Catch::Contains("learning_rate"));
+  bad = good;
+  bad.kind = "sgd";
+  CHECK_THROWS_WITH(adam.load_state(bad), Catch::Contains("sgd") && Catch::Contains("adam"));
+  CHECK(unchanged(adam));
+  // A loaded state is a copy: changing the caller's tensors afterwards does not reach the optimizer.
+  nn::OptimizerState<double> copy = good;
+  copy.tensors["first_moment"] = good.tensors.at("first_moment").clone();
+  adam.load_state(copy);
+  copy.tensors["first_moment"][0] += 1;
+  CHECK(unchanged(adam));
+
+  // SGD without momentum has no velocity to take.
+  nn::Sgd<double> heavy({.learning_rate = 0.1, .momentum = 0.9});
+  first_order_step(heavy, model, d, 0);
+  nn::Sgd<double> plain({.learning_rate = 0.1});
+  CHECK_THROWS_WITH(plain.load_state(heavy.save_state()), Catch::Contains("no momentum"));
+  CHECK(plain.steps() == 0);
+}
+
+TEST_CASE("Optimizer: a user-written optimizer without save_state refuses checkpoints by name", "[resume]") {
+  struct Halving final : nn::Optimizer<double> {
+    void step(Tensor<double>& p, const Tensor<double>& g) override {
+      for (Index i = 0; i < p.size(); ++i) p[i] -= 0.5 * g[i];
+    }
+    void reset() override {}
+    std::string describe() const override { return "Halving"; }
+    double learning_rate() const override { return 0.5; }
+    void set_learning_rate(double) override {}
+  };
+  Halving h;
+  CHECK_THROWS_WITH(h.save_state(), Catch::Contains("Halving") && Catch::Contains("does not save"));
+  CHECK_THROWS_AS(h.load_state(nn::OptimizerState<double>{}), ValueError);
+}
