@@ -46,7 +46,12 @@ enum class CgStatus {
 /// "converged", "max_iterations", "progress_stalled", "non_positive_curvature", "non_finite".
 const char* to_string(CgStatus status);
 
-/// What conjugate_gradient returns. x is always finite and never shares storage with b or x0.
+/// What conjugate_gradient returns: a plain value (copies are deep, Tensor's copies aside: clone()
+/// x to keep it apart from a copy). As returned it holds: x is finite, has shape (n) and never
+/// shares storage with b, x0 or a kept iterate; model_values.size() == iterations + 1;
+/// iterate_steps and iterates have one entry each per kept iterate, iterate_steps increases and
+/// ends at `iterations` (both empty without keep_iterates); iterations <= products <= iterations
+/// + 2. The fields are public for reading; a caller who changes them owns the result.
 template <Real T>
 struct CgResult {
   /// The solution estimate, shape (n).
@@ -89,7 +94,9 @@ struct CgResult {
 ///  - the step x_i + alpha p overflows T: x is rolled back to x_i (up to rounding), or, if that is
 ///    not finite either, reset to the starting point with iterations = 0.
 /// Throws ShapeError (naming conjugate_gradient, the operator and the shapes) if b, x0 or M do not
-/// have size A.size(); ValueError if max_iterations < 0 or a tolerance is negative or NaN.
+/// have size A.size(); ValueError if max_iterations < 0 or a tolerance is negative or NaN. b and x0
+/// are only read; A and M are only applied. An exception thrown by A or M (e.g. a failed product)
+/// propagates and nothing but A's and M's own state was touched.
 template <Real T>
 CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b,
                                const CgOptions& options = {},

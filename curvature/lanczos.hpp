@@ -93,11 +93,29 @@ TridiagonalEigen symmetric_tridiagonal_eigen(const std::vector<double>& diagonal
 /// linear combinations are accumulated in double. Reductions split n into blocks that depend on n
 /// only, so results are bit-identical for any thread count; long vectors (>= 2^16) are processed
 /// by OpenMP threads.
+///
+/// Invariants: size() <= the vectors held; each of the first size() vectors has shape (n) and is
+/// unit-norm and orthogonal to the others to working precision (append() is the only way in, and
+/// it refuses a zero or non-finite norm). A copy is deep (its own vectors), so two copies grow
+/// apart without touching each other's storage; operator[] hands out read-only tensors.
 template <Real T>
 class OrthonormalBasis {
  public:
   /// An empty basis of vectors of length n >= 0 (ValueError otherwise).
   explicit OrthonormalBasis(Index n);
+  /// Deep copy: the vectors are cloned (Tensor copies alone would share them).
+  OrthonormalBasis(const OrthonormalBasis& other)
+      : n_(other.n_), size_(other.size_), partial_(other.partial_), projection_(other.projection_),
+        passes_(other.passes_) {
+    vectors_.reserve(other.vectors_.size());
+    for (const Tensor<T>& v : other.vectors_) vectors_.push_back(v.clone());
+  }
+  OrthonormalBasis& operator=(const OrthonormalBasis& other) {
+    if (this != &other) *this = OrthonormalBasis(other);
+    return *this;
+  }
+  OrthonormalBasis(OrthonormalBasis&&) noexcept = default;
+  OrthonormalBasis& operator=(OrthonormalBasis&&) noexcept = default;
   /// n, the length of the vectors.
   Index length() const { return n_; }
   /// The number of vectors k.
@@ -219,11 +237,29 @@ LanczosResult<T> lanczos(LinearOperator<T>& A, int k, const LanczosOptions& opti
 /// The Lanczos process one step at a time, for methods built on it (lanczos(), stochastic
 /// Lanczos quadrature). Holds the basis Q (n x (j + 1), in T) and T_j. Borrows A, which must
 /// outlive it.
+///
+/// Invariants: alpha() and beta() have steps() = j entries each, all finite; the basis holds j + 1
+/// vectors while the process can continue and j or j + 1 once it ended (the last step may end it
+/// before q_{j+1} is appended); once ended(), step() does nothing until restart(). A step whose
+/// product throws (an exception from A, not a NaN) leaves the process as it was before the call,
+/// and products() unchanged. A copy is deep (its own basis) and borrows the same A.
 template <Real T>
 class LanczosProcess {
  public:
   /// breakdown_tolerance as in LanczosOptions (0: 10 sqrt(n) eps(T)); ValueError if negative/NaN.
   LanczosProcess(LinearOperator<T>& A, double breakdown_tolerance = 0.0);
+  /// Deep copy (the basis and scratch are cloned); both copies borrow the same operator.
+  LanczosProcess(const LanczosProcess& other)
+      : a_(other.a_), breakdown_(other.breakdown_), basis_(other.basis_), w_(other.w_.clone()),
+        alpha_(other.alpha_), beta_(other.beta_), coefficients_(other.coefficients_),
+        norm_estimate_(other.norm_estimate_), products_(other.products_), status_(other.status_),
+        message_(other.message_), ended_(other.ended_) {}
+  LanczosProcess& operator=(const LanczosProcess& other) {
+    if (this != &other) *this = LanczosProcess(other);
+    return *this;
+  }
+  LanczosProcess(LanczosProcess&&) noexcept = default;
+  LanczosProcess& operator=(LanczosProcess&&) noexcept = default;
   /// (Re)starts from q_1 = start / ||start||, keeping the basis storage. ShapeError if start is
   /// not (n); ValueError if it is zero or not finite. For n = 0 the process is over at once.
   void restart(const Tensor<T>& start);

@@ -1001,3 +1001,60 @@ TEST_CASE("fill_probe: counter-based and reproducible with the right distributio
 }
 
 }  // namespace
+
+namespace {
+
+// A dense operator whose products throw while `fail` is set (an exception, not a NaN).
+class ThrowingOperator final : public LinearOperator<double> {
+ public:
+  explicit ThrowingOperator(std::shared_ptr<DenseOperator<double>> inner) : inner_(std::move(inner)) {}
+  Index size() const override { return inner_->size(); }
+  void apply(const Tensor<double>& v, Tensor<double>& out) override {
+    if (fail) throw amari::Error("ThrowingOperator: injected failure");
+    inner_->apply(v, out);
+  }
+  std::string name() const override { return "throwing"; }
+  bool fail = false;
+
+ private:
+  std::shared_ptr<DenseOperator<double>> inner_;
+};
+
+}  // namespace
+
+TEST_CASE("LanczosProcess: a copy is deep, and a product that throws leaves the process as it was",
+          "[spectrum][strong]") {
+  const Index n = 30;
+  std::vector<double> lambda;
+  for (Index i = 0; i < n; ++i) lambda.push_back(1.0 + static_cast<double>(i));
+  ThrowingOperator op(op_of(with_spectrum(lambda, 3)));
+  LanczosProcess<double> process(op);
+  Tensor<double> start(Shape{n});
+  fill_probe(start, ProbeDistribution::gaussian, 2, 0);
+  process.restart(start);
+  for (int i = 0; i < 5; ++i) REQUIRE(process.step());
+  // A copy taken now, then the original restarts elsewhere, reusing its basis storage: the copy's
+  // basis must not move with it.
+  LanczosProcess<double> copy = process;
+  const Tensor<double> q5 = copy.basis()[5].clone();
+  Tensor<double> elsewhere(Shape{n});
+  fill_probe(elsewhere, ProbeDistribution::gaussian, 9, 0);
+  process.restart(elsewhere);
+  for (int i = 0; i < 8; ++i) REQUIRE(process.step());
+  CHECK(amari::test::max_abs_diff(copy.basis()[5], q5) == 0.0);
+  CHECK(copy.steps() == 5);
+  // A failing product: the exception propagates, nothing changes, and the next step is the one
+  // the untouched copy takes.
+  op.fail = true;
+  CHECK_THROWS_WITH(copy.step(), Catch::Contains("injected failure"));
+  CHECK(copy.steps() == 5);
+  CHECK(copy.products() == 5);
+  CHECK_FALSE(copy.ended());
+  op.fail = false;
+  REQUIRE(copy.step());
+  LanczosProcess<double> twin(op);
+  twin.restart(start);
+  for (int i = 0; i < 6; ++i) REQUIRE(twin.step());
+  CHECK(copy.alpha() == twin.alpha());
+  CHECK(copy.beta() == twin.beta());
+}

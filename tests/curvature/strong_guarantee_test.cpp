@@ -103,3 +103,61 @@ TEST_CASE("RecordedModel: the record is a snapshot and a value that survives mov
   CHECK_THROWS_WITH(plain.gradient(g1), Catch::Contains("RecordedModel::gradient"));
   CHECK_THROWS_AS(nn::RecordedModel<double>(p.model, p.x, {.head = &p.head, .targets = {}}), ValueError);
 }
+
+namespace {
+
+// Softmax cross-entropy whose k-th score() call throws (0: never): the empirical Fisher computes
+// one score matrix per batch operator, so this fails the k-th batch of a data-set relinearize.
+class FailingScoreHead final : public nn::Head<double> {
+ public:
+  mutable int calls = 0;
+  int fail_at = 0;
+  std::string name() const override { return "failing " + inner_.name(); }
+  Tensor<double> loss(const Tensor<double>& z, const Tensor<double>& y) const override { return inner_.loss(z, y); }
+  Dual<double> loss(const Dual<double>& z, const Tensor<double>& y) const override { return inner_.loss(z, y); }
+  Var<double> loss(const Var<double>& z, const Tensor<double>& y) const override { return inner_.loss(z, y); }
+  void mean(const Tensor<double>& z, Tensor<double>& mu) const override { inner_.mean(z, mu); }
+  void gradient(const Tensor<double>& z, const Tensor<double>& y, Tensor<double>& out) const override {
+    inner_.gradient(z, y, out);
+  }
+  void score(const Tensor<double>& z, const Tensor<double>& y, Tensor<double>& out) const override {
+    if (++calls == fail_at) throw ValueError("FailingScoreHead: injected failure");
+    inner_.score(z, y, out);
+  }
+  void hessian_product(const Tensor<double>& z, const Tensor<double>& a, Tensor<double>& out) const override {
+    inner_.hessian_product(z, a, out);
+  }
+  Tensor<double> sample(const Tensor<double>& z, std::uint64_t seed, std::uint64_t k, Index first) const override {
+    return inner_.sample(z, seed, k, first);
+  }
+
+ private:
+  nn::SoftmaxCrossEntropy<double> inner_;
+};
+
+}  // namespace
+
+TEST_CASE("DatasetOperator: a relinearize that fails in a later batch keeps every old batch record",
+          "[curvature][strong][dataset]") {
+  Problem p;
+  FailingScoreHead head;
+  // 6 examples in batches of 2: three batch operators, each computing its scores once.
+  curv::DatasetOperator<double> op(curv::Curvature::empirical_fisher, p.model, head, p.x, p.y, 2);
+  const auto before = amari::test::dense_of(op);
+  // The model moves on, so a completed relinearize would change the matrix.
+  for (Index i = 0; i < p.model.num_parameters(); ++i) p.model.parameters()[i] += 0.05 * static_cast<double>(i % 7);
+  for (int batch = 1; batch <= 3; ++batch) {
+    INFO("failure in batch " << batch << " of 3");
+    head.calls = 0;
+    head.fail_at = batch;
+    REQUIRE_THROWS_WITH(op.relinearize(), Catch::Contains("injected failure"));
+    head.fail_at = 0;
+    CHECK(same(amari::test::dense_of(op), before));  // all three old records, none of the new ones
+  }
+  // The next successful call gives what a fresh operator at the new parameters gives.
+  op.relinearize();
+  curv::DatasetOperator<double> fresh(curv::Curvature::empirical_fisher, p.model, head, p.x, p.y, 2);
+  const auto after = amari::test::dense_of(op);
+  CHECK(same(after, amari::test::dense_of(fresh)));
+  CHECK_FALSE(same(after, before));
+}
