@@ -12,30 +12,17 @@ drifts of a shared machine hit both sides alike.
     OMP_NUM_THREADS=1 /usr/bin/python3 bench/torch_cnn.py --amari build/release/bench/cnn_bench
     OMP_NUM_THREADS=2 /usr/bin/python3 bench/torch_cnn.py --amari build/release/bench/cnn_bench
 
-Use /usr/bin/python3 (Debian's, with torch). Exits 0 with a message when torch is not importable.
+Use /usr/bin/python3 (Debian's python3-torch) with Debian's OpenBLAS installed (libopenblas0-openmp:
+torch's Linear layers call the system's libblas.so.3, which is the slow reference BLAS otherwise).
+Exits 0 with a message when torch is not importable.
 """
 import argparse
-import json
 import os
-import statistics
-import subprocess
 import sys
-import time
+
+from torch_compare import import_torch, interleaved, median, missing_programs, run_benchmarks, set_threads, time_call
 
 BATCH = 128
-
-
-def time_call(fn, min_seconds):
-    """Mean wall seconds per call of fn over at least min_seconds, after warm-up."""
-    for _ in range(2):
-        fn()
-    calls, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds and calls >= 3:
-            return elapsed / calls
 
 
 def torch_round(torch, model, opt, x, y, min_seconds):
@@ -58,14 +45,12 @@ def torch_round(torch, model, opt, x, y, min_seconds):
         opt.step()
         return loss.item()
 
-    return {"forward": time_call(forward, min_seconds), "gradient": time_call(gradient, min_seconds),
-            "adam step": time_call(adam_step, min_seconds)}
+    return {"forward": time_call(forward, min_seconds)[0], "gradient": time_call(gradient, min_seconds)[0],
+            "adam step": time_call(adam_step, min_seconds)[0]}
 
 
 def amari_round(program, min_seconds):
-    res = subprocess.run([program, "--benchmark_filter=BM_cnn_ratios", "--benchmark_format=json",
-                          f"--benchmark_min_time={min_seconds}"], check=True, capture_output=True, text=True)
-    b = json.loads(res.stdout)["benchmarks"][0]
+    b = run_benchmarks(program, "BM_cnn_ratios", min_seconds)[0]
     f = b["f_ms"] * 1e-3
     return {"forward": f, "gradient": f * b["vjp_over_f"], "adam step": b["adam_step_ms"] * 1e-3,
             "jvp": f * b["jvp_over_f"], "ggn-vp": f * b["ggn_over_f"]}
@@ -79,18 +64,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians are reported)")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
     args = parser.parse_args()
-    try:
-        import torch
-    except ImportError as e:
-        print(f"torch_cnn.py: PyTorch is not importable ({e}); nothing to compare. "
-              "Run it with /usr/bin/python3 (Debian's python3-torch).")
+    torch = import_torch("torch_cnn.py")
+    if torch is None:
         return 0
-    if not os.access(args.amari, os.X_OK):
-        print(f"torch_cnn.py: {args.amari} is not an executable; build the cnn_bench target first.")
+    if missing_programs("torch_cnn.py", [args.amari]):
         return 1
 
-    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    torch.set_num_threads(threads)
+    threads = set_threads(torch)
     torch.manual_seed(0)
     nn = torch.nn
     model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -100,22 +80,18 @@ def main():
     x = torch.randn(BATCH, 1, 28, 28)
     y = torch.randint(0, 10, (BATCH,))
 
-    amari_runs, torch_runs = [], []
-    for r in range(args.rounds):
-        amari_runs.append(amari_round(args.amari, args.min_time))
-        torch_runs.append(torch_round(torch, model, opt, x, y, args.min_time))
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    runs = interleaved(args.rounds, {"amari": lambda: amari_round(args.amari, args.min_time),
+                                     "torch": lambda: torch_round(torch, model, opt, x, y, args.min_time)})
+    amari_runs, torch_runs = runs["amari"], runs["torch"]
 
     print(f"train_cnn model, batch {BATCH}, float32, {threads} thread(s), medians of {args.rounds} interleaved "
           f"rounds; torch {torch.__version__} (NCHW), amari NHWC")
     print(f"{'':<12} {'amari ms':>9} {'torch ms':>9} {'amari/torch':>12}")
     for key in ("forward", "gradient", "adam step"):
-        a = statistics.median(run[key] for run in amari_runs)
-        t = statistics.median(run[key] for run in torch_runs)
+        a, t = median(amari_runs, key), median(torch_runs, key)
         print(f"{key:<12} {a * 1e3:9.2f} {t * 1e3:9.2f} {a / t:12.2f}")
     for key in ("jvp", "ggn-vp"):
-        a = statistics.median(run[key] for run in amari_runs)
-        f = statistics.median(run["forward"] for run in amari_runs)
+        a, f = median(amari_runs, key), median(amari_runs, "forward")
         print(f"{key:<12} {a * 1e3:9.2f} {'':>9} {'':>12}   ({a / f:.2f} x amari's forward)")
     return 0
 

@@ -12,15 +12,13 @@ the CPU-time ratio (the calling thread's CPU time, insensitive to descheduling) 
     OMP_NUM_THREADS=1 /usr/bin/python3 bench/torch_conv.py --amari build/conv/bench/conv_bench
     OMP_NUM_THREADS=2 /usr/bin/python3 bench/torch_conv.py --amari build/conv/bench/conv_bench
 
-Use /usr/bin/python3 (Debian's, with torch). Exits 0 with a message when torch is not importable.
+Use /usr/bin/python3 (Debian's python3-torch). Exits 0 with a message when torch is not importable.
 """
 import argparse
-import json
 import os
-import statistics
-import subprocess
 import sys
-import time
+
+from torch_compare import import_torch, interleaved, median, missing_programs, run_benchmarks, set_threads, time_call
 
 LAYERS = [  # (name, C_in, C_out, H = W), 3x3 kernels, padding 1, batch 128
     ("conv1 1->32 28x28", 1, 32, 28),
@@ -31,19 +29,6 @@ BATCH = 128
 
 def flops(c_in, c_out, hw):
     return 2.0 * BATCH * hw * hw * c_out * 9 * c_in
-
-
-def time_torch(torch, fn, min_seconds):
-    """Mean wall and thread-CPU seconds per call of fn over at least min_seconds (after warm-up)."""
-    for _ in range(3):
-        fn()
-    calls, wall0, cpu0 = 0, time.perf_counter(), time.thread_time()
-    while True:
-        fn()
-        calls += 1
-        wall = time.perf_counter() - wall0
-        if wall >= min_seconds and calls >= 3:
-            return wall / calls, (time.thread_time() - cpu0) / calls
 
 
 def torch_round(torch, problems, min_seconds):
@@ -57,16 +42,14 @@ def torch_round(torch, problems, min_seconds):
             y = torch.nn.functional.conv2d(x, w, b, padding=1)
             return torch.autograd.grad(y, (x, w), ybar)
 
-        out[(name, "forward")] = time_torch(torch, forward, min_seconds)
-        out[(name, "forward+backward")] = time_torch(torch, forward_backward, min_seconds)
+        out[(name, "forward")] = time_call(forward, min_seconds, warmup=3)
+        out[(name, "forward+backward")] = time_call(forward_backward, min_seconds, warmup=3)
     return out
 
 
 def amari_round(program, min_seconds):
-    res = subprocess.run([program, "--benchmark_filter=BM_conv", "--benchmark_format=json",
-                          f"--benchmark_min_time={min_seconds}"], check=True, capture_output=True, text=True)
     out = {}
-    for bench in json.loads(res.stdout)["benchmarks"]:
+    for bench in run_benchmarks(program, "BM_conv", min_seconds):
         # BM_conv_forward/<layer>/real_time, BM_conv_forward_backward/<layer>/real_time
         kind, layer = bench["name"].split("/")[:2]
         mode = "forward+backward" if kind.endswith("forward_backward") else "forward"
@@ -84,18 +67,13 @@ def main():
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds per measurement")
     args = parser.parse_args()
 
-    try:
-        import torch
-    except ImportError as e:
-        print(f"torch_conv.py: PyTorch is not importable ({e}); nothing to compare. "
-              "Run it with /usr/bin/python3 (Debian's python3-torch).")
+    torch = import_torch("torch_conv.py")
+    if torch is None:
         return 0
-    if not os.access(args.amari, os.X_OK):
-        print(f"torch_conv.py: {args.amari} is not an executable; build the conv_bench target first.")
+    if missing_programs("torch_conv.py", [args.amari]):
         return 1
 
-    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    torch.set_num_threads(threads)
+    threads = set_threads(torch)
     torch.manual_seed(0)
     problems = []
     for _, c_in, c_out, hw in LAYERS:
@@ -105,14 +83,9 @@ def main():
         ybar = torch.randn(BATCH, c_out, hw, hw)
         problems.append((x, w, b, ybar))
 
-    amari_runs, torch_runs = [], []
-    for r in range(args.rounds):
-        amari_runs.append(amari_round(args.amari, args.min_time))
-        torch_runs.append(torch_round(torch, problems, args.min_time))
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-
-    def median(runs, key, i):
-        return statistics.median(run[key][i] for run in runs)
+    runs = interleaved(args.rounds, {"amari": lambda: amari_round(args.amari, args.min_time),
+                                     "torch": lambda: torch_round(torch, problems, args.min_time)})
+    amari_runs, torch_runs = runs["amari"], runs["torch"]
 
     print(f"conv2d, batch {BATCH}, float32, {threads} thread(s), medians of {args.rounds} interleaved rounds; "
           f"torch {torch.__version__} (NCHW), amari NHWC")
