@@ -172,25 +172,76 @@ Tensor<T> per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& he
   return out;
 }
 
+namespace {
+
+// Squared norms of every example's gradient (N), in double, in a fixed order: tapped layers in
+// execution order, then the swept parameters. No N x P matrix.
 template <Real T>
-Tensor<T> per_example_gradient_norms(const nn::Model<T>& model, const nn::Head<T>& head,
-                                     const Tensor<T>& inputs, const Tensor<T>& targets) {
-  check_batch("per_example_gradient_norms", inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
-  detail::PerExampleRecord<T> record("per_example_gradient_norms", model, inputs);
-  const Tensor<T> logit_grad = per_example_logit_gradients(head, record.logits.value(), targets);
-  const Index N = inputs.dim(0);
-  // Sums in double, in a fixed order (tapped layers in execution order, then the swept
-  // parameters); no N x P matrix.
-  std::vector<double> squares(static_cast<std::size_t>(N), 0.0);
+std::vector<double> squared_norms(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad) {
+  std::vector<double> squares(static_cast<std::size_t>(logit_grad.dim(0)), 0.0);
   tapped_squared_norms(record, logit_grad, squares);
   swept_gradients(record, logit_grad, [&](Index e, const std::vector<Tensor<T>>& grads) {
     for (const Tensor<T>& g : grads) {
       for (const T v : g) squares[static_cast<std::size_t>(e)] += static_cast<double>(v) * static_cast<double>(v);
     }
   });
-  Tensor<T> norms(Shape{N});
-  for (Index e = 0; e < N; ++e) norms[e] = static_cast<T>(std::sqrt(squares[static_cast<std::size_t>(e)]));
+  return squares;
+}
+
+template <Real T>
+Tensor<T> norms_of(const std::vector<double>& squares) {
+  Tensor<T> norms(Shape{static_cast<Index>(squares.size())});
+  for (std::size_t e = 0; e < squares.size(); ++e) norms[static_cast<Index>(e)] = static_cast<T>(std::sqrt(squares[e]));
   return norms;
+}
+
+}  // namespace
+
+template <Real T>
+Tensor<T> per_example_gradient_norms(const nn::Model<T>& model, const nn::Head<T>& head,
+                                     const Tensor<T>& inputs, const Tensor<T>& targets) {
+  check_batch("per_example_gradient_norms", inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
+  detail::PerExampleRecord<T> record("per_example_gradient_norms", model, inputs);
+  const Tensor<T> logit_grad = per_example_logit_gradients(head, record.logits.value(), targets);
+  return norms_of<T>(squared_norms(record, logit_grad));
+}
+
+template <Real T>
+Tensor<T> clipped_mean_gradient(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                                const Tensor<T>& targets, double max_norm, Tensor<T>& gradient) {
+  constexpr const char* op = "clipped_mean_gradient";
+  check_batch(op, inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
+  if (!(max_norm > 0) || !std::isfinite(max_norm)) {
+    throw ValueError(std::string(op) + ": max_norm must be positive and finite, got " + std::to_string(max_norm));
+  }
+  const Index P = model.num_parameters();
+  if (!gradient.defined() || gradient.shape() != Shape{P}) {
+    throw ShapeError(std::string(op) + ": the gradient must be (P) = " + Shape{P}.str() + ", got " +
+                     (gradient.defined() ? gradient.shape().str() : std::string("undefined")));
+  }
+  if (gradient.overlaps(inputs) || gradient.overlaps(targets) || gradient.overlaps(model.parameters())) {
+    throw ValueError(std::string(op) + ": the gradient shares elements with the inputs, the targets or the model's "
+                     "parameters");
+  }
+  detail::PerExampleRecord<T> record(op, model, inputs);
+  Tensor<T> logit_grad = per_example_logit_gradients(head, record.logits.value(), targets);
+  const std::vector<double> squares = squared_norms(record, logit_grad);
+  // g_n = J^T b_n with b_n = logit_grad in row n only, so sum_n c_n g_n = J^T (c o b): one reverse
+  // sweep of the whole batch with row n of the cotangent scaled by c_n / N.
+  const Index n = inputs.dim(0), c = logit_grad.dim(1);
+  for (Index e = 0; e < n; ++e) {
+    const double norm = std::sqrt(squares[static_cast<std::size_t>(e)]);
+    const double clip = norm > max_norm ? max_norm / norm : 1.0;
+    const T scale = static_cast<T>(clip / static_cast<double>(n));
+    for (Index k = 0; k < c; ++k) logit_grad[e * c + k] *= scale;
+  }
+  Tensor<T> result = Tensor<T>::uninitialized(Shape{P});  // swept into first: `gradient` changes only on success
+  std::vector<Tensor<T>> result_views;
+  for (const nn::ParamInfo& info : model.layout()) result_views.push_back(result.view(info.offset, info.shape));
+  record.tape.vjp_into(std::span<const Var<T>>(&record.logits, 1), std::span<const Tensor<T>>(&logit_grad, 1),
+                       record.variables, result_views);
+  std::copy(result.begin(), result.end(), gradient.data());
+  return norms_of<T>(squares);
 }
 
 template <Real T>
@@ -252,6 +303,11 @@ template Tensor<double> per_example_gradient_norms<double>(const nn::Model<doubl
                                                            const nn::Head<double>&,
                                                            const Tensor<double>&,
                                                            const Tensor<double>&);
+template Tensor<float> clipped_mean_gradient<float>(const nn::Model<float>&, const nn::Head<float>&,
+                                                   const Tensor<float>&, const Tensor<float>&, double, Tensor<float>&);
+template Tensor<double> clipped_mean_gradient<double>(const nn::Model<double>&, const nn::Head<double>&,
+                                                     const Tensor<double>&, const Tensor<double>&, double,
+                                                     Tensor<double>&);
 template GradientNoise<float> gradient_noise<float>(const Tensor<float>&);
 template GradientNoise<double> gradient_noise<double>(const Tensor<double>&);
 

@@ -41,10 +41,10 @@ template <Real T>
 Tensor<T> per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head,
                                 const Tensor<T>& inputs, const Tensor<T>& targets);
 
-/// The same into a caller's (N, P) buffer `out`, e.g. reused across batches (a fresh N x P
-/// allocation costs page faults comparable to the computation). ShapeError for another shape;
-/// ValueError if `out` shares elements with the inputs, targets or the model's parameters. On a
-/// throw `out` is unchanged.
+/// The same into a caller's (N, P) buffer `out`, e.g. reused across batches. ShapeError for
+/// another shape; ValueError if `out` shares elements with the inputs, targets or the model's
+/// parameters. These errors, and any from recording the batch or from the head, come before
+/// anything is written to `out`.
 template <Real T>
 void per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
                            const Tensor<T>& targets, Tensor<T>& out);
@@ -57,6 +57,20 @@ void per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head, c
 template <Real T>
 Tensor<T> per_example_gradient_norms(const nn::Model<T>& model, const nn::Head<T>& head,
                                      const Tensor<T>& inputs, const Tensor<T>& targets);
+
+/// The mean of the per-example gradients clipped to norm max_norm,
+///   gradient = (1/N) sum_n min(1, max_norm / ||g_n||) g_n,
+/// the clipping of DP-SGD (Abadi et al. 2016, Algorithm 1, before its noise), without the N x P
+/// matrix: the norms as per_example_gradient_norms(), then, since g_n = J^T b_n with b_n the logit
+/// gradient in row n only, sum_n c_n g_n = J^T (c o b) in one more reverse sweep over the same
+/// record (for interacting examples too: row n is then d l_n / d theta as above). Returns the
+/// norms ||g_n|| before clipping (N). `gradient` (P) is written only on success; ValueError if
+/// max_norm is not positive and finite or `gradient` shares elements with the inputs, targets or
+/// parameters; ShapeError for a gradient not of shape (P). Cost: per_example_gradient_norms() plus
+/// one reverse sweep.
+template <Real T>
+Tensor<T> clipped_mean_gradient(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                                const Tensor<T>& targets, double max_norm, Tensor<T>& gradient);
 
 /// Gradient-noise statistics of N >= 2 per-example gradients g_n (rows of an (N, P) matrix).
 template <Real T>
@@ -100,6 +114,12 @@ extern template Tensor<double> per_example_gradient_norms<double>(const nn::Mode
                                                                   const nn::Head<double>&,
                                                                   const Tensor<double>&,
                                                                   const Tensor<double>&);
+extern template Tensor<float> clipped_mean_gradient<float>(const nn::Model<float>&, const nn::Head<float>&,
+                                                          const Tensor<float>&, const Tensor<float>&, double,
+                                                          Tensor<float>&);
+extern template Tensor<double> clipped_mean_gradient<double>(const nn::Model<double>&, const nn::Head<double>&,
+                                                            const Tensor<double>&, const Tensor<double>&, double,
+                                                            Tensor<double>&);
 extern template GradientNoise<float> gradient_noise<float>(const Tensor<float>&);
 extern template GradientNoise<double> gradient_noise<double>(const Tensor<double>&);
 

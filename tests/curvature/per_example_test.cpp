@@ -213,3 +213,73 @@ TEST_CASE(
   amari::nn::gradient_at(model, head, x, y, batch, tape);
   CHECK(max_abs_diff(gradient_noise(Gt).mean, batch) <= 1e-12 * std::max(1.0, max_abs(batch)));
 }
+
+namespace {
+
+// The reference: the mean of the clipped rows of the dense per-example matrix.
+Tensor<double> clipped_mean_of_rows(const Tensor<double>& G, double max_norm) {
+  const Index n = G.dim(0), p = G.dim(1);
+  Tensor<double> mean(Shape{p});
+  for (Index e = 0; e < n; ++e) {
+    double s = 0;
+    for (Index j = 0; j < p; ++j) s += G[e * p + j] * G[e * p + j];
+    const double c = std::sqrt(s) > max_norm ? max_norm / std::sqrt(s) : 1.0;
+    for (Index j = 0; j < p; ++j) mean[j] += c * G[e * p + j] / static_cast<double>(n);
+  }
+  return mean;
+}
+
+}  // namespace
+
+TEST_CASE("clipped mean gradient: equals the mean of the clipped per-example rows, MLP and conv net, eval and train",
+          "[per_example]") {
+  const amari::nn::SoftmaxCrossEntropy<double> head;
+  Problem p;
+  const Tensor<double> norms = per_example_gradient_norms(p.model, head, p.x, p.y_onehot);
+  // A threshold between the smallest and largest norm, so some rows are clipped and some are not.
+  double lo = norms[0], hi = norms[0];
+  for (Index e = 0; e < kN; ++e) lo = std::min(lo, norms[e]), hi = std::max(hi, norms[e]);
+  REQUIRE(lo < hi);
+  const double threshold = 0.5 * (lo + hi);
+  Tensor<double> g = p.model.zeros_like_parameters();
+  const Tensor<double> returned = amari::curvature::clipped_mean_gradient(p.model, head, p.x, p.y_onehot, threshold, g);
+  const Tensor<double> reference = clipped_mean_of_rows(per_example_gradients(p.model, head, p.x, p.y_onehot), threshold);
+  CHECK(max_abs_diff(g, reference) <= 1e-13 * std::max(1.0, max_abs(reference)));
+  CHECK(max_abs_diff(returned, norms) <= 1e-13 * hi);
+  // A threshold above every norm gives the batch gradient.
+  Tensor<double> batch = p.model.zeros_like_parameters();
+  Tape<double> tape;
+  amari::nn::gradient_at(p.model, head, p.x, p.y_onehot, batch, tape);
+  amari::curvature::clipped_mean_gradient(p.model, head, p.x, p.y_onehot, 2 * hi, g);
+  CHECK(max_abs_diff(g, batch) <= 1e-13 * std::max(1.0, max_abs(batch)));
+
+  // Batch norm in train mode: examples interact, the identity sum c_n g_n = J^T (c o b) still holds.
+  auto net = std::make_shared<amari::nn::Sequential<double>>();
+  net->emplace<amari::nn::Linear<double>>(kD, 5)
+      .emplace<amari::nn::BatchNorm<double>>(5)
+      .emplace<amari::nn::Tanh<double>>()
+      .emplace<amari::nn::Linear<double>>(5, kC);
+  Model<double> bn(net, 4);
+  bn.train();
+  const Tensor<double> Gt = per_example_gradients(bn, head, p.x, p.y_onehot);
+  Tensor<double> gt = bn.zeros_like_parameters();
+  amari::curvature::clipped_mean_gradient(bn, head, p.x, p.y_onehot, 0.1, gt);
+  const Tensor<double> ref_t = clipped_mean_of_rows(Gt, 0.1);
+  CHECK(max_abs_diff(gt, ref_t) <= 1e-13 * std::max(1.0, max_abs(ref_t)));
+}
+
+TEST_CASE("clipped mean gradient: bad thresholds and outputs are refused and nothing is written",
+          "[per_example][errors]") {
+  const amari::nn::SoftmaxCrossEntropy<double> head;
+  Problem p;
+  Tensor<double> g = p.model.zeros_like_parameters();
+  g.fill(7.0);
+  using amari::curvature::clipped_mean_gradient;
+  CHECK_THROWS_MATCHES(clipped_mean_gradient(p.model, head, p.x, p.y_onehot, 0.0, g), amari::ValueError,
+                       MessageContains({"clipped_mean_gradient", "max_norm"}));
+  CHECK_THROWS_AS(clipped_mean_gradient(p.model, head, p.x, p.y_onehot, std::nan(""), g), amari::ValueError);
+  Tensor<double> short_g(Shape{3});
+  CHECK_THROWS_AS(clipped_mean_gradient(p.model, head, p.x, p.y_onehot, 1.0, short_g), amari::ShapeError);
+  CHECK_THROWS_AS(clipped_mean_gradient(p.model, head, p.x, p.y_onehot, 1.0, p.model.parameters()), amari::ValueError);
+  for (Index j = 0; j < g.size(); ++j) REQUIRE(g[j] == 7.0);
+}
