@@ -188,6 +188,17 @@ std::vector<double> squared_norms(detail::PerExampleRecord<T>& record, const Ten
   return squares;
 }
 
+// J^T b for logit cotangents b (N, C), all parameters, into a new (P) vector: one reverse sweep.
+template <Real T>
+Tensor<T> swept_sum(const nn::Model<T>& model, detail::PerExampleRecord<T>& record, const Tensor<T>& b) {
+  Tensor<T> out = Tensor<T>::uninitialized(Shape{model.num_parameters()});
+  std::vector<Tensor<T>> views;
+  for (const nn::ParamInfo& info : model.layout()) views.push_back(out.view(info.offset, info.shape));
+  record.tape.vjp_into(std::span<const Var<T>>(&record.logits, 1), std::span<const Tensor<T>>(&b, 1),
+                       record.variables, views);
+  return out;
+}
+
 template <Real T>
 Tensor<T> norms_of(const std::vector<double>& squares) {
   Tensor<T> norms(Shape{static_cast<Index>(squares.size())});
@@ -235,11 +246,7 @@ Tensor<T> clipped_mean_gradient(const nn::Model<T>& model, const nn::Head<T>& he
     const T scale = static_cast<T>(clip / static_cast<double>(n));
     for (Index k = 0; k < c; ++k) logit_grad[e * c + k] *= scale;
   }
-  Tensor<T> result = Tensor<T>::uninitialized(Shape{P});  // swept into first: `gradient` changes only on success
-  std::vector<Tensor<T>> result_views;
-  for (const nn::ParamInfo& info : model.layout()) result_views.push_back(result.view(info.offset, info.shape));
-  record.tape.vjp_into(std::span<const Var<T>>(&record.logits, 1), std::span<const Tensor<T>>(&logit_grad, 1),
-                       record.variables, result_views);
+  const Tensor<T> result = swept_sum(model, record, logit_grad);  // `gradient` changes only on success
   std::copy(result.begin(), result.end(), gradient.data());
   return norms_of<T>(squares);
 }
@@ -290,6 +297,30 @@ template void per_example_gradients<float>(const nn::Model<float>&, const nn::He
                                            const Tensor<float>&, Tensor<float>&);
 template void per_example_gradients<double>(const nn::Model<double>&, const nn::Head<double>&,
                                             const Tensor<double>&, const Tensor<double>&, Tensor<double>&);
+template <Real T>
+GradientNoise<T> gradient_noise(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                                const Tensor<T>& targets) {
+  constexpr const char* op = "gradient_noise";
+  check_batch(op, inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
+  const Index n = inputs.dim(0);
+  if (n < 2) throw ValueError(std::string(op) + ": needs at least 2 examples for a variance, got " + std::to_string(n));
+  detail::PerExampleRecord<T> record(op, model, inputs);
+  Tensor<T> logit_grad = per_example_logit_gradients(head, record.logits.value(), targets);
+  const std::vector<double> squares = squared_norms(record, logit_grad);
+  for (T& v : logit_grad) v /= static_cast<T>(n);  // the mean's cotangent
+  GradientNoise<T> r;
+  r.mean = swept_sum(model, record, logit_grad);
+  for (const T v : r.mean) r.mean_norm_squared += static_cast<double>(v) * static_cast<double>(v);
+  double sum_squares = 0;
+  for (const double q : squares) sum_squares += q;
+  // sum_n ||g_n - G||^2 = sum_n ||g_n||^2 - N ||G||^2.
+  r.trace_covariance =
+      std::max(0.0, (sum_squares - static_cast<double>(n) * r.mean_norm_squared) / static_cast<double>(n - 1));
+  r.noise_scale = r.mean_norm_squared > 0 ? r.trace_covariance / r.mean_norm_squared
+                                          : std::numeric_limits<double>::infinity();
+  return r;
+}
+
 template Tensor<float> per_example_gradients<float>(const nn::Model<float>&, const nn::Head<float>&,
                                                     const Tensor<float>&, const Tensor<float>&);
 template Tensor<double> per_example_gradients<double>(const nn::Model<double>&,
@@ -303,6 +334,10 @@ template Tensor<double> per_example_gradient_norms<double>(const nn::Model<doubl
                                                            const nn::Head<double>&,
                                                            const Tensor<double>&,
                                                            const Tensor<double>&);
+template GradientNoise<float> gradient_noise<float>(const nn::Model<float>&, const nn::Head<float>&,
+                                                    const Tensor<float>&, const Tensor<float>&);
+template GradientNoise<double> gradient_noise<double>(const nn::Model<double>&, const nn::Head<double>&,
+                                                      const Tensor<double>&, const Tensor<double>&);
 template Tensor<float> clipped_mean_gradient<float>(const nn::Model<float>&, const nn::Head<float>&,
                                                    const Tensor<float>&, const Tensor<float>&, double, Tensor<float>&);
 template Tensor<double> clipped_mean_gradient<double>(const nn::Model<double>&, const nn::Head<double>&,

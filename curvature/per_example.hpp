@@ -94,6 +94,16 @@ struct GradientNoise {
 template <Real T>
 GradientNoise<T> gradient_noise(const Tensor<T>& per_example);
 
+/// The same statistics of a batch without the N x P matrix, except `variance` (left undefined):
+/// mean = the batch gradient (one reverse sweep), and tr(Sigma) = (sum_n ||g_n||^2 - N ||G||^2) /
+/// (N - 1) from the per-example norms of per_example_gradient_norms(). Being a difference, that
+/// trace loses relative accuracy when ||G||^2 dominates tr(Sigma) / N (it is clamped at 0); the
+/// matrix version above sums squared deviations instead. N >= 2 (ValueError otherwise). Cost:
+/// per_example_gradient_norms() plus one reverse sweep; memory O(N + P).
+template <Real T>
+GradientNoise<T> gradient_noise(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                                const Tensor<T>& targets);
+
 extern template void per_example_gradients<float>(const nn::Model<float>&, const nn::Head<float>&,
                                                   const Tensor<float>&, const Tensor<float>&, Tensor<float>&);
 extern template void per_example_gradients<double>(const nn::Model<double>&, const nn::Head<double>&,
@@ -121,6 +131,10 @@ extern template Tensor<double> clipped_mean_gradient<double>(const nn::Model<dou
                                                             const Tensor<double>&, const Tensor<double>&, double,
                                                             Tensor<double>&);
 extern template GradientNoise<float> gradient_noise<float>(const Tensor<float>&);
+extern template GradientNoise<float> gradient_noise<float>(const nn::Model<float>&, const nn::Head<float>&,
+                                                           const Tensor<float>&, const Tensor<float>&);
+extern template GradientNoise<double> gradient_noise<double>(const nn::Model<double>&, const nn::Head<double>&,
+                                                             const Tensor<double>&, const Tensor<double>&);
 extern template GradientNoise<double> gradient_noise<double>(const Tensor<double>&);
 
 }  // namespace amari::curvature

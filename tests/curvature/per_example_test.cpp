@@ -283,3 +283,17 @@ TEST_CASE("clipped mean gradient: bad thresholds and outputs are refused and not
   CHECK_THROWS_AS(clipped_mean_gradient(p.model, head, p.x, p.y_onehot, 1.0, p.model.parameters()), amari::ValueError);
   for (Index j = 0; j < g.size(); ++j) REQUIRE(g[j] == 7.0);
 }
+
+TEST_CASE("gradient noise from the norms: the trace, mean and noise scale of the matrix version", "[per_example]") {
+  Problem p;
+  const amari::nn::SoftmaxCrossEntropy<double> head;
+  const auto dense = gradient_noise(per_example_gradients(p.model, head, p.x, p.y_onehot));
+  const auto light = gradient_noise(p.model, head, p.x, p.y_onehot);
+  CHECK(max_abs_diff(light.mean, dense.mean) <= 1e-13 * std::max(1.0, max_abs(dense.mean)));
+  CHECK_FALSE(light.variance.defined());
+  CHECK(light.trace_covariance == Approx(dense.trace_covariance).epsilon(1e-10));
+  CHECK(light.mean_norm_squared == Approx(dense.mean_norm_squared).epsilon(1e-12));
+  CHECK(light.noise_scale == Approx(dense.noise_scale).epsilon(1e-10));
+  CHECK_THROWS_AS(gradient_noise(p.model, head, p.x.view(0, Shape{1, kD}), p.y_onehot.view(0, Shape{1, kC})),
+                  amari::ValueError);
+}
