@@ -204,8 +204,8 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
       // Recursive residual r_{i+1} = r_i - alpha A p_i: saves the product b - A x_{i+1}; it drifts
       // from the true residual by rounding only. Updated before x so that a non-finite residual
       // leaves x = x_i intact.
-      axpy(-alpha, Ap, r);
-      const double rr_new = dot(r, r);
+      // Fused passes (vector_ops.hpp): each block is updated and reduced while in cache.
+      const double rr_new = axpy_and_norm_squared(-alpha, Ap, r);
       double rz_new = rr_new;
       if (M && std::isfinite(rr_new)) {
         M->apply(r, z);
@@ -219,8 +219,8 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
         status = CgStatus::non_positive_curvature;  // M stopped being positive definite
         break;
       }
-      axpy(alpha, p, x);
-      const double phi = -0.5 * (dot(x, b) + dot(x, r));
+      const auto [xb, xr] = axpy_and_dots(alpha, p, x, b, r);
+      const double phi = -0.5 * (xb + xr);
       if (!std::isfinite(phi)) {
         // The step overflowed T. Undo it; if the undo cannot restore finite values, fall back to
         // the starting point as if no step had been taken.

@@ -86,7 +86,9 @@ struct CgResult {
 /// Dot products are accumulated in double for T = float too; step scalars are double.
 /// Memory: x, r, p, A p (and z with M) are allocated once; no allocation per iteration besides
 /// kept iterates and the model_values history. Cost per iteration: one product, one M^{-1} r,
-/// about 7 vector passes.
+/// and four passes over the vectors: p^T A p, the residual update fused with ||r||^2, the iterate
+/// update fused with the quadratic model's x^T b and x^T r, the direction update (plus r^T z
+/// with M).
 /// Non-finite values never throw and never reach x (status non_finite):
 ///  - b or x0 not finite, or the warm-start product A x0 not finite: x = 0, 0 iterations;
 ///  - A p, a step scalar or the new residual not finite: x = x_i, the last finite iterate (x0 if
