@@ -74,7 +74,7 @@ void BM_cg_iteration(benchmark::State& state) {
   const MlpConfig& c = mlp_configs()[static_cast<std::size_t>(state.range(0))];
   MlpProblem<T> p(c);
   curv::GgnOperator<T> g(p.model, p.head, p.x);
-  curv::DampedOperator<T> a(curv::borrowed(g), 1e-3);
+  curv::DampedOperator<T> a(g, 1e-3);
   curv::CgOptions o;
   o.max_iterations = 10;
   o.relative_tolerance = 0;

@@ -18,9 +18,9 @@ std::string describe(const Tensor<T>& t) {
   return t.defined() ? t.shape().str() : std::string("undefined");
 }
 
-template <class P>
-P require_operand(P p, const char* who) {
-  if (!p) throw ValueError(std::string(who) + ": operator is null, expected a LinearOperator");
+template <Real T>
+Operand<T> require_operand(Operand<T> p, const char* who) {
+  if (p.get() == nullptr) throw ValueError(std::string(who) + ": operator is null, expected a LinearOperator");
   return p;
 }
 
@@ -75,7 +75,7 @@ void check_apply_arguments(const Preconditioner<T>& m, const Tensor<T>& r, const
 // -------------------------------------------------------------------------------
 
 template <Real T>
-DampedOperator<T>::DampedOperator(std::shared_ptr<LinearOperator<T>> base, double lambda)
+DampedOperator<T>::DampedOperator(Operand<T> base, double lambda)
     : base_(require_operand(std::move(base), "DampedOperator")), lambda_(0.0) {
   set_lambda(lambda);
 }
@@ -106,7 +106,7 @@ std::string DampedOperator<T>::name() const {
 // -------------------------------------------------------------------------------
 
 template <Real T>
-ScaledOperator<T>::ScaledOperator(std::shared_ptr<LinearOperator<T>> base, double c)
+ScaledOperator<T>::ScaledOperator(Operand<T> base, double c)
     : base_(require_operand(std::move(base), "ScaledOperator")), c_(c) {
   if (!std::isfinite(c)) {
     throw ValueError("ScaledOperator(" + base_->name() + "): scale c = " + format_number(c) +
@@ -130,8 +130,7 @@ std::string ScaledOperator<T>::name() const {
 // ----------------------------------------------------------------------------------
 
 template <Real T>
-SumOperator<T>::SumOperator(std::shared_ptr<LinearOperator<T>> a,
-                            std::shared_ptr<LinearOperator<T>> b)
+SumOperator<T>::SumOperator(Operand<T> a, Operand<T> b)
     : a_(require_operand(std::move(a), "SumOperator")),
       b_(require_operand(std::move(b), "SumOperator")) {
   if (a_->size() != b_->size()) {

@@ -2,11 +2,12 @@
 // (SEED-NOTES 4 and 5). Curvature products (Fisher, GGN, Hessian) implement LinearOperator; the
 // composites here build the damped system F + lambda I of SEED-NOTES 5 without forming a matrix.
 //
-// Ownership: composites hold their operands by std::shared_ptr<LinearOperator<T>>, so a composite
-// keeps its operands alive and operands may be shared between several composites (e.g. one GGN
-// product inside both a damped operator and a scaled one). To wrap an operator the caller owns
-// elsewhere (on the stack, or as a member), use borrowed(op): a non-owning shared_ptr, valid only
-// while op lives.
+// Ownership: a composite holds each operand as an Operand, which either shares ownership (built
+// from a std::shared_ptr: the composite keeps it alive, and one operand may serve several
+// composites) or borrows (built from a reference to an operator the caller owns, on the stack or
+// as a member: the caller keeps it alive while the composite is used). Which one is visible at the
+// call site: DampedOperator<T>(ggn, lambda) or DampedOperator<T>(borrowed(ggn), lambda) borrows
+// ggn, DampedOperator<T>(ptr, lambda) or damped(ptr, lambda) shares *ptr. A temporary cannot be borrowed (it does not bind).
 //
 // Thread safety: apply() is non-const because products may keep scratch buffers (SumOperator does,
 // curvature products cache forward passes), so one operator must not be applied from two threads
@@ -65,12 +66,34 @@ void check_apply_arguments(const LinearOperator<T>& op, const Tensor<T>& v, cons
 template <Real T>
 void check_apply_arguments(const Preconditioner<T>& m, const Tensor<T>& r, const Tensor<T>& z);
 
-/// A non-owning shared_ptr to `op`, for passing an operator the caller owns to the composites.
-/// The caller must keep `op` alive as long as any composite built from the pointer is used.
+/// An operand of a composite operator: shared (from a shared_ptr; ValueError naming the composite
+/// at its construction if null) or borrowed (from a reference; the caller guarantees the lifetime).
+/// See the ownership paragraph at the top of this file. Copies share or borrow the same operator.
 template <Real T>
-std::shared_ptr<LinearOperator<T>> borrowed(LinearOperator<T>& op) {
-  // Aliasing constructor with an empty owner: points at op, owns nothing, never deletes it.
-  return std::shared_ptr<LinearOperator<T>>(std::shared_ptr<void>(), &op);
+class Operand {
+ public:
+  /// Shares ownership of *op.
+  template <class Op>
+  requires std::derived_from<Op, LinearOperator<T>>
+  Operand(std::shared_ptr<Op> op) : owned_(std::move(op)), op_(owned_.get()) {}  // NOLINT: implicit
+  /// Borrows op: it must outlive every composite that holds this operand.
+  Operand(LinearOperator<T>& op) : op_(&op) {}  // NOLINT: implicit on purpose (see above)
+  /// The operator (null only for a null shared_ptr, which the composites refuse).
+  LinearOperator<T>* get() const { return op_; }
+  LinearOperator<T>* operator->() const { return op_; }
+  LinearOperator<T>& operator*() const { return *op_; }
+  /// True when the operand shares ownership, false when it borrows.
+  bool owns() const { return owned_ != nullptr; }
+
+ private:
+  std::shared_ptr<LinearOperator<T>> owned_;
+  LinearOperator<T>* op_ = nullptr;
+};
+
+/// Operand(op) spelled out: borrows `op`, which must outlive every composite holding it.
+template <Real T>
+Operand<T> borrowed(LinearOperator<T>& op) {
+  return Operand<T>(op);
 }
 
 /// (A + lambda I) v = A v + lambda v: the Tikhonov-damped curvature of SEED-NOTES 5. lambda is
@@ -79,7 +102,7 @@ template <Real T>
 class DampedOperator final : public LinearOperator<T> {
  public:
   /// Throws ValueError if `base` is null or lambda is negative or not finite.
-  DampedOperator(std::shared_ptr<LinearOperator<T>> base, double lambda);
+  DampedOperator(Operand<T> base, double lambda);
   Index size() const override { return base_->size(); }
   void apply(const Tensor<T>& v, Tensor<T>& out) override;
   /// "<base name> + <lambda> I".
@@ -92,7 +115,7 @@ class DampedOperator final : public LinearOperator<T> {
   LinearOperator<T>& base() const { return *base_; }
 
  private:
-  std::shared_ptr<LinearOperator<T>> base_;
+  Operand<T> base_;
   double lambda_;
 };
 
@@ -101,7 +124,7 @@ template <Real T>
 class ScaledOperator final : public LinearOperator<T> {
  public:
   /// Throws ValueError if `base` is null or c is not finite.
-  ScaledOperator(std::shared_ptr<LinearOperator<T>> base, double c);
+  ScaledOperator(Operand<T> base, double c);
   Index size() const override { return base_->size(); }
   void apply(const Tensor<T>& v, Tensor<T>& out) override;
   /// "<c> * (<base name>)".
@@ -112,7 +135,7 @@ class ScaledOperator final : public LinearOperator<T> {
   LinearOperator<T>& base() const { return *base_; }
 
  private:
-  std::shared_ptr<LinearOperator<T>> base_;
+  Operand<T> base_;
   double c_;
 };
 
@@ -122,15 +145,15 @@ template <Real T>
 class SumOperator final : public LinearOperator<T> {
  public:
   /// Throws ValueError if an operand is null, ShapeError if their sizes differ.
-  SumOperator(std::shared_ptr<LinearOperator<T>> a, std::shared_ptr<LinearOperator<T>> b);
+  SumOperator(Operand<T> a, Operand<T> b);
   Index size() const override { return a_->size(); }
   void apply(const Tensor<T>& v, Tensor<T>& out) override;
   /// "(<A name>) + (<B name>)".
   std::string name() const override;
 
  private:
-  std::shared_ptr<LinearOperator<T>> a_;
-  std::shared_ptr<LinearOperator<T>> b_;
+  Operand<T> a_;
+  Operand<T> b_;
   Tensor<T> scratch_;
 };
 

@@ -616,7 +616,7 @@ TEST_CASE(
   f.update_inverses(lambda);
   KfacPreconditioner<double> m(f);
   amari::curvature::GgnOperator<double> ggn(model, head, x);
-  amari::curvature::DampedOperator<double> a(amari::curvature::borrowed(ggn), lambda);
+  amari::curvature::DampedOperator<double> a(ggn, lambda);
   const Tensor<double> b = normal_tensor<double>(Shape{model.num_parameters()}, rng);
   const amari::curvature::CgOptions opts{
       .max_iterations = 2000, .relative_tolerance = 1e-6, .progress_stopping = false};

@@ -124,17 +124,30 @@ TEST_CASE("composites: damped, scaled and sum operators equal explicit dense ari
   CHECK(nested->name() == "2 * ((Dense(6 x 6)) + (Dense(6 x 6))) + 0.5 I");
 }
 
-TEST_CASE("composites: borrowed() wraps a caller-owned operator without taking ownership") {
+TEST_CASE("composites: a reference is borrowed, a shared_ptr is shared, and the operand says which") {
   Rng rng(3);
   const Tensor<double> d = random_tensor(Shape{4}, rng);
   DiagonalOperator<double> local(d);
-  std::shared_ptr<LinearOperator<double>> ptr = borrowed(local);
-  CHECK(ptr.get() == &local);
-  CHECK(ptr.use_count() == 0);  // owns nothing: destroying ptr never deletes `local`
-  auto damped_local = damped(ptr, 1.0);
+  const Operand<double> borrowed_operand = borrowed<double>(local);
+  CHECK(borrowed_operand.get() == &local);
+  CHECK_FALSE(borrowed_operand.owns());
+  // A composite on the stack borrowing an operator on the stack: no shared_ptr anywhere.
+  DampedOperator<double> damped_local(local, 1.0);
+  CHECK(&damped_local.base() == &local);
   const Tensor<double> v = random_tensor(Shape{4}, rng);
-  const Tensor<double> out = apply(*damped_local, v);
+  const Tensor<double> out = apply(damped_local, v);
   for (Index i = 0; i < 4; ++i) CHECK(out[i] == Approx(d[i] * v[i] + v[i]).epsilon(1e-15));
+  // Shared: the composite keeps the operand alive after the caller's pointer is gone.
+  auto shared = std::make_shared<DiagonalOperator<double>>(d);
+  std::weak_ptr<DiagonalOperator<double>> watch = shared;
+  ScaledOperator<double> scaled_shared(shared, 2.0);
+  shared.reset();
+  CHECK_FALSE(watch.expired());
+  const Tensor<double> twice = apply(scaled_shared, v);
+  for (Index i = 0; i < 4; ++i) CHECK(twice[i] == Approx(2 * d[i] * v[i]).epsilon(1e-15));
+  // A null shared_ptr is refused by name.
+  CHECK_THROWS_WITH(DampedOperator<double>(std::shared_ptr<LinearOperator<double>>(), 1.0),
+                    Catch::Contains("DampedOperator") && Catch::Contains("null"));
 }
 
 TEST_CASE("composites: conjugate_gradient on damped(A, lambda) solves (A + lambda I) x = b") {

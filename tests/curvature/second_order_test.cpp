@@ -351,7 +351,7 @@ TEST_CASE(
     const Tensor<double> theta_old = model.gather();
     // The same CG solve by hand, to confirm that the trial point really has a non-finite loss.
     auto ggn = amari::curvature::make_curvature<double>(Curvature::ggn, model, head, d.x, d.y);
-    amari::curvature::DampedOperator<double> a(amari::curvature::borrowed(*ggn), o.initial_damping);
+    amari::curvature::DampedOperator<double> a(*ggn, o.initial_damping);
     Tensor<double> g = model.zeros_like_parameters();
     amari::nn::loss_and_gradient(model, head, d.x, d.y, g);
     amari::curvature::scal(-1.0, g);
@@ -428,7 +428,7 @@ TEST_CASE("second order: Hessian-free warm-starts CG from 0.95 * the previous so
   // The second solve by hand at theta1, from x0 = 0.95 d1 and from 0.
   model.scatter(theta1);
   auto ggn = amari::curvature::make_curvature<double>(Curvature::ggn, model, head, d.x, d.y);
-  amari::curvature::DampedOperator<double> a(amari::curvature::borrowed(*ggn), r2.lambda);
+  amari::curvature::DampedOperator<double> a(*ggn, r2.lambda);
   Tensor<double> b = model.zeros_like_parameters();
   amari::nn::loss_and_gradient(model, head, d.x, d.y, b);
   amari::curvature::scal(-1.0, b);
