@@ -1,6 +1,7 @@
 // amari curvature: matrix-free Fisher/GGN/Hessian products, conjugate gradient, damping.
 #pragma once
 #include <amari/curvature/cg.hpp>
+#include <amari/curvature/closed_form_fisher.hpp>
 #include <amari/curvature/damping.hpp>
 #include <amari/curvature/dataset_operator.hpp>
 #include <amari/curvature/fisher.hpp>

@@ -2,8 +2,8 @@
 //   F v ~ (1 / (N k)) sum_i sum_s J_i^T s_is (s_is^T J_i v),   s_is = grad_z log r(y_is | z_i)
 // with two different choices of y, which give two different matrices:
 //  - MonteCarloFisherOperator: y_is ~ r(. | z_i), k samples from the model itself. An unbiased
-//    estimate of the true Fisher F (= the GGN for amari's heads, ggn.hpp); the error shrinks like
-//    1 / sqrt(k).
+//    estimate of the true Fisher F (= the GGN for the exponential-family heads, ggn.hpp; the
+//    matrix of ClosedFormFisherOperator for any head); the error shrinks like 1 / sqrt(k).
 //  - EmpiricalFisherOperator: y_i = the data labels (k = 1). The "empirical Fisher": in general
 //    neither F nor the GGN, and it does not converge to them with more data unless the model is
 //    well specified and fits. Useful as a preconditioner (Martens 2010), not as the Fisher.

@@ -1,8 +1,10 @@
 // J^T M J operators: every Gauss-Newton-type curvature amari computes has the form
 //   C v = (1/N) sum_i J_i^T M_i J_i v                                   (SEED-NOTES 4)
 // with J_i = dz_i/dtheta the Jacobian of example i's logits and M_i a C x C logit-space matrix:
-//  - M_i = H_L(z_i), the head's closed-form logit Hessian: the GGN (= the Fisher for amari's heads,
-//    ggn.hpp);
+//  - M_i = H_L(z_i), the head's closed-form logit Hessian: the GGN (= the Fisher for the
+//    exponential-family heads, ggn.hpp);
+//  - M_i = F_R(z_i), the head's closed-form logit-space Fisher: the Fisher
+//    (closed_form_fisher.hpp);
 //  - M_i = (1/k) sum_s s_is s_is^T with labels sampled from the model: the Monte-Carlo Fisher;
 //  - M_i = s_i s_i^T at the data label: the empirical Fisher (fisher.hpp).
 // The operators differ only in M, so the product is written once: a = J v (a tangent sweep over

@@ -7,9 +7,14 @@
 // | SigmoidBernoulli         | p = sigmoid(z)    | p (1 - p) * a          | Bernoulli(p) per output |
 // | Gaussian (fixed sigma)   | z                 | a / sigma^2            | z + sigma N(0, I)       |
 //
-// Targets are always a tensor y of the same shape (N, C) as z: one-hot rows (or class
-// probabilities) for softmax, 0/1 (or probabilities) for Bernoulli, real values for the Gaussian.
-// one_hot() turns class labels into such rows.
+// For these three heads the targets are a tensor y of the same shape (N, C) as z: one-hot rows (or
+// class probabilities) for softmax, 0/1 (or probabilities) for Bernoulli, real values for the
+// Gaussian. one_hot() turns class labels into such rows. Their family is exponential with natural
+// parameter z, so H_L(z) does not depend on y and equals the Fisher F_R(z) of the output family
+// (SEED-NOTES 3): hessian_product() needs no targets and fisher_product() is the same product.
+// A head for which that fails (GaussianLearnedVariance, nn/gaussian_variance_head.hpp: z holds a
+// mean and a log-variance, targets are (N, C) for logits (N, 2C)) overrides fisher_product() and
+// the targeted hessian_product(z, y, a, out), and says so with hessian_depends_on_targets().
 //
 // Conventions: loss() is the mean over the batch of the per-example NLL; gradient() is its
 // gradient (so it carries 1/N); hessian_product(), score() and sample() are per example (no 1/N),
@@ -53,6 +58,22 @@ class Head {
   /// out_i = H_L(z_i) a_i for every row i, in closed form, without forming any C x C matrix
   /// (per example, no 1/N). Cost O(N C).
   virtual void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const = 0;
+  /// True when H_L(z, y) depends on the targets y (z is not the natural parameter of an
+  /// exponential family, SEED-NOTES 3): then only the targeted hessian_product() below is defined
+  /// and differs from fisher_product(). False for the three exponential-family heads.
+  virtual bool hessian_depends_on_targets() const { return false; }
+  /// out_i = H_L(z_i, y_i) a_i, the logit Hessian of the loss at the targets (per example, no 1/N).
+  /// Defaults to the target-free product, which is exact when H_L does not depend on y.
+  virtual void hessian_product(const Tensor<T>& z, const Tensor<T>& y, const Tensor<T>& a, Tensor<T>& out) const {
+    (void)y;
+    hessian_product(z, a, out);
+  }
+  /// out_i = F_R(z_i) a_i with F_R(z) = E_{y ~ r(.|z)}[s_z s_z^T] the Fisher of the output family in
+  /// logit space (SEED-NOTES 2), per example (no 1/N). Defaults to hessian_product(z, a, out):
+  /// F_R = H_L for an exponential family with natural parameter z (SEED-NOTES 3).
+  virtual void fisher_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const {
+    hessian_product(z, a, out);
+  }
   /// One draw y ~ r(. | z_i) per row. Counter-based: row i uses the key
   /// (seed, first_example + i, sample_index), so the draw is the same whatever the batch split,
   /// thread count or call order.
@@ -79,6 +100,7 @@ class SoftmaxCrossEntropy final : public Head<T> {
   void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
   void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
   void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const override;
+  using Head<T>::hessian_product;  // the targeted overload, (z, y, a, out)
   Tensor<T> sample(const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample_index,
                    Index first_example = 0) const override;
 
@@ -99,6 +121,7 @@ class SigmoidBernoulli final : public Head<T> {
   void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
   void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
   void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const override;
+  using Head<T>::hessian_product;  // the targeted overload, (z, y, a, out)
   Tensor<T> sample(const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample_index,
                    Index first_example = 0) const override;
 
@@ -123,6 +146,7 @@ class Gaussian final : public Head<T> {
   void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
   void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
   void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const override;
+  using Head<T>::hessian_product;  // the targeted overload, (z, y, a, out)
   Tensor<T> sample(const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample_index,
                    Index first_example = 0) const override;
   double sigma() const { return sigma_; }

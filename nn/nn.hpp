@@ -4,6 +4,7 @@
 #include <amari/nn/dataset.hpp>
 #include <amari/nn/embedding.hpp>
 #include <amari/nn/function_module.hpp>
+#include <amari/nn/gaussian_variance_head.hpp>
 #include <amari/nn/heads.hpp>
 #include <amari/nn/idx.hpp>
 #include <amari/nn/image_layers.hpp>

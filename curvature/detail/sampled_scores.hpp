@@ -19,10 +19,11 @@ Tensor<T> sample_by_id(const nn::Head<T>& head, const Tensor<T>& z, std::uint64_
                        const std::vector<Index>& ids) {
   if (ids.empty()) return head.sample(z, seed, sample);
   const Index n = z.dim(0), c = z.dim(1);
-  Tensor<T> y = Tensor<T>::uninitialized(z.shape());
+  Tensor<T> y;  // (N, width of a sampled row): a head's targets need not be as wide as its logits
   for (Index i = 0; i < n; ++i) {
     const Tensor<T> yi = head.sample(z.view(i * c, Shape{1, c}), seed, sample, ids[static_cast<std::size_t>(i)]);
-    std::copy(yi.begin(), yi.end(), y.data() + i * c);
+    if (i == 0) y = Tensor<T>::uninitialized(Shape{n, yi.size()});
+    std::copy(yi.begin(), yi.end(), y.data() + i * yi.size());
   }
   return y;
 }

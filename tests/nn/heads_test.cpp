@@ -731,3 +731,26 @@ TEST_CASE(
   CHECK_THROWS_AS(amari::nn::accuracy(h, {1, 0, 2}), amari::ShapeError);
   CHECK_THROWS_AS(amari::nn::argmax_rows(Tensor<double>(Shape{3})), amari::ShapeError);
 }
+
+TEST_CASE("every head: F_R(z) a and H_L(z, y) a equal the target-free H_L(z) a, which needs no targets",
+          "[nn][heads]") {
+  // SEED-NOTES 3: for an exponential family with natural parameter z, H_L does not depend on y and
+  // equals the logit-space Fisher F_R; the default fisher_product and targeted hessian_product
+  // must give exactly the target-free product.
+  Rng rng(97);
+  for (const auto& hc : head_cases()) {
+    DYNAMIC_SECTION(hc.label) {
+      const Tensor<double> z = random_logits(Shape{kN, kC}, rng);
+      const Tensor<double> y = hc.targets(Shape{kN, kC}, rng);
+      const Tensor<double> a = amari::test::normal_tensor<double>(Shape{kN, kC}, rng);
+      const Tensor<double> expected = hessian_product(*hc.head, z, a);
+      Tensor<double> fisher(z.shape()), targeted(z.shape());
+      hc.head->fisher_product(z, a, fisher);
+      hc.head->hessian_product(z, y, a, targeted);
+      CHECK(max_abs_diff(fisher, expected) == 0.0);
+      CHECK(max_abs_diff(targeted, expected) == 0.0);
+      CHECK_FALSE(hc.head->hessian_depends_on_targets());
+      CHECK(norm(expected) > 1e-3);
+    }
+  }
+}
