@@ -12,7 +12,7 @@ namespace amari::curvature {
 template <Real T>
 DatasetOperator<T>::DatasetOperator(Curvature kind, const nn::Model<T>& model, const nn::Head<T>& head,
                                     Tensor<T> inputs, Tensor<T> targets, Index batch_size, Storage storage,
-                                    int samples, std::uint64_t seed)
+                                    int samples, std::uint64_t seed, Index first_example_id)
     : kind_(kind),
       model_(&model),
       head_(&head),
@@ -21,7 +21,8 @@ DatasetOperator<T>::DatasetOperator(Curvature kind, const nn::Model<T>& model, c
       batch_size_(batch_size),
       storage_(storage),
       samples_(samples),
-      seed_(seed) {
+      seed_(seed),
+      first_example_id_(first_example_id) {
   if (!inputs_.defined() || !targets_.defined() || inputs_.rank() != 2 || targets_.rank() != 2 ||
       inputs_.dim(0) != targets_.dim(0) || inputs_.dim(0) == 0) {
     throw ShapeError("DatasetOperator: inputs " + inputs_.shape().str() + " and targets " + targets_.shape().str() +
@@ -41,7 +42,8 @@ std::unique_ptr<LinearOperator<T>> DatasetOperator<T>::batch_operator(Index b) c
   const Tensor<T> y = targets_.view(first * c, Shape{rows, c});
   if (kind_ == Curvature::mc_fisher) {
     std::vector<Index> ids(static_cast<std::size_t>(rows));
-    std::iota(ids.begin(), ids.end(), first);  // labels keyed by the example's row in the data set
+    // Labels keyed by the example's index in the (whole, possibly sharded) data set.
+    std::iota(ids.begin(), ids.end(), first_example_id_ + first);
     return std::make_unique<MonteCarloFisherOperator<T>>(*model_, *head_, x, samples_, seed_, std::move(ids));
   }
   return make_curvature(kind_, *model_, *head_, x, y, samples_, seed_);

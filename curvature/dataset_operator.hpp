@@ -9,6 +9,10 @@
 // The operator equals the operator of the whole data set as one batch (up to rounding) whenever
 // examples do not interact inside the model: not for batch norm in train mode, whose statistics
 // (and so outputs and curvature) depend on the batch; evaluate such models in eval mode here.
+//
+// A data set sharded over MPI ranks: each rank builds the DatasetOperator of its rows (with
+// first_example_id = its global offset) and wraps it in a DistributedOperator with weight n_r / N
+// (distributed_operator.hpp); the product is then the operator of the whole data set on every rank.
 #pragma once
 
 #include <cstdint>
@@ -35,10 +39,12 @@ class DatasetOperator final : public LinearOperator<T> {
   /// Model and head are referenced and must outlive the operator; the operator is at the model's
   /// parameters of construction (Storage::keep) or of each product (Storage::recompute) until
   /// relinearize(). ShapeError if inputs and targets disagree on N or N = 0; ValueError if
-  /// batch_size < 1 or samples < 1.
+  /// batch_size < 1 or samples < 1. first_example_id: the index of row 0 in a larger data set
+  /// that this one is a shard of (the Monte-Carlo labels of row i are keyed by first_example_id + i;
+  /// see DistributedOperator for the operator over all shards).
   DatasetOperator(Curvature kind, const nn::Model<T>& model, const nn::Head<T>& head, Tensor<T> inputs,
                   Tensor<T> targets, Index batch_size, Storage storage = Storage::keep, int samples = 1,
-                  std::uint64_t seed = 0);
+                  std::uint64_t seed = 0, Index first_example_id = 0);
   Index size() const override { return model_->num_parameters(); }
   /// out = sum_b (N_b / N) A_b v. Cost: one product per batch (plus a forward pass per batch with
   /// Storage::recompute).
@@ -61,6 +67,7 @@ class DatasetOperator final : public LinearOperator<T> {
   Storage storage_;
   int samples_;
   std::uint64_t seed_;
+  Index first_example_id_;
   std::vector<std::unique_ptr<LinearOperator<T>>> kept_;
   Tensor<T> partial_;
 };

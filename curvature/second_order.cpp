@@ -3,9 +3,12 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <numeric>
+#include <span>
 #include <vector>
 
 #include <amari/curvature/fisher.hpp>
+#include <amari/curvature/distributed_operator.hpp>
 #include <amari/curvature/ggn.hpp>
 #include <amari/curvature/hessian.hpp>
 #include <amari/curvature/linearization.hpp>
@@ -34,11 +37,18 @@ std::string StepReport::str() const {
 template <Real T>
 std::unique_ptr<LinearOperator<T>> make_curvature(Curvature kind, const nn::Model<T>& model,
                                                   const nn::Head<T>& head, const Tensor<T>& inputs,
-                                                  const Tensor<T>& targets, int samples, std::uint64_t seed) {
+                                                  const Tensor<T>& targets, int samples, std::uint64_t seed,
+                                                  Index first_example_id) {
   switch (kind) {
     case Curvature::ggn: return std::make_unique<GgnOperator<T>>(model, head, inputs);
-    case Curvature::mc_fisher:
-      return std::make_unique<MonteCarloFisherOperator<T>>(model, head, inputs, samples, seed);
+    case Curvature::mc_fisher: {
+      std::vector<Index> ids;  // empty: row i is example i
+      if (first_example_id != 0) {
+        ids.resize(static_cast<std::size_t>(inputs.dim(0)));
+        std::iota(ids.begin(), ids.end(), first_example_id);
+      }
+      return std::make_unique<MonteCarloFisherOperator<T>>(model, head, inputs, samples, seed, std::move(ids));
+    }
     case Curvature::empirical_fisher:
       return std::make_unique<EmpiricalFisherOperator<T>>(model, head, inputs, targets);
     case Curvature::hessian: return std::make_unique<HessianOperator<T>>(model, head, inputs, targets);
@@ -68,7 +78,60 @@ Tensor<T> empirical_fisher_diagonal(const nn::Model<T>& model, const nn::Head<T>
   return diag;
 }
 
+template <Real T>
+Tensor<T> empirical_fisher_diagonal(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                                    const Tensor<T>& targets, Index max_examples, nn::Communicator& comm,
+                                    const nn::Shard& shard) {
+  const nn::Shard used = shard.spread(max_examples);
+  Tensor<T> diag = used.local > 0 ? empirical_fisher_diagonal(model, head, inputs, targets, used.local)
+                                  : model.zeros_like_parameters();
+  nn::reduce_mean(comm, used.weight(), std::span<T>(diag.data(), static_cast<std::size_t>(diag.size())));
+  return diag;
+}
+
+std::uint64_t options_fingerprint(const NaturalGradientOptions& o) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "ng %s %.17g %.17g %d %d %lld %d %llu | cg %d %.17g %d %.17g %d",
+                to_string(o.curvature), o.learning_rate, o.initial_damping, o.adapt_damping, o.line_search,
+                static_cast<long long>(o.curvature_batch), o.mc_samples, static_cast<unsigned long long>(o.seed),
+                o.cg.max_iterations, o.cg.relative_tolerance, o.cg.progress_stopping, o.cg.progress_epsilon,
+                o.cg.keep_iterates);
+  return nn::fingerprint(buf);
+}
+
+std::uint64_t options_fingerprint(const HessianFreeOptions& o) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "hf %s %.17g %.17g %d %d %d %.17g %lld %lld %d %llu | cg %d %.17g %d %.17g %d",
+                to_string(o.curvature), o.initial_damping, o.warm_start_decay, o.backtracking, o.line_search,
+                o.preconditioner, o.preconditioner_exponent, static_cast<long long>(o.preconditioner_examples),
+                static_cast<long long>(o.curvature_batch), o.mc_samples, static_cast<unsigned long long>(o.seed),
+                o.cg.max_iterations, o.cg.relative_tolerance, o.cg.progress_stopping, o.cg.progress_epsilon,
+                o.cg.keep_iterates);
+  return nn::fingerprint(buf);
+}
+
 namespace {
+
+// Where a step's examples live: on this process (comm null, the shard is the whole batch), or
+// sharded over the ranks of comm, every loss, gradient and product then being the mean over the
+// union (nn/communicator.hpp).
+struct Ranks {
+  nn::Communicator* comm = nullptr;
+  nn::Shard shard;
+};
+
+Ranks ranks_of(nn::Communicator* comm, Index rows) {
+  if (!comm) return {nullptr, nn::Shard{rows, 0, rows}};
+  return {comm, nn::shard_of(*comm, rows)};
+}
+
+// Options agreed by every rank before any of them validates them: equal options give equal
+// outcomes, so a bad option throws on every rank and a mismatch is reported instead of a hang.
+template <class Options>
+const Options& agreed(nn::Communicator& comm, const char* what, const Options& o) {
+  comm.agree(what, options_fingerprint(o));
+  return o;
+}
 
 template <Real T>
 struct Batch {
@@ -84,13 +147,15 @@ Batch<T> first_examples(const Tensor<T>& x, const Tensor<T>& y, Index n) {
 }
 
 // Loss at theta0 + alpha d, leaving the model at that point.
+// With several ranks, the mean over the union (one allreduce_sum of one value).
 template <Real T>
 double loss_at(nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-               const Tensor<T>& theta0, const Tensor<T>& d, double alpha) {
+               const Tensor<T>& theta0, const Tensor<T>& d, double alpha, const Ranks& p) {
   Tensor<T>& theta = model.parameters();
   copy(theta0, theta);
   axpy(alpha, d, theta);
-  const double l = static_cast<double>(head.loss(model.forward(x), y).item());
+  double l = p.shard.local > 0 ? static_cast<double>(head.loss(model.forward(x), y).item()) : 0.0;
+  if (p.comm) nn::reduce_mean(*p.comm, p.shard.weight(), std::span<double>(&l, 1));
   return std::isfinite(l) ? l : std::numeric_limits<double>::infinity();
 }
 
@@ -101,10 +166,11 @@ void set_parameters(nn::Model<T>& model, const Tensor<T>& theta0, const Tensor<T
   if (alpha != 0) axpy(alpha, d, model.parameters());
 }
 
-void check_batch(const char* op, const Shape& x, const Shape& y) {
-  if (x.rank() != 2 || y.rank() != 2 || x[0] != y[0] || x[0] == 0) {
+// A shard of a distributed batch may be empty (N = 0 on this rank); a single-process batch may not.
+void check_batch(const char* op, const Shape& x, const Shape& y, bool allow_empty) {
+  if (x.rank() != 2 || y.rank() != 2 || x[0] != y[0] || (x[0] == 0 && !allow_empty)) {
     throw ShapeError(std::string(op) + ": inputs " + x.str() + " and targets " + y.str() +
-                     " must be (N, D) and (N, C) with the same N >= 1");
+                     " must be (N, D) and (N, C) with the same N >= " + (allow_empty ? "0" : "1"));
   }
 }
 
@@ -118,14 +184,18 @@ struct StepStart {
 };
 
 template <Real T>
-StepStart<T> start_step(const char* op, nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+StepStart<T> start_step(nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
                         const Tensor<T>& targets, Curvature kind, Index curvature_batch, int samples,
-                        std::uint64_t seed, double lambda, StepReport& r) {
-  check_batch(op, inputs.shape(), targets.shape());
+                        std::uint64_t seed, double lambda, const Ranks& p, StepReport& r) {
   StepStart<T> s;
   s.theta0 = model.gather();
   s.g = model.zeros_like_parameters();
-  r.loss = static_cast<double>(nn::loss_and_gradient(model, head, inputs, targets, s.g));
+  if (p.comm) {
+    Tape<T> tape;
+    r.loss = static_cast<double>(nn::loss_and_gradient(model, head, inputs, targets, s.g, tape, *p.comm, p.shard));
+  } else {
+    r.loss = static_cast<double>(nn::loss_and_gradient(model, head, inputs, targets, s.g));
+  }
   r.gradient_norm = norm(s.g);
   r.lambda = lambda;
   s.minus_g = s.g.clone();
@@ -140,6 +210,13 @@ StepStart<T> start_step(const char* op, nn::Model<T>& model, const nn::Head<T>& 
     r.step_norm = 0;
     return s;
   }
+  if (p.comm) {
+    // curvature_batch examples spread over the ranks in proportion to their rows (Shard::spread).
+    const nn::Shard used = p.shard.spread(curvature_batch);
+    const Batch<T> cb = first_examples(inputs, targets, used.local);
+    s.curvature = make_distributed_curvature(kind, model, head, cb.x, cb.y, *p.comm, used, samples, seed);
+    return s;
+  }
   const Batch<T> cb = first_examples(inputs, targets, curvature_batch);
   s.curvature = make_curvature(kind, model, head, cb.x, cb.y, samples, seed);
   return s;
@@ -152,11 +229,11 @@ StepStart<T> start_step(const char* op, nn::Model<T>& model, const nn::Head<T>& 
 template <Real T>
 double armijo(nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
               const Tensor<T>& theta0, const Tensor<T>& d, double alpha, double loss0, double g_dot_d,
-              double shrink, int max_tries, double& after) {
+              double shrink, int max_tries, const Ranks& p, double& after) {
   constexpr double c = 1e-2;
   for (int tries = 0; after > loss0 + c * alpha * g_dot_d && tries < max_tries; ++tries) {
     alpha *= shrink;
-    after = loss_at(model, head, x, y, theta0, d, alpha);
+    after = loss_at(model, head, x, y, theta0, d, alpha, p);
   }
   return after <= loss0 + c * alpha * g_dot_d && std::isfinite(after) ? alpha : 0.0;
 }
@@ -205,6 +282,14 @@ NaturalGradient<T>::NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head
 }
 
 template <Real T>
+NaturalGradient<T>::NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head, NaturalGradientOptions options,
+                                    nn::Communicator& comm)
+    : NaturalGradient(model, head, agreed(comm, "NaturalGradient options", options)) {
+  comm_ = &comm;
+  nn::synchronize_model(comm, model);
+}
+
+template <Real T>
 StepReport NaturalGradient<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   // All or nothing: on a throw the model, lambda and the step count are put back.
   const ModelSnapshot<T> model_before(*model_);
@@ -223,9 +308,11 @@ StepReport NaturalGradient<T>::step(const Tensor<T>& inputs, const Tensor<T>& ta
 template <Real T>
 StepReport NaturalGradient<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets) {
   StepReport r;
+  check_batch("NaturalGradient::step", inputs.shape(), targets.shape(), comm_ != nullptr);
+  const Ranks p = ranks_of(comm_, inputs.dim(0));
   const StepStart<T> start =
-      start_step("NaturalGradient::step", *model_, *head_, inputs, targets, options_.curvature,
-                 options_.curvature_batch, options_.mc_samples, options_.seed + steps_, lm_.lambda, r);
+      start_step(*model_, *head_, inputs, targets, options_.curvature,
+                 options_.curvature_batch, options_.mc_samples, options_.seed + steps_, lm_.lambda, p, r);
   if (!start.curvature) {  // rejected: non-finite loss or gradient
     ++steps_;
     return r;
@@ -240,13 +327,13 @@ StepReport NaturalGradient<T>::step_unguarded(const Tensor<T>& inputs, const Ten
   const double gd = dot(start.g, d), dd = dot(d, d);
   // Damping follows the step CG proposed (learning_rate * d), before any line search shortens it.
   const double lr = options_.learning_rate;
-  const double proposed = loss_at(*model_, *head_, inputs, targets, start.theta0, d, lr);
+  const double proposed = loss_at(*model_, *head_, inputs, targets, start.theta0, d, lr, p);
   r.predicted_reduction = predicted_reduction(cg.model_value, gd, dd, lm_.lambda, lr);
   r.rho = options_.adapt_damping ? lm_.update(r.loss - proposed, r.predicted_reduction)
                                  : reduction_ratio(r.loss - proposed, r.predicted_reduction);
   double after = proposed;
   double alpha = options_.line_search
-                     ? armijo(*model_, *head_, inputs, targets, start.theta0, d, lr, r.loss, gd, 0.5, 30, after)
+                     ? armijo(*model_, *head_, inputs, targets, start.theta0, d, lr, r.loss, gd, 0.5, 30, p, after)
                      : (std::isfinite(after) ? lr : 0.0);  // never keep a step into NaN/inf
   set_parameters(*model_, start.theta0, d, alpha);
   r.step_scale = alpha;
@@ -266,6 +353,14 @@ HessianFree<T>::HessianFree(nn::Model<T>& model, const nn::Head<T>& head, Hessia
   }
   lm_.lambda = options.initial_damping;
   lm_.validate();
+}
+
+template <Real T>
+HessianFree<T>::HessianFree(nn::Model<T>& model, const nn::Head<T>& head, HessianFreeOptions options,
+                            nn::Communicator& comm)
+    : HessianFree(model, head, agreed(comm, "HessianFree options", options)) {
+  comm_ = &comm;
+  nn::synchronize_model(comm, model);
 }
 
 template <Real T>
@@ -289,9 +384,11 @@ StepReport HessianFree<T>::step(const Tensor<T>& inputs, const Tensor<T>& target
 template <Real T>
 StepReport HessianFree<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets) {
   StepReport r;
+  check_batch("HessianFree::step", inputs.shape(), targets.shape(), comm_ != nullptr);
+  const Ranks p = ranks_of(comm_, inputs.dim(0));
   const StepStart<T> start =
-      start_step("HessianFree::step", *model_, *head_, inputs, targets, options_.curvature,
-                 options_.curvature_batch, options_.mc_samples, options_.seed + steps_, lm_.lambda, r);
+      start_step(*model_, *head_, inputs, targets, options_.curvature,
+                 options_.curvature_batch, options_.mc_samples, options_.seed + steps_, lm_.lambda, p, r);
   if (!start.curvature) {  // rejected: non-finite loss or gradient
     ++steps_;
     return r;
@@ -304,7 +401,9 @@ StepReport HessianFree<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<
   if (options_.preconditioner) {
     // Martens 2010, sec. 4.7: M = (diag(EF) + lambda)^alpha, EF from per-example gradients.
     const Tensor<T> diag =
-        empirical_fisher_diagonal(*model_, *head_, inputs, targets, options_.preconditioner_examples);
+        comm_ ? empirical_fisher_diagonal(*model_, *head_, inputs, targets, options_.preconditioner_examples, *comm_,
+                                          p.shard)
+              : empirical_fisher_diagonal(*model_, *head_, inputs, targets, options_.preconditioner_examples);
     m = std::make_unique<DiagonalPreconditioner<T>>(
         martens_preconditioner(diag, lm_.lambda, options_.preconditioner_exponent));
   }
@@ -324,10 +423,10 @@ StepReport HessianFree<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<
   // sec. 4.6, CG backtracking: walk back from the last kept iterate while the loss keeps dropping.
   std::size_t best = cg.iterates.empty() ? 0 : cg.iterates.size() - 1;
   const Tensor<T>* d = cg.iterates.empty() ? &cg.x : &cg.iterates[best];
-  double best_loss = loss_at(*model_, *head_, inputs, targets, theta0, *d, 1.0);
+  double best_loss = loss_at(*model_, *head_, inputs, targets, theta0, *d, 1.0, p);
   if (options_.backtracking) {
     while (best > 0) {
-      const double l = loss_at(*model_, *head_, inputs, targets, theta0, cg.iterates[best - 1], 1.0);
+      const double l = loss_at(*model_, *head_, inputs, targets, theta0, cg.iterates[best - 1], 1.0, p);
       if (!(l < best_loss)) break;
       best_loss = l;
       d = &cg.iterates[--best];
@@ -345,7 +444,7 @@ StepReport HessianFree<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<
   double after = best_loss;
   // sec. 8: backtracking Armijo line search, shrinking by 0.8.
   const double alpha = options_.line_search
-                           ? armijo(*model_, *head_, inputs, targets, theta0, *d, 1.0, r.loss, gd, 0.8, 60, after)
+                           ? armijo(*model_, *head_, inputs, targets, theta0, *d, 1.0, r.loss, gd, 0.8, 60, p, after)
                            : (std::isfinite(after) ? 1.0 : 0.0);
   set_parameters(*model_, theta0, *d, alpha);
   r.step_scale = alpha;
@@ -407,10 +506,16 @@ void HessianFree<T>::load_state(const nn::OptimizerState<T>& s) {
 
 template std::unique_ptr<LinearOperator<float>> make_curvature<float>(Curvature, const nn::Model<float>&,
                                                                       const nn::Head<float>&, const Tensor<float>&,
-                                                                      const Tensor<float>&, int, std::uint64_t);
+                                                                      const Tensor<float>&, int, std::uint64_t, Index);
 template std::unique_ptr<LinearOperator<double>> make_curvature<double>(Curvature, const nn::Model<double>&,
                                                                         const nn::Head<double>&, const Tensor<double>&,
-                                                                        const Tensor<double>&, int, std::uint64_t);
+                                                                        const Tensor<double>&, int, std::uint64_t, Index);
+template Tensor<float> empirical_fisher_diagonal<float>(const nn::Model<float>&, const nn::Head<float>&,
+                                                        const Tensor<float>&, const Tensor<float>&, Index,
+                                                        nn::Communicator&, const nn::Shard&);
+template Tensor<double> empirical_fisher_diagonal<double>(const nn::Model<double>&, const nn::Head<double>&,
+                                                          const Tensor<double>&, const Tensor<double>&, Index,
+                                                          nn::Communicator&, const nn::Shard&);
 template Tensor<float> empirical_fisher_diagonal<float>(const nn::Model<float>&, const nn::Head<float>&,
                                                         const Tensor<float>&, const Tensor<float>&, Index);
 template Tensor<double> empirical_fisher_diagonal<double>(const nn::Model<double>&, const nn::Head<double>&,

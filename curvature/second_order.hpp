@@ -11,6 +11,7 @@
 #include <amari/curvature/damping.hpp>
 #include <amari/curvature/linear_operator.hpp>
 #include <amari/nn/checkpoint.hpp>
+#include <amari/nn/communicator.hpp>
 #include <amari/nn/heads.hpp>
 #include <amari/nn/model.hpp>
 
@@ -27,12 +28,14 @@ enum class Curvature {
 const char* to_string(Curvature c);
 
 /// The curvature operator of `kind` at the model's current parameters on a batch. For mc_fisher,
-/// `samples` labels per example are drawn with `seed`. Model and head must outlive the operator.
+/// `samples` labels per example are drawn with `seed`, and row i is keyed as example
+/// first_example_id + i (its index in a larger batch or data set: MonteCarloFisherOperator's
+/// example ids). Model and head must outlive the operator.
 template <Real T>
 std::unique_ptr<LinearOperator<T>> make_curvature(Curvature kind, const nn::Model<T>& model,
                                                   const nn::Head<T>& head, const Tensor<T>& inputs,
                                                   const Tensor<T>& targets, int samples = 1,
-                                                  std::uint64_t seed = 0);
+                                                  std::uint64_t seed = 0, Index first_example_id = 0);
 
 /// The diagonal of the empirical Fisher, (1/n) sum_i g_i * g_i with g_i the gradient of example
 /// i's loss, over the first `max_examples` examples of the batch (all if 0): per-example gradients
@@ -41,6 +44,14 @@ std::unique_ptr<LinearOperator<T>> make_curvature(Curvature kind, const nn::Mode
 template <Real T>
 Tensor<T> empirical_fisher_diagonal(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
                                     const Tensor<T>& targets, Index max_examples = 0);
+
+/// Data-parallel: the same diagonal over `max_examples` examples of the union of the ranks' shards
+/// (inputs, targets: this rank's rows), spread over the ranks (nn::Shard::spread: each rank's first
+/// rows), on every rank. One allreduce_sum of P.
+template <Real T>
+Tensor<T> empirical_fisher_diagonal(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+                                    const Tensor<T>& targets, Index max_examples, nn::Communicator& comm,
+                                    const nn::Shard& shard);
 
 /// What one second-order step did.
 struct StepReport {
@@ -83,6 +94,17 @@ class NaturalGradient {
  public:
   /// The model is updated in place by step(); model and head must outlive the optimizer.
   NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head, NaturalGradientOptions options = {});
+  /// Data-parallel (docs/scaling.md): collective, every rank constructs it with the same options
+  /// (checked: ValueError on every rank otherwise) and a model of the same structure, whose
+  /// parameters are then replaced by rank 0's (nn::synchronize_model). step() then takes this
+  /// rank's shard of the batch (consecutive rows in rank order, any sizes, 0 allowed) and every
+  /// rank takes the step of a single process on the union of the shards. A curvature_batch of n
+  /// takes each rank's first rows in proportion to its share (nn::Shard::spread), so every rank
+  /// computes curvature products: the single-process equivalent is the union ordered with those
+  /// rows first, rank by rank (the Monte-Carlo labels are keyed by position in that order). The
+  /// communicator must outlive the optimizer.
+  NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head, NaturalGradientOptions options,
+                  nn::Communicator& comm);
   /// One step on the minibatch (inputs (N, D), targets (N, C)).
   /// One step on a batch. All or nothing: if it throws, the model (parameters, state, step
   /// counter) and the optimizer (lambda, warm start, step count) are as they were before the call.
@@ -101,6 +123,7 @@ class NaturalGradient {
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
   NaturalGradientOptions options_;
+  nn::Communicator* comm_ = nullptr;  // null: one process
   LevenbergMarquardt lm_;
   std::uint64_t steps_ = 0;
 };
@@ -127,6 +150,10 @@ template <Real T>
 class HessianFree {
  public:
   HessianFree(nn::Model<T>& model, const nn::Head<T>& head, HessianFreeOptions options = {});
+  /// Data-parallel, as NaturalGradient's: collective construction (options and model structure
+  /// checked, rank 0's parameters broadcast), step() on this rank's shard; curvature_batch and
+  /// preconditioner_examples are spread over the ranks as NaturalGradient's curvature_batch.
+  HessianFree(nn::Model<T>& model, const nn::Head<T>& head, HessianFreeOptions options, nn::Communicator& comm);
   /// One step on a batch. All or nothing: if it throws, the model (parameters, state, step
   /// counter) and the optimizer (lambda, warm start, step count) are as they were before the call.
   StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
@@ -144,10 +171,15 @@ class HessianFree {
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
   HessianFreeOptions options_;
+  nn::Communicator* comm_ = nullptr;  // null: one process
   LevenbergMarquardt lm_;
   Tensor<T> previous_;  // last CG solution, for the warm start
   std::uint64_t steps_ = 0;
 };
+
+/// Fingerprints of the options every rank must agree on (Communicator::agree).
+std::uint64_t options_fingerprint(const NaturalGradientOptions& o);
+std::uint64_t options_fingerprint(const HessianFreeOptions& o);
 
 extern template class NaturalGradient<float>;
 extern template class NaturalGradient<double>;

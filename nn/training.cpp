@@ -35,6 +35,47 @@ T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, co
 }
 
 template <Real T>
+T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+                    Tensor<T>& gradient, Tape<T>& tape, Communicator& comm, const Shard& shard) {
+  double loss = 0;
+  if (shard.local > 0) {
+    loss = static_cast<double>(loss_and_gradient(model, head, x, y, gradient, tape));
+  } else {
+    model.split(gradient);  // the same ShapeError as with rows
+    if (model.mode() == Mode::train) model.set_step(model.step() + 1);  // keeps the ranks' steps equal
+    gradient.fill(T(0));
+  }
+  // sum_r (n_r / N) * (mean over rank r): the mean over the union (nn/communicator.hpp).
+  reduce_mean(comm, shard.weight(), std::span<T>(gradient.data(), static_cast<std::size_t>(gradient.size())));
+  reduce_mean(comm, shard.weight(), std::span<double>(&loss, 1));
+  return static_cast<T>(loss);
+}
+
+template <Real T>
+std::uint64_t structure_fingerprint(const Model<T>& model) {
+  std::uint64_t h = fingerprint(std::to_string(model.num_parameters()) + " parameters");
+  for (const ParamInfo& p : model.layout()) h = fingerprint(p.name + " " + p.shape.str() + ";", h);
+  for (const StateInfo& s : model.state_layout()) h = fingerprint("state " + s.name + " " + s.shape.str() + ";", h);
+  return h;
+}
+
+template <Real T>
+void synchronize_model(Communicator& comm, Model<T>& model) {
+  comm.agree("model structure (parameter names and shapes: " + std::to_string(model.num_parameters()) +
+                 " parameters on rank " + std::to_string(comm.rank()) + ")",
+             structure_fingerprint(model));
+  Tensor<T>& theta = model.parameters();
+  comm.broadcast(std::span<T>(theta.data(), static_cast<std::size_t>(theta.size())), 0);
+  Tensor<T>& state = model.state();
+  if (state.defined() && state.size() > 0) {
+    comm.broadcast(std::span<T>(state.data(), static_cast<std::size_t>(state.size())), 0);
+  }
+  double step = static_cast<double>(model.step());
+  comm.broadcast(std::span<double>(&step, 1), 0);
+  model.set_step(static_cast<std::uint64_t>(step));
+}
+
+template <Real T>
 T gradient_at(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
               Tensor<T>& gradient, Tape<T>& tape) {
   return taped_loss_and_gradient(model, head, x, y, gradient, tape, [&](const Var<T>& xv, std::span<const Var<T>> p) {
@@ -71,6 +112,16 @@ template float loss_and_gradient<float>(Model<float>&, const Head<float>&, const
                                         const Tensor<float>&, Tensor<float>&, Tape<float>&);
 template double loss_and_gradient<double>(Model<double>&, const Head<double>&, const Tensor<double>&,
                                           const Tensor<double>&, Tensor<double>&, Tape<double>&);
+template float loss_and_gradient<float>(Model<float>&, const Head<float>&, const Tensor<float>&,
+                                        const Tensor<float>&, Tensor<float>&, Tape<float>&, Communicator&,
+                                        const Shard&);
+template double loss_and_gradient<double>(Model<double>&, const Head<double>&, const Tensor<double>&,
+                                          const Tensor<double>&, Tensor<double>&, Tape<double>&, Communicator&,
+                                          const Shard&);
+template std::uint64_t structure_fingerprint<float>(const Model<float>&);
+template std::uint64_t structure_fingerprint<double>(const Model<double>&);
+template void synchronize_model<float>(Communicator&, Model<float>&);
+template void synchronize_model<double>(Communicator&, Model<double>&);
 template float gradient_at<float>(const Model<float>&, const Head<float>&, const Tensor<float>&,
                                   const Tensor<float>&, Tensor<float>&, Tape<float>&);
 template double gradient_at<double>(const Model<double>&, const Head<double>&, const Tensor<double>&,

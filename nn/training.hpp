@@ -1,8 +1,10 @@
 // Loss and gradient of a model with a head on a batch, and evaluation helpers.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
+#include <amari/nn/communicator.hpp>
 #include <amari/nn/heads.hpp>
 #include <amari/nn/model.hpp>
 
@@ -25,6 +27,29 @@ T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, co
   Tape<T> tape;
   return loss_and_gradient(model, head, x, y, gradient, tape);
 }
+
+/// Data-parallel: the mean loss and gradient over the union of every rank's shard, on every rank.
+/// x and y are this rank's rows (`shard.local` of them, possibly 0; see nn/communicator.hpp); the
+/// local mean loss and gradient are weighted by n_r / N and summed in rank order (two
+/// allreduce_sum: P values and one), so every rank holds bitwise the same result, equal to the
+/// single-process result on the union up to rounding for models whose examples do not interact
+/// (no batch norm in train mode) and without dropout (its masks are keyed by position in the local
+/// batch). The step counter moves on every rank, also with 0 rows.
+template <Real T>
+T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+                    Tensor<T>& gradient, Tape<T>& tape, Communicator& comm, const Shard& shard);
+
+/// A fingerprint of a model's structure: parameter and state names and shapes, and the count.
+/// Two models that can exchange flat parameter vectors have equal fingerprints.
+template <Real T>
+std::uint64_t structure_fingerprint(const Model<T>& model);
+
+/// The start of data-parallel training: checks that every rank's model has the same structure
+/// (Communicator::agree: ValueError on every rank otherwise, before any transfer), then copies rank
+/// 0's parameters, state and step counter to every rank. Cost: one allgather of 8 bytes and
+/// broadcasts of P parameters, S state values (if any) and the step counter.
+template <Real T>
+void synchronize_model(Communicator& comm, Model<T>& model);
 
 /// The same loss and gradient with no side effect: the pass runs in model.mode() at model.step()
 /// (the current dropout masks) and leaves the state alone. For measurements and checks.
