@@ -158,7 +158,7 @@ void BM_gemm_square(benchmark::State& state) {
 void square_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "threads"});
   for (int threads : {1, omp_get_num_procs()}) {
-    for (int n : {256, 512, 1024}) b->Args({n, threads});
+    for (int n : {64, 128, 256, 512, 1024}) b->Args({n, threads});  // 64, 128: for bench/sweep
     if (omp_get_num_procs() == 1) break;
   }
   b->UseRealTime()->Unit(benchmark::kMillisecond);

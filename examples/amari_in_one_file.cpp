@@ -14,6 +14,8 @@
 
 #include <amari/amari.hpp>
 
+#include "example_support.hpp"
+
 namespace mini {
 
 // ---- 1. primitives: primal, JVP, VJP side by side --------------------------------------------
@@ -103,7 +105,11 @@ struct Tape {
 
 }  // namespace mini
 
-int main() {
+int main(int argc, char** argv) {
+  [[maybe_unused]] const example::Options options(
+      argc, argv, {},
+      "amari_in_one_file: forward mode, a tape and a Fisher-vector product on scalars in one file,\n"
+      "checked against amari's GgnOperator (exits 1 on a mismatch)");
   using mini::Op;
   // Logistic regression with two weights: z_i = w0 x_i0 + w1 x_i1, p_i = sigmoid(z_i).
   const double xs[4][2] = {{0.5, -1.0}, {1.5, 0.3}, {-0.7, 0.8}, {0.2, 0.2}};

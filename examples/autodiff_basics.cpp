@@ -9,9 +9,15 @@
 
 #include <amari/amari.hpp>
 
+#include "example_support.hpp"
+
 using amari::Tensor;
 
-int main() {
+int main(int argc, char** argv) {
+  [[maybe_unused]] const example::Options options(
+      argc, argv, {},
+      "autodiff_basics: f(x) = sum(tanh(x) * x) evaluated, JVP, VJP and Hessian-vector product,\n"
+      "checked against each other and against central finite differences");
   // Written once, for any value type V (Tensor, Dual or Var; float or double).
   auto f = [](const auto& x) { return amari::sum(amari::tanh(x) * x); };
 

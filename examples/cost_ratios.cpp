@@ -4,11 +4,14 @@
 // mnist 784-256-256-10 batch 128, wide 1024-1024-1024-10 batch 256), the median time of each
 // computation over interleaved rounds, and prints it with its ratio to the forward pass.
 // Set the thread count with OMP_NUM_THREADS. Usage: cost_ratios [rounds] [float|double]
+// (or --rounds N --type float|double; --help lists them).
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
 #include <amari/amari.hpp>
+
+#include "example_support.hpp"
 
 namespace {
 
@@ -43,9 +46,17 @@ void run(int rounds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int rounds = argc > 1 ? std::atoi(argv[1]) : 20;
-  const std::string type = argc > 2 ? argv[2] : "float";
+  const example::Options opt(argc, argv, {{"rounds", "20"}, {"type", "float"}},
+                             "cost_ratios: time of f, JVP, VJP and the curvature products of three tanh MLPs,\n"
+                             "relative to the forward pass f (threads: OMP_NUM_THREADS)\n"
+                             "usage: cost_ratios [rounds] [float|double]",
+                             {{"rounds", "interleaved rounds per configuration (the median is shown)"},
+                              {"type", "float or double"}},
+                             {"rounds", "type"});
+  const int rounds = static_cast<int>(opt.integer("rounds"));
+  const std::string type = opt.str("type");
   try {
+    if (type != "float" && type != "double") throw amari::ValueError("the type must be float or double, got " + type);
     if (type == "double") {
       run<double>(rounds);
     } else {

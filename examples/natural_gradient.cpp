@@ -10,11 +10,17 @@
 //    labels (the true Fisher), inverted every few steps, KL-clipped steps.
 // Prints per-epoch progress (and every --log-every steps the second-order diagnostics: lambda,
 // rho, CG iterations), a summary table, and the cost table of curvature::measure_costs.
+// --log-csv FILE / --log-json FILE record every step of every optimizer (examples/training_log.hpp).
+// --distributed, under `mpirun -np k` (built with -DAMARI_MPI=ON): data-parallel Adam, natural
+// gradient and Hessian-free, each rank holding 1/k of every batch (examples/distributed_support.hpp,
+// docs/scaling.md); K-FAC is skipped there.
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 #include <vector>
 
+#include "distributed_support.hpp"
 #include "example_support.hpp"
 
 namespace {
@@ -33,6 +39,8 @@ struct Setup {
   const example::FashionMnist& data;
   const example::Options& opt;
   std::uint64_t seed;
+  example::TrainingLog& log;                            // --log-csv / --log-json
+  std::optional<curvature::StepReport>& last_report;  // set by NG and HF steps for the log
 };
 
 // Runs `epochs` epochs, calling step(batch inputs, one-hot targets) -> loss for every minibatch.
@@ -40,17 +48,37 @@ template <class Step>
 Result train(const Setup& s, const std::string& name, nn::Model<float>& model, long batch, Step step) {
   nn::SoftmaxCrossEntropy<float> head;
   Result r{name};
-  const long epochs = s.opt.integer("epochs");
+  const long epochs = s.opt.integer("epochs"), log_every = s.opt.integer("log-every");
+  example::Progress progress("[" + name + "]");
+  example::TrainingClock clock;  // training time for the log, test evaluation excluded
+  long total_steps = 0;
   for (long epoch = 1; epoch <= epochs; ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     double loss_sum = 0;
     long steps = 0;
+    clock.resume();
+    progress.start(epoch, static_cast<long>(s.data.train.size()) / batch);
     for (const auto& b :
          nn::Batches<float>(s.data.train, batch, s.seed, static_cast<std::uint64_t>(epoch), nn::LastBatch::drop)) {
-      loss_sum += step(b.inputs, nn::one_hot<float>(b.labels, 10), steps);
-      ++steps;
+      if (log_every > 0 && steps % log_every == 0) progress.finish();  // the step prints a line
+      s.last_report.reset();
+      const double loss = step(b.inputs, nn::one_hot<float>(b.labels, 10), steps);
+      loss_sum += loss;
+      ++steps, ++total_steps;
+      example::LogRecord rec{.optimizer = name, .epoch = epoch, .step = total_steps, .seconds = clock.seconds(),
+                             .loss = loss};
+      if (s.last_report) {
+        rec.lambda = s.last_report->lambda, rec.rho = s.last_report->rho;
+        rec.cg_iterations = s.last_report->cg_iterations;
+      }
+      s.log.write(rec);
+      progress.update(steps, loss);
     }
+    clock.pause();
+    progress.finish();
     const auto eval = nn::evaluate(model, head, s.data.test.inputs, s.data.test.labels, 10);
+    s.log.write({.record = "epoch", .optimizer = name, .epoch = epoch, .step = total_steps, .seconds = clock.seconds(),
+                 .loss = loss_sum / static_cast<double>(steps), .test_loss = eval.loss, .test_accuracy = eval.accuracy});
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.seconds += sec;
     r.epochs = epoch;
@@ -66,16 +94,32 @@ Result train(const Setup& s, const std::string& name, nn::Model<float>& model, l
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --distributed (under mpirun): each rank takes its share of every batch; only rank 0 prints.
+  example::Parallel parallel(argc, argv);
   const example::Options opt(
       argc, argv,
+      example::with_log_options(
       {{"epochs", "5"}, {"seed", "1"}, {"data", nn::kFashionMnistDir}, {"train-subset", "0"},
        {"optimizers", "adam,ng,hf,kfac"}, {"kfac-lr", "0.1"}, {"adam-batch", "128"}, {"adam-lr", "0.001"},
        {"batch", "1000"}, {"curvature-batch", "250"}, {"damping", "1"}, {"cg-iterations", "20"},
-       {"hf-cg-iterations", "50"}, {"log-every", "20"}, {"cost-rounds", "10"}},
-      "natural_gradient: Adam vs natural gradient vs Hessian-free on Fashion-MNIST (784-256-256-10 tanh MLP)");
+       {"hf-cg-iterations", "50"}, {"log-every", "20"}, {"cost-rounds", "10"}}),
+      "natural_gradient: Adam vs natural gradient vs Hessian-free vs K-FAC on Fashion-MNIST (784-256-256-10 tanh MLP)",
+      {{"optimizers", "comma-separated subset of adam,ng,hf,kfac"},
+       {"adam-lr", "Adam learning rate"},
+       {"kfac-lr", "K-FAC learning rate"},
+       {"batch", "minibatch size of ng, hf and kfac"},
+       {"adam-batch", "minibatch size of Adam"},
+       {"curvature-batch", "examples of each batch used for the curvature (ng, hf)"},
+       {"damping", "initial Levenberg-Marquardt damping lambda (ng, hf)"},
+       {"cg-iterations", "CG iterations per natural-gradient step (at most)"},
+       {"hf-cg-iterations", "CG iterations per Hessian-free step (at most)"},
+       {"log-every", "print the second-order diagnostics every N steps (0: never)"},
+       {"cost-rounds", "rounds of the cost table measured at the end"}});
   try {
     const auto data = example::load_fashion_mnist(opt.str("data"), opt.integer("train-subset"));
-    const Setup setup{data, opt, static_cast<std::uint64_t>(opt.integer("seed"))};
+    example::TrainingLog log = example::open_training_log(opt);
+    std::optional<curvature::StepReport> last_report;
+    const Setup setup{data, opt, static_cast<std::uint64_t>(opt.integer("seed")), log, last_report};
     const std::string which = opt.str("optimizers");
     const long log_every = opt.integer("log-every");
     std::vector<Result> results;
@@ -87,17 +131,19 @@ int main(int argc, char** argv) {
 
     if (which.find("adam") != std::string::npos) {
       nn::Model<float> model = fresh_model();
+      nn::synchronize_model(parallel.comm(), model);  // every rank starts from rank 0's parameters
       nn::Adam<float> adam({.learning_rate = opt.real("adam-lr")});
       Tensor<float> grad = model.zeros_like_parameters();
       Tape<float> tape;
       results.push_back(train(setup, "adam", model, opt.integer("adam-batch"),
                               [&](const Tensor<float>& x, const Tensor<float>& y, long) {
-                                const float loss = nn::loss_and_gradient(model, head, x, y, grad, tape);
+                                const float loss = parallel.loss_and_gradient(model, head, x, y, grad, tape);
                                 adam.step(model.parameters(), grad);
                                 return static_cast<double>(loss);
                               }));
     }
     auto report = [&](const char* name, long step, const curvature::StepReport& r) {
+      last_report = r;
       if (log_every > 0 && step % log_every == 0) std::printf("[%s]   step %4ld  %s\n", name, step, r.str().c_str());
     };
     if (which.find("ng") != std::string::npos) {
@@ -108,10 +154,10 @@ int main(int argc, char** argv) {
       o.curvature_batch = opt.integer("curvature-batch");
       o.cg.max_iterations = static_cast<int>(opt.integer("cg-iterations"));
       o.line_search = true;
-      curvature::NaturalGradient<float> ng(model, head, o);
+      curvature::NaturalGradient<float> ng(model, head, o, parallel.comm());
       results.push_back(train(setup, "natural gradient", model, opt.integer("batch"),
                               [&](const Tensor<float>& x, const Tensor<float>& y, long step) {
-                                const auto r = ng.step(x, y);
+                                const auto r = ng.step(parallel.rows(x), parallel.rows(y));
                                 report("ng", step, r);
                                 return r.loss;
                               }));
@@ -122,15 +168,17 @@ int main(int argc, char** argv) {
       o.initial_damping = opt.real("damping");
       o.curvature_batch = opt.integer("curvature-batch");
       o.cg.max_iterations = static_cast<int>(opt.integer("hf-cg-iterations"));
-      curvature::HessianFree<float> hf(model, head, o);
+      curvature::HessianFree<float> hf(model, head, o, parallel.comm());
       results.push_back(train(setup, "hessian-free", model, opt.integer("batch"),
                               [&](const Tensor<float>& x, const Tensor<float>& y, long step) {
-                                const auto r = hf.step(x, y);
+                                const auto r = hf.step(parallel.rows(x), parallel.rows(y));
                                 report("hf", step, r);
                                 return r.loss;
                               }));
     }
-    if (which.find("kfac") != std::string::npos) {
+    if (which.find("kfac") != std::string::npos && parallel.distributed()) {
+      std::printf("[k-fac] skipped: K-FAC is not data-parallel yet (docs/scaling.md)\n");
+    } else if (which.find("kfac") != std::string::npos) {
       nn::Model<float> model = fresh_model();
       curvature::KfacOptions o;
       o.learning_rate = opt.real("kfac-lr");
@@ -163,6 +211,7 @@ int main(int argc, char** argv) {
     std::printf("\nCost of one evaluation on a batch of 128, relative to the forward pass f:\n%s", costs.table().c_str());
   } catch (const amari::Error& e) {
     std::fprintf(stderr, "natural_gradient: %s\n", e.what());
+    parallel.abort_job(e.what());  // distributed: end every rank, not only this one
     return 1;
   }
   return 0;

@@ -6,23 +6,29 @@
 //                                      blocks for both convolutions (KFC, expand) and both Linears
 //   train_cnn --batch-norm 1 --dropout 0.25
 //   train_cnn --arch resnet            a small residual network with batch norm
+//   mpirun -np 2 train_cnn --distributed   data-parallel Adam (built with -DAMARI_MPI=ON)
 //
 // One progress line per epoch (epoch, mean training loss, test accuracy, seconds) and a last line
 // "final test accuracy: 0.9150". Batch norm's running statistics move during training (train
 // mode); the test set is evaluated in eval mode. Deterministic for a given seed and thread count.
+// --log-csv FILE / --log-json FILE record every step (examples/training_log.hpp); on a terminal a
+// progress bar shows the current epoch.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
 
 #include "cnn_models.hpp"
+#include "distributed_support.hpp"
 #include "example_support.hpp"
 
 int main(int argc, char** argv) {
   using namespace amari;
+  // --distributed (under mpirun, Adam only): each rank takes its share of every batch; only rank 0
+  // prints. Batch norm then normalizes with each rank's local statistics (docs/scaling.md).
+  example::Parallel parallel(argc, argv);
   const example::Options opt(argc, argv,
-                             {{"epochs", "5"},
+                             example::with_log_options({{"epochs", "5"},
                               {"batch", "128"},
                               {"lr", "0.001"},
                               {"seed", "1"},
@@ -41,9 +47,24 @@ int main(int argc, char** argv) {
                               {"kfac-inverse-every", "50"},
                               {"kfac-stats", "32"},
                               {"kfac-fisher", "sampled"},
-                              {"kfac-conv", "expand"}},
-                             "train_cnn: Adam or K-FAC on Fashion-MNIST with a small CNN (--arch cnn) or ResNet (--arch resnet)");
+                              {"kfac-conv", "expand"}}),
+                             "train_cnn: Adam or K-FAC on Fashion-MNIST with a small CNN (--arch cnn) or ResNet (--arch resnet)",
+                             {{"arch", "cnn or resnet"},
+                              {"batch-norm", "1: batch norm after each convolution (--arch cnn)"},
+                              {"dropout", "dropout probability before each Linear (--arch cnn)"},
+                              {"optimizer", "adam or kfac"},
+                              {"kfac-lr", "K-FAC learning rate"},
+                              {"kfac-damping", "K-FAC damping (factored Tikhonov)"},
+                              {"kfac-momentum", "K-FAC momentum"},
+                              {"kfac-kl-clip", "K-FAC KL clip of each step"},
+                              {"kfac-weight-decay", "K-FAC weight decay"},
+                              {"kfac-anneal", "1: cosine-anneal the K-FAC step over the run"},
+                              {"kfac-inverse-every", "steps between refreshes of the factor inverses"},
+                              {"kfac-stats", "examples of each batch used for the factor statistics"},
+                              {"kfac-fisher", "sampled, kflr or empirical"},
+                              {"kfac-conv", "expand or reduce (Kronecker factors of a convolution)"}});
   try {
+    example::TrainingLog log = example::open_training_log(opt);
     const std::string arch = opt.str("arch");
     if (arch != "cnn" && arch != "resnet") throw ValueError("--arch must be cnn or resnet, got " + arch);
     const auto data = example::load_fashion_mnist(opt.str("data"), opt.integer("train-subset"));
@@ -53,7 +74,11 @@ int main(int argc, char** argv) {
                                          : example::small_resnet<float>(),
                            seed);
     nn::SoftmaxCrossEntropy<float> head;
+    nn::synchronize_model(parallel.comm(), model);  // every rank starts from rank 0's parameters
     const std::string which = opt.str("optimizer");
+    if (parallel.distributed() && which != "adam") {
+      throw ValueError("--distributed: only --optimizer adam is data-parallel (K-FAC is not yet)");
+    }
     // One training step on a batch; returns the mean loss before the step.
     std::function<double(const Tensor<float>&, const Tensor<float>&)> step;
     nn::Adam<float> adam({.learning_rate = opt.real("lr")});
@@ -63,7 +88,7 @@ int main(int argc, char** argv) {
     std::string described;
     if (which == "adam") {
       step = [&](const Tensor<float>& x, const Tensor<float>& y) {
-        const double loss = nn::loss_and_gradient(model, head, x, y, grad, tape);
+        const double loss = parallel.loss_and_gradient(model, head, x, y, grad, tape);
         adam.step(model.parameters(), grad);
         return loss;
       };
@@ -114,21 +139,34 @@ int main(int argc, char** argv) {
     std::printf("%lld training and %lld test examples, batch %ld, %s\n",
                 static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
                 opt.integer("batch"), described.c_str());
-    double accuracy = 0, total_seconds = 0;
+    double accuracy = 0;
+    example::Progress progress("train_cnn");
+    example::TrainingClock clock;
+    long total_steps = 0;
+    const long per_epoch = static_cast<long>(data.train.size()) / opt.integer("batch");
     for (long epoch = 1; epoch <= opt.integer("epochs"); ++epoch) {
-      const auto t0 = std::chrono::steady_clock::now();
+      const double epoch_start = clock.seconds();
+      clock.resume();
+      progress.start(epoch, per_epoch);
       double loss_sum = 0;
       long steps = 0;
       model.train();
       for (const auto& b : nn::Batches<float>(data.train, opt.integer("batch"), seed, static_cast<std::uint64_t>(epoch),
                                               nn::LastBatch::drop)) {
-        loss_sum += step(b.inputs, nn::one_hot<float>(b.labels, 10));
-        ++steps;
+        const double loss = step(b.inputs, nn::one_hot<float>(b.labels, 10));
+        loss_sum += loss;
+        ++steps, ++total_steps;
+        log.write({.optimizer = which, .epoch = epoch, .step = total_steps, .seconds = clock.seconds(), .loss = loss});
+        progress.update(steps, loss);
       }
+      clock.pause();
+      progress.finish();
       const auto eval = nn::evaluate(model, head, data.test.inputs, data.test.labels, 10);
       accuracy = eval.accuracy;
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      total_seconds += seconds;
+      log.write({.record = "epoch", .optimizer = which, .epoch = epoch, .step = total_steps,
+                 .seconds = clock.seconds(), .loss = loss_sum / steps, .test_loss = eval.loss,
+                 .test_accuracy = eval.accuracy});
+      const double seconds = clock.seconds() - epoch_start, total_seconds = clock.seconds();
       std::printf("epoch %ld  train loss %.4f  test accuracy %.4f  %.1f s  (total %.1f s)\n", epoch, loss_sum / steps,
                   eval.accuracy, seconds, total_seconds);
       std::fflush(stdout);
@@ -136,6 +174,7 @@ int main(int argc, char** argv) {
     std::printf("final test accuracy: %.4f\n", accuracy);
   } catch (const amari::Error& e) {
     std::fprintf(stderr, "train_cnn: %s\n", e.what());
+    parallel.abort_job(e.what());  // distributed: end every rank, not only this one
     return 1;
   }
   return 0;

@@ -1,0 +1,2 @@
+peak = 207.12
+max_threads = 2
