@@ -28,6 +28,13 @@
 namespace amari::curvature {
 
 /// The curvature of `kind` for the mean loss over a data set of inputs (N, D) and targets (N, C).
+///
+/// Invariants: with Storage::keep it holds exactly num_batches() batch operators, all recorded at
+/// one parameter point (that of construction or of the last successful relinearize()), so a
+/// product is always the operator of one point; relinearize() builds every new record before
+/// replacing any (a failure in any batch keeps all the old ones). The data set is held by value
+/// (Tensor copies share storage: clone() the inputs first if the caller will modify them). Not
+/// copyable (it owns per-batch operators); movable.
 template <Real T>
 class DatasetOperator final : public LinearOperator<T> {
  public:

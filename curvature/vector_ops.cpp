@@ -1,6 +1,7 @@
 // BLAS-1 vector operations; see vector_ops.hpp for the determinism contract.
 #include <amari/curvature/vector_ops.hpp>
 
+#include <amari/autodiff/kernels/elementwise.hpp>
 #include <amari/curvature/detail/blocked.hpp>
 
 #include <algorithm>
@@ -8,6 +9,11 @@
 #include <string>
 
 namespace amari::curvature {
+
+// One parallel threshold for every vector loop of the library: the public constant of this header
+// and the kernels' internal one must not drift apart.
+static_assert(kParallelThreshold == kernels::kParallelElements);
+
 namespace {
 
 using detail::block_dot;
