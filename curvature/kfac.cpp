@@ -2,18 +2,21 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include <amari/autodiff/kernels/gemm.hpp>
 #include <amari/curvature/dense_solve.hpp>
-#include <amari/curvature/laplace_eigen.hpp>
 #include <amari/curvature/detail/logit_factor.hpp>
+#include <amari/curvature/laplace_eigen.hpp>
 #include <amari/curvature/vector_ops.hpp>
+#include <amari/nn/training.hpp>
 
 namespace amari::curvature {
 
@@ -94,6 +97,17 @@ void validate(const KfacOptions& o) {
   check_option(
       o.approximation == KfacApproximation::kfac || o.approximation == KfacApproximation::ekfac,
       "approximation", static_cast<double>(o.approximation), "kfac or ekfac");
+}
+
+std::uint64_t options_fingerprint(const KfacOptions& o) {
+  char buf[512];
+  std::snprintf(
+      buf, sizeof buf, "kfac %.17g %.17g %.17g %d %d %llu %lld %.17g %.17g %.17g %d %d %.17g %d",
+      o.learning_rate, o.damping, o.decay, o.inverse_update_every, static_cast<int>(o.fisher),
+      static_cast<unsigned long long>(o.seed), static_cast<long long>(o.statistics_batch),
+      o.momentum, o.kl_clip, o.weight_decay, o.evaluate_loss_after ? 1 : 0,
+      static_cast<int>(o.conv), o.untapped_curvature, static_cast<int>(o.approximation));
+  return nn::fingerprint(buf);
 }
 
 // ---- taps and statistics -----------------------------------------------------------------------
@@ -492,6 +506,87 @@ struct TapeClearer {
   ~TapeClearer() { tape.clear(); }
 };
 
+// The flat (offset, length) ranges of the parameters in none of `layers`, merged where adjacent.
+std::vector<std::pair<Index, Index>> untapped_ranges(const std::vector<nn::ParamInfo>& layout,
+                                                     const std::vector<KfacLayer>& layers) {
+  std::vector<bool> covered(layout.size(), false);
+  for (const KfacLayer& l : layers) {
+    covered[l.weight_index] = true;
+    if (l.bias) covered[l.weight_index + 1] = true;
+  }
+  std::vector<std::pair<Index, Index>> ranges;
+  for (std::size_t q = 0; q < covered.size(); ++q) {
+    if (covered[q]) continue;
+    const nn::ParamInfo& info = layout[q];
+    if (!ranges.empty() && ranges.back().first + ranges.back().second == info.offset) {
+      ranges.back().second += info.shape.numel();
+    } else {
+      ranges.emplace_back(info.offset, info.shape.numel());
+    }
+  }
+  return ranges;
+}
+
+// rows * out of the largest block (the scratch precondition() needs, twice).
+Index largest_block(const std::vector<KfacLayer>& layers) {
+  Index m = 0;
+  for (const KfacLayer& l : layers) m = std::max(m, l.rows() * l.out);
+  return m;
+}
+
+// Rows of a batch as the data-parallel calls see them before checking it (0 for a scalar).
+template <Real T>
+Index leading_rows(const Tensor<T>& inputs) {
+  return inputs.defined() && inputs.rank() >= 1 ? inputs.dim(0) : 0;
+}
+
+// This rank's rows of a data-parallel batch and its statistics rows (statistics_batch spread over
+// the ranks, nn::Shard::spread), from one allgather of the row counts. Every rank needs a
+// statistics row (its forward pass finds the layers); checked alike on every rank.
+std::pair<nn::Shard, nn::Shard> statistics_shards(nn::Communicator& comm, Index rows,
+                                                  const KfacOptions& o) {
+  const std::vector<std::uint64_t> counts = comm.allgather(static_cast<std::uint64_t>(rows));
+  Index total = 0, offset = 0;
+  for (std::size_t q = 0; q < counts.size(); ++q) {
+    if (static_cast<int>(q) < comm.rank()) offset += static_cast<Index>(counts[q]);
+    total += static_cast<Index>(counts[q]);
+  }
+  Index start = 0;
+  for (std::size_t q = 0; q < counts.size(); ++q) {
+    const nn::Shard sq{static_cast<Index>(counts[q]), start, total};
+    const Index stats = sq.spread(o.statistics_batch).local;
+    if (stats < 1) {
+      throw ValueError("K-FAC (data-parallel): rank " + std::to_string(q) + " holds " +
+                       std::to_string(counts[q]) + " of the " + std::to_string(total) +
+                       " rows and " + std::to_string(stats) +
+                       " statistics rows (statistics_batch " + std::to_string(o.statistics_batch) +
+                       "); every rank needs at least one statistics row");
+    }
+    start += sq.local;
+  }
+  const nn::Shard shard{rows, offset, total};
+  return {shard, shard.spread(o.statistics_batch)};
+}
+
+// t <- sum_r weight_r t_r for every tensor, in rank order (nn::reduce_mean), in one allreduce.
+template <Real T>
+void reduce_tensors(nn::Communicator& comm, double weight, const std::vector<Tensor<T>*>& ts) {
+  std::size_t total = 0;
+  for (const Tensor<T>* t : ts) total += static_cast<std::size_t>(t->size());
+  std::vector<T> buf(total);
+  std::size_t at = 0;
+  for (const Tensor<T>* t : ts) {
+    std::copy(t->data(), t->data() + t->size(), buf.data() + at);
+    at += static_cast<std::size_t>(t->size());
+  }
+  nn::reduce_mean(comm, weight, std::span<T>(buf));
+  at = 0;
+  for (Tensor<T>* t : ts) {
+    std::copy(buf.data() + at, buf.data() + at + t->size(), t->data());
+    at += static_cast<std::size_t>(t->size());
+  }
+}
+
 template <class V>
 const V& checked(const std::vector<V>& v, std::size_t l, const char* accessor) {
   if (l >= v.size()) {
@@ -570,12 +665,28 @@ void KroneckerFactors<T>::reset_statistics() noexcept {
 template <Real T>
 double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& targets,
                                    Tensor<T>* gradient) {
+  return update_impl(inputs, targets, gradient, nullptr, nn::Shard{}, nn::Shard{});
+}
+
+template <Real T>
+double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& targets,
+                                   Tensor<T>* gradient, nn::Communicator& comm) {
+  const auto [shard, used] = statistics_shards(comm, leading_rows(inputs), s_->options);
+  return update_impl(inputs, targets, gradient, &comm, shard, used);
+}
+
+template <Real T>
+double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>& targets,
+                                        Tensor<T>* gradient, nn::Communicator* comm,
+                                        const nn::Shard& shard, const nn::Shard& used) {
   check_batch("KroneckerFactors::update", inputs.shape(), targets.shape());
   State& s = *s_;
   const Statistics& old = s.stats;
   const KfacOptions& o = s.options;
   const Index n = inputs.dim(0);
-  const Index ns = (o.statistics_batch > 0 && o.statistics_batch < n) ? o.statistics_batch : n;
+  const Index ns = comm                                                 ? used.local
+                   : (o.statistics_batch > 0 && o.statistics_batch < n) ? o.statistics_batch
+                                                                        : n;
   const Index p = s.model->num_parameters();
   if (gradient && (!gradient->defined() || gradient->rank() != 1 || gradient->size() != p)) {
     throw ShapeError("KroneckerFactors::update: gradient " +
@@ -614,29 +725,17 @@ double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& tar
                        " layers of the first update (the model's structure must not change)");
     }
   }
-  const double loss = static_cast<double>(s.head->loss(z.value(), targets).item());
+  double loss = static_cast<double>(s.head->loss(z.value(), targets).item());
+  // The union's mean loss (reduced before it is checked, so every rank decides alike).
+  if (comm) nn::reduce_mean(*comm, shard.weight(), std::span<double>(&loss, 1));
   if (!std::isfinite(loss)) {
     throw ValueError("K-FAC: the loss " + std::to_string(loss) +
                      " is not finite; the Kronecker factors were not updated");
   }
   Statistics next = old;      // shares the old tensors; only new ones are stored into it
   if (next.layers.empty()) {  // the first update defines the blocks
-    std::vector<bool> covered(s.model->layout().size(), false);
-    for (const KfacLayer& l : plan) {
-      covered[l.weight_index] = true;
-      if (l.bias) covered[l.weight_index + 1] = true;
-      next.scratch = std::max(next.scratch, l.rows() * l.out);
-    }
-    for (std::size_t q = 0; q < covered.size(); ++q) {
-      if (covered[q]) continue;
-      const nn::ParamInfo& info = s.model->layout()[q];
-      if (!next.untapped.empty() &&
-          next.untapped.back().first + next.untapped.back().second == info.offset) {
-        next.untapped.back().second += info.shape.numel();
-      } else {
-        next.untapped.emplace_back(info.offset, info.shape.numel());
-      }
-    }
+    next.untapped = untapped_ranges(s.model->layout(), plan);
+    next.scratch = largest_block(plan);
     next.layers = std::move(plan);
     const std::size_t count = next.layers.size();
     next.a.resize(count);
@@ -692,7 +791,10 @@ double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& tar
     case KfacFisher::sampled: {
       // True Fisher: y ~ p_theta(.|x), error mu(z) - T(y) per example (no 1/N). The sign does not
       // change G; it is kept so that delta is the error a data label would give.
-      const Tensor<T> y = s.head->sample(z.value(), o.seed, old.updates);
+      // Keyed by the global index of the example in the statistics rows (data-parallel: this
+      // rank's first row is example used.offset), so the labels do not depend on the split.
+      const Tensor<T> y =
+          s.head->sample(z.value(), o.seed, old.updates, comm ? used.offset : Index{0});
       Tensor<T> e = Tensor<T>::uninitialized(z.shape());
       s.head->score(z.value(), y, e);
       scal(-1.0, e);
@@ -733,6 +835,20 @@ double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& tar
   for (std::size_t l = 0; l < num_layers; ++l) {
     a_batch[l] = Tensor<T>(Shape{layers[l].rows(), layers[l].rows()});
     accumulate_a(layers[l], approx, acts[l], outs[l].shape(), ns, 1.0, 0.0, a_batch[l], s.rows);
+  }
+  if (comm) {
+    // The union's means: the gradient weighted by n_r / N, the statistics by ns_r / Ns, summed in
+    // rank order (nn::reduce_mean), so every rank holds bitwise the same values.
+    if (gradient) {
+      nn::reduce_mean(*comm, shard.weight(),
+                      std::span<T>(grad.data(), static_cast<std::size_t>(grad.size())));
+    }
+    std::vector<Tensor<T>*> batch;
+    for (std::size_t l = 0; l < num_layers; ++l) {
+      batch.push_back(&a_batch[l]);
+      batch.push_back(&g_batch[l]);
+    }
+    reduce_tensors(*comm, used.weight(), batch);
   }
   // Refuse statistics that are not finite before folding anything in (one bad batch would
   // otherwise poison the averages for good).
@@ -786,8 +902,14 @@ double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& tar
     const std::uint64_t ks = new_basis ? 1 : old.scaling_updates + 1;
     const double eps_s = std::min(1.0 - 1.0 / static_cast<double>(ks), o.decay);
     next.scalings.resize(num_layers);
+    for (std::size_t l = 0; l < num_layers; ++l) s_batch[l] = scaling[l]->mean();
+    if (comm) {
+      std::vector<Tensor<T>*> batch;
+      for (auto& t : s_batch) batch.push_back(&t);
+      reduce_tensors(*comm, used.weight(), batch);
+    }
     for (std::size_t l = 0; l < num_layers; ++l) {
-      Tensor<T> batch = scaling[l]->mean();
+      Tensor<T> batch = std::move(s_batch[l]);
       const Index bad = first_non_finite(batch);
       if (bad >= 0) {
         throw ValueError("K-FAC: layer " + layers[l].name +
@@ -809,8 +931,68 @@ double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& tar
   return loss;
 }
 
+namespace {
+
+// One layer's damped inverses (M&G 2015, sec. 6.3), in T, with the pi and damping used.
+template <Real T>
+struct LayerInverse {
+  Tensor<T> a_inv, g_inv;
+  double pi = 1, used = 0;
+};
+
+// Factors (A + pi gamma I) and (G + gamma / pi I) of one layer; retries with 10x the dampings.
+// ValueError naming the layer for a non-finite factor or a failure after every retry.
+template <Real T>
+LayerInverse<T> invert_layer(const KfacLayer& layer, const Tensor<T>& a_t, const Tensor<T>& g_t,
+                             double lambda) {
+  const double gamma = std::sqrt(lambda);
+  const Tensor<double> a = to_double(a_t), g = to_double(g_t);
+  const double ta = mean_diagonal(a), tg = mean_diagonal(g);
+  for (const auto& [f, name] : {std::pair{&a, "A"}, std::pair{&g, "G"}}) {
+    for (Index i = 0; i < f->size(); ++i) {
+      if (!std::isfinite((*f)[i])) {
+        throw ValueError("K-FAC: layer " + layer.name + ": factor " + name +
+                         " has a non-finite entry (" + std::to_string((*f)[i]) + ")");
+      }
+    }
+  }
+  // sec. 6.3: pi balances the two dampings by the factors' mean eigenvalues.
+  LayerInverse<T> out;
+  out.pi = (ta > 0 && tg > 0) ? std::sqrt(ta / tg) : 1.0;
+  bool ok = false;
+  double boost = 1;
+  Tensor<double> ai, gi;
+  for (int attempt = 0; attempt <= kDampingRetries && !ok; ++attempt, boost *= 10) {
+    ai = a.clone();
+    gi = g.clone();
+    ok = damped_inverse(ai, out.pi * gamma * boost) && damped_inverse(gi, gamma / out.pi * boost);
+    if (ok) out.used = lambda * boost * boost;
+  }
+  if (!ok) {
+    throw ValueError("K-FAC: layer " + layer.name + ": the damped Kronecker factors (A " +
+                     a_t.shape().str() + ", G " + g_t.shape().str() +
+                     ") are not positive definite even with damping lambda = " +
+                     std::to_string(lambda * boost * boost / 100));
+  }
+  out.a_inv = from_double<T>(ai);
+  out.g_inv = from_double<T>(gi);
+  return out;
+}
+
+}  // namespace
+
 template <Real T>
 void KroneckerFactors<T>::update_inverses(double lambda) {
+  update_inverses_impl(lambda, nullptr);
+}
+
+template <Real T>
+void KroneckerFactors<T>::update_inverses(double lambda, nn::Communicator& comm) {
+  update_inverses_impl(lambda, &comm);
+}
+
+template <Real T>
+void KroneckerFactors<T>::update_inverses_impl(double lambda, nn::Communicator* comm) {
   State& s = *s_;
   const Statistics& st = s.stats;
   if (!(lambda > 0) || !std::isfinite(lambda)) {
@@ -830,40 +1012,62 @@ void KroneckerFactors<T>::update_inverses(double lambda) {
     s.stats.has_inverses = true;
     return;
   }
-  const double gamma = std::sqrt(lambda);
   std::vector<Tensor<T>> a_inv(num_layers), g_inv(num_layers);
   std::vector<double> pis(num_layers), used(num_layers);
-  for (std::size_t l = 0; l < num_layers; ++l) {
-    const Tensor<double> a = to_double(st.a[l]), g = to_double(st.g[l]);
-    const double ta = mean_diagonal(a), tg = mean_diagonal(g);
-    for (const auto& [f, name] : {std::pair{&a, "A"}, std::pair{&g, "G"}}) {
-      for (Index i = 0; i < f->size(); ++i) {
-        if (!std::isfinite((*f)[i])) {
-          throw ValueError("K-FAC: layer " + st.layers[l].name + ": factor " + name +
-                           " has a non-finite entry (" + std::to_string((*f)[i]) + ")");
-        }
+  const auto keep = [&](std::size_t l, LayerInverse<T>&& inv) {
+    a_inv[l] = std::move(inv.a_inv);
+    g_inv[l] = std::move(inv.g_inv);
+    pis[l] = inv.pi;
+    used[l] = inv.used;
+  };
+  if (!comm) {
+    for (std::size_t l = 0; l < num_layers; ++l) {
+      keep(l, invert_layer(st.layers[l], st.a[l], st.g[l], lambda));
+    }
+  } else {
+    // KAISA-style (Pauloski et al. 2021): layer l is factored on rank l mod k, then broadcast.
+    const auto k = static_cast<std::size_t>(comm->size());
+    const auto me = static_cast<std::size_t>(comm->rank());
+    std::uint64_t failed = 0;  // 1 + the first layer this rank failed to factor
+    std::string why;
+    for (std::size_t l = me; l < num_layers && failed == 0; l += k) {
+      try {
+        keep(l, invert_layer(st.layers[l], st.a[l], st.g[l], lambda));
+      } catch (const ValueError& e) {
+        failed = l + 1;
+        why = e.what();
       }
     }
-    // sec. 6.3: pi balances the two dampings by the factors' mean eigenvalues.
-    const double pi = (ta > 0 && tg > 0) ? std::sqrt(ta / tg) : 1.0;
-    bool ok = false;
-    double boost = 1;
-    Tensor<double> ai, gi;
-    for (int attempt = 0; attempt <= kDampingRetries && !ok; ++attempt, boost *= 10) {
-      ai = a.clone();
-      gi = g.clone();
-      ok = damped_inverse(ai, pi * gamma * boost) && damped_inverse(gi, gamma / pi * boost);
-      if (ok) used[l] = lambda * boost * boost;
+    // Every rank learns of any failure before a broadcast could wait for it.
+    const std::vector<std::uint64_t> status = comm->allgather(failed);
+    for (std::size_t r = 0; r < status.size(); ++r) {
+      if (status[r] == 0) continue;
+      throw ValueError(r == me ? why
+                               : "K-FAC (data-parallel): the inverse refresh of layer " +
+                                     st.layers[status[r] - 1].name + " failed on rank " +
+                                     std::to_string(r) + " (its error names the cause)");
     }
-    if (!ok) {
-      throw ValueError("K-FAC: layer " + st.layers[l].name + ": the damped Kronecker factors (A " +
-                       st.a[l].shape().str() + ", G " + st.g[l].shape().str() +
-                       ") are not positive definite even with damping lambda = " +
-                       std::to_string(lambda * boost * boost / 100));
+    for (std::size_t l = 0; l < num_layers; ++l) {
+      const KfacLayer& L = st.layers[l];
+      const int root = static_cast<int>(l % k);
+      const Index na = L.rows() * L.rows(), ng = L.out * L.out;
+      std::vector<T> buf(static_cast<std::size_t>(na + ng));
+      std::vector<double> scalars{pis[l], used[l]};
+      if (l % k == me) {
+        std::copy(a_inv[l].data(), a_inv[l].data() + na, buf.data());
+        std::copy(g_inv[l].data(), g_inv[l].data() + ng, buf.data() + na);
+      }
+      comm->broadcast(std::span<T>(buf), root);
+      comm->broadcast(std::span<double>(scalars), root);
+      if (l % k != me) {
+        a_inv[l] = Tensor<T>::uninitialized(Shape{L.rows(), L.rows()});
+        g_inv[l] = Tensor<T>::uninitialized(Shape{L.out, L.out});
+        std::copy(buf.data(), buf.data() + na, a_inv[l].data());
+        std::copy(buf.data() + na, buf.data() + na + ng, g_inv[l].data());
+        pis[l] = scalars[0];
+        used[l] = scalars[1];
+      }
     }
-    pis[l] = pi;
-    a_inv[l] = from_double<T>(ai);
-    g_inv[l] = from_double<T>(gi);
   }
   // Commit (strong guarantee: a failure above left the old inverses).
   Statistics& out = s.stats;
@@ -888,6 +1092,9 @@ void KroneckerFactors<T>::precondition(const Tensor<T>& g, Tensor<T>& out) {
     throw ValueError("KroneckerFactors::precondition: no inverses yet (call update_inverses())");
   }
   const bool ekfac = s.options.approximation == KfacApproximation::ekfac;
+  if (s.scratch.size() < 2 * st.scratch) {  // statistics restored by Kfac::load_state
+    s.scratch = Tensor<T>::uninitialized(Shape{2 * st.scratch});
+  }
   T* tmp = s.scratch.data();
   T* tmp2 = tmp + st.scratch;
   for (std::size_t l = 0; l < st.layers.size(); ++l) {
@@ -1013,8 +1220,30 @@ template <Real T>
 Kfac<T>::Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options)
     : model_(&model), head_(&head), factors_(model, head, options) {}
 
+namespace {
+// Options agreed by every rank before any of them validates them: equal options give equal
+// outcomes, so a bad option throws on every rank and a mismatch is reported instead of a hang.
+const KfacOptions& agreed(nn::Communicator& comm, const KfacOptions& o) {
+  comm.agree("Kfac options", options_fingerprint(o));
+  return o;
+}
+}  // namespace
+
+template <Real T>
+Kfac<T>::Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options,
+              nn::Communicator& comm)
+    : model_(&model), head_(&head), comm_(&comm), factors_(model, head, agreed(comm, options)) {
+  nn::synchronize_model(comm, model);
+}
+
 template <Real T>
 StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
+  // Data-parallel: the row counts first (one allgather), so a rank without statistics rows is an
+  // error on every rank.
+  nn::Shard shard, used;
+  if (comm_) {
+    std::tie(shard, used) = statistics_shards(*comm_, leading_rows(inputs), factors_.options());
+  }
   check_batch("Kfac::step", inputs.shape(), targets.shape());
   // What a step changes, kept to be put back if it throws midway (strong guarantee): the factors
   // (a snapshot of handles, O(layers)), the parameters, the model's step and state. The momentum
@@ -1025,7 +1254,7 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   const Tensor<T> state0 = model_->state().size() > 0 ? model_->state().clone() : Tensor<T>();
   Tensor<T> velocity = velocity_;
   try {
-    const StepReport r = step_unguarded(inputs, targets, theta0, velocity);
+    const StepReport r = step_unguarded(inputs, targets, theta0, velocity, shard, used);
     velocity_ = std::move(velocity);
     ++steps_;
     return r;
@@ -1042,7 +1271,8 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
 
 template <Real T>
 StepReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
-                                   const Tensor<T>& theta0, Tensor<T>& velocity) {
+                                   const Tensor<T>& theta0, Tensor<T>& velocity,
+                                   const nn::Shard& shard, const nn::Shard& used) {
   const KfacOptions& o = factors_.options();
   StepReport r;
   r.lambda = o.damping;
@@ -1057,11 +1287,11 @@ StepReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& tar
       model_->forward_updating_state(inputs, std::span<const Tensor<T>>(views));
     }
   }
-  r.loss = factors_.update(inputs, targets, &g);
+  r.loss = factors_.update_impl(inputs, targets, &g, comm_, shard, used);
   r.gradient_norm = norm(g);
   if (steps_ % static_cast<std::uint64_t>(o.inverse_update_every) == 0 ||
       !factors_.has_inverses()) {
-    factors_.update_inverses(o.damping + o.weight_decay);
+    factors_.update_inverses_impl(o.damping + o.weight_decay, comm_);
   }
   if (o.weight_decay > 0) axpy(o.weight_decay, theta, g);
 
@@ -1087,7 +1317,8 @@ StepReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& tar
   r.step_norm = multiplier_ * o.learning_rate * norm(*step);
   r.loss_after = std::numeric_limits<double>::quiet_NaN();
   if (o.evaluate_loss_after) {
-    const double after = static_cast<double>(head_->loss(model_->forward(inputs), targets).item());
+    double after = static_cast<double>(head_->loss(model_->forward(inputs), targets).item());
+    if (comm_) nn::reduce_mean(*comm_, shard.weight(), std::span<double>(&after, 1));
     if (std::isfinite(after)) {
       r.loss_after = after;
     } else {  // never keep a step into NaN/inf: undo it, and forget the momentum that led there
@@ -1108,6 +1339,250 @@ void Kfac<T>::set_step_multiplier(double s) {
                      " must be >= 0 and finite");
   }
   multiplier_ = s;
+}
+
+// ---- checkpoints --------------------------------------------------------------------------------
+//
+// Entries of a "kfac" state (nn/checkpoint.hpp). Per tapped layer l, "layer<l>/...":
+//   counters weight_index, conv2d (0/1), bias (0/1) and, for a convolution, kernel_h, kernel_w,
+//            stride_h, stride_w, padding_h, padding_w, dilation_h, dilation_w: the tap;
+//   tensors  A, G; K-FAC with inverses: A_inverse, G_inverse; EKFAC: eigenvectors_A,
+//            eigenvectors_G, scalings;
+//   numbers  pi, damping_used.
+// Global: counters layers, updates, scaling_updates, has_inverses, ekfac, steps; numbers
+// untapped_scale, ekfac_lambda, step_multiplier; tensor velocity (with momentum, once made).
+// Everything is stored in its own precision (tensors in T, numbers in double), so a resumed run
+// continues bitwise.
+
+namespace {
+
+std::string entry(std::size_t l, const char* what) {
+  return "layer" + std::to_string(l) + "/" + what;
+}
+
+// A stored tensor of the expected shape and with finite entries, copied (the optimizer never
+// shares storage with the caller's state).
+template <Real T>
+Tensor<T> stored_tensor(const nn::OptimizerState<T>& s, const std::string& name, const Shape& shape,
+                        const std::string& layer) {
+  const auto it = s.tensors.find(name);
+  const std::string who =
+      "Kfac::load_state: " + (layer.empty() ? std::string() : "layer " + layer + ": ");
+  if (it == s.tensors.end() || !it->second.defined()) {
+    throw ValueError(who + "the state has no tensor '" + name + "'");
+  }
+  const Tensor<T>& t = it->second;
+  if (!(t.shape() == shape)) {
+    throw ValueError(who + "tensor '" + name + "' has shape " + t.shape().str() + ", expected " +
+                     shape.str() + " for this model");
+  }
+  const Index bad = first_non_finite(t);
+  if (bad >= 0) {
+    throw ValueError(who + "tensor '" + name + "' holds " +
+                     std::to_string(static_cast<double>(t[bad])) + " at index " +
+                     std::to_string(bad));
+  }
+  return t.clone();
+}
+
+template <Real T>
+std::int64_t stored_counter(const nn::OptimizerState<T>& s, const std::string& name,
+                            std::int64_t lo, std::int64_t hi) {
+  const std::int64_t v = s.counter(name);
+  if (v < lo || v > hi) {
+    throw ValueError("Kfac::load_state: counter '" + name + "' = " + std::to_string(v) +
+                     " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+  return v;
+}
+
+template <Real T>
+double stored_number(const nn::OptimizerState<T>& s, const std::string& name, double lo) {
+  const double v = s.number(name);
+  if (!(v >= lo) || !std::isfinite(v)) {
+    throw ValueError("Kfac::load_state: number '" + name + "' = " + std::to_string(v) +
+                     " must be finite and >= " + std::to_string(lo));
+  }
+  return v;
+}
+
+constexpr std::int64_t kMaxCounter = std::numeric_limits<std::int64_t>::max();
+
+// The tap of stored layer l, planned again against the model's layout (plan_layer's checks: the
+// weight exists, has the kind's rank and kernel, and [W; b] is one block).
+template <Real T>
+KfacLayer stored_layer(const nn::OptimizerState<T>& s, std::size_t l,
+                       const std::vector<nn::ParamInfo>& layout) {
+  nn::LayerTap<Var<T>> tap;
+  const auto params = static_cast<std::int64_t>(layout.size());
+  tap.weight_index =
+      static_cast<std::size_t>(stored_counter(s, entry(l, "weight_index"), 0, params - 1));
+  tap.has_bias = stored_counter(s, entry(l, "bias"), 0, 1) == 1;
+  const bool conv = stored_counter(s, entry(l, "conv2d"), 0, 1) == 1;
+  if (conv) {
+    tap.kind = nn::LayerTap<Var<T>>::Kind::conv2d;
+    const auto get = [&](const char* name, std::int64_t lo) {
+      return static_cast<Index>(stored_counter(s, entry(l, name), lo, kMaxCounter));
+    };
+    tap.kernel = {get("kernel_h", 1), get("kernel_w", 1)};
+    tap.conv.stride = {get("stride_h", 1), get("stride_w", 1)};
+    tap.conv.padding = {get("padding_h", 0), get("padding_w", 0)};
+    tap.conv.dilation = {get("dilation_h", 1), get("dilation_w", 1)};
+  }
+  try {
+    return plan_layer(tap, layout);
+  } catch (const Error& e) {
+    throw ValueError("Kfac::load_state: stored layer " + std::to_string(l) + " (weight '" +
+                     layout[tap.weight_index].name + "') does not fit this model: " + e.what());
+  }
+}
+
+}  // namespace
+
+template <Real T>
+void KroneckerFactors<T>::save_statistics(nn::OptimizerState<T>& out) const {
+  const Statistics& st = s_->stats;
+  const bool ekfac = s_->options.approximation == KfacApproximation::ekfac;
+  out.counters["layers"] = static_cast<std::int64_t>(st.layers.size());
+  out.counters["updates"] = static_cast<std::int64_t>(st.updates);
+  out.counters["scaling_updates"] = static_cast<std::int64_t>(st.scaling_updates);
+  out.counters["has_inverses"] = st.has_inverses ? 1 : 0;
+  out.counters["ekfac"] = ekfac ? 1 : 0;
+  out.numbers["untapped_scale"] = st.untapped_scale;
+  out.numbers["ekfac_lambda"] = st.ekfac_lambda;
+  for (std::size_t l = 0; l < st.layers.size(); ++l) {
+    const KfacLayer& L = st.layers[l];
+    out.counters[entry(l, "weight_index")] = static_cast<std::int64_t>(L.weight_index);
+    out.counters[entry(l, "bias")] = L.bias ? 1 : 0;
+    out.counters[entry(l, "conv2d")] = L.kind == KfacLayerKind::conv2d ? 1 : 0;
+    if (L.kind == KfacLayerKind::conv2d) {
+      out.counters[entry(l, "kernel_h")] = L.kernel[0];
+      out.counters[entry(l, "kernel_w")] = L.kernel[1];
+      out.counters[entry(l, "stride_h")] = L.conv.stride[0];
+      out.counters[entry(l, "stride_w")] = L.conv.stride[1];
+      out.counters[entry(l, "padding_h")] = L.conv.padding[0];
+      out.counters[entry(l, "padding_w")] = L.conv.padding[1];
+      out.counters[entry(l, "dilation_h")] = L.conv.dilation[0];
+      out.counters[entry(l, "dilation_w")] = L.conv.dilation[1];
+    }
+    out.numbers[entry(l, "pi")] = st.pi[l];
+    out.numbers[entry(l, "damping_used")] = st.damping_used[l];
+    if (st.updates == 0) continue;
+    out.tensors[entry(l, "A")] = st.a[l].clone();
+    out.tensors[entry(l, "G")] = st.g[l].clone();
+    if (ekfac) {
+      out.tensors[entry(l, "eigenvectors_A")] = st.u_a[l].clone();
+      out.tensors[entry(l, "eigenvectors_G")] = st.u_g[l].clone();
+      out.tensors[entry(l, "scalings")] = st.scalings[l].clone();
+    } else if (st.has_inverses) {
+      out.tensors[entry(l, "A_inverse")] = st.a_inv[l].clone();
+      out.tensors[entry(l, "G_inverse")] = st.g_inv[l].clone();
+    }
+  }
+}
+
+template <Real T>
+std::unique_ptr<typename KroneckerFactors<T>::Statistics> KroneckerFactors<T>::load_statistics(
+    const nn::OptimizerState<T>& s) const {
+  const State& state = *s_;
+  const bool ekfac = state.options.approximation == KfacApproximation::ekfac;
+  const bool stored_ekfac = stored_counter(s, "ekfac", 0, 1) == 1;
+  if (stored_ekfac != ekfac) {
+    throw ValueError(std::string("Kfac::load_state: the state is of ") +
+                     (stored_ekfac ? "EKFAC" : "K-FAC") + ", this optimizer runs " +
+                     (ekfac ? "EKFAC" : "K-FAC") + " (KfacOptions::approximation)");
+  }
+  const auto& layout = state.model->layout();
+  auto st = std::make_unique<Statistics>();
+  const auto count = static_cast<std::size_t>(
+      stored_counter(s, "layers", 0, static_cast<std::int64_t>(layout.size())));
+  st->updates = static_cast<std::uint64_t>(stored_counter(s, "updates", 0, kMaxCounter));
+  st->scaling_updates =
+      static_cast<std::uint64_t>(stored_counter(s, "scaling_updates", 0, kMaxCounter));
+  st->has_inverses = stored_counter(s, "has_inverses", 0, 1) == 1;
+  st->untapped_scale = stored_number(s, "untapped_scale", 0.0);
+  st->ekfac_lambda = stored_number(s, "ekfac_lambda", 0.0);
+  if ((count == 0) != (st->updates == 0) || (st->has_inverses && st->updates == 0) ||
+      (ekfac && st->updates > 0 && st->scaling_updates == 0)) {
+    throw ValueError("Kfac::load_state: inconsistent counters (" + std::to_string(count) +
+                     " layers, " + std::to_string(st->updates) + " updates, " +
+                     std::to_string(st->scaling_updates) + " scaling updates, has_inverses " +
+                     std::to_string(st->has_inverses) + ")");
+  }
+  std::vector<int> uses(layout.size(), 0);
+  for (std::size_t l = 0; l < count; ++l) {
+    KfacLayer L = stored_layer(s, l, layout);
+    if (uses[L.weight_index]++ > 0 || (L.bias && uses[L.weight_index + 1]++ > 0)) {
+      throw ValueError("Kfac::load_state: stored layer " + std::to_string(l) + " (" + L.name +
+                       ") uses parameters of another stored layer");
+    }
+    const Shape a_shape{L.rows(), L.rows()}, g_shape{L.out, L.out};
+    st->a.push_back(stored_tensor(s, entry(l, "A"), a_shape, L.name));
+    st->g.push_back(stored_tensor(s, entry(l, "G"), g_shape, L.name));
+    if (!ekfac && st->has_inverses) {
+      st->a_inv.push_back(stored_tensor(s, entry(l, "A_inverse"), a_shape, L.name));
+      st->g_inv.push_back(stored_tensor(s, entry(l, "G_inverse"), g_shape, L.name));
+    } else {
+      st->a_inv.emplace_back();
+      st->g_inv.emplace_back();
+    }
+    if (ekfac) {
+      st->u_a.push_back(stored_tensor(s, entry(l, "eigenvectors_A"), a_shape, L.name));
+      st->u_g.push_back(stored_tensor(s, entry(l, "eigenvectors_G"), g_shape, L.name));
+      st->scalings.push_back(
+          stored_tensor(s, entry(l, "scalings"), Shape{L.rows(), L.out}, L.name));
+      for (Index i = 0; i < st->scalings.back().size(); ++i) {
+        if (st->scalings.back()[i] < T(0)) {
+          throw ValueError("Kfac::load_state: layer " + L.name + ": tensor '" +
+                           entry(l, "scalings") + "' holds a negative second moment at index " +
+                           std::to_string(i));
+        }
+      }
+    }
+    st->pi.push_back(stored_number(s, entry(l, "pi"), 0.0));
+    st->damping_used.push_back(stored_number(s, entry(l, "damping_used"), 0.0));
+    if (!(st->pi.back() > 0)) {
+      throw ValueError("Kfac::load_state: layer " + L.name + ": pi must be positive");
+    }
+    st->layers.push_back(std::move(L));
+  }
+  st->untapped =
+      count > 0 ? untapped_ranges(layout, st->layers) : std::vector<std::pair<Index, Index>>{};
+  st->scratch = largest_block(st->layers);
+  return st;
+}
+
+template <Real T>
+nn::OptimizerState<T> Kfac<T>::save_state() const {
+  nn::OptimizerState<T> s;
+  s.kind = "kfac";
+  factors_.save_statistics(s);
+  s.counters["steps"] = static_cast<std::int64_t>(steps_);
+  s.numbers["step_multiplier"] = multiplier_;
+  if (velocity_.defined()) s.tensors["velocity"] = velocity_.clone();
+  return s;
+}
+
+template <Real T>
+void Kfac<T>::load_state(const nn::OptimizerState<T>& s) {
+  s.require_kind("kfac", "Kfac::load_state");
+  // Everything is read and checked first; the optimizer changes at the end (nothing there throws).
+  std::unique_ptr<typename KroneckerFactors<T>::Statistics> stats = factors_.load_statistics(s);
+  const std::int64_t steps = stored_counter(s, "steps", 0, kMaxCounter);
+  const double multiplier = stored_number(s, "step_multiplier", 0.0);
+  Tensor<T> velocity;
+  if (s.has_tensor("velocity")) {
+    if (factors_.options().momentum == 0) {
+      throw ValueError(
+          "Kfac::load_state: the state has a momentum buffer but this Kfac has no "
+          "momentum (KfacOptions::momentum = 0)");
+    }
+    velocity = stored_tensor(s, "velocity", Shape{model_->num_parameters()}, "");
+  }
+  factors_.restore(std::move(stats));
+  velocity_ = std::move(velocity);
+  steps_ = static_cast<std::uint64_t>(steps);
+  multiplier_ = multiplier;
 }
 
 // ---- KfacPreconditioner -------------------------------------------------------------------------

@@ -98,6 +98,17 @@
 // throws leaving the object (and, for Kfac::step, the model's parameters, step and state) as
 // before. reset_statistics() forgets all statistics (the object is as constructed).
 //
+// Checkpoints: Kfac::save_state() / load_state() (kind "kfac", nn/checkpoint.hpp) store the
+// averages, the current inverses (or EKFAC's bases and scalings), pi_l, the damping used, the
+// counters and the momentum buffer, so a resumed run continues bitwise; the layer plan is derived
+// again from the model's layout and checked against the stored shapes.
+//
+// Data-parallel (docs/scaling.md): Kfac(model, head, options, comm) reduces the loss, the gradient
+// and every layer's batch statistics over the ranks in a fixed order (sampled labels keyed by the
+// global example index) and spreads the inverse refreshes over the ranks, layer l on rank l mod k
+// (KAISA, Pauloski et al. 2021), broadcasting the results: every rank holds bitwise the same
+// factors and inverses, and k ranks equal one process on the union up to rounding.
+//
 // Cost of one Kfac step on a batch of N (statistics on Ns <= N examples), per layer with rows =
 // in + 1 and T output positions (T = 1 for Linear), in flops: forward 2 N T in out; gradient sweep
 // ~4 N T in out; the sampled-label sweep ~2 N T in out (C of them for kflr, none for empirical);
@@ -116,6 +127,8 @@
 
 #include <amari/curvature/linear_operator.hpp>
 #include <amari/curvature/second_order.hpp>
+#include <amari/nn/checkpoint.hpp>
+#include <amari/nn/communicator.hpp>
 #include <amari/nn/heads.hpp>
 #include <amari/nn/model.hpp>
 
@@ -172,6 +185,9 @@ struct KfacOptions {
 
 /// Checks every option of KfacOptions (ValueError naming the first bad option and its value).
 void validate(const KfacOptions& options);
+/// A fingerprint of every option, which all ranks of a data-parallel Kfac must agree on
+/// (Communicator::agree).
+std::uint64_t options_fingerprint(const KfacOptions& options);
 
 /// The kind of a tapped layer.
 enum class KfacLayerKind { linear, conv2d };
@@ -232,6 +248,14 @@ Index layer_input_rows(const KfacLayer& L, const Tensor<T>& input, const Shape& 
 /// taps), the moving averages A_l and G_l and their damped inverses; applies the block-diagonal
 /// inverse to flat vectors. Model and head are referenced and must outlive this object; the model's
 /// structure must not change. The blocks are defined by the layers tapped in the first update().
+///
+/// Invariants: layers() is empty exactly until the first successful update() (or after
+/// reset_statistics()); then every layer has a finite, exactly symmetric A_l (rows x rows) and G_l
+/// (out x out); has_inverses() implies an inverse (or, for EKFAC, a basis and scalings) of the
+/// right shape for every layer, computed from the current averages or from those of an earlier
+/// update (refreshes are periodic). The accessors hand out const references: no caller can write
+/// into the statistics, and every mutating call (update, update_inverses, load through Kfac) is
+/// all or nothing. Not copyable; movable.
 template <Real T>
 class KroneckerFactors {
  public:
@@ -255,6 +279,19 @@ class KroneckerFactors {
   /// twice, or (after the first update) taps other layers than the first time; Error if a tapped
   /// layer's [W; b] is not contiguous or the forward pass fails with a non-amari logic error.
   double update(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>* gradient = nullptr);
+  /// Data-parallel update (collective; docs/scaling.md): inputs and targets are this rank's rows
+  /// of a batch split over the ranks in rank order. The loss and gradient are the union's means
+  /// (weights n_r / N, as nn::loss_and_gradient(..., comm, shard)), each layer's batch statistics
+  /// A, G (and EKFAC's scalings) the union's (weights ns_r / Ns, with statistics_batch spread over
+  /// the ranks by nn::Shard::spread), all reduced in rank order: every rank holds bitwise the same
+  /// averages. Sampled labels are keyed by the example's global index in the statistics subset, so
+  /// the result equals one process's on the union ordered as NaturalGradient's curvature_batch
+  /// (the spread rows first), to rounding. Every rank must hold at least one statistics row
+  /// (ValueError on every rank otherwise). Cost: update()'s on this rank's rows, one allgather of
+  /// 8 bytes and allreduces of 1 value (the loss), P values (only with a gradient) and
+  /// sum_l (rows^2 + out^2) values (EKFAC: also sum_l rows out).
+  double update(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>* gradient,
+                nn::Communicator& comm);
   /// K-FAC: recomputes the damped inverses (A_l + pi_l sqrt(lambda) I)^{-1} and
   /// (G_l + sqrt(lambda) / pi_l I)^{-1} from the current averages. If a Cholesky factorization
   /// fails, both dampings of that layer are multiplied by 10 (up to 6 times); then ValueError
@@ -262,6 +299,12 @@ class KroneckerFactors {
   /// Cost: 5/3 (rows^3 + out^3) flops per layer, in double. EKFAC: sets the damping of
   /// (s + lambda)^{-1} (the eigenbases and scalings come from update()); O(1). Strong guarantee.
   void update_inverses(double lambda);
+  /// Data-parallel update_inverses (collective, KAISA-style; Pauloski et al. 2021): layer l is
+  /// factored on rank l mod k only, then broadcast from there, so every rank holds bitwise the same
+  /// inverses for 1/k of the work. A failure on any rank raises ValueError on every rank. Cost per
+  /// rank: 5/3 (rows^3 + out^3) flops for its layers; one allgather of 8 bytes and two broadcasts
+  /// per layer (rows^2 + out^2 values of T and two doubles). EKFAC: as update_inverses(lambda).
+  void update_inverses(double lambda, nn::Communicator& comm);
   /// Forgets every statistic: the averages, inverses, EKFAC bases and scalings, the update count
   /// and the layers found by the first update, so the object is as constructed (the next update()
   /// starts the averages afresh and draws the sampled labels of update 0 again). For recovering
@@ -317,6 +360,15 @@ class KroneckerFactors {
   friend class Kfac;
   struct Statistics;
   struct State;
+  // Checkpoints (Kfac::save_state / load_state): the statistics as named entries of `state`, and
+  // back, checked against the model (ValueError naming the entry or layer; nothing is changed).
+  void save_statistics(nn::OptimizerState<T>& state) const;
+  std::unique_ptr<Statistics> load_statistics(const nn::OptimizerState<T>& state) const;
+  // The updates of one process (comm null) or of this rank's rows; `shard` this rank's rows of
+  // the batch (nn::shard_of), `used` its statistics rows (shard.spread(statistics_batch)).
+  double update_impl(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>* gradient,
+                     nn::Communicator* comm, const nn::Shard& shard, const nn::Shard& used);
+  void update_inverses_impl(double lambda, nn::Communicator* comm);
   // Kfac::step's rollback: a copy of the statistics (O(layers): tensors are never written in
   // place once stored, so sharing their storage is a snapshot), and putting one back.
   std::unique_ptr<Statistics> snapshot() const;
@@ -344,6 +396,17 @@ class Kfac {
   /// The model is updated in place by step(); model and head must outlive the optimizer.
   /// ValueError for bad options or an unsupported model (see KroneckerFactors).
   Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options = {});
+  /// Data-parallel (docs/scaling.md), as NaturalGradient's: collective, every rank constructs it
+  /// with the same options (checked: ValueError on every rank otherwise) and a model of the same
+  /// structure, whose parameters are then replaced by rank 0's (nn::synchronize_model). step()
+  /// then takes this rank's shard of the batch (consecutive rows in rank order, at least one
+  /// statistics row per rank) and every rank takes the step one process takes on the union: loss,
+  /// gradient and factor statistics reduced (KroneckerFactors::update with a communicator), the
+  /// inverse refreshes spread over the ranks layer by layer and broadcast, the loss after the step
+  /// reduced. Batch norm in train mode moves its running statistics with this rank's rows, and
+  /// dropout masks are keyed by local position (as nn::loss_and_gradient's). The communicator
+  /// must outlive the optimizer.
+  Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options, nn::Communicator& comm);
   /// One step on the minibatch (inputs (N, ...), targets (N, C)); see the class comment.
   StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
   /// Forgets the K-FAC statistics (KroneckerFactors::reset_statistics): the next step starts the
@@ -365,14 +428,31 @@ class Kfac {
   std::uint64_t steps() const { return steps_; }
   /// The momentum buffer v (undefined without momentum or before the first step).
   const Tensor<T>& velocity() const { return velocity_; }
+  /// Everything a resumed run needs to continue bitwise as if it had never stopped (kind "kfac";
+  /// see nn/checkpoint.hpp): per tapped layer l, its tap (weight index, kind, bias, convolution
+  /// geometry), A_l and G_l, the current damped inverses (K-FAC) or eigenbases and scalings
+  /// (EKFAC), pi_l and the damping used; the update count, the momentum buffer, the step count and
+  /// the step multiplier. The options are not part of it: construct the resumed optimizer with the
+  /// same options. Cost: a copy of the statistics, O(sum_l rows^2 + out^2 + P).
+  nn::OptimizerState<T> save_state() const;
+  /// Restores a state from save_state(), all or nothing. The layer plan (offsets, names, untapped
+  /// parameters) is derived again from this model's layout for the stored taps, and every stored
+  /// factor, inverse, eigenbasis and scaling must have the shape the model's layer gives it;
+  /// ValueError naming the layer or the entry otherwise (a state of another kind, of EKFAC for
+  /// K-FAC or the reverse, a momentum buffer without momentum, non-finite values, ...), and then
+  /// nothing is changed. The next step() still checks that the forward pass taps these layers.
+  void load_state(const nn::OptimizerState<T>& state);
 
  private:
   // The step itself; theta0 holds the parameters before it, `velocity` is the momentum buffer to
-  // update (a copy of velocity_, stored by step() on success).
+  // update (a copy of velocity_, stored by step() on success); shard and used are this rank's rows
+  // and statistics rows (data-parallel only).
   StepReport step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
-                            const Tensor<T>& theta0, Tensor<T>& velocity);
+                            const Tensor<T>& theta0, Tensor<T>& velocity, const nn::Shard& shard,
+                            const nn::Shard& used);
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
+  nn::Communicator* comm_ = nullptr;  // null: one process
   KroneckerFactors<T> factors_;
   Tensor<T> velocity_;
   std::uint64_t steps_ = 0;

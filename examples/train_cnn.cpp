@@ -7,6 +7,8 @@
 //   train_cnn --batch-norm 1 --dropout 0.25
 //   train_cnn --arch resnet            a small residual network with batch norm
 //   mpirun -np 2 train_cnn --distributed   data-parallel Adam (built with -DAMARI_MPI=ON)
+//   mpirun -np 2 train_cnn --distributed --optimizer kfac   data-parallel K-FAC: factors reduced,
+//                                      inverse refreshes spread over the ranks layer by layer
 //
 // One progress line per epoch (epoch, mean training loss, test accuracy, seconds) and a last line
 // "final test accuracy: 0.9150". Batch norm's running statistics move during training (train
@@ -24,8 +26,8 @@
 
 int main(int argc, char** argv) {
   using namespace amari;
-  // --distributed (under mpirun, Adam only): each rank takes its share of every batch; only rank 0
-  // prints. Batch norm then normalizes with each rank's local statistics (docs/scaling.md).
+  // --distributed (under mpirun, Adam or K-FAC): each rank takes its share of every batch; only
+  // rank 0 prints. Batch norm then normalizes with each rank's local statistics (docs/scaling.md).
   example::Parallel parallel(argc, argv);
   const example::Options opt(argc, argv,
                              example::with_log_options({{"epochs", "5"},
@@ -76,9 +78,6 @@ int main(int argc, char** argv) {
     nn::SoftmaxCrossEntropy<float> head;
     nn::synchronize_model(parallel.comm(), model);  // every rank starts from rank 0's parameters
     const std::string which = opt.str("optimizer");
-    if (parallel.distributed() && which != "adam") {
-      throw ValueError("--distributed: only --optimizer adam is data-parallel (K-FAC is not yet)");
-    }
     // One training step on a batch; returns the mean loss before the step.
     std::function<double(const Tensor<float>&, const Tensor<float>&)> step;
     nn::Adam<float> adam({.learning_rate = opt.real("lr")});
@@ -113,7 +112,11 @@ int main(int argc, char** argv) {
           .weight_decay = opt.real("kfac-weight-decay"),
           .evaluate_loss_after = false,
           .conv = conv == "expand" ? curvature::KfacConv::expand : curvature::KfacConv::reduce};
-      kfac = std::make_unique<curvature::Kfac<float>>(model, head, o);
+      // Data-parallel: collective construction (options checked, rank 0's parameters), then every
+      // step reduces the loss, gradient and factor statistics of the ranks' rows.
+      kfac = parallel.distributed()
+                 ? std::make_unique<curvature::Kfac<float>>(model, head, o, parallel.comm())
+                 : std::make_unique<curvature::Kfac<float>>(model, head, o);
       // --kfac-anneal 1: the step multiplier follows a cosine from 1 down to 0 over the whole run
       // (Loshchilov & Hutter 2017), applied after the KL clip so that it is not undone by it.
       const bool anneal = opt.integer("kfac-anneal") != 0;
@@ -124,6 +127,7 @@ int main(int argc, char** argv) {
           const double t = static_cast<double>(kfac->steps()) / total_steps;
           kfac->set_step_multiplier(0.5 * (1 + std::cos(3.14159265358979323846 * std::min(t, 1.0))));
         }
+        if (parallel.distributed()) return kfac->step(parallel.rows(x), parallel.rows(y)).loss;
         return kfac->step(x, y).loss;
       };
       described = "K-FAC lr " + std::to_string(o.learning_rate) + " damping " + std::to_string(o.damping) +

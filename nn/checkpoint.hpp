@@ -5,8 +5,8 @@
 // An optimizer describes its state as an OptimizerState: its kind, named tensors (moments, warm
 // starts), named numbers (lambda) and named counters (steps), through save_state(), and restores it
 // with load_state(), which checks the kind and every shape before changing anything. nn::Sgd,
-// nn::Adam, curvature::NaturalGradient and curvature::HessianFree do; curvature::Kfac does not
-// save its state yet.
+// nn::Adam, curvature::NaturalGradient, curvature::HessianFree and curvature::Kfac (K-FAC and
+// EKFAC: factors, inverses or eigenbases and scalings, momentum) do.
 //
 // File layout (a standard safetensors file, readable by any safetensors reader):
 //   "model/<name>"            every parameter, by model.layout() name, in T's dtype

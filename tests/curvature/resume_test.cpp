@@ -209,3 +209,151 @@ TEST_CASE("Optimizer: a user-written optimizer without save_state refuses checkp
   CHECK_THROWS_WITH(h.save_state(), Catch::Contains("Halving") && Catch::Contains("does not save"));
   CHECK_THROWS_AS(h.load_state(nn::OptimizerState<double>{}), ValueError);
 }
+
+namespace {
+
+curv::KfacOptions resume_kfac_options(curv::KfacApproximation approximation) {
+  // Inverses (and EKFAC's eigenbases) are refreshed at steps 0, 4, 8, 12, 16: the checkpoint after
+  // step 10 falls between two refreshes, so the resumed run must take the stored ones.
+  return {.learning_rate = 0.05,
+          .damping = 1e-2,
+          .inverse_update_every = 4,
+          .momentum = 0.5,
+          .weight_decay = 1e-4,
+          .approximation = approximation};
+}
+
+void kfac_step(curv::Kfac<double>& opt, nn::Model<double>&, const Data& d, int k) {
+  if (k == 5) opt.set_step_multiplier(0.5);  // restored from the state, not from the options
+  opt.step(d.xb(k), d.yb(k));
+}
+
+// Two states hold the same entries, bitwise.
+bool same_state(const nn::OptimizerState<double>& a, const nn::OptimizerState<double>& b) {
+  if (a.kind != b.kind || a.counters != b.counters || a.tensors.size() != b.tensors.size()) return false;
+  // numbers bitwise (a NaN would compare unequal, but none is stored)
+  if (a.numbers != b.numbers) return false;
+  for (const auto& [name, t] : a.tensors) {
+    if (!b.has_tensor(name) || !(b.tensors.at(name).shape() == t.shape())) return false;
+    if (amari::test::max_abs_diff(t, b.tensors.at(name)) != 0.0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("resume: K-FAC with momentum, 10 steps + checkpoint + 10 steps equal 20 steps bitwise",
+          "[resume][kfac]") {
+  static const nn::SoftmaxCrossEntropy<double> head;
+  const curv::KfacOptions o = resume_kfac_options(curv::KfacApproximation::kfac);
+  check_resume([&](nn::Model<double>& m) { return std::make_unique<curv::Kfac<double>>(m, head, o); }, kfac_step);
+}
+
+TEST_CASE("resume: EKFAC with momentum, 10 steps + checkpoint + 10 steps equal 20 steps bitwise",
+          "[resume][kfac]") {
+  static const nn::SoftmaxCrossEntropy<double> head;
+  const curv::KfacOptions o = resume_kfac_options(curv::KfacApproximation::ekfac);
+  check_resume([&](nn::Model<double>& m) { return std::make_unique<curv::Kfac<double>>(m, head, o); }, kfac_step);
+}
+
+TEST_CASE("Kfac save_state: holds the factors, inverses, momentum and counters of the run", "[resume][kfac]") {
+  static const nn::SoftmaxCrossEntropy<double> head;
+  const Data d;
+  nn::Model<double> model(net(), 5);
+  curv::Kfac<double> kfac(model, head, resume_kfac_options(curv::KfacApproximation::kfac));
+  CHECK(kfac.save_state().counters.at("layers") == 0);  // before the first step: nothing to store
+  for (int k = 0; k < 6; ++k) kfac_step(kfac, model, d, k);
+  const nn::OptimizerState<double> s = kfac.save_state();
+  CHECK(s.kind == "kfac");
+  CHECK(s.counters.at("layers") == 2);
+  CHECK(s.counters.at("steps") == 6);
+  CHECK(s.counters.at("updates") == 6);
+  CHECK(s.numbers.at("step_multiplier") == 0.5);
+  CHECK(amari::test::max_abs_diff(s.tensors.at("layer1/G"), kfac.factors().factor_g(1)) == 0.0);
+  CHECK(amari::test::max_abs_diff(s.tensors.at("layer0/A_inverse"), kfac.factors().inverse_a(0)) == 0.0);
+  CHECK(amari::test::max_abs_diff(s.tensors.at("velocity"), kfac.velocity()) == 0.0);
+  CHECK(s.numbers.at("layer0/pi") == kfac.factors().pi(0));
+}
+
+TEST_CASE("Kfac load_state: another kind, another approximation, mismatched shapes or bad values are refused "
+          "and change nothing",
+          "[resume][kfac]") {
+  static const nn::SoftmaxCrossEntropy<double> head;
+  const Data d;
+  nn::Model<double> model(net(), 5);
+  curv::Kfac<double> kfac(model, head, resume_kfac_options(curv::KfacApproximation::kfac));
+  for (int k = 0; k < 6; ++k) kfac_step(kfac, model, d, k);
+  const nn::OptimizerState<double> good = kfac.save_state();
+
+  // The optimizer under test has a state of its own that every refused load must leave alone.
+  nn::Model<double> target_model(net(), 7);
+  curv::Kfac<double> target(target_model, head, resume_kfac_options(curv::KfacApproximation::kfac));
+  for (int k = 0; k < 3; ++k) kfac_step(target, target_model, d, k + 1);
+  const nn::OptimizerState<double> before = target.save_state();
+  const auto unchanged = [&] { return same_state(target.save_state(), before); };
+
+  // A state of another optimizer.
+  curv::NaturalGradient<double> ng(model, head);
+  CHECK_THROWS_WITH(target.load_state(ng.save_state()),
+                    Catch::Contains("natural_gradient") && Catch::Contains("kfac"));
+  CHECK(unchanged());
+  // An EKFAC state for K-FAC.
+  nn::Model<double> ekfac_model(net(), 5);
+  curv::Kfac<double> ekfac(ekfac_model, head, resume_kfac_options(curv::KfacApproximation::ekfac));
+  kfac_step(ekfac, ekfac_model, d, 0);
+  CHECK_THROWS_WITH(target.load_state(ekfac.save_state()), Catch::Contains("EKFAC"));
+  CHECK(unchanged());
+  // A state of a network whose hidden layer is 8 wide, for one whose is 6: G of the first layer
+  // does not fit, and the error names that layer.
+  auto narrow = std::make_shared<nn::Sequential<double>>();
+  narrow->emplace<nn::Linear<double>>(4, 6);
+  narrow->emplace<nn::BatchNorm<double>>(6);
+  narrow->emplace<nn::Tanh<double>>();
+  narrow->emplace<nn::Linear<double>>(6, 3);
+  nn::Model<double> narrow_model(narrow, 3);
+  curv::Kfac<double> narrow_kfac(narrow_model, head, resume_kfac_options(curv::KfacApproximation::kfac));
+  kfac_step(narrow_kfac, narrow_model, d, 0);
+  const nn::OptimizerState<double> narrow_before = narrow_kfac.save_state();
+  CHECK_THROWS_AS(narrow_kfac.load_state(good), ValueError);
+  CHECK_THROWS_WITH(narrow_kfac.load_state(good),
+                    Catch::Contains("Linear(4 -> 6)") && Catch::Contains("layer0/G") && Catch::Contains("(8, 8)"));
+  CHECK(same_state(narrow_kfac.save_state(), narrow_before));
+  // A stored tap that names a parameter which is not a Linear weight here (the batch norm scale).
+  nn::OptimizerState<double> bad = good;
+  bad.counters["layer1/weight_index"] = 2;
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("stored layer 1") && Catch::Contains("1.weight"));
+  CHECK(unchanged());
+  // Missing or non-finite entries, negative counters, a momentum buffer without momentum.
+  bad = good;
+  bad.tensors.erase("layer1/A_inverse");
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("layer1/A_inverse"));
+  bad = good;
+  bad.tensors["layer0/A"] = good.tensors.at("layer0/A").clone();
+  bad.tensors["layer0/A"][4] = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("layer0/A") && Catch::Contains("index 4"));
+  bad = good;
+  bad.counters["steps"] = -1;
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("steps"));
+  bad = good;
+  bad.numbers.erase("step_multiplier");
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("step_multiplier"));
+  bad = good;
+  bad.numbers["layer1/pi"] = 0;
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("pi"));
+  CHECK(unchanged());
+  curv::KfacOptions plain = resume_kfac_options(curv::KfacApproximation::kfac);
+  plain.momentum = 0;
+  nn::Model<double> plain_model(net(), 5);
+  curv::Kfac<double> no_momentum(plain_model, head, plain);
+  CHECK_THROWS_WITH(no_momentum.load_state(good), Catch::Contains("momentum"));
+  CHECK(no_momentum.steps() == 0);
+  CHECK(no_momentum.factors().updates() == 0);
+
+  // The good state is taken whole, as a copy: changing the caller's tensors afterwards does not
+  // reach the optimizer.
+  nn::OptimizerState<double> copy = good;
+  copy.tensors["layer0/A"] = good.tensors.at("layer0/A").clone();
+  target.load_state(copy);
+  copy.tensors["layer0/A"][0] += 1;
+  CHECK(same_state(target.save_state(), good));
+}
