@@ -86,10 +86,43 @@ void Laplace<T>::check_delta(const char* who, double delta) {
   }
 }
 
+namespace {
+
+// One group per parameter tensor of the model inside [offset, offset + size).
+template <Real T>
+std::vector<PriorGroup> tensor_groups(const nn::Model<T>& model, Index offset, Index size) {
+  std::vector<PriorGroup> groups;
+  for (const nn::ParamInfo& p : model.layout()) {
+    const Index begin = std::max(p.offset, offset), end = std::min(p.offset + p.shape.numel(), offset + size);
+    if (begin < end) groups.push_back({p.name, begin - offset, end - begin});
+  }
+  return groups;
+}
+
+// The groups must partition [0, size): sorted by offset, each non-empty, no gap, no overlap.
+void check_groups(const char* who, std::vector<PriorGroup>& groups, Index size) {
+  std::sort(groups.begin(), groups.end(), [](const PriorGroup& a, const PriorGroup& b) { return a.offset < b.offset; });
+  Index next = 0;
+  for (const PriorGroup& g : groups) {
+    if (g.size < 1 || g.offset != next) {
+      throw ValueError(std::string(who) + ": the prior groups do not partition the " + std::to_string(size) +
+                       " parameters (group '" + g.name + "' at offset " + std::to_string(g.offset) + " of size " +
+                       std::to_string(g.size) + ", expected offset " + std::to_string(next) + ")");
+    }
+    next += g.size;
+  }
+  if (next != size) {
+    throw ValueError(std::string(who) + ": the prior groups cover " + std::to_string(next) + " of the " +
+                     std::to_string(size) + " parameters");
+  }
+}
+
+}  // namespace
+
 template <Real T>
 Laplace<T>::Laplace(const char* who, const nn::Model<T>& model, const nn::Head<T>& head,
                     const Tensor<T>& inputs, const Tensor<T>& targets,
-                    const LaplaceOptions& options, Index offset, Index size)
+                    const LaplaceOptions& options, Index offset, Index size, std::vector<PriorGroup> groups)
     : model_(&model), head_(&head), likelihood_(likelihood_of(head)), offset_(offset), size_(size) {
   check_data(who, inputs, targets, options.batch_size);
   check_delta(who, options.prior_precision);
@@ -98,7 +131,12 @@ Laplace<T>::Laplace(const char* who, const nn::Model<T>& model, const nn::Head<T
                      std::to_string(offset + size) + ") outside the model's " +
                      std::to_string(model.num_parameters()));
   }
-  prior_precision_ = options.prior_precision;
+  groups_ = groups.empty() ? tensor_groups(model, offset, size) : std::move(groups);
+  check_groups(who, groups_, size);
+  precisions_ = options.prior_precisions.empty()
+                    ? std::vector<double>(groups_.size(), options.prior_precision)
+                    : options.prior_precisions;
+  prior_diagonal_ = prior_diagonal(who, precisions_);
   num_data_ = static_cast<double>(inputs.dim(0));
   log_likelihood_ = curvature::log_likelihood(model, head, inputs, targets, options.batch_size);
   if (!std::isfinite(log_likelihood_)) {
@@ -107,25 +145,76 @@ Laplace<T>::Laplace(const char* who, const nn::Model<T>& model, const nn::Head<T
   }
   theta_ = model.gather();
   mean_ = Tensor<double>::uninitialized(Shape{size});
-  for (Index i = 0; i < size; ++i) {
-    mean_[i] = static_cast<double>(theta_[offset + i]);
-    mean_norm_squared_ += mean_[i] * mean_[i];
+  for (Index i = 0; i < size; ++i) mean_[i] = static_cast<double>(theta_[offset + i]);
+  for (const PriorGroup& g : groups_) {
+    double sq = 0;
+    for (Index i = g.offset; i < g.offset + g.size; ++i) sq += mean_[i] * mean_[i];
+    group_norms_.push_back(sq);
   }
+}
+
+template <Real T>
+Tensor<double> Laplace<T>::prior_diagonal(const char* who, const std::vector<double>& deltas) const {
+  if (deltas.size() != groups_.size()) {
+    throw ValueError(std::string(who) + ": " + std::to_string(deltas.size()) + " prior precisions for " +
+                     std::to_string(groups_.size()) + " prior groups");
+  }
+  for (double d : deltas) check_delta(who, d);
+  Tensor<double> out = Tensor<double>::uninitialized(Shape{size_});
+  for (std::size_t g = 0; g < groups_.size(); ++g)
+    for (Index i = groups_[g].offset; i < groups_[g].offset + groups_[g].size; ++i) out[i] = deltas[g];
+  return out;
+}
+
+template <Real T>
+bool Laplace<T>::all_equal(const std::vector<double>& deltas) {
+  return std::all_of(deltas.begin(), deltas.end(), [&](double d) { return d == deltas.front(); });
+}
+
+template <Real T>
+double Laplace<T>::prior_precision() const {
+  if (!all_equal(precisions_)) {
+    throw ValueError("Laplace::prior_precision: the " + std::to_string(precisions_.size()) +
+                     " prior groups have different precisions; read prior_precisions()");
+  }
+  return precisions_.front();
 }
 
 template <Real T>
 void Laplace<T>::set_prior_precision(double delta) {
   check_delta("Laplace::set_prior_precision", delta);
-  prior_precision_ = delta;
+  set_prior_precisions(std::vector<double>(groups_.size(), delta));
+}
+
+template <Real T>
+void Laplace<T>::set_prior_precisions(const std::vector<double>& deltas) {
+  Tensor<double> diagonal = prior_diagonal("Laplace::set_prior_precisions", deltas);
+  precisions_ = deltas;
+  prior_diagonal_ = std::move(diagonal);
   prior_precision_changed();
+}
+
+template <Real T>
+double Laplace<T>::log_det_posterior_precision(double delta) const {
+  check_delta("Laplace::log_det_posterior_precision", delta);
+  return log_det_posterior_precision(std::vector<double>(groups_.size(), delta));
 }
 
 template <Real T>
 double Laplace<T>::log_marginal_likelihood(double delta) const {
   check_delta("Laplace::log_marginal_likelihood", delta);
-  const double p = static_cast<double>(size_);
-  return log_likelihood_ - 0.5 * (log_det_posterior_precision(delta) - p * std::log(delta)) -
-         0.5 * delta * mean_norm_squared_;
+  return log_marginal_likelihood(std::vector<double>(groups_.size(), delta));
+}
+
+template <Real T>
+double Laplace<T>::log_marginal_likelihood(const std::vector<double>& deltas) const {
+  prior_diagonal("Laplace::log_marginal_likelihood", deltas);  // checks the count and the values
+  // log p(theta*) + (P/2) log 2 pi = sum_g [(n_g/2) log delta_g - (delta_g/2) |theta*_g|^2].
+  double prior = 0;
+  for (std::size_t g = 0; g < groups_.size(); ++g) {
+    prior += 0.5 * static_cast<double>(groups_[g].size) * std::log(deltas[g]) - 0.5 * deltas[g] * group_norms_[g];
+  }
+  return log_likelihood_ - 0.5 * log_det_posterior_precision(deltas) + prior;
 }
 
 namespace {
@@ -175,6 +264,41 @@ std::pair<double, double> golden_section_max(F& f, double a, double b, double to
   return fc >= fd ? std::pair{c, fc} : std::pair{d, fd};
 }
 
+// The maximum over t in [lo, hi] of f(t): a log-spaced grid, then golden section between the
+// best grid point's neighbours (for a concave f: its one maximum). The grid values go to `grid`
+// and `grid_values` when given.
+template <class F>
+std::pair<double, double> maximize_1d(F& f, const PriorFitOptions& o, std::vector<double>* grid,
+                                      std::vector<double>* grid_values) {
+  const double lo = o.log10_min * std::log(10.0), hi = o.log10_max * std::log(10.0);
+  const int g = o.grid_points;
+  std::vector<double> ts(static_cast<std::size_t>(g));
+  double best_t = lo, best_f = -std::numeric_limits<double>::infinity();
+  int best_g = 0;
+  for (int k = 0; k < g; ++k) {
+    const double t = k == g - 1 ? hi : lo + (hi - lo) * k / (g - 1);
+    const double v = f(t);
+    ts[static_cast<std::size_t>(k)] = t;
+    if (grid) grid->push_back(std::exp(t));
+    if (grid_values) grid_values->push_back(v);
+    if (v > best_f) {
+      best_f = v;
+      best_t = t;
+      best_g = k;
+    }
+  }
+  const auto [t, v] = golden_section_max(f, ts[static_cast<std::size_t>(std::max(best_g - 1, 0))],
+                                         ts[static_cast<std::size_t>(std::min(best_g + 1, g - 1))],
+                                         o.tolerance, o.max_iterations);
+  if (v > best_f) return {t, v};
+  return {best_t, best_f};
+}
+
+bool at_boundary(double t, const PriorFitOptions& o) {
+  const double lo = o.log10_min * std::log(10.0), hi = o.log10_max * std::log(10.0);
+  return t - lo <= o.tolerance || hi - t <= o.tolerance;
+}
+
 }  // namespace
 
 template <Real T>
@@ -184,7 +308,7 @@ PriorFit Laplace<T>::fit_prior_precision(const PriorFitOptions& o) {
   PriorFit fit;
   // The objective in t = log delta; non-finite values rank below every finite one. A delta at
   // which the posterior precision is not numerically positive definite (ValueError from a
-  // structure) counts as -inf too.
+  // structure) counts as -infinity too.
   auto objective = [&](double t) {
     ++fit.evaluations;
     double v = -std::numeric_limits<double>::infinity();
@@ -194,40 +318,62 @@ PriorFit Laplace<T>::fit_prior_precision(const PriorFitOptions& o) {
     }
     return std::isfinite(v) ? v : -std::numeric_limits<double>::infinity();
   };
-  // The grid, log-spaced over [lo, hi] including both ends.
-  const double lo = o.log10_min * std::log(10.0), hi = o.log10_max * std::log(10.0);
-  const int g = o.grid_points;
-  std::vector<double> ts(static_cast<std::size_t>(g));
-  double best_t = lo, best_f = -std::numeric_limits<double>::infinity();
-  int best_g = 0;
-  for (int k = 0; k < g; ++k) {
-    const double t = k == g - 1 ? hi : lo + (hi - lo) * k / (g - 1);
-    const double f = objective(t);
-    ts[static_cast<std::size_t>(k)] = t;
-    fit.grid.push_back(std::exp(t));
-    fit.grid_log_marginal_likelihood.push_back(f);
-    if (f > best_f) {
-      best_f = f;
-      best_t = t;
-      best_g = k;
-    }
-  }
-  // Golden section between the best grid point's neighbours (concave objective: one maximum).
-  const auto [t, f] = golden_section_max(objective, ts[static_cast<std::size_t>(std::max(best_g - 1, 0))],
-                                         ts[static_cast<std::size_t>(std::min(best_g + 1, g - 1))],
-                                         o.tolerance, o.max_iterations);
-  if (f > best_f) {
-    best_f = f;
-    best_t = t;
-  }
+  const auto [best_t, best_f] = maximize_1d(objective, o, &fit.grid, &fit.grid_log_marginal_likelihood);
   if (!std::isfinite(best_f)) {
     throw ValueError(std::string(who) + ": the log marginal likelihood is not finite anywhere in " +
                      "delta in [1e" + num(o.log10_min) + ", 1e" + num(o.log10_max) + "]");
   }
   fit.prior_precision = std::exp(best_t);
+  fit.prior_precisions.assign(groups_.size(), fit.prior_precision);
   fit.log_marginal_likelihood = best_f;
-  fit.at_boundary = best_t - lo <= o.tolerance || hi - best_t <= o.tolerance;
+  fit.at_boundary = at_boundary(best_t, o);
   set_prior_precision(fit.prior_precision);
+  return fit;
+}
+
+template <Real T>
+PriorFit Laplace<T>::fit_prior_precisions(const PriorFitOptions& o) {
+  const char* who = "Laplace::fit_prior_precisions";
+  check_fit_options(who, o);
+  if (o.max_sweeps < 1) {
+    throw ValueError(std::string(who) + ": max_sweeps must be >= 1, got " + std::to_string(o.max_sweeps));
+  }
+  PriorFit fit = fit_prior_precision(o);
+  std::vector<double> t(groups_.size(), std::log(fit.prior_precision));
+  double best = fit.log_marginal_likelihood;
+  auto deltas_of = [](const std::vector<double>& ts) {
+    std::vector<double> d;
+    for (double x : ts) d.push_back(std::exp(x));
+    return d;
+  };
+  for (int sweep = 0; sweep < o.max_sweeps; ++sweep) {
+    const double before = best;
+    for (std::size_t g = 0; g < groups_.size(); ++g) {
+      // Group g's log delta, the others fixed.
+      auto objective = [&](double tg) {
+        ++fit.evaluations;
+        std::vector<double> ts = t;
+        ts[g] = tg;
+        double v = -std::numeric_limits<double>::infinity();
+        try {
+          v = log_marginal_likelihood(deltas_of(ts));
+        } catch (const ValueError&) {
+        }
+        return std::isfinite(v) ? v : -std::numeric_limits<double>::infinity();
+      };
+      const auto [tg, v] = maximize_1d(objective, o, nullptr, nullptr);
+      if (v > best) {  // never step down: the current point is kept on ties
+        best = v;
+        t[g] = tg;
+      }
+    }
+    ++fit.sweeps;
+    if (best - before <= 1e-9 * (1.0 + std::fabs(best))) break;
+  }
+  fit.prior_precisions = deltas_of(t);
+  fit.log_marginal_likelihood = best;
+  fit.at_boundary = std::any_of(t.begin(), t.end(), [&](double x) { return at_boundary(x, o); });
+  set_prior_precisions(fit.prior_precisions);
   return fit;
 }
 

@@ -207,25 +207,39 @@ void LastLayerLaplace<T>::build_ggn(const Tensor<T>& inputs, Index batch_size) {
 
 template <Real T>
 void LastLayerLaplace<T>::prior_precision_changed() {
-  const Index n = this->size();
-  const double delta = this->prior_precision(), nd = this->num_data();
-  sigma_ = Tensor<double>::uninitialized(Shape{n, n});
-  for (Index q = 0; q < n * n; ++q) sigma_[q] = nd * ggn_[q];
-  for (Index i = 0; i < n; ++i) sigma_[i * n + i] += delta;
-  const Index pivot = cholesky_in_place(sigma_);
-  if (pivot >= 0) {
-    throw ValueError("LastLayerLaplace: delta I + N C is not positive definite at delta = " +
-                     std::to_string(delta) + " (pivot " + std::to_string(pivot) + ")");
-  }
+  precision_factor_ = factored_precision("LastLayerLaplace", this->prior_diagonal());
+  sigma_ = precision_factor_.clone();
   cholesky_inverse_in_place(sigma_);
 }
 
 template <Real T>
-double LastLayerLaplace<T>::log_det_posterior_precision(double delta) const {
-  this->check_delta("LastLayerLaplace::log_det_posterior_precision", delta);
+Tensor<double> LastLayerLaplace<T>::factored_precision(const char* who, const Tensor<double>& prior) const {
+  const Index n = this->size();
   const double nd = this->num_data();
+  Tensor<double> a = Tensor<double>::uninitialized(Shape{n, n});
+  for (Index q = 0; q < n * n; ++q) a[q] = nd * ggn_[q];
+  for (Index i = 0; i < n; ++i) a[i * n + i] += prior[i];
+  const Index pivot = cholesky_in_place(a);
+  if (pivot >= 0) {
+    throw ValueError(std::string(who) + ": Lambda + N C is not positive definite at the prior precisions given (pivot " +
+                     std::to_string(pivot) + ", precision there " + std::to_string(prior[pivot]) + ")");
+  }
+  return a;
+}
+
+template <Real T>
+double LastLayerLaplace<T>::log_det_posterior_precision(const std::vector<double>& deltas) const {
+  const char* who = "LastLayerLaplace::log_det_posterior_precision";
+  const Tensor<double> prior = this->prior_diagonal(who, deltas);
   double s = 0;
-  for (double l : eigenvalues_) s += std::log(nd * l + delta);
+  if (this->all_equal(deltas)) {  // one delta: from the eigenvalues of C, O(n)
+    const double nd = this->num_data();
+    for (double l : eigenvalues_) s += std::log(nd * l + deltas.front());
+    return s;
+  }
+  const Tensor<double> l = factored_precision(who, prior);
+  const Index n = this->size();
+  for (Index i = 0; i < n; ++i) s += 2.0 * std::log(l[i * n + i]);
   return s;
 }
 
@@ -238,6 +252,27 @@ void LastLayerLaplace<T>::covariance_product(const Tensor<double>& v, Tensor<dou
   }
   kernels::gemm<double>(Trans::no, Trans::no, n, 1, n, 1.0, sigma_.data(), n, v.data(), 1, 0.0,
                         out.data(), 1);
+}
+
+template <Real T>
+void LastLayerLaplace<T>::covariance_sqrt_product(const Tensor<double>& eps, Tensor<double>& out) const {
+  const Index n = this->size();
+  if (eps.size() != n || out.size() != n) {
+    throw ShapeError("LastLayerLaplace::covariance_sqrt_product: eps " + eps.shape().str() + " and out " +
+                     out.shape().str() + ", expected (" + std::to_string(n) + ")");
+  }
+  // Back substitution L^T x = eps, by rows of L (contiguous): x_j is final once the rows below j
+  // have been subtracted, then row j of L removes x_j L[j, i] from every i < j.
+  const double* l = precision_factor_.data();
+  double* x = out.data();
+  std::copy(eps.data(), eps.data() + n, x);
+  for (Index j = n - 1; j >= 0; --j) {
+    const double* lj = l + j * n;
+    const double xj = x[j] / lj[j];
+    x[j] = xj;
+#pragma omp simd
+    for (Index i = 0; i < j; ++i) x[i] -= lj[i] * xj;
+  }
 }
 
 template <Real T>

@@ -16,7 +16,8 @@
 // The eigenvalues c_i of C are computed once (laplace_eigen.hpp, values only: 4/3 n^3 flops), so
 // log det(delta I + N C) = sum_i log(N c_i + delta) costs O(n) for any delta and the prior fit is
 // cheap. Sigma = (delta I + N C)^{-1} is formed by a Cholesky factorization in double at every
-// set_prior_precision (5/3 n^3 flops, at GEMM speed). The predictive is closed form:
+// set_prior_precision (5/3 n^3 flops, at GEMM speed), whose factor L is kept for sampling
+// (theta* + L^{-T} eps). The predictive is closed form:
 // J(x) Sigma J(x)^T [c, c'] = sum_{j,j'} phi~_j phi~_j' Sigma[(j, c), (j', c')], one
 // (B, in + 1) x (in + 1, C n) GEMM per chunk of B inputs.
 //
@@ -63,16 +64,20 @@ class LastLayerLaplace final : public Laplace<T> {
   /// "Laplace(last layer, in -> out, P=..)".
   std::string name() const override;
   using Laplace<T>::log_det_posterior_precision;
-  /// sum_i log(N c_i + delta) over the eigenvalues c_i of C (those below 0 from rounding set to
-  /// 0). Cost O(n).
-  double log_det_posterior_precision(double delta) const override;
+  /// With one delta for both groups (W and b): sum_i log(N c_i + delta) over the eigenvalues c_i
+  /// of C (those below 0 from rounding set to 0), cost O(n). With different precisions: a
+  /// Cholesky factorization of Lambda + N C, cost n^3 / 3.
+  double log_det_posterior_precision(const std::vector<double>& deltas) const override;
   /// out = Sigma v (dense), v and out (n).
   void covariance_product(const Tensor<double>& v, Tensor<double>& out) const override;
+  /// out = L^{-T} eps with L L^T = Lambda + N C (the Cholesky factor kept from the last prior
+  /// change): Cov(L^{-T} eps) = (L L^T)^{-1} = Sigma. One triangular solve, n^2 flops.
+  void covariance_sqrt_product(const Tensor<double>& eps, Tensor<double>& out) const override;
   /// The layer's GGN C (mean convention), (n, n).
   const Tensor<double>& curvature() const { return ggn_; }
   /// The eigenvalues of C, ascending, clamped at 0.
   const std::vector<double>& curvature_eigenvalues() const { return eigenvalues_; }
-  /// Sigma = (delta I + N C)^{-1} at the current delta, (n, n).
+  /// Sigma = (Lambda + N C)^{-1} at the current prior precisions, (n, n).
   const Tensor<double>& covariance() const { return sigma_; }
   const LastLayerInfo& layer() const { return info_; }
 
@@ -87,9 +92,12 @@ class LastLayerLaplace final : public Laplace<T> {
   /// phi~ (B, rows) and the logits (B, C) of a batch, by one plain forward pass with taps.
   void features(const Tensor<T>& inputs, Tensor<double>& phi, Tensor<T>& logits) const;
   void build_ggn(const Tensor<T>& inputs, Index batch_size);
+  /// The Cholesky factor of diag(prior) + N C (ValueError naming `who` if not positive definite).
+  Tensor<double> factored_precision(const char* who, const Tensor<double>& prior) const;
 
   LastLayerInfo info_;
   Tensor<double> ggn_, sigma_;
+  Tensor<double> precision_factor_;  // L, lower, (n, n): n^2 more doubles, for sampling
   std::vector<double> eigenvalues_;
 };
 

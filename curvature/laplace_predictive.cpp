@@ -129,4 +129,27 @@ Tensor<double> monte_carlo_sigmoid(const FunctionalPosterior& f, int samples, st
   return monte_carlo("monte_carlo_sigmoid", f, samples, seed, first_example, sigmoid_link);
 }
 
+namespace {
+
+template <class Link>
+Tensor<double> link_rows(const char* op, const Tensor<double>& logits, Link link) {
+  if (!logits.defined() || logits.rank() != 2) {
+    throw ShapeError(std::string(op) + ": expects logits (B, C), got " + logits.shape().str());
+  }
+  const Index b = logits.dim(0), c = logits.dim(1);
+  Tensor<double> out = Tensor<double>::uninitialized(logits.shape());
+  for (Index i = 0; i < b; ++i) link(logits.data() + i * c, c, out.data() + i * c);
+  return out;
+}
+
+}  // namespace
+
+Tensor<double> softmax_probabilities(const Tensor<double>& logits) {
+  return link_rows("softmax_probabilities", logits, softmax);
+}
+
+Tensor<double> sigmoid_probabilities(const Tensor<double>& logits) {
+  return link_rows("sigmoid_probabilities", logits, sigmoid_link);
+}
+
 }  // namespace amari::curvature

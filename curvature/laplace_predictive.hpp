@@ -46,4 +46,9 @@ Tensor<double> monte_carlo_softmax(const FunctionalPosterior& f, int samples, st
 Tensor<double> monte_carlo_sigmoid(const FunctionalPosterior& f, int samples, std::uint64_t seed,
                                    Index first_example = 0);
 
+/// (B, C): softmax of each row of logits (B, C) (ShapeError unless rank 2). Cost O(B C).
+Tensor<double> softmax_probabilities(const Tensor<double>& logits);
+/// (B, C): sigmoid of each entry of logits (B, C) (ShapeError unless rank 2). Cost O(B C).
+Tensor<double> sigmoid_probabilities(const Tensor<double>& logits);
+
 }  // namespace amari::curvature

@@ -93,11 +93,11 @@ std::string DiagonalLaplace<T>::name() const {
 }
 
 template <Real T>
-double DiagonalLaplace<T>::log_det_posterior_precision(double delta) const {
-  this->check_delta("DiagonalLaplace::log_det_posterior_precision", delta);
+double DiagonalLaplace<T>::log_det_posterior_precision(const std::vector<double>& deltas) const {
+  const Tensor<double> prior = this->prior_diagonal("DiagonalLaplace::log_det_posterior_precision", deltas);
   const double n = this->num_data();
   double s = 0;
-  for (Index i = 0; i < d_.size(); ++i) s += std::log(delta + n * d_[i]);
+  for (Index i = 0; i < d_.size(); ++i) s += std::log(prior[i] + n * d_[i]);
   return s;
 }
 
@@ -107,17 +107,31 @@ void DiagonalLaplace<T>::covariance_product(const Tensor<double>& v, Tensor<doub
     throw ShapeError("DiagonalLaplace::covariance_product: v " + v.shape().str() + " and out " +
                      out.shape().str() + ", expected (" + std::to_string(d_.size()) + ")");
   }
-  const double delta = this->prior_precision(), n = this->num_data();
-  for (Index i = 0; i < d_.size(); ++i) out[i] = v[i] / (delta + n * d_[i]);
+  const Tensor<double>& prior = this->prior_diagonal();
+  const double n = this->num_data();
+  for (Index i = 0; i < d_.size(); ++i) out[i] = v[i] / (prior[i] + n * d_[i]);
+}
+
+template <Real T>
+void DiagonalLaplace<T>::covariance_sqrt_product(const Tensor<double>& eps, Tensor<double>& out) const {
+  const Index p = this->size();
+  if (eps.size() != p || out.size() != p) {
+    throw ShapeError("DiagonalLaplace::covariance_sqrt_product: eps " + eps.shape().str() + " and out " +
+                     out.shape().str() + ", expected (" + std::to_string(p) + ")");
+  }
+  const Tensor<double>& prior = this->prior_diagonal();
+  const double n = this->num_data();
+  for (Index i = 0; i < p; ++i) out[i] = eps[i] / std::sqrt(prior[i] + n * d_[i]);
 }
 
 template <Real T>
 bool DiagonalLaplace<T>::layerwise_covariance(BatchJacobians<T>& jac,
                                               Tensor<double>& covariance) const {
-  const double delta = this->prior_precision(), n = this->num_data();
+  const Tensor<double>& prior = this->prior_diagonal();
+  const double n = this->num_data();
   for (const LinearLayerJacobian& l : jac.layers()) {
-    const Tensor<double> s = block_of(d_, l.offset, l.rows(), l.out,
-                                      [&](double d) { return 1.0 / (delta + n * d); });
+    Tensor<double> s = Tensor<double>::uninitialized(Shape{l.rows(), l.out});
+    for (Index q = 0; q < l.rows() * l.out; ++q) s[q] = 1.0 / (prior[l.offset + q] + n * d_[l.offset + q]);
     add_layer_quadratic(l.inputs, l.errors, s, covariance);
   }
   return true;
@@ -125,11 +139,12 @@ bool DiagonalLaplace<T>::layerwise_covariance(BatchJacobians<T>& jac,
 
 // ---- K-FAC -----------------------------------------------------------------------------------------
 
+namespace {
+
+// The prior groups of K-FAC: one per layer block [W; b] (one Kronecker block needs one delta), one
+// per parameter tensor (or its part) in the untapped ranges. Checks the factors first.
 template <Real T>
-KfacLaplace<T>::KfacLaplace(const nn::Model<T>& model, const nn::Head<T>& head,
-                            const Tensor<T>& inputs, const Tensor<T>& targets,
-                            const KroneckerFactors<T>& factors, const LaplaceOptions& options)
-    : Laplace<T>("KfacLaplace", model, head, inputs, targets, options, 0, model.num_parameters()) {
+std::vector<PriorGroup> kfac_groups(const nn::Model<T>& model, const KroneckerFactors<T>& factors) {
   if (factors.updates() == 0) {
     throw ValueError("KfacLaplace: the Kronecker factors have had no update (call update() on " +
                      std::string("the training data first)"));
@@ -139,6 +154,25 @@ KfacLaplace<T>::KfacLaplace(const nn::Model<T>& model, const nn::Head<T>& head,
                      std::to_string(factors.num_parameters()) + " parameters, this one has " +
                      std::to_string(model.num_parameters()));
   }
+  std::vector<PriorGroup> groups;
+  for (const KfacLayer& l : factors.layers()) groups.push_back({l.name, l.offset, l.rows() * l.out});
+  for (const auto& [offset, length] : factors.untapped()) {
+    for (const nn::ParamInfo& p : model.layout()) {
+      const Index begin = std::max(p.offset, offset), end = std::min(p.offset + p.shape.numel(), offset + length);
+      if (begin < end) groups.push_back({p.name, begin, end - begin});
+    }
+  }
+  return groups;
+}
+
+}  // namespace
+
+template <Real T>
+KfacLaplace<T>::KfacLaplace(const nn::Model<T>& model, const nn::Head<T>& head,
+                            const Tensor<T>& inputs, const Tensor<T>& targets,
+                            const KroneckerFactors<T>& factors, const LaplaceOptions& options)
+    : Laplace<T>("KfacLaplace", model, head, inputs, targets, options, 0, model.num_parameters(),
+                 kfac_groups(model, factors)) {
   auto clamped = [](std::vector<double> v) {
     for (double& x : v) x = std::max(x, 0.0);
     return v;
@@ -162,13 +196,17 @@ std::string KfacLaplace<T>::name() const {
 }
 
 template <Real T>
-double KfacLaplace<T>::log_det_posterior_precision(double delta) const {
-  this->check_delta("KfacLaplace::log_det_posterior_precision", delta);
+double KfacLaplace<T>::log_det_posterior_precision(const std::vector<double>& deltas) const {
+  const Tensor<double> prior = this->prior_diagonal("KfacLaplace::log_det_posterior_precision", deltas);
   const double n = this->num_data();
-  double s = static_cast<double>(untapped_count_) * std::log(n * untapped_curvature_ + delta);
-  for (const Block& b : blocks_)
+  double s = 0;
+  for (const auto& [offset, length] : untapped_)
+    for (Index i = offset; i < offset + length; ++i) s += std::log(n * untapped_curvature_ + prior[i]);
+  for (const Block& b : blocks_) {
+    const double delta = prior[b.offset];  // one precision per block (its prior group)
     for (double a : b.a_values)
       for (double g : b.g_values) s += std::log(n * a * g + delta);
+  }
   return s;
 }
 
@@ -179,12 +217,14 @@ void KfacLaplace<T>::covariance_product(const Tensor<double>& v, Tensor<double>&
     throw ShapeError("KfacLaplace::covariance_product: v " + v.shape().str() + " and out " +
                      out.shape().str() + ", expected (" + std::to_string(p) + ")");
   }
-  const double delta = this->prior_precision(), n = this->num_data();
+  const Tensor<double>& prior = this->prior_diagonal();
+  const double n = this->num_data();
   for (const auto& [offset, length] : untapped_) {
-    for (Index i = offset; i < offset + length; ++i) out[i] = v[i] / (n * untapped_curvature_ + delta);
+    for (Index i = offset; i < offset + length; ++i) out[i] = v[i] / (n * untapped_curvature_ + prior[i]);
   }
   for (const Block& b : blocks_) {
     const Index r = b.rows, o = b.out;
+    const double delta = prior[b.offset];
     std::vector<double> x1(static_cast<std::size_t>(r * o)), x2(x1.size());
     // x2 = Q_A^T X Q_G, scaled by 1 / (N a_i g_j + delta), then out = Q_A x2 Q_G^T.
     matmul(Trans::yes, Trans::no, r, o, r, b.a_vectors.data(), v.data() + b.offset, x1.data());
@@ -199,12 +239,40 @@ void KfacLaplace<T>::covariance_product(const Tensor<double>& v, Tensor<double>&
 }
 
 template <Real T>
+void KfacLaplace<T>::covariance_sqrt_product(const Tensor<double>& eps, Tensor<double>& out) const {
+  const Index p = this->size();
+  if (eps.size() != p || out.size() != p) {
+    throw ShapeError("KfacLaplace::covariance_sqrt_product: eps " + eps.shape().str() + " and out " +
+                     out.shape().str() + ", expected (" + std::to_string(p) + ")");
+  }
+  const Tensor<double>& prior = this->prior_diagonal();
+  const double n = this->num_data();
+  for (const auto& [offset, length] : untapped_) {
+    for (Index i = offset; i < offset + length; ++i) out[i] = eps[i] / std::sqrt(n * untapped_curvature_ + prior[i]);
+  }
+  for (const Block& b : blocks_) {
+    const Index r = b.rows, o = b.out;
+    const double delta = prior[b.offset];
+    std::vector<double> x1(static_cast<std::size_t>(r * o)), x2(x1.size());
+    // S_l = (Q_A (x) Q_G) diag(lambda)^{-1/2}: S_l S_l^T = Sigma_l as Q_A (x) Q_G is orthogonal,
+    // and eps's distribution is rotation invariant, so the rotation into the eigenbasis that
+    // covariance_product starts with is not needed (two GEMMs instead of four).
+    for (Index i = 0; i < r; ++i)
+      for (Index j = 0; j < o; ++j)
+        x2[static_cast<std::size_t>(i * o + j)] = eps[b.offset + i * o + j] / std::sqrt(
+            n * b.a_values[static_cast<std::size_t>(i)] * b.g_values[static_cast<std::size_t>(j)] + delta);
+    matmul(Trans::no, Trans::no, r, o, r, b.a_vectors.data(), x2.data(), x1.data());
+    matmul(Trans::no, Trans::yes, r, o, o, x1.data(), b.g_vectors.data(), out.data() + b.offset);
+  }
+}
+
+template <Real T>
 bool KfacLaplace<T>::layerwise_covariance(BatchJacobians<T>& jac,
                                           Tensor<double>& covariance) const {
   if (untapped_count_ > 0) return false;  // their Jacobian is not in the per-layer factors
   const std::vector<LinearLayerJacobian>& layers = jac.layers();
   if (layers.size() != blocks_.size()) return false;
-  const double delta = this->prior_precision(), n = this->num_data();
+  const double n = this->num_data();
   for (const LinearLayerJacobian& l : layers) {
     const auto it = std::find_if(blocks_.begin(), blocks_.end(),
                                  [&](const Block& b) { return b.offset == l.offset; });
@@ -214,6 +282,7 @@ bool KfacLaplace<T>::layerwise_covariance(BatchJacobians<T>& jac,
     const Block& b = *std::find_if(blocks_.begin(), blocks_.end(),
                                    [&](const Block& x) { return x.offset == l.offset; });
     const Index batch = l.inputs.dim(0), r = b.rows, o = b.out;
+    const double delta = this->prior_diagonal()[b.offset];
     // In the eigenbases: a Q_A, e_c Q_G, and the eigenvalues 1 / (N a_j g_k + delta).
     Tensor<double> a = Tensor<double>::uninitialized(Shape{batch, r});
     matmul(Trans::no, Trans::no, batch, r, r, l.inputs.data(), b.a_vectors.data(), a.data());
@@ -305,12 +374,12 @@ std::string LowRankLaplace<T>::name() const {
 }
 
 template <Real T>
-typename LowRankLaplace<T>::Factored LowRankLaplace<T>::factor(double delta) const {
+typename LowRankLaplace<T>::Factored LowRankLaplace<T>::factor(const Tensor<double>& prior) const {
   const Index p = this->size(), k = static_cast<Index>(values_.size());
   const double n = this->num_data();
   Factored f;
   f.b_inverse = Tensor<double>::uninitialized(Shape{p});
-  for (Index i = 0; i < p; ++i) f.b_inverse[i] = 1.0 / (delta + n * d_[i]);
+  for (Index i = 0; i < p; ++i) f.b_inverse[i] = 1.0 / (prior[i] + n * d_[i]);
   // V = B^{-1} W, W_m = sqrt(N l_m) u_m; K = I + W^T B^{-1} W = I + W^T V.
   for (Index m = 0; m < k; ++m) {
     const double w = std::sqrt(n * values_[static_cast<std::size_t>(m)]);
@@ -335,7 +404,19 @@ typename LowRankLaplace<T>::Factored LowRankLaplace<T>::factor(double delta) con
 
 template <Real T>
 void LowRankLaplace<T>::prior_precision_changed() {
-  current_ = factor(this->prior_precision());
+  current_ = factor(this->prior_diagonal());
+  // K's eigendecomposition for covariance_sqrt_product (its eigenvalues are >= 1 in exact
+  // arithmetic; rounding below 1 is clamped).
+  {
+    SymmetricEigen e = symmetric_eigen(current_.k_factor);
+    current_.k_vectors = std::move(e.vectors);
+    for (double kappa : e.values) {
+      const double s = std::sqrt(std::max(kappa, 1.0));
+      current_.sqrt_coefficients.push_back(-1.0 / (s * (s + 1.0)));
+    }
+    current_.b_inverse_sqrt = Tensor<double>::uninitialized(current_.b_inverse.shape());
+    for (Index i = 0; i < current_.b_inverse.size(); ++i) current_.b_inverse_sqrt[i] = std::sqrt(current_.b_inverse[i]);
+  }
   const Index pivot = cholesky_in_place(current_.k_factor);
   if (pivot >= 0) {
     throw ValueError("LowRankLaplace: I + W^T B^{-1} W is not positive definite (pivot " +
@@ -350,9 +431,8 @@ void LowRankLaplace<T>::prior_precision_changed() {
 }
 
 template <Real T>
-double LowRankLaplace<T>::log_det_posterior_precision(double delta) const {
-  this->check_delta("LowRankLaplace::log_det_posterior_precision", delta);
-  Factored f = factor(delta);
+double LowRankLaplace<T>::log_det_posterior_precision(const std::vector<double>& deltas) const {
+  Factored f = factor(this->prior_diagonal("LowRankLaplace::log_det_posterior_precision", deltas));
   double s = 0;
   for (Index i = 0; i < f.b_inverse.size(); ++i) s -= std::log(f.b_inverse[i]);
   return s + spd_log_det("LowRankLaplace::log_det_posterior_precision", f.k_factor);
@@ -378,6 +458,40 @@ void LowRankLaplace<T>::covariance_product(const Tensor<double>& v, Tensor<doubl
   for (Index m = 0; m < k; ++m) {
     const Tensor<double>& vm = current_.v[static_cast<std::size_t>(m)];
     for (Index i = 0; i < p; ++i) out[i] -= c[m] * vm[i];
+  }
+}
+
+template <Real T>
+void LowRankLaplace<T>::covariance_sqrt_product(const Tensor<double>& eps, Tensor<double>& out) const {
+  const Index p = this->size(), k = static_cast<Index>(values_.size());
+  if (eps.size() != p || out.size() != p) {
+    throw ShapeError("LowRankLaplace::covariance_sqrt_product: eps " + eps.shape().str() + " and out " +
+                     out.shape().str() + ", expected (" + std::to_string(p) + ")");
+  }
+  // y = B^{-1/2} eps (into out), c = W^T y, c <- V diag(coefficients) V^T c, out = y + V_w c.
+  for (Index i = 0; i < p; ++i) out[i] = current_.b_inverse_sqrt[i] * eps[i];
+  std::vector<double> c(static_cast<std::size_t>(k)), t(c.size());
+  for (Index m = 0; m < k; ++m) {
+    const Tensor<double>& u = vectors_[static_cast<std::size_t>(m)];
+    double s = 0;
+    for (Index i = 0; i < p; ++i) s += u[i] * out[i];
+    c[static_cast<std::size_t>(m)] = std::sqrt(this->num_data() * values_[static_cast<std::size_t>(m)]) * s;
+  }
+  const Tensor<double>& v = current_.k_vectors;
+  for (Index m = 0; m < k; ++m) {  // t = diag(coefficients) V^T c
+    double s = 0;
+    for (Index q = 0; q < k; ++q) s += v[q * k + m] * c[static_cast<std::size_t>(q)];
+    t[static_cast<std::size_t>(m)] = current_.sqrt_coefficients[static_cast<std::size_t>(m)] * s;
+  }
+  for (Index q = 0; q < k; ++q) {  // c = V t
+    double s = 0;
+    for (Index m = 0; m < k; ++m) s += v[q * k + m] * t[static_cast<std::size_t>(m)];
+    c[static_cast<std::size_t>(q)] = s;
+  }
+  for (Index m = 0; m < k; ++m) {
+    const Tensor<double>& vm = current_.v[static_cast<std::size_t>(m)];
+    const double cm = c[static_cast<std::size_t>(m)];
+    for (Index i = 0; i < p; ++i) out[i] += cm * vm[i];
   }
 }
 

@@ -6,6 +6,11 @@
 // | K-FAC     | blockdiag_l(A_l (x) G_l) (+ c I) | sum_l sum_ij log(N a_i g_j + delta): O(sum rows out) | 2 rows out (rows + out) per layer |
 // | low rank  | U diag(l) U^T (+ diag(d))       | determinant lemma: O(P k^2 + k^3)          | O(P k)           |
 //
+// With per-group prior precisions (laplace.hpp) delta becomes the diagonal Lambda of the groups'
+// precisions: diagonal and low rank take any groups (one per parameter tensor by default); K-FAC
+// has one group per layer [W; b] (and one per untapped parameter tensor), so each Kronecker block
+// keeps a single delta_l and the formulas above hold block by block with delta_l.
+//
 // The predictive's J_i Sigma J_i^T uses the per-layer Jacobians (laplace_jacobians.hpp) when every
 // parameter sits in a tapped Linear layer: for the diagonal, sum_{j,k} a_ij^2 e_ick e_ic'k /
 // (delta + N d_jk) per layer; for K-FAC the same in the eigenbases of A and G with the eigenvalues
@@ -40,10 +45,12 @@ class DiagonalLaplace final : public Laplace<T> {
   /// "Laplace(diagonal, P=..)".
   std::string name() const override;
   using Laplace<T>::log_det_posterior_precision;
-  /// sum_p log(delta + N d_p). Cost O(P).
-  double log_det_posterior_precision(double delta) const override;
+  /// sum_p log(delta_p + N d_p), delta_p the precision of p's group. Cost O(P).
+  double log_det_posterior_precision(const std::vector<double>& deltas) const override;
   /// out = v / (delta + N d). Cost O(P).
   void covariance_product(const Tensor<double>& v, Tensor<double>& out) const override;
+  /// out = eps / sqrt(delta + N d) (Sigma^{1/2}, Sigma diagonal). Cost O(P).
+  void covariance_sqrt_product(const Tensor<double>& eps, Tensor<double>& out) const override;
   /// d, (P) in double.
   const Tensor<double>& curvature_diagonal() const { return d_; }
 
@@ -72,11 +79,16 @@ class KfacLaplace final : public Laplace<T> {
   /// "Laplace(K-FAC, L layers, P=..)".
   std::string name() const override;
   using Laplace<T>::log_det_posterior_precision;
-  /// sum_l sum_ij log(N a_i g_j + delta) + U log(N c + delta), U untapped parameters.
-  double log_det_posterior_precision(double delta) const override;
-  /// Per layer: Q_A ((Q_A^T X Q_G) / (N a_i g_j + delta)) Q_G^T for the block X (rows, out);
-  /// v / (N c + delta) on untapped parameters.
+  /// sum_l sum_ij log(N a_i g_j + delta_l) + sum over untapped parameters p of log(N c + delta_p).
+  double log_det_posterior_precision(const std::vector<double>& deltas) const override;
+  /// Per layer: Q_A ((Q_A^T X Q_G) / (N a_i g_j + delta_l)) Q_G^T for the block X (rows, out);
+  /// v / (N c + delta_p) on untapped parameters.
   void covariance_product(const Tensor<double>& v, Tensor<double>& out) const override;
+  /// S_l = (Q_A (x) Q_G) diag(1/sqrt(N a_i g_j + delta_l)) per layer (S_l S_l^T = Sigma_l; not
+  /// symmetric), applied to the block E (rows, out) of eps as
+  /// Q_A (E / sqrt(N a_i g_j + delta_l)) Q_G^T; eps / sqrt(N c + delta_p) on untapped parameters.
+  /// Cost: 2 GEMMs per layer (half of covariance_product).
+  void covariance_sqrt_product(const Tensor<double>& eps, Tensor<double>& out) const override;
 
  protected:
   bool layerwise_covariance(BatchJacobians<T>& jac, Tensor<double>& covariance) const override;
@@ -98,7 +110,7 @@ class KfacLaplace final : public Laplace<T> {
 /// training set) by Lanczos (lanczos.hpp; Ritz values below 0 are set to 0), and d an optional
 /// diagonal (P, finite, >= 0; zero when absent; e.g. max(diag(GGN) - diag(U diag(l) U^T), 0) to
 /// keep the diagonal of the GGN). With B = delta + N d and W = U diag(sqrt(N l)), the posterior
-/// precision is diag(B) + W W^T, so by the matrix determinant lemma and Woodbury's identity
+/// precision is diag(B) + W W^T (with per-group precisions B = delta_p + N d_p), so by the matrix determinant lemma and Woodbury's identity
 ///   log det = sum_p log B_p + log det K,   Sigma = B^{-1} - B^{-1} W K^{-1} W^T B^{-1},
 ///   K = I_k + W^T B^{-1} W (k x k, Cholesky in double).
 /// The Ritz vectors are kept in double (rank * P doubles).
@@ -119,10 +131,16 @@ class LowRankLaplace final : public Laplace<T> {
   /// "Laplace(low rank k (+ diagonal), P=..)".
   std::string name() const override;
   using Laplace<T>::log_det_posterior_precision;
-  /// sum_p log B_p + log det K. Cost O(P k^2 + k^3).
-  double log_det_posterior_precision(double delta) const override;
+  /// sum_p log B_p + log det K, B_p = delta_p + N d_p. Cost O(P k^2 + k^3).
+  double log_det_posterior_precision(const std::vector<double>& deltas) const override;
   /// Woodbury (see the class comment). Cost O(P k).
   void covariance_product(const Tensor<double>& v, Tensor<double>& out) const override;
+  /// Exact: S = B^{-1/2} (I + W~ V diag(-1 / (s_m (s_m + 1))) V^T W~^T), W~ = B^{-1/2} W, with
+  /// K = I + W~^T W~ = V diag(s_m^2) V^T (eigendecomposed, k x k, at every prior change). S is
+  /// symmetric and S^2 = B^{-1/2} (I + W~ W~^T)^{-1} B^{-1/2} = Sigma, since on the range of W~ the
+  /// middle factor scales by 1 / s_m. Applied as y + V_w c with y = B^{-1/2} eps,
+  /// c = V diag(..) V^T (W^T y) and V_w = B^{-1} W. Cost O(P k + k^2).
+  void covariance_sqrt_product(const Tensor<double>& eps, Tensor<double>& out) const override;
   /// l, descending (clamped at 0).
   const std::vector<double>& eigenvalues() const { return values_; }
   /// U: the Ritz vectors, (P) each.
@@ -141,8 +159,13 @@ class LowRankLaplace final : public Laplace<T> {
     Tensor<double> b_inverse;
     Tensor<double> k_factor;
     std::vector<Tensor<double>> v;
+    // For covariance_sqrt_product: K's eigenvectors (k, k), the coefficients
+    // -1 / (s (s + 1)) with s = sqrt of K's eigenvalues, and B^{-1/2} (P).
+    Tensor<double> k_vectors;
+    std::vector<double> sqrt_coefficients;
+    Tensor<double> b_inverse_sqrt;
   };
-  Factored factor(double delta) const;
+  Factored factor(const Tensor<double>& prior) const;  // prior: delta_p per parameter
   void take_pairs(const RitzPairs<T>& pairs, const Tensor<T>* diagonal);
 
   std::vector<double> values_;

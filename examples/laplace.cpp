@@ -18,6 +18,10 @@
 // timings, and a table of accuracy, NLL, ECE (15 bins) and Brier score per method and test set;
 // --csv FILE writes the table as CSV (method,test_set,accuracy,nll,ece,brier). --quick 1 runs a
 // small configuration for CI (a training subset, one epoch, test subsets).
+// --predictive glm|nn|both chooses the predictive of each approximation: glm (the default) is the
+// linearized predictive with the probit approximation (rows laplace-<form>); nn is the sampling
+// predictive, the network itself at --nn-samples posterior weight samples (Laplace::predict_sampled,
+// rows laplace-<form>-nn; each costs that many forward passes over the test set); both gives both.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -110,7 +114,7 @@ int main(int argc, char** argv) {
       {{"epochs", "20"}, {"seed", "1"}, {"data-dir", nn::kFashionMnistDir}, {"train-subset", "0"},
        {"test-subset", "0"}, {"curvature-subset", "5000"}, {"batch", "128"}, {"lr", "0.001"},
        {"weight-decay", "5e-4"}, {"rotation", "30"}, {"probes", "30"}, {"rank", "20"},
-       {"quick", "0"}, {"csv", ""}, {"diagonal", "exact"}},
+       {"quick", "0"}, {"csv", ""}, {"diagonal", "exact"}, {"predictive", "glm"}, {"nn-samples", "30"}},
       "laplace: MAP vs Laplace approximations (last layer, diagonal, K-FAC, low rank) of the\n"
       "784-256-256-10 tanh MLP on Fashion-MNIST, on the test set and on a rotated test set");
   const bool quick = opt.integer("quick") != 0;
@@ -121,7 +125,12 @@ int main(int argc, char** argv) {
   const int probes = quick ? 10 : static_cast<int>(opt.integer("probes"));
   const int rank = quick ? 8 : static_cast<int>(opt.integer("rank"));
   const auto seed = static_cast<std::uint64_t>(opt.integer("seed"));
+  const std::string predictive = opt.str("predictive");
+  const int nn_samples = static_cast<int>(opt.integer("nn-samples"));
   try {
+    if (predictive != "glm" && predictive != "nn" && predictive != "both") {
+      throw ValueError("laplace: --predictive must be glm, nn or both, got '" + predictive + "'");
+    }
     const auto t_start = Clock::now();
     // Data: the rotation acts on the raw [0, 1] images, then the training set's standardization.
     nn::Dataset<float> train = nn::load_fashion_mnist<float>(nn::Split::train, opt.str("data-dir"));
@@ -162,12 +171,13 @@ int main(int argc, char** argv) {
     model.eval();
 
     std::vector<Row> rows;
+    const int width = predictive == "glm" ? 20 : 22;  // room for "laplace-last-layer-nn"
     auto evaluate = [&](const std::string& method, auto&& predict) {
       for (const TestSet& t : tests) {
         const auto t0 = Clock::now();
         const Tensor<double> p = predict(t.inputs);
         rows.push_back({method, t.name, nn::classifier_metrics(p, t.labels)});
-        std::printf("  %-20s %-8s predictive %.1f s\n", method.c_str(), t.name.c_str(), seconds_since(t0));
+        std::printf("  %-*s %-8s predictive %.1f s\n", width, method.c_str(), t.name.c_str(), seconds_since(t0));
         std::fflush(stdout);
       }
     };
@@ -193,7 +203,12 @@ int main(int argc, char** argv) {
                   fit.log_marginal_likelihood, fit.evaluations, seconds_since(t0),
                   fit.at_boundary ? ", AT THE EDGE of the search range" : "");
       std::fflush(stdout);
-      evaluate(method, [&](const Tensor<float>& x) { return la.predict_probit(x); });
+      if (predictive != "nn") evaluate(method, [&](const Tensor<float>& x) { return la.predict_probit(x); });
+      if (predictive != "glm") {
+        evaluate(method + "-nn", [&](const Tensor<float>& x) {
+          return la.predict_sampled(x, {.batch_size = 1000, .samples = nn_samples, .seed = seed});
+        });
+      }
     };
 
     {
@@ -266,9 +281,9 @@ int main(int argc, char** argv) {
       run("laplace-low-rank", la, seconds_since(t0));
     }
 
-    std::printf("\n%-20s %-8s %9s %8s %8s %8s\n", "method", "test set", "accuracy", "NLL", "ECE", "Brier");
+    std::printf("\n%-*s %-8s %9s %8s %8s %8s\n", width, "method", "test set", "accuracy", "NLL", "ECE", "Brier");
     for (const Row& r : rows) {
-      std::printf("%-20s %-8s %9.4f %8.4f %8.4f %8.4f\n", r.method.c_str(), r.test_set.c_str(),
+      std::printf("%-*s %-8s %9.4f %8.4f %8.4f %8.4f\n", width, r.method.c_str(), r.test_set.c_str(),
                   r.m.accuracy, r.m.nll, r.m.ece, r.m.brier);
     }
     if (!opt.str("csv").empty()) {

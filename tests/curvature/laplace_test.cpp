@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <numbers>
 #include <vector>
@@ -855,4 +856,206 @@ TEST_CASE("Laplace: a float model's diagonal log marginal likelihood matches the
   const FunctionalPosterior ff = lf.functional_posterior(amari::test::convert<float>(d.test));
   const FunctionalPosterior fd = ld.functional_posterior(d.test);
   CHECK(amari::test::rel_err(ff.covariance, fd.covariance) < 1e-4);
+}
+
+// ---- per-group prior precisions --------------------------------------------------------------------
+
+namespace {
+
+// The precision of every parameter from one delta per prior group.
+Tensor<double> spread(const std::vector<PriorGroup>& groups, const std::vector<double>& deltas, Index size) {
+  Tensor<double> prior(Shape{size});
+  REQUIRE(groups.size() == deltas.size());
+  for (std::size_t g = 0; g < groups.size(); ++g)
+    for (Index i = groups[g].offset; i < groups[g].offset + groups[g].size; ++i) prior[i] = deltas[g];
+  return prior;
+}
+
+// Lambda + N C.
+Dense precision_diag(const Dense& c, const Tensor<double>& prior, double n) {
+  Dense p(c.n);
+  for (Index i = 0; i < c.n; ++i)
+    for (Index j = 0; j < c.n; ++j) p(i, j) = n * c(i, j) + (i == j ? prior[i] : 0.0);
+  return p;
+}
+
+// log p(D | theta) + log N(theta; 0, Lambda^{-1}) + (P/2) log 2 pi - (1/2) log det(Lambda + N C).
+double dense_lml_groups(double log_lik, const std::vector<double>& theta, const Tensor<double>& prior,
+                        const Dense& c, double n) {
+  double log_prior = 0;
+  for (std::size_t i = 0; i < theta.size(); ++i) {
+    const double l = prior[static_cast<Index>(i)];
+    log_prior += -0.5 * std::log(2 * std::numbers::pi) + 0.5 * std::log(l) - 0.5 * l * theta[i] * theta[i];
+  }
+  return log_lik + log_prior + 0.5 * static_cast<double>(theta.size()) * std::log(2 * std::numbers::pi) -
+         0.5 * log_det(precision_diag(c, prior, n));
+}
+
+// Every quantity of a Laplace approximation with per-group precisions against the dense matrices.
+template <class L>
+void check_groups_dense(L& la, const Model<double>& model, const Data& d, const Dense& c,
+                        const std::vector<double>& deltas, double eps) {
+  const Index p = model.num_parameters();
+  const Tensor<double> prior = spread(la.prior_groups(), deltas, p);
+  const double ll = dense_log_likelihood(model, d.x, d.labels);
+  CHECK(la.log_det_posterior_precision(deltas) == Approx(log_det(precision_diag(c, prior, kN))).epsilon(eps));
+  CHECK(la.log_marginal_likelihood(deltas) ==
+        Approx(dense_lml_groups(ll, params(model, 0, p), prior, c, kN)).epsilon(eps));
+  // One precision for every group is the scalar path, exactly.
+  const std::vector<double> same(la.prior_groups().size(), 0.7);
+  CHECK(la.log_marginal_likelihood(same) == la.log_marginal_likelihood(0.7));
+  la.set_prior_precisions(deltas);
+  CHECK(la.prior_precisions() == deltas);
+  const Dense sigma = inverse(precision_diag(c, prior, kN));
+  check_covariance_product(la, sigma);
+  check_predictive(la, model, d.test, sigma, 0);
+}
+
+// Bayesian linear regression with the prior precision dw on W and db on the bias.
+Dense blr_covariance2(const Blr& b, double dw, double db) {
+  Dense a(kBlrP);
+  for (Index j = 0; j < kBlrP; ++j)
+    for (Index k = 0; k < kBlrP; ++k)
+      a(j, k) = b.xtx(j, k) / (kBlrSigma * kBlrSigma) + (j == k ? (j < kBlrD ? dw : db) : 0.0);
+  return inverse(a);
+}
+
+Tensor<double> blr_map2(const Blr& b, double dw, double db) {
+  const Dense s = blr_covariance2(b, dw, db);
+  Tensor<double> t(Shape{kBlrP});
+  for (Index j = 0; j < kBlrP; ++j)
+    for (Index k = 0; k < kBlrP; ++k) t[j] += s(j, k) * b.xty[static_cast<std::size_t>(k)] / (kBlrSigma * kBlrSigma);
+  return t;
+}
+
+// log N(y; 0, sigma^2 I + X W^{-1} X^T / dw + 1 1^T / db): the exact evidence.
+double blr_evidence2(const Blr& b, double dw, double db) {
+  Dense k(kBlrN);
+  for (Index i = 0; i < kBlrN; ++i) {
+    for (Index j = 0; j < kBlrN; ++j) {
+      double s = 0;
+      for (Index q = 0; q < kBlrD; ++q) s += b.x[i * kBlrD + q] * b.x[j * kBlrD + q];
+      k(i, j) = s / dw + 1.0 / db + (i == j ? kBlrSigma * kBlrSigma : 0.0);
+    }
+  }
+  const Dense ki = inverse(k);
+  double quad = 0;
+  for (Index i = 0; i < kBlrN; ++i)
+    for (Index j = 0; j < kBlrN; ++j) quad += b.y[i] * ki(i, j) * b.y[j];
+  return -0.5 * quad - 0.5 * log_det(k) - 0.5 * kBlrN * std::log(2 * std::numbers::pi);
+}
+
+}  // namespace
+
+TEST_CASE("per-group prior: diagonal, K-FAC and low-rank Laplace equal the dense Lambda + N C",
+          "[curvature][laplace]") {
+  const Model<double> model = mlp_model(51);
+  const Data d = make_data(52);
+  SoftmaxCrossEntropy<double> head;
+  const Dense g = dense_ggn(model, d.x);
+  SECTION("diagonal: one group per parameter tensor") {
+    const Tensor<double> diag = diagonal_of(g);
+    DiagonalLaplace<double> la(model, head, d.x, d.y, diag);
+    REQUIRE(la.prior_groups().size() == 4);
+    CHECK(la.prior_groups()[1].offset == kD * kH);
+    CHECK(la.prior_groups()[1].size == kH);
+    check_groups_dense(la, model, d, diagonal_matrix(diag), {0.3, 2.0, 1.1, 5.0}, 1e-12);
+  }
+  SECTION("K-FAC: one group per layer [W; b]") {
+    KroneckerFactors<double> factors(model, head, {.fisher = KfacFisher::kflr});
+    factors.update(d.x, d.y);
+    KfacOperator<double> op(factors);
+    KfacLaplace<double> la(model, head, d.x, d.y, factors);
+    REQUIRE(la.prior_groups().size() == 2);
+    CHECK(la.prior_groups()[0].size == (kD + 1) * kH);
+    CHECK(la.prior_groups()[1].offset == kLastOffset);
+    check_groups_dense(la, model, d, dense_of(op), {0.4, 3.0}, 1e-11);
+  }
+  SECTION("low rank plus diagonal") {
+    GgnOperator<double> ggn(model, head, d.x);
+    Rng rng(53);
+    const Tensor<double> diag = amari::test::uniform_tensor<double>(Shape{model.num_parameters()}, rng, 0.0, 0.3);
+    LowRankLaplace<double> la(model, head, d.x, d.y, ggn, 4, {}, &diag);
+    Dense c = diagonal_matrix(diag);
+    for (std::size_t m = 0; m < 4; ++m) c.add_outer(la.eigenvalues()[m], la.eigenvectors()[m]);
+    check_groups_dense(la, model, d, c, {0.3, 2.0, 1.1, 5.0}, 1e-11);
+  }
+}
+
+TEST_CASE("per-group prior: Bayesian linear regression with different precisions on W and b equals the closed form",
+          "[curvature][laplace]") {
+  const Blr b = make_blr();
+  const double dw = 0.8, db = 3.0;
+  const Model<double> model = blr_model(blr_map2(b, dw, db));
+  Gaussian<double> head(kBlrSigma);
+  LastLayerLaplace<double> la(model, head, b.x, b.y, {.prior_precisions = {dw, db}});
+  REQUIRE(la.prior_groups().size() == 2);
+  CHECK(la.prior_groups()[1].size == 1);  // the bias
+  const Dense sigma = blr_covariance2(b, dw, db);
+  double err = 0;
+  for (Index q = 0; q < kBlrP * kBlrP; ++q) err = std::max(err, std::fabs(la.covariance()[q] - sigma.a[static_cast<std::size_t>(q)]));
+  CHECK(err < 1e-8 * std::fabs(sigma(0, 0)));
+  CHECK(la.log_marginal_likelihood() == Approx(blr_evidence2(b, dw, db)).epsilon(1e-10));
+  CHECK(la.log_det_posterior_precision() == Approx(-log_det(sigma)).epsilon(1e-10));
+  const RegressionPredictive pred = la.predict_regression(b.test);
+  for (Index i = 0; i < 3; ++i) {
+    std::vector<double> xt = {b.test[i * 3], b.test[i * 3 + 1], b.test[i * 3 + 2], 1.0};
+    double var = kBlrSigma * kBlrSigma;
+    for (Index j = 0; j < kBlrP; ++j)
+      for (Index k = 0; k < kBlrP; ++k) var += xt[static_cast<std::size_t>(j)] * sigma(j, k) * xt[static_cast<std::size_t>(k)];
+    CHECK(pred.variance[i] == Approx(var).epsilon(1e-10));
+  }
+  CHECK_THROWS_MATCHES(la.prior_precision(), ValueError, MessageContains({"prior_precisions()"}));
+}
+
+TEST_CASE("per-group prior fit: Bayesian linear regression finds the maximizer of the exact two-precision evidence",
+          "[curvature][laplace]") {
+  const Blr b = make_blr();
+  // The exact evidence's maximizer over (log dw, log db), by coordinate golden sections here.
+  double tw = 0, tb = 0;
+  auto golden = [](const std::function<double(double)>& f) {
+    double lo = std::log(1e-4), hi = std::log(1e4);
+    for (int it = 0; it < 200; ++it) {
+      const double m1 = lo + (hi - lo) / 3, m2 = hi - (hi - lo) / 3;
+      if (f(m1) < f(m2)) lo = m1; else hi = m2;
+    }
+    return 0.5 * (lo + hi);
+  };
+  for (int sweep = 0; sweep < 100; ++sweep) {
+    tw = golden([&](double t) { return blr_evidence2(b, std::exp(t), std::exp(tb)); });
+    tb = golden([&](double t) { return blr_evidence2(b, std::exp(tw), std::exp(t)); });
+  }
+  const double dw = std::exp(tw), db = std::exp(tb);
+  INFO("exact maximizer dw = " << dw << ", db = " << db);
+  REQUIRE(std::fabs(std::log(dw / db)) > 0.5);  // the two groups do want different precisions
+  const Model<double> model = blr_model(blr_map2(b, dw, db));
+  Gaussian<double> head(kBlrSigma);
+  LastLayerLaplace<double> la(model, head, b.x, b.y);
+  const PriorFit shared = la.fit_prior_precision();
+  const PriorFit fit = la.fit_prior_precisions();
+  REQUIRE(fit.prior_precisions.size() == 2);
+  CHECK(fit.prior_precisions[0] == Approx(dw).epsilon(1e-4));
+  CHECK(fit.prior_precisions[1] == Approx(db).epsilon(1e-4));
+  CHECK(fit.log_marginal_likelihood == Approx(blr_evidence2(b, dw, db)).epsilon(1e-10));
+  CHECK(fit.log_marginal_likelihood > shared.log_marginal_likelihood);
+  CHECK(la.prior_precisions() == fit.prior_precisions);
+  CHECK(fit.sweeps >= 1);
+  CHECK_FALSE(fit.at_boundary);
+}
+
+TEST_CASE("per-group prior: a wrong number of precisions or a bad one is a ValueError naming the counts",
+          "[curvature][laplace][errors]") {
+  const Model<double> model = mlp_model(55);
+  const Data d = make_data(56);
+  SoftmaxCrossEntropy<double> head;
+  const Tensor<double> diag = diagonal_of(dense_ggn(model, d.x));
+  CHECK_THROWS_MATCHES(DiagonalLaplace<double>(model, head, d.x, d.y, diag, {.prior_precisions = {1.0, 2.0}}),
+                       ValueError, MessageContains({"DiagonalLaplace", "2 prior precisions for 4 prior groups"}));
+  DiagonalLaplace<double> la(model, head, d.x, d.y, diag);
+  CHECK_THROWS_MATCHES(la.set_prior_precisions({1.0, 2.0, -1.0, 1.0}), ValueError,
+                       MessageContains({"set_prior_precisions", "-1"}));
+  CHECK_THROWS_MATCHES(la.log_marginal_likelihood(std::vector<double>{1.0}), ValueError,
+                       MessageContains({"1 prior precisions for 4 prior groups"}));
+  CHECK_THROWS_MATCHES(la.fit_prior_precisions({.max_sweeps = 0}), ValueError, MessageContains({"max_sweeps"}));
+  CHECK(la.prior_precisions() == std::vector<double>(4, 1.0));
 }
