@@ -18,7 +18,6 @@
 #include <amari/curvature/diag_ggn.hpp>
 #include <amari/curvature/kfac.hpp>
 #include <amari/curvature/laplace.hpp>
-#include <amari/curvature/laplace_eigen.hpp>
 #include <amari/curvature/laplace_jacobians.hpp>
 #include <amari/curvature/laplace_last_layer.hpp>
 #include <amari/curvature/laplace_predictive.hpp>

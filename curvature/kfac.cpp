@@ -14,7 +14,6 @@
 #include <amari/autodiff/kernels/gemm.hpp>
 #include <amari/curvature/dense_solve.hpp>
 #include <amari/curvature/detail/logit_factor.hpp>
-#include <amari/curvature/laplace_eigen.hpp>
 #include <amari/curvature/vector_ops.hpp>
 #include <amari/nn/training.hpp>
 

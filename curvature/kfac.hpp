@@ -83,7 +83,7 @@
 // shared weight (one (rows x T)(T x out) GEMM per example), whichever of expand / reduce defines
 // the factors A and G; with kflr, sum_c over the C columns of B_i, with empirical, the data labels'
 // gradients (the same choice of delta as for K-FAC). The eigenbases are recomputed (in double,
-// symmetric_eigen of laplace_eigen.hpp) from the current averages A and G by update() itself at
+// symmetric_eigen of dense_solve.hpp) from the current averages A and G by update() itself at
 // its 1st, (1 + inverse_update_every)-th, ... call, because the scalings in a new basis need that
 // batch's per-example gradients; s is then restarted from that batch and, at every later update(),
 // moved as a moving average with weight min(1 - 1/k, decay) on the old value (k = updates since

@@ -13,7 +13,7 @@
 // Gram product. Cost: N (C^2 / 2) (in + 1)^2 multiply-adds to build, n^2 doubles (n = (in + 1) C)
 // to store.
 //
-// The eigenvalues c_i of C are computed once (laplace_eigen.hpp, values only: 4/3 n^3 flops), so
+// The eigenvalues c_i of C are computed once (dense_solve.hpp, values only: the blocked reduction, about 4/3 n^3 flops), so
 // log det(delta I + N C) = sum_i log(N c_i + delta) costs O(n) for any delta and the prior fit is
 // cheap. Sigma = (delta I + N C)^{-1} is formed by a Cholesky factorization in double at every
 // set_prior_precision (5/3 n^3 flops, at GEMM speed), whose factor L is kept for sampling

@@ -7,7 +7,6 @@
 
 #include <amari/autodiff/kernels/gemm.hpp>
 #include <amari/curvature/dense_solve.hpp>
-#include <amari/curvature/laplace_eigen.hpp>
 
 namespace amari::curvature {
 

@@ -68,7 +68,7 @@ class DiagonalLaplace final : public Laplace<T> {
 /// A_l and G_l are taken as they are: for the GGN's Kronecker factors of the whole training set,
 /// accumulate them with KfacFisher::kflr over all batches with decay close to 1 (the moving
 /// average is then the mean over batches). Both factors are eigendecomposed once, in double
-/// (laplace_eigen.hpp); eigenvalues below 0 (rounding of a positive semi-definite factor) are set
+/// (dense_solve.hpp); eigenvalues below 0 (rounding of a positive semi-definite factor) are set
 /// to 0. The factors are read at construction only.
 template <Real T>
 class KfacLaplace final : public Laplace<T> {

@@ -19,7 +19,7 @@
 #include <amari/curvature/ggn.hpp>
 #include <amari/curvature/kfac.hpp>
 #include <amari/curvature/laplace.hpp>
-#include <amari/curvature/laplace_eigen.hpp>
+#include <amari/curvature/dense_solve.hpp>
 #include <amari/curvature/laplace_last_layer.hpp>
 #include <amari/curvature/laplace_structures.hpp>
 #include <amari/nn/heads.hpp>
