@@ -1,6 +1,8 @@
 // Shared by the examples: command-line options and data loading.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -109,6 +111,25 @@ inline FashionMnist load_fashion_mnist(const std::string& dir, long train_subset
   if (train_subset > 0 && train_subset < train.size()) train = take(train, train_subset);
   const auto standardize = Standardizer<float>::fit(train);
   return {standardize.apply(train), standardize.apply(test)};
+}
+
+using Clock = std::chrono::steady_clock;
+
+/// Wall seconds since t0.
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+/// The command line with a bare "--quick" (last, or followed by another option) given the value
+/// "1", so Options (which takes "--name value" pairs) accepts the flag with or without a value.
+inline std::vector<std::string> normalize_flags(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--quick" && (i + 1 == args.size() || args[i + 1].rfind("--", 0) == 0)) {
+      args.insert(args.begin() + static_cast<std::ptrdiff_t>(i) + 1, "1");
+    }
+  }
+  return args;
 }
 
 }  // namespace example

@@ -40,22 +40,9 @@
 namespace {
 
 using namespace amari;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-// "--quick" alone means "--quick 1", so the flag works with or without a value.
-std::vector<std::string> normalize_flags(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (std::size_t i = 1; i < args.size(); ++i) {
-    if (args[i] == "--quick" && (i + 1 == args.size() || args[i + 1].rfind("--", 0) == 0)) {
-      args.insert(args.begin() + static_cast<std::ptrdiff_t>(i) + 1, "1");
-    }
-  }
-  return args;
-}
+using example::Clock;
+using example::normalize_flags;
+using example::seconds_since;
 
 // 28 x 28 images (N, 784) in [0, 1] rotated by `degrees` about their centre, bilinear, zero
 // outside.
