@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <amari/curvature/distributed_operator.hpp>
+#include <amari/curvature/kfac.hpp>
 #include <amari/curvature/second_order.hpp>
 #include <amari/mpi/mpi.hpp>
 #include <amari/nn/nn.hpp>
@@ -147,6 +148,22 @@ void run(mpi::Communicator& comm, Net& net, Index batch, Index curvature_batch, 
     model.scatter(theta0);
     hf.step(xs, ys);
   });
+  // K-FAC with the statistics of the curvature minibatch: a step without an inverse refresh (the
+  // first step of the warm-up refreshes, the timed ones do not) and a step with one (every step).
+  curv::KfacOptions kfac_options;
+  kfac_options.statistics_batch = curvature_batch;
+  kfac_options.inverse_update_every = 1 << 30;
+  curv::Kfac<float> kfac(model, head, kfac_options, comm);
+  const Measurement kfac_step = measure(comm, reps, [&] {
+    model.scatter(theta0);
+    kfac.step(xs, ys);
+  });
+  kfac_options.inverse_update_every = 1;
+  curv::Kfac<float> kfac_refresh(model, head, kfac_options, comm);
+  const Measurement kfac_refresh_step = measure(comm, reps, [&] {
+    model.scatter(theta0);
+    kfac_refresh.step(xs, ys);
+  });
   model.scatter(theta0);
 
   if (r != 0) return;
@@ -175,6 +192,21 @@ void run(mpi::Communicator& comm, Net& net, Index batch, Index curvature_batch, 
   row("natural gradient step", ng_step, km1 * 8 + fp + f1 + cg_iterations * fp + f1);
   // HF without backtracking or line search: the same (one loss at the chosen iterate).
   row("Hessian-free step", hf_step, km1 * 8 + fp + f1 + cg_iterations * fp + f1);
+  // K-FAC (docs/scaling.md's K-FAC rows): row counts, loss, gradient, the factor statistics
+  // (F = sum_l rows_l^2 + out_l^2 floats), the loss after the step; a refresh adds the failure
+  // flags and the inverses of the layers other ranks own.
+  double statistics = 0, refresh = km1 * 8;
+  const auto& layers = kfac.factors().layers();
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const double rows = static_cast<double>(layers[l].rows()), outs = static_cast<double>(layers[l].out);
+    statistics += rows * rows + outs * outs;
+    if (static_cast<int>(l % static_cast<std::size_t>(k)) != r) refresh += (rows * rows + outs * outs) * 4 + 16;
+  }
+  const double fstat =
+      static_cast<double>(mpi::allreduce_bytes_received(static_cast<std::size_t>(statistics), 4, k, r));
+  const double kfac_formula = km1 * 8 + f1 + fp + fstat + f1;
+  row("K-FAC step", kfac_step, kfac_formula);
+  row("K-FAC step + inverse refresh", kfac_refresh_step, kfac_formula + refresh);
 }
 
 }  // namespace
