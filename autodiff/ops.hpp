@@ -154,9 +154,13 @@ V batch_norm(const V& x, const V& gamma, const V& beta, double eps = 1e-5,
              BatchStats<typename V::value_type>* stats = nullptr);
 
 /// Inverted dropout: y = x * m / (1 - p) with m = 0 with probability p, else 1. The mask is a pure
-/// function of (seed, stream, element index), counter-based, so a forward pass, its JVP, its VJP and a
-/// re-run with the same key see the same mask, independent of threads. p in [0, 1). ops/dropout.cpp
-template <Value V> V dropout(const V& x, double p, std::uint64_t seed, std::uint64_t stream);
+/// function of (seed, stream, first + element index), counter-based, so a forward pass, its JVP,
+/// its VJP and a re-run with the same key see the same mask, independent of threads. `first`
+/// places x's elements at counters [first, first + size) of a larger tensor: a block of rows of a
+/// batch, passed with first = its first row times the values per row, draws the batch's mask for
+/// those rows (0: x on its own). p in [0, 1). ops/dropout.cpp
+template <Value V>
+V dropout(const V& x, double p, std::uint64_t seed, std::uint64_t stream, std::uint64_t first = 0);
 
 // ---- indexing and rearranging ------------------------------------------------------------------------
 /// Rows of `weight` (V, D) picked by integer indices: the result has shape index_shape + (D), e.g.

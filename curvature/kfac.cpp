@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <limits>
 #include <span>
 #include <stdexcept>
@@ -434,6 +435,68 @@ Tensor<T> eigenbasis(const Tensor<T>& factor) {
   return from_double<T>(symmetric_eigen(to_double(factor)).vectors);
 }
 
+// EKFAC's eigenbases u_a[l], u_g[l] of every layer's averages a[l], g[l]. Data-parallel (comm not
+// null), spread over the ranks as the K-FAC inverse refreshes are (KAISA, Pauloski et al. 2021):
+// rank l mod k decomposes layer l's two factors and broadcasts the bases, so each rank does about
+// 1/k of the 9 (rows^3 + out^3) flops. The averages are bitwise equal on every rank and
+// symmetric_eigen is deterministic, so the bases are those every rank would have computed itself.
+// An allgather of one flag per rank first tells every rank whether a decomposition failed, so a
+// failure is an error on every rank (the failing rank's own error there), never a broadcast that
+// waits forever.
+template <Real T>
+void eigenbases(const std::vector<KfacLayer>& layers, const std::vector<Tensor<T>>& a,
+                const std::vector<Tensor<T>>& g, nn::Communicator* comm,
+                std::vector<Tensor<T>>& u_a, std::vector<Tensor<T>>& u_g) {
+  const std::size_t num_layers = layers.size();
+  u_a.assign(num_layers, Tensor<T>());
+  u_g.assign(num_layers, Tensor<T>());
+  if (!comm) {
+    for (std::size_t l = 0; l < num_layers; ++l) {
+      u_a[l] = eigenbasis(a[l]);
+      u_g[l] = eigenbasis(g[l]);
+    }
+    return;
+  }
+  const auto k = static_cast<std::size_t>(comm->size());
+  const auto me = static_cast<std::size_t>(comm->rank());
+  std::uint64_t failed = 0;  // 1 + the layer this rank failed to decompose
+  std::exception_ptr why;
+  for (std::size_t l = me; l < num_layers && failed == 0; l += k) {
+    try {
+      u_a[l] = eigenbasis(a[l]);
+      u_g[l] = eigenbasis(g[l]);
+    } catch (const Error&) {
+      failed = l + 1;
+      why = std::current_exception();
+    }
+  }
+  const std::vector<std::uint64_t> status = comm->allgather(failed);
+  for (std::size_t r = 0; r < status.size(); ++r) {
+    if (status[r] == 0) continue;
+    if (r == me) std::rethrow_exception(why);
+    throw Error("K-FAC (data-parallel): the EKFAC eigendecomposition of layer " +
+                layers[status[r] - 1].name + " failed on rank " + std::to_string(r) +
+                " (its error names the cause)");
+  }
+  for (std::size_t l = 0; l < num_layers; ++l) {
+    const KfacLayer& L = layers[l];
+    const Index na = L.rows() * L.rows(), ng = L.out * L.out;
+    std::vector<T> buf(static_cast<std::size_t>(na + ng));
+    const bool mine = l % k == me;
+    if (mine) {
+      std::copy(u_a[l].data(), u_a[l].data() + na, buf.data());
+      std::copy(u_g[l].data(), u_g[l].data() + ng, buf.data() + na);
+    }
+    comm->broadcast(std::span<T>(buf), static_cast<int>(l % k));
+    if (!mine) {
+      u_a[l] = Tensor<T>::uninitialized(Shape{L.rows(), L.rows()});
+      u_g[l] = Tensor<T>::uninitialized(Shape{L.out, L.out});
+      std::copy(buf.data(), buf.data() + na, u_a[l].data());
+      std::copy(buf.data() + na, buf.data() + na + ng, u_g[l].data());
+    }
+  }
+}
+
 // EKFAC's per-example squares in the eigenbasis, for one layer and one batch. The augmented input
 // rows of the first ns examples (one per example and output position, as for KFC's expand) are
 // rotated once, a_rot = [a, 1] U_A ((ns T, rows)); each column of errors delta (N, [OH, OW,] out)
@@ -567,23 +630,68 @@ std::pair<nn::Shard, nn::Shard> statistics_shards(nn::Communicator& comm, Index 
   return {shard, shard.spread(o.statistics_batch)};
 }
 
-// t <- sum_r weight_r t_r for every tensor, in rank order (nn::reduce_mean), in one allreduce.
+// Which values of a tensor travel in reduce_tensors: all of them, or, for an exactly symmetric
+// (n, n) matrix, the upper triangle with the diagonal (n (n + 1) / 2 values, row by row), the
+// lower triangle being mirrored from it after the reduction.
+enum class Packing { full, upper_triangle };
+
 template <Real T>
-void reduce_tensors(nn::Communicator& comm, double weight, const std::vector<Tensor<T>*>& ts) {
+std::size_t packed_size(const Tensor<T>& t, Packing packing) {
+  const auto n = static_cast<std::size_t>(packing == Packing::full ? t.size() : t.dim(0));
+  return packing == Packing::full ? n : n * (n + 1) / 2;
+}
+
+// Copies the values of t that travel to `out`; returns how many.
+template <Real T>
+std::size_t pack(const Tensor<T>& t, Packing packing, T* out) {
+  if (packing == Packing::full) {
+    std::copy(t.data(), t.data() + t.size(), out);
+    return static_cast<std::size_t>(t.size());
+  }
+  const Index n = t.dim(0);
+  T* o = out;
+  for (Index i = 0; i < n; ++i) o = std::copy(t.data() + i * n + i, t.data() + (i + 1) * n, o);
+  return static_cast<std::size_t>(o - out);
+}
+
+// The inverse of pack: t from its travelled values (the lower triangle mirrored); returns how many
+// values it read.
+template <Real T>
+std::size_t unpack(const T* in, Packing packing, Tensor<T>& t) {
+  if (packing == Packing::full) {
+    std::copy(in, in + t.size(), t.data());
+    return static_cast<std::size_t>(t.size());
+  }
+  const Index n = t.dim(0);
+  T* a = t.data();
+  const T* from = in;
+  for (Index i = 0; i < n; ++i) {
+    for (Index j = i; j < n; ++j, ++from) {
+      a[i * n + j] = *from;
+      a[j * n + i] = *from;
+    }
+  }
+  return static_cast<std::size_t>(from - in);
+}
+
+// t <- sum_r weight_r t_r for every tensor, in rank order (nn::reduce_mean), in one allreduce.
+// With Packing::upper_triangle (the Kronecker factors' statistics, exactly symmetric because
+// symmetric_gram mirrors its lower triangle) only the upper triangles travel, about half the
+// bytes (KAISA's implementation, kfac-pytorch, offers the same as its symmetry_aware option:
+// kfac/distributed.py, allreduce(..., symmetric=True)). The reduction is element by element (each
+// value the rank-order sum of the ranks' values), so element (j, i) of the full reduction equals
+// element (i, j) bitwise: the mirrored result is bitwise the full matrix's reduction.
+template <Real T>
+void reduce_tensors(nn::Communicator& comm, double weight, const std::vector<Tensor<T>*>& ts,
+                    Packing packing = Packing::full) {
   std::size_t total = 0;
-  for (const Tensor<T>* t : ts) total += static_cast<std::size_t>(t->size());
+  for (const Tensor<T>* t : ts) total += packed_size(*t, packing);
   std::vector<T> buf(total);
   std::size_t at = 0;
-  for (const Tensor<T>* t : ts) {
-    std::copy(t->data(), t->data() + t->size(), buf.data() + at);
-    at += static_cast<std::size_t>(t->size());
-  }
+  for (const Tensor<T>* t : ts) at += pack(*t, packing, buf.data() + at);
   nn::reduce_mean(comm, weight, std::span<T>(buf));
   at = 0;
-  for (Tensor<T>* t : ts) {
-    std::copy(buf.data() + at, buf.data() + at + t->size(), t->data());
-    at += static_cast<std::size_t>(t->size());
-  }
+  for (Tensor<T>* t : ts) at += unpack(buf.data() + at, packing, *t);
 }
 
 template <class V>
@@ -847,7 +955,7 @@ double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>
       batch.push_back(&a_batch[l]);
       batch.push_back(&g_batch[l]);
     }
-    reduce_tensors(*comm, used.weight(), batch);
+    reduce_tensors(*comm, used.weight(), batch, Packing::upper_triangle);
   }
   // Refuse statistics that are not finite before folding anything in (one bad batch would
   // otherwise poison the averages for good).
@@ -884,11 +992,8 @@ double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>
     if (new_basis) {
       // George et al. 2018, Algorithm 1: the eigenbases of the current factors, then the scalings
       // restarted from this batch's per-example gradients in them.
-      next.u_a.assign(num_layers, Tensor<T>());
-      next.u_g.assign(num_layers, Tensor<T>());
+      eigenbases(layers, next.a, next.g, comm, next.u_a, next.u_g);
       for (std::size_t l = 0; l < num_layers; ++l) {
-        next.u_a[l] = eigenbasis(next.a[l]);
-        next.u_g[l] = eigenbasis(next.g[l]);
         scaling.push_back(std::make_unique<ScalingAccumulator<T>>(
             layers[l], acts[l], outs[l].shape(), ns, next.u_a[l], next.u_g[l]));
       }
@@ -1250,6 +1355,7 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   std::unique_ptr<typename KroneckerFactors<T>::Statistics> saved = factors_.snapshot();
   const Tensor<T> theta0 = model_->parameters().clone();
   const std::uint64_t model_step = model_->step();
+  const Index model_first_example = model_->first_example();
   const Tensor<T> state0 = model_->state().size() > 0 ? model_->state().clone() : Tensor<T>();
   Tensor<T> velocity = velocity_;
   try {
@@ -1262,6 +1368,7 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
     Tensor<T>& theta = model_->parameters();
     std::copy(theta0.data(), theta0.data() + theta0.size(), theta.data());
     model_->set_step(model_step);
+    model_->set_first_example(model_first_example);
     if (state0.defined())
       std::copy(state0.data(), state0.data() + state0.size(), model_->state().data());
     throw;
@@ -1278,7 +1385,10 @@ StepReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& tar
   Tensor<T>& theta = model_->parameters();
   Tensor<T> g = model_->zeros_like_parameters();
   // A training step, as nn::loss_and_gradient: in train mode, new dropout masks (the pass after the
-  // step sees the same ones), and running statistics (batch norm) move with this batch.
+  // step sees the same ones), and running statistics (batch norm) move with this batch. This
+  // process's rows are examples [offset, offset + n) of the step's batch (one process: offset 0),
+  // which keys their dropout masks.
+  model_->set_first_example(comm_ ? shard.offset : 0);
   if (model_->mode() == nn::Mode::train) {
     model_->set_step(model_->step() + 1);
     if (model_->state().size() > 0) {

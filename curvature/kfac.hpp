@@ -105,9 +105,11 @@
 //
 // Data-parallel (docs/scaling.md): Kfac(model, head, options, comm) reduces the loss, the gradient
 // and every layer's batch statistics over the ranks in a fixed order (sampled labels keyed by the
-// global example index) and spreads the inverse refreshes over the ranks, layer l on rank l mod k
+// global example index; of the symmetric A and G only the upper triangles travel) and spreads the
+// inverse refreshes (EKFAC: the eigendecompositions) over the ranks, layer l on rank l mod k
 // (KAISA, Pauloski et al. 2021), broadcasting the results: every rank holds bitwise the same
-// factors and inverses, and k ranks equal one process on the union up to rounding.
+// factors and inverses (EKFAC: bases and scalings), and k ranks equal one process on the union up
+// to rounding.
 //
 // Cost of one Kfac step on a batch of N (statistics on Ns <= N examples), per layer with rows =
 // in + 1 and T output positions (T = 1 for Linear), in flops: forward 2 N T in out; gradient sweep
@@ -287,9 +289,14 @@ class KroneckerFactors {
   /// averages. Sampled labels are keyed by the example's global index in the statistics subset, so
   /// the result equals one process's on the union ordered as NaturalGradient's curvature_batch
   /// (the spread rows first), to rounding. Every rank must hold at least one statistics row
-  /// (ValueError on every rank otherwise). Cost: update()'s on this rank's rows, one allgather of
-  /// 8 bytes and allreduces of 1 value (the loss), P values (only with a gradient) and
-  /// sum_l (rows^2 + out^2) values (EKFAC: also sum_l rows out).
+  /// (ValueError on every rank otherwise). EKFAC's eigenbases, when update() recomputes them, are
+  /// computed for layer l on rank l mod k and broadcast (KAISA-style, as update_inverses with a
+  /// communicator); a failed decomposition on any rank is an Error on every rank. Cost: update()'s
+  /// on this rank's rows (EKFAC: with 1/k of the decompositions), one allgather of 8 bytes and
+  /// allreduces of 1 value (the loss), P values (only with a gradient) and
+  /// sum_l (rows (rows + 1) + out (out + 1)) / 2 values (the upper triangles of A and G; EKFAC: also
+  /// sum_l rows out); EKFAC at a new basis, one more allgather of 8 bytes and one broadcast of
+  /// rows^2 + out^2 values of T per layer.
   double update(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>* gradient,
                 nn::Communicator& comm);
   /// K-FAC: recomputes the damped inverses (A_l + pi_l sqrt(lambda) I)^{-1} and
@@ -388,8 +395,9 @@ class KroneckerFactors {
 /// step_norm; rho, predicted_reduction and the CG fields stay 0.
 /// Strong guarantee: a step that throws (bad shapes, a non-finite loss or statistics, a failing
 /// forward pass or factorization) leaves the optimizer, the factors and the model's parameters,
-/// step counter and state as they were, so the next step gives what it would have given without
-/// the failed call. Its cost: copies of the parameters and the model state per step.
+/// step counter, first_example() and state as they were, so the next step gives what it would
+/// have given without the failed call. Its cost: copies of the parameters and the model state per
+/// step.
 template <Real T>
 class Kfac {
  public:
@@ -404,7 +412,8 @@ class Kfac {
   /// gradient and factor statistics reduced (KroneckerFactors::update with a communicator), the
   /// inverse refreshes spread over the ranks layer by layer and broadcast, the loss after the step
   /// reduced. Batch norm in train mode moves its running statistics with this rank's rows, and
-  /// dropout masks are keyed by local position (as nn::loss_and_gradient's). The communicator
+  /// dropout masks are keyed by the example's index in the union (the model's first_example() is
+  /// set to the rank's offset, as by nn::loss_and_gradient(..., comm, shard)). The communicator
   /// must outlive the optimizer.
   Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options, nn::Communicator& comm);
   /// One step on the minibatch (inputs (N, ...), targets (N, C)); see the class comment.

@@ -247,23 +247,29 @@ double predicted_reduction(double phi, double g_dot_d, double d_norm2, double la
 }
 
 // Everything a second-order step may change in the model: parameters, state (batch norm's running
-// statistics, moved by the training pass) and the step counter (dropout masks). restore() puts them
-// back, for the strong guarantee of step(): a step that throws half-way (a head refusing targets,
-// an operator refusing a batch, an allocation failing during CG) leaves the model as it was.
+// statistics, moved by the training pass), the step counter and the first example's index (both
+// key the dropout masks; loss_and_gradient sets the latter to the shard's offset). restore() puts
+// them back, for the strong guarantee of step(): a step that throws half-way (a head refusing
+// targets, an operator refusing a batch, an allocation failing during CG) leaves the model as it was.
 template <Real T>
 class ModelSnapshot {
  public:
   explicit ModelSnapshot(const nn::Model<T>& model)
-      : theta_(model.gather()), state_(model.state().clone()), step_(model.step()) {}
+      : theta_(model.gather()),
+        state_(model.state().clone()),
+        step_(model.step()),
+        first_example_(model.first_example()) {}
   void restore(nn::Model<T>& model) const {
     model.scatter(theta_);
     model.state().copy_from(state_);
     model.set_step(step_);
+    model.set_first_example(first_example_);
   }
 
  private:
   Tensor<T> theta_, state_;
   std::uint64_t step_;
+  Index first_example_;
 };
 
 }  // namespace

@@ -12,7 +12,9 @@
 //   "model/<name>"            every parameter, by model.layout() name, in T's dtype
 //   "model_state/<name>"      every state tensor, by model.state_layout() name
 //   "model_step"              I64 scalar: the model's step counter (it keys dropout masks)
-//   "model_seed"              I64 scalar: the model's seed (the other dropout key), bit-cast
+//   "model_seed"              I64 scalar: the model's seed (the other stored dropout key),
+//                             bit-cast; Model::first_example is not stored (each training step
+//                             sets it)
 //   "optimizer/<name>"        each tensor of the optimizer state, in T's dtype
 //   "optimizer_number/<name>" F64 scalar per number (exact)
 //   "optimizer_counter/<name>" I64 scalar per counter

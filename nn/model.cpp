@@ -41,7 +41,8 @@ Model<T>::Model(const Model& other)
       state_(other.state_.clone()),
       mode_(other.mode_),
       step_(other.step_),
-      seed_(other.seed_) {
+      seed_(other.seed_),
+      first_example_(other.first_example_) {
   bind_views();
 }
 

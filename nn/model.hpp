@@ -41,9 +41,12 @@ struct StateInfo {
 /// Mode and state: in Mode::train, batch norm uses batch statistics and dropout is active; only
 /// forward passes started with update_state (the one taped pass of nn::loss_and_gradient) move the
 /// running statistics. Curvature operators, line searches and plain forward() calls never change
-/// the state. Dropout masks are keyed by (seed, step()): loss_and_gradient in train mode starts a
-/// new step, and every other pass at that step (a curvature product, a line search) sees the same
-/// masks. The default mode is train, as in PyTorch; nn::evaluate() always evaluates in eval mode.
+/// the state. Dropout masks are keyed by (seed, step(), first_example()): loss_and_gradient in train
+/// mode starts a new step, and every other pass at that step (a curvature product, a line search)
+/// sees the same masks; first_example() places the rows of this process's batches in the step's
+/// batch (data-parallel: the rank's shard offset), so every example's mask depends on its index
+/// in the whole batch, not on how the batch is split. The default mode is train, as in PyTorch;
+/// nn::evaluate() always evaluates in eval mode.
 ///
 /// Invariants: parameter_views() are views into parameters() at the offsets of layout(), and the
 /// state views into state(); the module is immutable and shared between copies.
@@ -104,6 +107,20 @@ class Model {
   /// Sets the seed that keys the dropout masks (e.g. when resuming from a checkpoint); does not
   /// re-initialize the parameters (initialize() does).
   void set_seed(std::uint64_t seed) { seed_ = seed; }
+  /// The index in the step's batch of row 0 of the inputs this process passes: the third key of
+  /// the dropout masks (nn::RandomKey). 0 unless a data-parallel training step set it:
+  /// nn::loss_and_gradient(..., comm, shard) and the data-parallel optimizers set it to the rank's
+  /// shard offset, their single-process forms to 0. A property of this process's place in the run,
+  /// not of the model: checkpoints do not store it, and a copy keeps it.
+  Index first_example() const { return static_cast<Index>(first_example_); }
+  /// Sets first_example() (ValueError if negative).
+  void set_first_example(Index first) {
+    if (first < 0) {
+      throw ValueError("Model::set_first_example: the first example's index must be >= 0, got " +
+                       std::to_string(first));
+    }
+    first_example_ = static_cast<std::uint64_t>(first);
+  }
 
   /// Re-initializes every parameter. Parameter i draws from its own stream Rng(seed, i), so a
   /// parameter's initial value does not depend on the layers before it. Reproducible everywhere.
@@ -174,8 +191,9 @@ class Model {
     // The state views are handles: a module writing through them writes into state_ (only when
     // update_state is set, which only the non-const forward_updating_state does).
     std::vector<Tensor<T>> state_views = state_views_;
+    const Index examples = x.shape().rank() >= 1 ? x.shape()[0] : 1;
     ForwardContext<V> context(params, std::span<Tensor<T>>(state_views), mode, update_state,
-                              RandomKey{seed_, step_}, observer);
+                              RandomKey{seed_, step_, first_example_, examples}, observer);
     V y = net_->forward(x, context);
     if (context.position() != params.size() || context.state_position() != state_views.size()) {
       throw ValueError("Model::forward: the module used " + std::to_string(context.position()) + " of " +
@@ -199,6 +217,7 @@ class Model {
   Mode mode_ = Mode::train;
   std::uint64_t step_ = 0;
   std::uint64_t seed_ = 0;
+  std::uint64_t first_example_ = 0;
 };
 
 extern template class Model<float>;

@@ -103,11 +103,19 @@ struct StateSpec {
 enum class Mode { train, eval };
 
 /// The key of the dropout masks of one forward pass: the masks are a pure function of
-/// (seed, step, the dropout layer's position in the pass, element index), so a re-recorded forward
-/// pass at the same step (a curvature product, a line search) sees the masks of the gradient.
+/// (seed, step, the dropout layer's position in the pass, the example's index in the step's batch,
+/// the element's index within the example), so a re-recorded forward pass at the same step (a
+/// curvature product, a line search) sees the masks of the gradient, and a data-parallel rank
+/// holding rows [o, o + n) of the batch sees the masks one process sees for those rows.
 struct RandomKey {
   std::uint64_t seed = 0;
   std::uint64_t step = 0;
+  /// The index in the step's batch of the pass's first example (row 0 of its input): 0 on one
+  /// process, the shard's offset on a rank of a data-parallel run (nn::Shard::offset).
+  std::uint64_t first_example = 0;
+  /// The examples of the pass (rows of its input). A layer's output (N, ...) holds its values
+  /// example by example, elements / examples of them per example (dropout_first_element).
+  Index examples = 0;
 };
 
 /// What a layer with a weight matrix shows an observer of the forward pass: its input and its
@@ -166,6 +174,25 @@ class ForwardContext {
   /// The seed and stream of the next dropout mask of this pass (a new stream per call).
   std::pair<std::uint64_t, std::uint64_t> next_dropout_key() {
     return {mix_key(key_.seed, key_.step), dropout_calls_++};
+  }
+  /// The counter of element 0 of a dropout mask over `elements` values of this pass (dropout's
+  /// `first`): first_example * (elements / examples). The values of a layer's output (N, ...) are
+  /// stored example by example, so element j of example n is keyed by
+  /// (first_example + n) * (elements / examples) + j, its index in the output of the pass over the
+  /// step's whole batch: a data-parallel rank draws the masks one process draws on the union of the
+  /// shards. 0 whenever first_example is 0 (one process), whatever the shape. ValueError if
+  /// first_example > 0 and the values are not `examples` blocks of equal size (a tensor that is not
+  /// per example has no place in the batch's masks).
+  std::uint64_t dropout_first_element(Index elements) const {
+    if (key_.first_example == 0 || elements == 0) return 0;
+    if (key_.examples <= 0 || elements % key_.examples != 0) {
+      throw ValueError("dropout: a tensor of " + std::to_string(elements) +
+                       " values in a pass over " + std::to_string(key_.examples) +
+                       " examples starting at example " + std::to_string(key_.first_example) +
+                       " of the batch is not one block of values per example, so its mask "
+                       "cannot be keyed by the example's index in the batch");
+    }
+    return key_.first_example * static_cast<std::uint64_t>(elements / key_.examples);
   }
   /// Reports a layer to the pass's observer, if any (Linear and Conv2d call this).
   void tap(const LayerTap<V>& t) {

@@ -113,8 +113,11 @@ template <Real T> using BatchNorm1d = BatchNorm<T>;
 
 /// Inverted dropout, PyTorch's nn.Dropout(p): in Mode::train each element is zeroed with
 /// probability p and the rest scaled by 1 / (1 - p); in Mode::eval the identity. Masks are keyed by
-/// (model seed, model step, this layer's position among the pass's dropout layers, element), so a
-/// pass re-recorded at the same step (curvature products, line searches) sees the same masks.
+/// (model seed, model step, this layer's position among the pass's dropout layers, the example's
+/// index in the step's batch, the element's index within the example; ForwardContext::
+/// dropout_first_element), so a pass re-recorded at the same step (curvature products, line
+/// searches) sees the same masks, and k data-parallel ranks draw the masks of one process on the
+/// union of their shards.
 template <Real T>
 class Dropout final : public Layer<T, Dropout<T>> {
  public:
@@ -127,7 +130,7 @@ class Dropout final : public Layer<T, Dropout<T>> {
   V apply(const V& x, ForwardContext<V>& c) const {
     if (!c.training() || p_ == 0) return x;
     const auto [seed, stream] = c.next_dropout_key();
-    return dropout(x, p_, seed, stream);
+    return dropout(x, p_, seed, stream, c.dropout_first_element(x.shape().numel()));
   }
   double p() const { return p_; }
 

@@ -22,27 +22,42 @@ T taped_loss_and_gradient(const Model<T>& model, const Head<T>& head, const Tens
   return value;
 }
 
-}  // namespace
+// The start of a training step whose batch row 0 is example `first` of the step's batch: in train
+// mode a new step (new dropout masks), and the masks keyed by the examples' indices in the batch.
+template <Real T>
+void start_step(Model<T>& model, const Tensor<T>& gradient, Index first) {
+  model.split(gradient);  // ShapeError before the step counter moves
+  if (model.mode() == Mode::train) model.set_step(model.step() + 1);
+  model.set_first_example(first);
+}
 
 template <Real T>
-T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-                    Tensor<T>& gradient, Tape<T>& tape) {
-  model.split(gradient);  // ShapeError before the step counter moves
-  if (model.mode() == Mode::train) model.set_step(model.step() + 1);  // new dropout masks
+T taped_training_step(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+                      Tensor<T>& gradient, Tape<T>& tape) {
   return taped_loss_and_gradient(model, head, x, y, gradient, tape, [&](const Var<T>& xv, std::span<const Var<T>> p) {
     return model.forward_updating_state(xv, p);
   });
 }
 
+}  // namespace
+
+template <Real T>
+T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
+                    Tensor<T>& gradient, Tape<T>& tape) {
+  start_step(model, gradient, 0);
+  return taped_training_step(model, head, x, y, gradient, tape);
+}
+
 template <Real T>
 T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
                     Tensor<T>& gradient, Tape<T>& tape, Communicator& comm, const Shard& shard) {
+  // Every rank starts the step, also with 0 rows (the ranks' steps stay equal); this rank's rows
+  // are examples [offset, offset + local) of the union, which keys their dropout masks.
+  start_step(model, gradient, shard.offset);
   double loss = 0;
   if (shard.local > 0) {
-    loss = static_cast<double>(loss_and_gradient(model, head, x, y, gradient, tape));
+    loss = static_cast<double>(taped_training_step(model, head, x, y, gradient, tape));
   } else {
-    model.split(gradient);  // the same ShapeError as with rows
-    if (model.mode() == Mode::train) model.set_step(model.step() + 1);  // keeps the ranks' steps equal
     gradient.fill(T(0));
   }
   // sum_r (n_r / N) * (mean over rank r): the mean over the union (nn/communicator.hpp).

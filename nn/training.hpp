@@ -15,7 +15,8 @@ namespace amari::nn {
 /// otherwise). One forward pass recorded on `tape` (cleared first) and one reverse sweep; the
 /// gradient lands directly in the flat vector through per-parameter views (no copy).
 /// This is the forward pass of a training step: in Mode::train it starts a new step (new dropout
-/// masks: model.step() is incremented first) and updates the model's running statistics.
+/// masks: model.step() is incremented first) and updates the model's running statistics. The batch
+/// is the step's whole batch: model.first_example() is set to 0.
 template <Real T>
 T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
                     Tensor<T>& gradient, Tape<T>& tape);
@@ -33,8 +34,9 @@ T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, co
 /// local mean loss and gradient are weighted by n_r / N and summed in rank order (two
 /// allreduce_sum: P values and one), so every rank holds bitwise the same result, equal to the
 /// single-process result on the union up to rounding for models whose examples do not interact
-/// (no batch norm in train mode) and without dropout (its masks are keyed by position in the local
-/// batch). The step counter moves on every rank, also with 0 rows.
+/// (no batch norm in train mode). model.first_example() is set to shard.offset, so dropout draws
+/// for every row the mask one process draws for it in the union (nn::RandomKey). The step counter
+/// moves on every rank, also with 0 rows.
 template <Real T>
 T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
                     Tensor<T>& gradient, Tape<T>& tape, Communicator& comm, const Shard& shard);

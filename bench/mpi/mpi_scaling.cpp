@@ -1,5 +1,6 @@
 // Data-parallel cost (docs/scaling.md): time per CG iteration and per optimizer step at k ranks,
-// the share spent in communication, and the bytes each rank received against the formula.
+// the share spent in communication, and the bytes each rank received against the formula (the
+// exit status is 1 if a row's bytes differ from it).
 //
 // "comm" is the time inside MPI calls, which includes waiting for a slower rank (imbalance, or a
 // rank descheduled on a shared machine); the "allreduce_sum of P floats" row is the transfer alone.
@@ -81,8 +82,9 @@ struct Net {
   nn::Model<float> model;
 };
 
-void run(mpi::Communicator& comm, Net& net, Index batch, Index curvature_batch, int reps,
-         int cg_iterations) {
+// Returns the number of rows whose bytes differ from the formula (on rank 0; 0 elsewhere).
+int run(mpi::Communicator& comm, Net& net, Index batch, Index curvature_batch, int reps,
+        int cg_iterations) {
   nn::SoftmaxCrossEntropy<float> head;
   const int k = comm.size(), r = comm.rank();
   nn::Model<float>& model = net.model;
@@ -166,7 +168,7 @@ void run(mpi::Communicator& comm, Net& net, Index batch, Index curvature_batch, 
   });
   model.scatter(theta0);
 
-  if (r != 0) return;
+  if (r != 0) return 0;
   std::printf(
       "\n%s: P = %lld parameters, batch %lld (curvature %lld), %d rank(s), %d CG iterations per "
       "step\n",
@@ -180,10 +182,13 @@ void run(mpi::Communicator& comm, Net& net, Index batch, Index curvature_batch, 
   const double fp =
       static_cast<double>(mpi::allreduce_bytes_received(static_cast<std::size_t>(p), 4, k, r));
   const double f1 = static_cast<double>(mpi::allreduce_bytes_received(1, 8, k, r));
+  int mismatches = 0;
   auto row = [&](const char* what, const Measurement& m, double formula) {
-    std::printf("%-28s %12.3f %12.3f %9.1f%% %14.0f %14.0f %6.0f\n", what, 1e3 * m.seconds,
+    const bool differs = m.bytes != formula;
+    mismatches += differs ? 1 : 0;
+    std::printf("%-28s %12.3f %12.3f %9.1f%% %14.0f %14.0f %6.0f%s\n", what, 1e3 * m.seconds,
                 1e3 * m.comm_seconds, 100.0 * m.comm_seconds / m.seconds, m.bytes, formula,
-                m.collectives);
+                m.collectives, differs ? "  <- bytes differ from the formula" : "");
   };
   row("allreduce_sum of P floats", reduce_only, fp);
   row("GGN product (CG iteration)", product, fp);
@@ -193,20 +198,24 @@ void run(mpi::Communicator& comm, Net& net, Index batch, Index curvature_batch, 
   // HF without backtracking or line search: the same (one loss at the chosen iterate).
   row("Hessian-free step", hf_step, km1 * 8 + fp + f1 + cg_iterations * fp + f1);
   // K-FAC (docs/scaling.md's K-FAC rows): row counts, loss, gradient, the factor statistics
-  // (F = sum_l rows_l^2 + out_l^2 floats), the loss after the step; a refresh adds the failure
-  // flags and the inverses of the layers other ranks own.
+  // (F = sum_l (rows_l (rows_l + 1) + out_l (out_l + 1)) / 2 floats: the upper triangles of A_l and
+  // G_l), the loss after the step; a refresh adds the failure flags and the inverses of the layers
+  // other ranks own.
   double statistics = 0, refresh = km1 * 8;
   const auto& layers = kfac.factors().layers();
   for (std::size_t l = 0; l < layers.size(); ++l) {
-    const double rows = static_cast<double>(layers[l].rows()), outs = static_cast<double>(layers[l].out);
-    statistics += rows * rows + outs * outs;
-    if (static_cast<int>(l % static_cast<std::size_t>(k)) != r) refresh += (rows * rows + outs * outs) * 4 + 16;
+    const double rows = static_cast<double>(layers[l].rows()),
+                 outs = static_cast<double>(layers[l].out);
+    statistics += (rows * (rows + 1) + outs * (outs + 1)) / 2;
+    if (static_cast<int>(l % static_cast<std::size_t>(k)) != r)
+      refresh += (rows * rows + outs * outs) * 4 + 16;
   }
-  const double fstat =
-      static_cast<double>(mpi::allreduce_bytes_received(static_cast<std::size_t>(statistics), 4, k, r));
+  const double fstat = static_cast<double>(
+      mpi::allreduce_bytes_received(static_cast<std::size_t>(statistics), 4, k, r));
   const double kfac_formula = km1 * 8 + f1 + fp + fstat + f1;
   row("K-FAC step", kfac_step, kfac_formula);
   row("K-FAC step + inverse refresh", kfac_refresh_step, kfac_formula + refresh);
+  return mismatches;
 }
 
 }  // namespace
@@ -249,7 +258,11 @@ int main(int argc, char** argv) {
     if (cnn)
       nets.push_back(
           {"CNN (examples/cnn_models.hpp)", nn::Model<float>(example::small_cnn<float>(), 1)});
-    for (Net& net : nets) run(comm, net, batch, curvature_batch, reps, cg);
-    return 0;
+    int mismatches = 0;
+    for (Net& net : nets) mismatches += run(comm, net, batch, curvature_batch, reps, cg);
+    if (mismatches > 0) {
+      std::printf("\n%d row(s) received other bytes than docs/scaling.md's formula\n", mismatches);
+    }
+    return mismatches == 0 ? 0 : 1;
   });
 }

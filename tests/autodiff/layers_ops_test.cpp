@@ -368,6 +368,35 @@ TEST_CASE(
   CHECK(bitwise_equal(t1, a));
 }
 
+TEST_CASE(
+    "dropout: rows r0 to r1 - 1 passed with first = r0 * row length draw the whole tensor's mask "
+    "for those rows, in the primal, the JVP and the VJP",
+    "[autodiff][dropout]") {
+  Rng rng(12);
+  const Index n = 9, d = 70, r0 = 4, r1 = 7;  // rows of 70: blocks of 256 straddle the rows
+  const Tensor<double> x = uniform_tensor<double>(Shape{n, d}, rng, 1.0, 2.0);
+  const Tensor<double> ones = Tensor<double>::full(Shape{r1 - r0, d}, 1.0);
+  const double p = 0.4;
+  const Tensor<double> whole = dropout(x, p, 11, 3);
+  CHECK(max_abs_diff(dropout(x, p, 11, 3, 0), whole) == 0.0);  // first = 0: x on its own
+  const Tensor<double> rows = x.view(r0 * d, Shape{r1 - r0, d}).clone();
+  const auto first = static_cast<std::uint64_t>(r0 * d);
+  const Tensor<double> y = dropout(rows, p, 11, 3, first);
+  const Dual<double> yd = dropout(Dual<double>(rows, ones), p, 11, 3, first);
+  const auto [yv, xbar] =
+      value_and_vjp([&](const Var<double>& v) { return dropout(v, p, 11, 3, first); }, rows, ones);
+  for (Index i = 0; i < y.size(); ++i) {
+    const double expected = whole[r0 * d + i];
+    CHECK(y[i] == expected);
+    CHECK(yd.primal()[i] == expected);
+    CHECK(yv[i] == expected);
+    CHECK(yd.tangent()[i] == (expected == 0.0 ? 0.0 : 1 / (1 - p)));
+    CHECK(xbar[i] == (expected == 0.0 ? 0.0 : 1 / (1 - p)));
+  }
+  // The block on its own (first = 0) draws another mask.
+  CHECK(max_abs_diff(dropout(rows, p, 11, 3), y) > 0);
+}
+
 TEST_CASE("dropout: p outside 0 <= p < 1 is a ValueError naming the op",
           "[autodiff][dropout][errors]") {
   const Tensor<double> x(Shape{3});

@@ -84,6 +84,9 @@ void check_all_or_nothing(const Options& options, int fail_at) {
   // One good step each, so lambda and the warm start are not at their initial values.
   opt.step(d.x, d.y);
   twin_opt.step(d.x, d.y);
+  // A first-example index the step changes (a single-process step sets it to 0), so that the
+  // check below can see whether it is put back.
+  model.set_first_example(7);
   const Tensor<double> theta = model.gather(), state = model.state().clone();
   const std::uint64_t step = model.step();
   const double lambda = opt.lambda();
@@ -93,6 +96,7 @@ void check_all_or_nothing(const Options& options, int fail_at) {
   CHECK(amari::test::max_abs_diff(model.parameters(), theta) == 0.0);
   CHECK(amari::test::max_abs_diff(model.state(), state) == 0.0);
   CHECK(model.step() == step);
+  CHECK(model.first_example() == 7);
   CHECK(opt.lambda() == lambda);
   // The next step is the one an optimizer that never saw the failure takes.
   head.fail_at = 0;

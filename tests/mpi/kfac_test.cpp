@@ -1,9 +1,13 @@
 // Data-parallel K-FAC (curvature/kfac.hpp): on k ranks, each holding an unequal shard of the batch,
 // three K-FAC steps equal three single-process steps on the union (1e-12 relative in double), with
-// the sampled labels keyed by the global example index, the factors reduced over the ranks and the
-// inverse refreshes spread over them layer by layer; every rank holds bitwise the same parameters,
-// factors and inverses.
+// the sampled labels keyed by the global example index, the factors reduced over the ranks (upper
+// triangles only, bitwise the full reduction) and the inverse refreshes (EKFAC: the
+// eigendecompositions) spread over them layer by layer; every rank holds bitwise the same
+// parameters, factors and inverses (EKFAC: bases and scalings), and receives the bytes of
+// docs/scaling.md's table.
 #include <catch2/catch.hpp>
+
+#include <cstring>
 
 #include <amari/curvature/kfac.hpp>
 
@@ -71,6 +75,13 @@ TEST_CASE("mpi: K-FAC and EKFAC steps equal the single-process steps on the unio
         } else {
           CHECK(relative_difference(f.scalings(layer), single.factors().scalings(layer)) <= 1e-12);
           CHECK(same_tensor_on_every_rank(comm, f.scalings(layer)));
+          // Layer l's bases come from rank l mod k (at k > 1 not every rank computed them).
+          CHECK(same_tensor_on_every_rank(comm, f.eigenvectors_a(layer)));
+          CHECK(same_tensor_on_every_rank(comm, f.eigenvectors_g(layer)));
+          if (comm.size() == 1) {
+            CHECK(relative_difference(f.eigenvectors_a(layer),
+                                      single.factors().eigenvectors_a(layer)) == 0);
+          }
         }
       }
       if (comm.size() == 1) {  // one rank: the data-parallel path computes exactly the single one
@@ -127,15 +138,15 @@ TEST_CASE("mpi: a K-FAC step receives the bytes of docs/scaling.md's table", "[m
   kfac.step(l.x, l.y);  // step 1 does not
   const std::uint64_t plain_step = comm.bytes_received() - before;
 
-  Index f = 0;
+  Index f = 0;                       // the upper triangles (with the diagonal) of every A_l and G_l
   std::uint64_t refresh = gathered;  // the failure flags, then the inverses of other ranks' layers
   const std::vector<curv::KfacLayer>& layers = kfac.factors().layers();
   REQUIRE(layers.size() == 2);
   for (std::size_t i = 0; i < layers.size(); ++i) {
-    const Index values = layers[i].rows() * layers[i].rows() + layers[i].out * layers[i].out;
-    f += values;
+    const Index rows = layers[i].rows(), out = layers[i].out;
+    f += rows * (rows + 1) / 2 + out * (out + 1) / 2;
     if (static_cast<int>(i % static_cast<std::size_t>(k)) != r) {
-      refresh += static_cast<std::uint64_t>(values) * sizeof(double) + 16;
+      refresh += static_cast<std::uint64_t>(rows * rows + out * out) * sizeof(double) + 16;
     }
   }
   // Row counts, loss, gradient, factor statistics, loss after the step.
@@ -143,6 +154,75 @@ TEST_CASE("mpi: a K-FAC step receives the bytes of docs/scaling.md's table", "[m
       gathered + reduced(1) + reduced(p.model.num_parameters()) + reduced(f) + reduced(1);
   CHECK(plain_step == per_step);
   CHECK(refresh_step == per_step + refresh);
+}
+
+TEST_CASE("mpi: an EKFAC step receives the bytes of docs/scaling.md's table", "[mpi][kfac]") {
+  mpi::Communicator comm;
+  const int k = comm.size(), r = comm.rank();
+  Problem p;
+  const Local l = local_part(p, comm);
+  curv::Kfac<double> ekfac(
+      p.model, p.head, {.inverse_update_every = 2, .approximation = curv::KfacApproximation::ekfac},
+      comm);
+  const auto reduced = [&](Index n) {
+    return mpi::allreduce_bytes_received(static_cast<std::size_t>(n), sizeof(double), k, r);
+  };
+  const std::uint64_t gathered = 8 * static_cast<std::uint64_t>(k - 1);
+
+  std::uint64_t before = comm.bytes_received();
+  ekfac.step(l.x, l.y);  // update 0 computes the eigenbases
+  const std::uint64_t basis_step = comm.bytes_received() - before;
+  before = comm.bytes_received();
+  ekfac.step(l.x, l.y);  // update 1 keeps them
+  const std::uint64_t plain_step = comm.bytes_received() - before;
+
+  Index f = 0, e = 0;
+  std::uint64_t bases = gathered;  // the failure flags, then the bases of other ranks' layers
+  const std::vector<curv::KfacLayer>& layers = ekfac.factors().layers();
+  REQUIRE(layers.size() == 2);
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const Index rows = layers[i].rows(), out = layers[i].out;
+    f += rows * (rows + 1) / 2 + out * (out + 1) / 2;
+    e += rows * out;
+    if (static_cast<int>(i % static_cast<std::size_t>(k)) != r) {
+      bases += static_cast<std::uint64_t>(rows * rows + out * out) * sizeof(double);
+    }
+  }
+  // Row counts, loss, gradient, factor statistics, scalings, loss after the step; EKFAC's
+  // update_inverses only sets the damping (no communication).
+  const std::uint64_t per_step = gathered + reduced(1) + reduced(p.model.num_parameters()) +
+                                 reduced(f) + reduced(e) + reduced(1);
+  CHECK(plain_step == per_step);
+  CHECK(basis_step == per_step + bases);
+}
+
+TEST_CASE(
+    "mpi: the factor statistics reduced as upper triangles are bitwise the reduction of the full "
+    "matrices",
+    "[mpi][kfac]") {
+  mpi::Communicator comm;
+  Problem p;
+  const Local l = local_part(p, comm);
+  const nn::Shard shard = nn::shard_of(comm, l.count);
+  // KFLR: no sampled labels, so a single-process update on this rank's rows computes exactly this
+  // rank's statistics; at the first update the averages are the batch statistics themselves.
+  const curv::KfacOptions o{.fisher = curv::KfacFisher::kflr};
+  curv::KroneckerFactors<double> distributed(p.model, p.head, o), local(p.model, p.head, o);
+  distributed.update(l.x, l.y, nullptr, comm);
+  local.update(l.x, l.y);
+  for (std::size_t layer = 0; layer < local.layers().size(); ++layer) {
+    for (const bool a : {true, false}) {
+      INFO("layer " << layer << (a ? " A" : " G"));
+      // The full matrix reduced as before: sum_r (n_r / N) M_r in rank order.
+      Tensor<double> full = (a ? local.factor_a(layer) : local.factor_g(layer)).clone();
+      nn::reduce_mean(comm, shard.weight(),
+                      std::span<double>(full.data(), static_cast<std::size_t>(full.size())));
+      const Tensor<double>& got = a ? distributed.factor_a(layer) : distributed.factor_g(layer);
+      REQUIRE(got.shape() == full.shape());
+      CHECK(std::memcmp(got.data(), full.data(),
+                        static_cast<std::size_t>(full.size()) * sizeof(double)) == 0);
+    }
+  }
 }
 
 TEST_CASE(

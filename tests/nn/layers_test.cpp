@@ -224,6 +224,58 @@ TEST_CASE("Dropout: one mask per step, shared by the forward pass, its JVP, its 
   CHECK_THROWS_AS(nn::Dropout<double>(1.0), ValueError);
 }
 
+TEST_CASE(
+    "Dropout: a pass over rows o to o + n - 1 with first_example o draws the whole batch's masks "
+    "for those rows",
+    "[nn][layers][dropout]") {
+  auto net = std::make_shared<Seq>();
+  net->emplace<nn::Linear<double>>(6, 40);
+  net->emplace<nn::Dropout<double>>(0.5);
+  net->emplace<nn::Reshape<double>>(std::vector<Index>{5, 8});  // masks of a (N, 5, 8) tensor
+  net->emplace<nn::Dropout<double>>(0.3);
+  net->emplace<nn::Flatten<double>>();
+  net->emplace<nn::Linear<double>>(40, 3);
+  nn::Model<double> model(net, 9);
+  model.set_step(4);
+  CHECK(model.first_example() == 0);
+  const Tensor<double> x = batch(7, 6, 4);
+  const Tensor<double> whole = model.forward(x);
+  const Index o = 2, n = 4;
+  model.set_first_example(o);
+  const Tensor<double> part = model.forward(x.view(o * 6, Shape{n, 6}).clone());
+  for (Index i = 0; i < n * 3; ++i) CHECK(part[i] == Approx(whole[o * 3 + i]).epsilon(1e-14));
+  // The same rows as a batch of their own (first_example 0) see other masks.
+  nn::Model<double> own = model;
+  CHECK(own.first_example() == o);  // a copy keeps it
+  own.set_first_example(0);
+  CHECK(max_abs_diff(own.forward(x.view(o * 6, Shape{n, 6}).clone()), part) > 1e-6);
+  // A single-process training step is a step on its whole batch: first_example back to 0.
+  Tensor<double> g = model.zeros_like_parameters();
+  nn::SoftmaxCrossEntropy<double> head;
+  nn::loss_and_gradient(model, head, x, nn::one_hot<double>({0, 1, 2, 0, 1, 2, 0}, 3), g);
+  CHECK(model.first_example() == 0);
+  CHECK_THROWS_MATCHES(model.set_first_example(-1), ValueError,
+                       MessageContains({"set_first_example", "-1"}));
+}
+
+TEST_CASE(
+    "ForwardContext: a dropout mask starts at first_example times the values per example, and a "
+    "tensor that is not per example is refused once first_example > 0",
+    "[nn][layers][dropout][errors]") {
+  const std::vector<Tensor<double>> none;
+  std::vector<Tensor<double>> state;
+  auto context = [&](std::uint64_t first, Index examples) {
+    return nn::ForwardContext<Tensor<double>>(std::span<const Tensor<double>>(none),
+                                              std::span<Tensor<double>>(state), nn::Mode::train,
+                                              false, nn::RandomKey{1, 2, first, examples});
+  };
+  CHECK(context(3, 4).dropout_first_element(4 * 10) == 30);  // (N = 4, 10): example 3 starts at 30
+  CHECK(context(0, 4).dropout_first_element(7) == 0);        // one process: any shape
+  CHECK(context(3, 0).dropout_first_element(0) == 0);        // a rank without rows
+  CHECK_THROWS_MATCHES(context(3, 4).dropout_first_element(10), ValueError,
+                       MessageContains({"dropout", "10 values", "4 examples"}));
+}
+
 TEST_CASE("Residual: x + f(x), with a projection when the shapes differ, named body. and projection.",
           "[nn][layers]") {
   auto body = std::make_shared<Seq>();
