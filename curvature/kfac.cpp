@@ -903,8 +903,7 @@ double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>
       const Tensor<T> y =
           s.head->sample(z.value(), o.seed, old.updates, comm ? used.offset : Index{0});
       Tensor<T> e = Tensor<T>::uninitialized(z.shape());
-      s.head->score(z.value(), y, e);
-      scal(-1.0, e);
+      s.head->residual(z.value(), y, e);
       columns.push_back(std::move(e));
       break;
     }

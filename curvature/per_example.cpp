@@ -22,13 +22,12 @@ void check_batch(const char* op, const Shape& x, bool x_defined, const Shape& y,
   }
 }
 
-// grad_{z_n} l_n = mu(z_n) - T(y_n) = -score_n, per example (no 1/N), for every head: the logit
-// cotangent of all N per-example losses at once.
+// grad_{z_n} l_n, the head's residual (mu(z_n) - T(y_n) for the exponential families), per
+// example (no 1/N): the logit cotangent of all N per-example losses at once.
 template <Real T>
 Tensor<T> per_example_logit_gradients(const nn::Head<T>& head, const Tensor<T>& z, const Tensor<T>& targets) {
   Tensor<T> g = Tensor<T>::uninitialized(z.shape());
-  head.score(z, targets, g);
-  for (T& v : g) v = -v;
+  head.residual(z, targets, g);
   return g;
 }
 

@@ -64,13 +64,13 @@ Tensor<T> empirical_fisher_diagonal(const nn::Model<T>& model, const nn::Head<T>
   const Index d = inputs.size() / std::max<Index>(n_all, 1), c = targets.shape()[1];
   ModelLinearization<T> lin(model, inputs.view(0, Shape{n, d}));
   const Tensor<T> y = targets.view(0, Shape{n, c});
-  // Row i of N * gradient(z) is the gradient of example i's own loss in z_i.
-  Tensor<T> gz = Tensor<T>::uninitialized(lin.logits().shape());
-  head.gradient(lin.logits(), y, gz);
+  // Row i of the residual is the gradient of example i's own loss in z_i.
+  Tensor<T> r = Tensor<T>::uninitialized(lin.logits().shape());
+  head.residual(lin.logits(), y, r);
   Tensor<T> b(lin.logits().shape()), gi = model.zeros_like_parameters(), diag = model.zeros_like_parameters();
   for (Index i = 0; i < n; ++i) {
     b.fill(T(0));
-    for (Index j = 0; j < c; ++j) b[i * c + j] = gz[i * c + j] * static_cast<T>(n);
+    for (Index j = 0; j < c; ++j) b[i * c + j] = r[i * c + j];
     lin.vjp(b, gi);  // g_i = J_i^T grad_z l_i
     for (Index k = 0; k < gi.size(); ++k) diag[k] += gi[k] * gi[k];
   }

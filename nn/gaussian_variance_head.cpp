@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <limits>
 
+#include <amari/nn/detail/aliasing.hpp>
 #include <amari/nn/random.hpp>
 
 namespace amari::nn {
@@ -36,19 +37,7 @@ void check_same(const std::string& op, const Shape& z, const Shape& t, const cha
                      " does not match logits of shape " + z.str());
 }
 
-// compute(dst) into out, or into a temporary when out shares elements with an input.
-template <Real T, class F>
-void into(Tensor<T>& out, std::initializer_list<const Tensor<T>*> inputs, const F& compute) {
-  for (const Tensor<T>* in : inputs) {
-    if (out.overlaps(*in)) {
-      Tensor<T> tmp = Tensor<T>::uninitialized(out.shape());
-      compute(tmp);
-      out.copy_from(tmp);
-      return;
-    }
-  }
-  compute(out);
-}
+using detail::into;
 
 }  // namespace
 
@@ -118,9 +107,9 @@ void GaussianLearnedVariance<T>::mean(const Tensor<T>& z, Tensor<T>& mu) const {
 }
 
 template <Real T>
-void GaussianLearnedVariance<T>::score(const Tensor<T>& z, const Tensor<T>& y,
-                                       Tensor<T>& out) const {
-  const std::string op = std::string(kOp) + "::score";
+void GaussianLearnedVariance<T>::compute_residual(const char* op_name, const Tensor<T>& z, const Tensor<T>& y,
+                                                  Tensor<T>& out) const {
+  const std::string op = std::string(kOp) + "::" + op_name;
   check_logits(op, z.shape(), &y.shape());
   check_same(op, z.shape(), out.shape(), "output");
   const Index n = z.dim(0), c = z.dim(1) / 2;
@@ -128,23 +117,11 @@ void GaussianLearnedVariance<T>::score(const Tensor<T>& z, const Tensor<T>& y,
     for (Index i = 0; i < n; ++i)
       for (Index j = 0; j < c; ++j) {
         const Cell k = cell(z[i * 2 * c + c + j], lo_, hi_);
-        const double r = static_cast<double>(y[i * c + j]) - z[i * 2 * c + j];
-        dst[i * 2 * c + j] = static_cast<T>(r * k.w);  // s_mu = r w
-        dst[i * 2 * c + c + j] = static_cast<T>(k.active ? 0.5 * (r * r * k.w - 1.0) : 0.0);  // s_s
+        const double r = static_cast<double>(z[i * 2 * c + j]) - y[i * c + j];  // mu - y
+        dst[i * 2 * c + j] = static_cast<T>(r * k.w);  // dNLL/dmu = (mu - y) w
+        // dNLL/ds = (1 - r^2 w) / 2 inside the clamp range, 0 where s is clamped.
+        dst[i * 2 * c + c + j] = static_cast<T>(k.active ? 0.5 * (1.0 - r * r * k.w) : 0.0);
       }
-  });
-}
-
-template <Real T>
-void GaussianLearnedVariance<T>::gradient(const Tensor<T>& z, const Tensor<T>& y,
-                                          Tensor<T>& out) const {
-  const std::string op = std::string(kOp) + "::gradient";
-  check_logits(op, z.shape(), &y.shape());
-  check_same(op, z.shape(), out.shape(), "output");
-  into(out, {&z, &y}, [&](Tensor<T>& dst) {
-    score(z, y, dst);
-    const double minus_inv_n = -1.0 / static_cast<double>(z.dim(0));  // grad L = -s, averaged
-    for (Index k = 0; k < dst.size(); ++k) dst[k] = static_cast<T>(dst[k] * minus_inv_n);
   });
 }
 

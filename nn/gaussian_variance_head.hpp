@@ -28,7 +28,7 @@
 // lo < s <= hi and 0 elsewhere; the closed forms use the same convention.
 //
 // Conventions as for the other heads (nn/heads.hpp): loss() and gradient() carry the 1/N of the
-// batch mean, score(), the H_L and F_R products and sample() are per example. mean() returns
+// batch mean; residual(), score(), the H_L and F_R products and sample() are per example. mean() returns
 // (mu, sigma^2) (N, 2C): the predictive mean and variance. Outputs may alias inputs.
 #pragma once
 
@@ -54,10 +54,6 @@ class GaussianLearnedVariance final : public Head<T> {
   Var<T> loss(const Var<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
   /// (mu, exp(clamp(s))): predicted means and variances, (N, 2C).
   void mean(const Tensor<T>& z, Tensor<T>& mu) const override;
-  /// Gradient of loss() in z, (N, 2C), with the 1/N of the mean.
-  void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
-  /// s_z = -grad_z L per example, (N, 2C); zero mean under y ~ r(.|z).
-  void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
   /// H_L depends on the targets here: always throws ValueError (use the targeted overload).
   void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const override;
   /// out_i = H_L(z_i, y_i) a_i (2 x 2 block per output, indefinite when y_c != mu_c). O(N C).
@@ -77,6 +73,11 @@ class GaussianLearnedVariance final : public Head<T> {
   /// mean_i (1/2) sum_c [ s_ic + (y_ic - mu_ic)^2 exp(-s_ic) ], s clamped.
   template <Value V>
   V nll(const V& z, const Tensor<T>& y) const;
+
+ protected:
+  /// grad_z NLL per example, (N, 2C): ((mu - y) w, (1 - (y - mu)^2 w) / 2) with w = exp(-s), the
+  /// second part 0 where s is clamped. score() = -residual has zero mean under y ~ r(.|z).
+  void compute_residual(const char* op, const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
 
  private:
   double lo_, hi_;

@@ -6,11 +6,14 @@
 #include <limits>
 
 #include <amari/autodiff/kernels/reduce.hpp>
+#include <amari/nn/detail/aliasing.hpp>
 #include <amari/nn/random.hpp>
 
 namespace amari::nn {
 
 namespace {
+
+using detail::into;
 
 // z must be (N, C) with N >= 1, and y (when given) the same shape.
 void check_logits(const char* op, const Shape& z, const Shape* y = nullptr) {
@@ -30,22 +33,6 @@ void check_out(const char* op, const Tensor<T>& z, const Tensor<T>& out, const c
     throw ShapeError(std::string(op) + ": " + what + " of shape " + out.shape().str() +
                      " does not match logits of shape " + z.shape().str());
   }
-}
-
-// Runs compute(dst) with dst = out, or, when out shares elements with one of `inputs` (which
-// compute reads while it writes dst), with dst a fresh tensor copied into out at the end. So every
-// out-parameter function gives the same numbers whether or not out aliases an argument.
-template <Real T, class F>
-void into(Tensor<T>& out, std::initializer_list<const Tensor<T>*> inputs, const F& compute) {
-  for (const Tensor<T>* in : inputs) {
-    if (out.overlaps(*in)) {
-      Tensor<T> tmp = Tensor<T>::uninitialized(out.shape());
-      compute(tmp);
-      out.copy_from(tmp);
-      return;
-    }
-  }
-  compute(out);
 }
 
 // sigmoid without overflow for either sign of z.
@@ -79,23 +66,14 @@ void SoftmaxCrossEntropy<T>::mean(const Tensor<T>& z, Tensor<T>& mu) const {
 }
 
 template <Real T>
-void SoftmaxCrossEntropy<T>::gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
-  check_logits("softmax_cross_entropy::gradient", z.shape(), &y.shape());
-  check_out("softmax_cross_entropy::gradient", z, out, "output");
+void SoftmaxCrossEntropy<T>::compute_residual(const char* op, const Tensor<T>& z, const Tensor<T>& y,
+                                              Tensor<T>& out) const {
+  const std::string name = std::string("softmax_cross_entropy::") + op;
+  check_logits(name.c_str(), z.shape(), &y.shape());
+  check_out(name.c_str(), z, out, "output");
   into(out, {&z, &y}, [&](Tensor<T>& dst) {
     mean(z, dst);
-    const T inv_n = T(1) / static_cast<T>(z.shape()[0]);
-    for (Index k = 0; k < dst.size(); ++k) dst[k] = (dst[k] - y[k]) * inv_n;  // (p - y) / N
-  });
-}
-
-template <Real T>
-void SoftmaxCrossEntropy<T>::score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
-  check_logits("softmax_cross_entropy::score", z.shape(), &y.shape());
-  check_out("softmax_cross_entropy::score", z, out, "output");
-  into(out, {&z, &y}, [&](Tensor<T>& dst) {
-    mean(z, dst);
-    for (Index k = 0; k < dst.size(); ++k) dst[k] = y[k] - dst[k];  // T(y) - mu(z), SEED-NOTES 3
+    for (Index k = 0; k < dst.size(); ++k) dst[k] = dst[k] - y[k];  // mu(z) - T(y) = p - y, SEED-NOTES 3
   });
 }
 
@@ -176,21 +154,13 @@ void SigmoidBernoulli<T>::mean(const Tensor<T>& z, Tensor<T>& mu) const {
 }
 
 template <Real T>
-void SigmoidBernoulli<T>::gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
-  check_logits("sigmoid_bernoulli::gradient", z.shape(), &y.shape());
-  check_out("sigmoid_bernoulli::gradient", z, out, "output");
-  const double inv_n = 1.0 / static_cast<double>(z.shape()[0]);
+void SigmoidBernoulli<T>::compute_residual(const char* op, const Tensor<T>& z, const Tensor<T>& y,
+                                           Tensor<T>& out) const {
+  const std::string name = std::string("sigmoid_bernoulli::") + op;
+  check_logits(name.c_str(), z.shape(), &y.shape());
+  check_out(name.c_str(), z, out, "output");
   into(out, {&z, &y}, [&](Tensor<T>& dst) {
-    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>((stable_sigmoid(z[k]) - y[k]) * inv_n);
-  });
-}
-
-template <Real T>
-void SigmoidBernoulli<T>::score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
-  check_logits("sigmoid_bernoulli::score", z.shape(), &y.shape());
-  check_out("sigmoid_bernoulli::score", z, out, "output");
-  into(out, {&z, &y}, [&](Tensor<T>& dst) {
-    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>(y[k] - stable_sigmoid(z[k]));
+    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>(stable_sigmoid(z[k]) - y[k]);  // p - y
   });
 }
 
@@ -263,22 +233,13 @@ void Gaussian<T>::mean(const Tensor<T>& z, Tensor<T>& mu) const {
 }
 
 template <Real T>
-void Gaussian<T>::gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
-  check_logits("gaussian::gradient", z.shape(), &y.shape());
-  check_out("gaussian::gradient", z, out, "output");
-  const double s = 1.0 / (sigma_ * sigma_ * static_cast<double>(z.shape()[0]));
-  into(out, {&z, &y}, [&](Tensor<T>& dst) {
-    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>((z[k] - y[k]) * s);
-  });
-}
-
-template <Real T>
-void Gaussian<T>::score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
-  check_logits("gaussian::score", z.shape(), &y.shape());
-  check_out("gaussian::score", z, out, "output");
+void Gaussian<T>::compute_residual(const char* op, const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
+  const std::string name = std::string("gaussian::") + op;
+  check_logits(name.c_str(), z.shape(), &y.shape());
+  check_out(name.c_str(), z, out, "output");
   const double s = 1.0 / (sigma_ * sigma_);
   into(out, {&z, &y}, [&](Tensor<T>& dst) {
-    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>((y[k] - z[k]) * s);
+    for (Index k = 0; k < z.size(); ++k) dst[k] = static_cast<T>((z[k] - y[k]) * s);  // (z - y) / sigma^2
   });
 }
 

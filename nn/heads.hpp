@@ -16,12 +16,15 @@
 // mean and a log-variance, targets are (N, C) for logits (N, 2C)) overrides fisher_product() and
 // the targeted hessian_product(z, y, a, out), and says so with hessian_depends_on_targets().
 //
-// Conventions: loss() is the mean over the batch of the per-example NLL; gradient() is its
-// gradient (so it carries 1/N); hessian_product(), score() and sample() are per example (no 1/N),
+// Conventions: every closed form of a head is per example. A head defines one logit-space
+// first-order quantity, the residual r_i = grad_{z_i} of example i's NLL (p_i - y_i for softmax
+// and Bernoulli, (z_i - y_i) / sigma^2 for the Gaussian); the batch-level forms are derived from it here, in one place:
+// gradient() = r / N is the gradient of loss(), the mean over the batch, and score() = -r is
+// grad_z log r(y | z). hessian_product(), fisher_product() and sample() are per example (no 1/N),
 // because the Fisher/GGN averages them itself (SEED-NOTES 4).
 //
-// Aliasing: the output tensor of mean(), gradient(), score() and hessian_product() may share
-// elements with any input (logits, targets, direction), e.g. gradient(z, y, y) or
+// Aliasing: the output tensor of mean(), residual(), gradient(), score() and hessian_product() may
+// share elements with any input (logits, targets, direction), e.g. gradient(z, y, y) or
 // hessian_product(z, a, a); the result is the same as with a separate output (a temporary is used
 // when needed; hessian_product(z, a, a) of the softmax head needs only one scratch row).
 #pragma once
@@ -51,10 +54,25 @@ class Head {
 
   /// mu(z) = E[T(Y)], row by row: the predicted class probabilities / means. (N, C).
   virtual void mean(const Tensor<T>& z, Tensor<T>& mu) const = 0;
-  /// Gradient of loss() in z: (mu(z) - T(y)) / N. (N, C).
-  virtual void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const = 0;
-  /// Score s_z(y | z) = grad_z log r(y | z) = T(y) - mu(z), per example (no 1/N). (N, C).
-  virtual void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const = 0;
+  /// The residual r_i = grad_{z_i} NLL(y_i | z_i), per example (no 1/N): p - y for softmax and
+  /// Bernoulli (mu(z) - T(y), SEED-NOTES 3), (z - y) / sigma^2 for the Gaussian. Same shape as z.
+  void residual(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
+    compute_residual("residual", z, y, out);
+  }
+  /// Gradient of loss() (the batch mean) in z: residual / N. Same shape as z.
+  void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
+    compute_residual("gradient", z, y, out);
+    const T inv_n = T(1) / static_cast<T>(z.dim(0));
+    T* o = out.data();
+    for (Index k = 0; k < out.size(); ++k) o[k] *= inv_n;
+  }
+  /// Score s_z(y | z) = grad_z log r(y | z) = -residual, per example (no 1/N); T(y) - mu(z) for
+  /// the exponential-family heads.
+  void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const {
+    compute_residual("score", z, y, out);
+    T* o = out.data();
+    for (Index k = 0; k < out.size(); ++k) o[k] = -o[k];
+  }
   /// out_i = H_L(z_i) a_i for every row i, in closed form, without forming any C x C matrix
   /// (per example, no 1/N). Cost O(N C).
   virtual void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const = 0;
@@ -86,6 +104,11 @@ class Head {
     mean(z, mu);
     return mu;
   }
+
+ protected:
+  /// What a head implements for residual(), gradient() and score(): out = the residual, with
+  /// shape errors naming "<head>::<op>" (op is the public function called). out may alias z or y.
+  virtual void compute_residual(const char* op, const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const = 0;
 };
 
 /// Softmax + cross-entropy: r(y | z) = categorical(softmax(z)).
@@ -97,8 +120,6 @@ class SoftmaxCrossEntropy final : public Head<T> {
   Dual<T> loss(const Dual<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
   Var<T> loss(const Var<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
   void mean(const Tensor<T>& z, Tensor<T>& mu) const override;
-  void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
-  void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
   void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const override;
   using Head<T>::hessian_product;  // the targeted overload, (z, y, a, out)
   Tensor<T> sample(const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample_index,
@@ -107,6 +128,10 @@ class SoftmaxCrossEntropy final : public Head<T> {
   /// mean_i [ logsumexp(z_i) - y_i . z_i ]; equals -mean_i log p_{y_i} for one-hot y.
   template <Value V>
   V nll(const V& z, const Tensor<T>& y) const;
+
+ protected:
+  /// mu(z) - T(y) per example (SEED-NOTES 3).
+  void compute_residual(const char* op, const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
 };
 
 /// Sigmoid + Bernoulli cross-entropy, one independent binary output per column.
@@ -118,8 +143,6 @@ class SigmoidBernoulli final : public Head<T> {
   Dual<T> loss(const Dual<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
   Var<T> loss(const Var<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
   void mean(const Tensor<T>& z, Tensor<T>& mu) const override;
-  void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
-  void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
   void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const override;
   using Head<T>::hessian_product;  // the targeted overload, (z, y, a, out)
   Tensor<T> sample(const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample_index,
@@ -128,6 +151,10 @@ class SigmoidBernoulli final : public Head<T> {
   /// mean_i sum_c [ softplus(z_ic) - y_ic z_ic ] (= -log p or -log(1 - p), computed stably).
   template <Value V>
   V nll(const V& z, const Tensor<T>& y) const;
+
+ protected:
+  /// mu(z) - T(y) per example (SEED-NOTES 3).
+  void compute_residual(const char* op, const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
 };
 
 /// Gaussian with mean z and fixed standard deviation sigma (mean squared error).
@@ -143,8 +170,6 @@ class Gaussian final : public Head<T> {
   Dual<T> loss(const Dual<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
   Var<T> loss(const Var<T>& z, const Tensor<T>& y) const override { return nll(z, y); }
   void mean(const Tensor<T>& z, Tensor<T>& mu) const override;
-  void gradient(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
-  void score(const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
   void hessian_product(const Tensor<T>& z, const Tensor<T>& a, Tensor<T>& out) const override;
   using Head<T>::hessian_product;  // the targeted overload, (z, y, a, out)
   Tensor<T> sample(const Tensor<T>& z, std::uint64_t seed, std::uint64_t sample_index,
@@ -156,6 +181,10 @@ class Gaussian final : public Head<T> {
   /// mean_i ||z_i - y_i||^2 / (2 sigma^2): the NLL up to nll_constant().
   template <Value V>
   V nll(const V& z, const Tensor<T>& y) const;
+
+ protected:
+  /// (z - y) / sigma^2 per example.
+  void compute_residual(const char* op, const Tensor<T>& z, const Tensor<T>& y, Tensor<T>& out) const override;
 
  private:
   double sigma_;

@@ -27,17 +27,17 @@ class FailingHead final : public nn::Head<double> {
   Dual<double> loss(const Dual<double>& z, const Tensor<double>& y) const override { return inner_.loss(z, y); }
   Var<double> loss(const Var<double>& z, const Tensor<double>& y) const override { return inner_.loss(z, y); }
   void mean(const Tensor<double>& z, Tensor<double>& mu) const override { inner_.mean(z, mu); }
-  void gradient(const Tensor<double>& z, const Tensor<double>& y, Tensor<double>& out) const override {
-    inner_.gradient(z, y, out);
-  }
-  void score(const Tensor<double>& z, const Tensor<double>& y, Tensor<double>& out) const override {
-    inner_.score(z, y, out);
-  }
   void hessian_product(const Tensor<double>& z, const Tensor<double>& a, Tensor<double>& out) const override {
     inner_.hessian_product(z, a, out);
   }
   Tensor<double> sample(const Tensor<double>& z, std::uint64_t seed, std::uint64_t k, Index first) const override {
     return inner_.sample(z, seed, k, first);
+  }
+
+ protected:
+  void compute_residual(const char*, const Tensor<double>& z, const Tensor<double>& y,
+                        Tensor<double>& out) const override {
+    inner_.residual(z, y, out);
   }
 
  private:

@@ -109,6 +109,22 @@ TEST_CASE("learned-variance head: loss equals the hand-written NLL and leaves ou
   CHECK(Head::nll_constant(kC) == Approx(1.5 * std::log(2 * std::numbers::pi)).epsilon(1e-15));
 }
 
+TEST_CASE("learned-variance head: residual is each example's own loss gradient and -score",
+          "[nn][heads][variance]") {
+  Rng rng(12);
+  const Head head;
+  const Tensor<double> z = random_logits(rng), y = random_targets(rng);
+  const Tensor<double> r = call([&](Tensor<double>& o) { head.residual(z, y, o); }, z.shape());
+  const Tensor<double> s = call([&](Tensor<double>& o) { head.score(z, y, o); }, z.shape());
+  const Index zc = z.dim(1), yc = y.dim(1);
+  for (Index i = 0; i < kN; ++i) {
+    const Tensor<double> zi = z.view(i * zc, Shape{1, zc}).clone(), yi = y.view(i * yc, Shape{1, yc}).clone();
+    const Tensor<double> gi = amari::grad([&](const Var<double>& v) { return head.loss(v, yi); }, zi);
+    for (Index j = 0; j < zc; ++j) CHECK(r[i * zc + j] == Approx(gi[j]).epsilon(1e-13).margin(1e-15));
+  }
+  for (Index k = 0; k < z.size(); ++k) CHECK(s[k] == -r[k]);
+}
+
 TEST_CASE(
     "learned-variance head: gradient equals the tape gradient and finite differences of the loss",
     "[nn][heads][variance]") {

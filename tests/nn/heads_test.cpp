@@ -234,6 +234,35 @@ TEST_CASE("every head: gradient(z, y) equals the tape gradient and finite differ
   }
 }
 
+TEST_CASE("every head: residual(z, y) is each example's own loss gradient, N gradient() and -score()",
+          "[nn][heads]") {
+  std::uint64_t seed = 61;
+  for (const auto& hc : head_cases()) {
+    DYNAMIC_SECTION(hc.label) {
+      Rng rng(seed);
+      const Tensor<double> z = random_logits(Shape{kN, kC}, rng);
+      const Tensor<double> y = hc.targets(Shape{kN, kC}, rng);
+      const Head<double>& head = *hc.head;
+      Tensor<double> r(z.shape()), g(z.shape()), s(z.shape());
+      head.residual(z, y, r);
+      head.gradient(z, y, g);
+      head.score(z, y, s);
+      // Row i against the tape gradient of example i's loss alone (a batch of one row).
+      for (Index i = 0; i < kN; ++i) {
+        const Tensor<double> zi = z.view(i * kC, Shape{1, kC}).clone(), yi = y.view(i * kC, Shape{1, kC}).clone();
+        const Tensor<double> gi = amari::grad([&](const Var<double>& v) { return head.loss(v, yi); }, zi);
+        for (Index j = 0; j < kC; ++j) CHECK(r[i * kC + j] == Approx(gi[j]).epsilon(1e-13).margin(1e-15));
+      }
+      for (Index k = 0; k < z.size(); ++k) {
+        CHECK(g[k] == Approx(r[k] / kN).epsilon(1e-15).margin(1e-300));
+        CHECK(s[k] == -r[k]);
+      }
+      CHECK(norm(r) > 1e-3);
+    }
+    ++seed;
+  }
+}
+
 // ---- 3. Fisher identities
 // ---------------------------------------------------------------------------
 
@@ -465,7 +494,11 @@ TEMPLATE_TEST_CASE("every head: logits of +-1e4 give a finite loss, gradient and
   const Gaussian<T> gaussian(kSigma);
   const std::vector<std::pair<const Head<T>*, Tensor<T>>> cases = {
       {&softmax, labels_onehot}, {&bernoulli, bits}, {&gaussian, reals}};
-  for (const auto& [head, y] : cases) {
+  for (const auto& head_and_targets : cases) {
+    // Plain references, not a structured binding: lambdas below capture them (clang 14 cannot
+    // capture structured bindings).
+    const Head<T>* head = head_and_targets.first;
+    const Tensor<T>& y = head_and_targets.second;
     DYNAMIC_SECTION(head->name()) {
       const T loss = head->loss(z, y).item();
       CHECK(std::isfinite(loss));
