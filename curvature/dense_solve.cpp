@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <amari/autodiff/kernels/gemm.hpp>
+#include <amari/curvature/detail/tridiagonal_ql.hpp>
 
 namespace amari::curvature {
 
@@ -379,9 +380,10 @@ struct Sweep {
   Index top, count, offset;
 };
 
-// The rotations of the QL sweeps, recorded as the QL runs and applied to Z^T (n rows of length
-// n) in batches: for each chunk of kRotationChunk columns, every pending sweep in order, the row
-// that two consecutive rotations share carried in registers. Every column is independent, so
+// The rotations of the QL sweeps (the Rotations of detail::tridiagonal_ql), recorded as the QL
+// runs and applied to Z^T (n rows of length n) in batches: for each chunk of kRotationChunk
+// columns, every pending sweep in order, the row that two consecutive rotations share carried in
+// registers. Every column is independent, so
 // chunks split over threads and the result does not depend on the thread count.
 class RotationBatch {
  public:
@@ -482,92 +484,6 @@ class RotationBatch {
   std::vector<double> cs_, sn_;
 };
 
-// sqrt(f^2 + g^2), through std::hypot (several times slower) only where the squares could
-// overflow or lose precision to underflow.
-double radius(double f, double g) {
-  const double r = std::sqrt(f * f + g * g);
-  return r > 1e-150 && r < 1e150 ? r : std::hypot(f, g);
-}
-
-// Implicit QL with Wilkinson shifts on the tridiagonal (d, e) (Golub, Van Loan, sec. 8.3.3;
-// "tqli" of Numerical Recipes; the same iteration as lanczos.cpp's). d is overwritten by the
-// eigenvalues (unsorted); e is destroyed. With `rotations`, every rotation is recorded there, so
-// rows of Z^T starting as the identity end as the eigenvectors of T (row i for d[i]).
-void tridiagonal_ql(const char* op, std::vector<double>& d, std::vector<double>& e_in,
-                    RotationBatch* rotations) {
-  const Index m = static_cast<Index>(d.size());
-  std::vector<double> e(static_cast<std::size_t>(m), 0.0);
-  std::copy(e_in.begin(), e_in.end(), e.begin());
-  const double eps = std::numeric_limits<double>::epsilon();
-  // An off-diagonal element is negligible relative to its neighbours on the diagonal (as in
-  // lanczos.cpp) or to ||T|| (max row sum): the reduction has already committed errors of
-  // eps ||A||, and without the second test a cluster of eigenvalues near 0 (|d| and |e| both at
-  // rounding level) can fail to split and exhaust the iterations.
-  double norm = 0;
-  for (Index i = 0; i < m; ++i)
-    norm = std::max(norm, std::abs(d[i]) + std::abs(e[i]) + (i > 0 ? std::abs(e[i - 1]) : 0.0));
-  const double floor = eps * norm;
-  for (Index l = 0; l < m; ++l) {
-    int iterations = 0;
-    Index mm;
-    do {
-      // Look for a negligible off-diagonal element to split the matrix.
-      for (mm = l; mm < m - 1; ++mm) {
-        const double dd = std::abs(d[mm]) + std::abs(d[mm + 1]);
-        if (std::abs(e[mm]) <= std::max(eps * dd, floor)) break;
-      }
-      if (mm == l) break;
-      if (++iterations > 60) {
-        throw Error(std::string(op) + ": implicit QL did not converge for eigenvalue " +
-                    std::to_string(l) + " of " + std::to_string(m));
-      }
-      // Wilkinson shift from the leading 2 x 2 block.
-      double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-      double r = std::hypot(g, 1.0);
-      g = d[mm] - d[l] + e[l] / (g + std::copysign(r, g));
-      double s = 1.0, c = 1.0, p = 0.0;
-      bool deflated = false;
-      if (rotations) rotations->begin_sweep(mm - 1);
-      for (Index i = mm - 1; i >= l; --i) {
-        const double f = s * e[i];
-        const double b = c * e[i];
-        r = radius(f, g);
-        e[i + 1] = r;
-        if (r == 0.0) {  // underflow: deflate and start over
-          d[i + 1] -= p;
-          e[mm] = 0.0;
-          deflated = true;
-          break;
-        }
-        s = f / r;
-        c = g / r;
-        g = d[i + 1] - p;
-        r = (d[i] - g) * s + 2.0 * c * b;
-        p = s * r;
-        d[i + 1] = g + p;
-        g = c * r - b;
-        if (rotations) rotations->add(c, s);
-      }
-      if (rotations) rotations->end_sweep();
-      if (deflated) continue;
-      d[l] -= p;
-      e[l] = g;
-      e[mm] = 0.0;
-    } while (true);
-  }
-  if (rotations) rotations->flush();
-}
-
-// The permutation that sorts d ascending (stable, so equal eigenvalues keep the QL's order).
-std::vector<Index> ascending_order(const std::vector<double>& d) {
-  std::vector<Index> order(d.size());
-  for (std::size_t i = 0; i < d.size(); ++i) order[i] = static_cast<Index>(i);
-  std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) {
-    return d[static_cast<std::size_t>(a)] < d[static_cast<std::size_t>(b)];
-  });
-  return order;
-}
-
 // V = Q Z = H_0 (H_1 (... H_{n-3} Z)) in place on z (n, n), by blocks of kDenseBlock reflections
 // from the last block to the first (LAPACK's dormtr/dlarfb): a block H_k0 ... H_k1-1 is
 // I - V T V^T with T upper triangular (dlarft, forward), so Z[k0 + 1:, :] -= V (T (V^T Z)) is
@@ -636,8 +552,9 @@ SymmetricEigen symmetric_eigen(const Tensor<double>& a) {
   double* ztp = zt.data();
   for (Index i = 0; i < n; ++i) ztp[i * n + i] = 1.0;
   RotationBatch rotations(ztp, n);
-  tridiagonal_ql("symmetric_eigen", t.d, t.e, &rotations);
-  const std::vector<Index> order = ascending_order(t.d);
+  detail::tridiagonal_ql("symmetric_eigen", t.d, t.e, &rotations);
+  rotations.flush();
+  const std::vector<Index> order = detail::ascending_order(t.d);
   out.values.resize(static_cast<std::size_t>(n));
   for (Index i = 0; i < n; ++i)
     out.values[static_cast<std::size_t>(i)] = t.d[static_cast<std::size_t>(order[i])];
@@ -659,8 +576,8 @@ std::vector<double> symmetric_eigenvalues(const Tensor<double>& a) {
   const Index n = a.dim(0);
   if (n == 0) return {};
   Tridiagonal t = tridiagonalize(s);
-  tridiagonal_ql("symmetric_eigenvalues", t.d, t.e, nullptr);
-  const std::vector<Index> order = ascending_order(t.d);
+  detail::tridiagonal_ql("symmetric_eigenvalues", t.d, t.e, static_cast<RotationBatch*>(nullptr));
+  const std::vector<Index> order = detail::ascending_order(t.d);
   std::vector<double> values(static_cast<std::size_t>(n));
   for (Index i = 0; i < n; ++i)
     values[static_cast<std::size_t>(i)] = t.d[static_cast<std::size_t>(order[i])];

@@ -11,6 +11,7 @@
 #include <amari/curvature/detail/blocked.hpp>
 #include <amari/curvature/vector_ops.hpp>
 #include <amari/curvature/detail/format.hpp>
+#include <amari/curvature/detail/tridiagonal_ql.hpp>
 #include <amari/nn/random.hpp>
 
 namespace amari::curvature {
@@ -64,67 +65,31 @@ void require_non_negative(const char* fn, const char* what, double x) {
   }
 }
 
-// ---- implicit QL on a symmetric tridiagonal matrix ----------------------------------------------
-// d (m): diagonal, overwritten by the eigenvalues. e (m): e[i] couples i and i + 1, e[m - 1] = 0;
-// destroyed. z: r rows of length m (row-major) to which every rotation is applied, so starting
-// from rows of the identity they end as the same rows of the eigenvector matrix.
-void tridiagonal_ql(std::vector<double>& d, std::vector<double>& e, std::vector<double>& z,
-                    Index rows) {
-  const Index m = static_cast<Index>(d.size());
-  const double eps = std::numeric_limits<double>::epsilon();
-  for (Index l = 0; l < m; ++l) {
-    int iterations = 0;
-    Index mm;
-    do {
-      // Look for a negligible off-diagonal element to split the matrix.
-      for (mm = l; mm < m - 1; ++mm) {
-        const double dd = std::abs(d[mm]) + std::abs(d[mm + 1]);
-        if (std::abs(e[mm]) <= eps * dd) break;
-      }
-      if (mm == l) break;
-      if (++iterations > 60) {
-        throw Error("symmetric_tridiagonal_eigen: implicit QL did not converge for eigenvalue " +
-                    std::to_string(l) + " of " + std::to_string(m));
-      }
-      // Wilkinson shift from the leading 2 x 2 block.
-      double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-      double r = std::hypot(g, 1.0);
-      g = d[mm] - d[l] + e[l] / (g + std::copysign(r, g));
-      double s = 1.0, c = 1.0, p = 0.0;
-      Index i = mm - 1;
-      bool deflated = false;
-      for (; i >= l; --i) {
-        const double f = s * e[i];
-        const double b = c * e[i];
-        r = std::hypot(f, g);
-        e[i + 1] = r;
-        if (r == 0.0) {  // underflow: deflate and start over
-          d[i + 1] -= p;
-          e[mm] = 0.0;
-          deflated = true;
-          break;
-        }
-        s = f / r;
-        c = g / r;
-        g = d[i + 1] - p;
-        r = (d[i] - g) * s + 2.0 * c * b;
-        p = s * r;
-        d[i + 1] = g + p;
-        g = c * r - b;
-        for (Index k = 0; k < rows; ++k) {
-          double* zk = z.data() + k * m;
-          const double t = zk[i + 1];
-          zk[i + 1] = s * zk[i] + c * t;
-          zk[i] = c * zk[i] - s * t;
-        }
-      }
-      if (deflated) continue;
-      d[l] -= p;
-      e[l] = g;
-      e[mm] = 0.0;
-    } while (true);
+// The rotations of detail::tridiagonal_ql applied at once to Z^T restricted to `cols` columns
+// (row-major (m, cols)): all columns of Z^T for the eigenvectors, or only columns 0 and m - 1 (the
+// first and last components of every eigenvector, which is all Lanczos quadrature and the residual
+// bounds need).
+class ImmediateRotations {
+ public:
+  ImmediateRotations(double* zt, Index cols) : zt_(zt), cols_(cols) {}
+  void begin_sweep(Index top) { i_ = top; }
+  void add(double c, double s) {
+    double* x = zt_ + i_ * cols_;
+    double* y = x + cols_;
+    for (Index k = 0; k < cols_; ++k) {
+      const double a = x[k], b = y[k];
+      y[k] = s * a + c * b;
+      x[k] = c * a - s * b;
+    }
+    --i_;
   }
-}
+  void end_sweep() {}
+
+ private:
+  double* zt_;
+  Index cols_;
+  Index i_ = 0;
+};
 
 }  // namespace
 
@@ -179,38 +144,29 @@ TridiagonalEigen symmetric_tridiagonal_eigen(const std::vector<double>& diagonal
   TridiagonalEigen out;
   if (m == 0) return out;
   std::vector<double> d = diagonal;
-  std::vector<double> e(static_cast<std::size_t>(m), 0.0);
-  std::copy(off_diagonal.begin(), off_diagonal.end(), e.begin());
-  // Rows of the identity to rotate: all of them, or only the first and the last.
-  const Index rows = vectors ? m : 2;
-  std::vector<double> z(static_cast<std::size_t>(rows * m), 0.0);
+  // Z^T, (m, cols): all of it, or the columns of the first and last rows of Z.
+  const Index cols = vectors ? m : 2;
+  std::vector<double> zt(static_cast<std::size_t>(m * cols), 0.0);
   if (vectors) {
-    for (Index i = 0; i < m; ++i) z[static_cast<std::size_t>(i * m + i)] = 1.0;
+    for (Index i = 0; i < m; ++i) zt[static_cast<std::size_t>(i * m + i)] = 1.0;
   } else {
-    z[0] = 1.0;
-    z[static_cast<std::size_t>(m + m - 1)] = 1.0;
+    zt[0] = 1.0;
+    zt[static_cast<std::size_t>((m - 1) * cols + 1)] = 1.0;
   }
-  tridiagonal_ql(d, e, z, rows);
-  // Sort ascending, permuting the columns of z.
-  std::vector<Index> order(static_cast<std::size_t>(m));
-  for (Index i = 0; i < m; ++i) order[static_cast<std::size_t>(i)] = i;
-  std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) {
-    return d[static_cast<std::size_t>(a)] < d[static_cast<std::size_t>(b)];
-  });
-  const Index last_row = vectors ? m - 1 : 1;
+  ImmediateRotations rotations(zt.data(), cols);
+  detail::tridiagonal_ql("symmetric_tridiagonal_eigen", d, off_diagonal, &rotations);
+  const std::vector<Index> order = detail::ascending_order(d);
   out.values.resize(static_cast<std::size_t>(m));
   out.first.resize(static_cast<std::size_t>(m));
   out.last.resize(static_cast<std::size_t>(m));
   if (vectors) out.vectors.resize(static_cast<std::size_t>(m * m));
   for (Index i = 0; i < m; ++i) {
-    const Index src = order[static_cast<std::size_t>(i)];
-    out.values[static_cast<std::size_t>(i)] = d[static_cast<std::size_t>(src)];
-    out.first[static_cast<std::size_t>(i)] = z[static_cast<std::size_t>(src)];
-    out.last[static_cast<std::size_t>(i)] = z[static_cast<std::size_t>(last_row * m + src)];
+    const double* row = zt.data() + order[static_cast<std::size_t>(i)] * cols;  // eigenvector i of T
+    out.values[static_cast<std::size_t>(i)] = d[static_cast<std::size_t>(order[static_cast<std::size_t>(i)])];
+    out.first[static_cast<std::size_t>(i)] = row[0];
+    out.last[static_cast<std::size_t>(i)] = row[cols - 1];
     if (vectors) {
-      for (Index r = 0; r < m; ++r) {
-        out.vectors[static_cast<std::size_t>(r * m + i)] = z[static_cast<std::size_t>(r * m + src)];
-      }
+      for (Index r = 0; r < m; ++r) out.vectors[static_cast<std::size_t>(r * m + i)] = row[r];
     }
   }
   return out;
