@@ -1,14 +1,19 @@
-// conv2d kernels: im2col + one GEMM per group, over chunks of images. The design and its
-// measurements are in the opening comment of autodiff/ops/conv2d.cpp; this file is the mechanics.
+// conv2d kernels. The design and its measurements are in the opening comment of
+// autodiff/ops/conv2d.cpp; this file is the mechanics:
+//  - the forward map runs a direct ("implicit GEMM") kernel on a zero-padded copy of x (section
+//    "direct convolution" below);
+//  - the adjoints are im2col + one GEMM per group over chunks of images (wbar = cols^T ybar), and a
+//    GEMM into the column matrix followed by col2im (xbar);
+//  - a 1x1, stride-1, unpadded convolution is one GEMM per group on x itself.
 //
 // The column matrix of a chunk of nc images has one row per output pixel (nc * oh * ow rows) and
 // groups * k columns, laid out (pixel, group, kh, kw, c) so that
 //   - group g's block is the sub-matrix at column g * k with leading dimension groups * k, and
 //   - its column index (kh * KW + kw) * C_in/groups + c is the row index of the HWIO weights seen
 //     as a (k, C_out) matrix,
-// hence y[pixels, g's outputs] = cols_g * w[:, g's outputs] is a plain GEMM on strided views, and
-// it writes y in NHWC directly. With groups == 1 and dilation 1, the kw taps of one kernel row are
-// one contiguous run of x (kw * C_in values): im2col copies runs, not single values.
+// hence wbar[:, g's outputs] += cols_g^T ybar[pixels, g's outputs] is a plain GEMM on strided
+// views. With groups == 1 and dilation 1, the kw taps of one kernel row are one contiguous run of x
+// (kw * C_in values): im2col copies runs, not single values.
 #include <amari/autodiff/kernels/conv.hpp>
 
 #include <algorithm>
@@ -16,6 +21,7 @@
 #include <new>
 
 #include <omp.h>
+#include <xsimd/xsimd.hpp>
 
 #include <amari/autodiff/kernels/elementwise.hpp>
 #include <amari/autodiff/kernels/gemm.hpp>
@@ -26,9 +32,10 @@ namespace {
 // Budget of one chunk's column matrix (see ops/conv2d.cpp for the measurement behind it).
 inline constexpr Index kColumnBytes = Index{1} << 20;
 
-// The calling thread's grow-only, 64-byte aligned column buffer (one per element type), so a
+// The calling thread's grow-only, 64-byte aligned buffer (one per element type and slot), so a
 // convolution allocates nothing in steady state; private to its thread so concurrent calls from
-// different threads never share it.
+// different threads never share it. Slots of T: 0 column matrix, 1 per-chunk weight adjoints,
+// 2 padded source images, 3 packed weights; of Index: 0 tap runs.
 template <class T, int Slot = 0>
 T* column_buffer(Index count) {
   struct Buffer {
@@ -236,7 +243,7 @@ void input_gemms(const ConvGeometry& g, const T* ybar, Index m, const T* w, T be
 
 // Calls body(c, n0, nc, cols) for chunk c = images [n0, n0 + nc), with a column buffer of the
 // executing thread. With at least two chunks per thread, the chunks are spread over one parallel
-// region (each thread runs whole chunks: im2col, GEMMs and col2im on one thread, no barrier per
+// region (each thread runs whole chunks: GEMMs and col2im on one thread, no barrier per
 // step; ops/conv2d.cpp has the measurement that made this the first choice); otherwise they run in
 // order and each step uses the threads itself. Either way every chunk is computed by the same
 // sequence of operations, so the results do not depend on the thread count.
@@ -259,6 +266,252 @@ void for_each_chunk(const ConvGeometry& g, Body body) {
   }
 }
 
+// ---- direct convolution -------------------------------------------------------------------------
+//
+// The forward map as an implicit GEMM: the micro-kernel reads its A operand (one output pixel per
+// tile row, one kernel tap per step of the reduction) straight from a zero-padded copy of the
+// input, where tap (i, j, c) of the pixel whose window starts at `row` is row[i dh Wp C + j dw C +
+// c], so neither the column matrix nor the GEMM's packed copy of it is ever written. The register
+// tile is the GEMM's (kernels/gemm.cpp): MR pixels x NR = 2 SIMD widths of output channels.
+
+#if defined(__AVX512F__) || defined(__aarch64__)
+inline constexpr int kVectorRegisters = 32;
+#else
+inline constexpr int kVectorRegisters = 16;
+#endif
+
+template <class T>
+struct Tile {
+  using Batch = xsimd::batch<T>;
+  static constexpr int kWidth = static_cast<int>(Batch::size);
+  static constexpr int kNV = 2;
+  static constexpr int kNR = kNV * kWidth;
+  static constexpr int kMR = kVectorRegisters == 32 ? 8 : 6;
+};
+
+// A convolution of zero-padded channels-last images: every tap of every output pixel is inside the
+// source, so the kernel never tests bounds. Written for any source and output (the forward map
+// uses source x padded, output y).
+struct DirectConv {
+  Index hp = 0, wp = 0, c_src = 0;  // padded source image; c_src = values per source pixel
+  Index oh = 0, ow = 0, c_dst = 0;  // output image; c_dst = values per output pixel
+  Index kh = 0, kw = 0, stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+  Index groups = 1, group_src = 0, group_dst = 0;  // channels per group in the source / output
+
+  Index k() const { return kh * kw * group_src; }
+  Index src_image() const { return hp * wp * c_src; }
+  // Offset in the source of output pixel `pixel` (counted over images) to its window's origin.
+  Index origin(Index pixel) const {
+    const Index per_image = oh * ow, n = pixel / per_image, q = pixel % per_image;
+    return n * src_image() + (q / ow) * stride_h * wp * c_src + (q % ow) * stride_w * c_src;
+  }
+};
+
+template <class T>
+Index slivers_of(Index columns) {
+  return (columns + Tile<T>::kNR - 1) / Tile<T>::kNR;
+}
+
+// Runs of contiguous taps, as (offset from the window origin, length) pairs in the order of the
+// reduction index p = (i kw + j) group_src + c: one run per kernel row when a row's taps are
+// contiguous in the source (one group, no horizontal dilation), else one per (i, j).
+Index tap_runs(const DirectConv& d, Index* runs) {
+  Index count = 0;
+  const bool rows = d.groups == 1 && d.dilation_w == 1;
+  for (Index i = 0; i < d.kh; ++i) {
+    for (Index j = 0; j < (rows ? 1 : d.kw); ++j, ++count) {
+      runs[2 * count] = i * d.dilation_h * d.wp * d.c_src + j * d.dilation_w * d.c_src;
+      runs[2 * count + 1] = rows ? d.kw * d.group_src : d.group_src;
+    }
+  }
+  return count;
+}
+
+// Copies images [0, count) of src (h, w, c) into dst (hp, wp, c) at row offset `top` and column
+// offset `left`, zero elsewhere; source rows or columns falling outside dst are dropped (padding
+// beyond what any window reaches is never materialized).
+template <class T>
+void pad_images(const T* src, Index count, Index h, Index w, Index c, Index top, Index left,
+                Index hp, Index wp, T* dst) {
+  const Index col_lo = std::max<Index>(0, left), col_hi = std::min(wp, left + w);
+  for (Index n = 0; n < count; ++n, src += h * w * c) {
+    for (Index r = 0; r < hp; ++r, dst += wp * c) {
+      const Index sr = r - top;
+      if (sr < 0 || sr >= h || col_lo >= col_hi) {
+        std::fill(dst, dst + wp * c, T(0));
+        continue;
+      }
+      std::fill(dst, dst + col_lo * c, T(0));
+      std::copy(src + (sr * w + col_lo - left) * c, src + (sr * w + col_hi - left) * c,
+                dst + col_lo * c);
+      std::fill(dst + col_hi * c, dst + wp * c, T(0));
+    }
+  }
+}
+
+// One MR x NR output tile: C[r, 0:nr] (+)= bias + sum_p A(r, p) B(p, :) for r < mr, where
+// A(r, p) runs over the taps of the window at rows[r] and B is one packed weight sliver (k x NR,
+// zero past nr). The full reduction stays in registers; C is written once.
+template <class T>
+void direct_tile(const T* const* rows, const Index* runs, Index run_count, const T* __restrict bp,
+                 const T* bias, T* c, Index ldc, int mr, int nr, bool accumulate) {
+  using Batch = typename Tile<T>::Batch;
+  constexpr int W = Tile<T>::kWidth, NV = Tile<T>::kNV, MR = Tile<T>::kMR, NR = Tile<T>::kNR;
+  Batch acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = Batch(T(0));
+  }
+  for (Index s = 0; s < run_count; ++s) {
+    const Index offset = runs[2 * s], length = runs[2 * s + 1];
+    const T* a[MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) a[r] = rows[r] + offset;
+#pragma GCC unroll 4
+    for (Index q = 0; q < length; ++q) {
+      Batch bv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) bv[v] = Batch::load_aligned(bp + v * W);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const Batch av(a[r][q]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(av, bv[v], acc[r][v]);
+      }
+      bp += NR;
+    }
+  }
+  if (mr == MR && nr == NR) {
+    Batch b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = bias ? Batch::load_unaligned(bias + v * W) : Batch(T(0));
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        T* cp = c + r * ldc + v * W;
+        const Batch base = accumulate ? Batch::load_unaligned(cp) + b[v] : b[v];
+        (base + acc[r][v]).store_unaligned(cp);
+      }
+    }
+    return;
+  }
+  alignas(64) T tile[MR * NR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v].store_aligned(tile + r * NR + v * W);
+  }
+  for (int r = 0; r < mr; ++r) {
+    for (int j = 0; j < nr; ++j) {
+      const T base = (accumulate ? c[r * ldc + j] : T(0)) + (bias ? bias[j] : T(0));
+      c[r * ldc + j] = base + tile[r * NR + j];
+    }
+  }
+}
+
+// Packs the weights into NR-wide slivers, group by group: sliver s of group g holds, for each
+// reduction index p < k, the NR values weight(g, p, s NR + col) (zero past group_dst).
+template <class T, class Weight>
+void pack_weights(const DirectConv& d, Weight weight, T* packed) {
+  constexpr int NR = Tile<T>::kNR;
+  const Index k = d.k(), slivers = slivers_of<T>(d.group_dst);
+  for (Index g = 0; g < d.groups; ++g) {
+    for (Index s = 0; s < slivers; ++s) {
+      T* dst = packed + (g * slivers + s) * k * NR;
+      const int nr = static_cast<int>(std::min<Index>(NR, d.group_dst - s * NR));
+      for (Index p = 0; p < k; ++p) {
+        for (int col = 0; col < nr; ++col) dst[p * NR + col] = weight(g, p, s * NR + col);
+        for (int col = nr; col < NR; ++col) dst[p * NR + col] = T(0);
+      }
+    }
+  }
+}
+
+// dst (count images of oh x ow pixels, c_dst values each) (+)= bias + conv(src, packed weights),
+// src being `count` padded images. Tiles of MR consecutive output pixels may straddle image rows
+// and images: each tile row has its own window origin.
+template <class T>
+void direct_images(const DirectConv& d, const T* src, Index count, const T* packed,
+                   const Index* runs, Index run_count, const T* bias, T* dst, bool accumulate) {
+  constexpr int MR = Tile<T>::kMR, NR = Tile<T>::kNR;
+  const Index m = count * d.oh * d.ow, k = d.k(), slivers = slivers_of<T>(d.group_dst);
+  for (Index g = 0; g < d.groups; ++g) {
+    for (Index s = 0; s < slivers; ++s) {
+      const T* bp = packed + (g * slivers + s) * k * NR;
+      const Index col = g * d.group_dst + s * NR;
+      const int nr = static_cast<int>(std::min<Index>(NR, d.group_dst - s * NR));
+      for (Index t = 0; t < m; t += MR) {
+        const int mr = static_cast<int>(std::min<Index>(MR, m - t));
+        const T* rows[MR];
+        for (int r = 0; r < MR; ++r) {
+          rows[r] = src + d.origin(t + std::min(r, mr - 1)) + g * d.group_src;  // tails repeat
+        }
+        direct_tile(rows, runs, run_count, bp, bias ? bias + col : nullptr, dst + t * d.c_dst + col,
+                    d.c_dst, mr, nr, accumulate);
+      }
+    }
+  }
+}
+
+// Budget of one chunk's padded source images (L2-resident while its tiles read them).
+inline constexpr Index kPaddedBytes = Index{256} << 10;
+
+// Images per chunk of a direct pass: as many padded source images as fit kPaddedBytes, at least
+// one. A function of the shapes only.
+Index direct_chunk(const DirectConv& d, Index n, Index element_bytes) {
+  const Index per_image = std::max<Index>(1, d.src_image() * element_bytes);
+  return std::clamp<Index>(kPaddedBytes / per_image, 1, std::max<Index>(1, n));
+}
+
+// Calls body(c, n0, nc) for the chunks of images [n0, n0 + nc), spread over one parallel region
+// when the work is large enough (each thread runs whole chunks, no barrier inside).
+template <class Body>
+void for_each_direct_chunk(Index n, Index chunk, Index work, Body body) {
+  const Index chunks = (n + chunk - 1) / chunk;
+  if (go_parallel(work, chunks)) {
+#pragma omp parallel for schedule(static)
+    for (Index c = 0; c < chunks; ++c) body(c, c * chunk, std::min(chunk, n - c * chunk));
+  } else {
+    for (Index c = 0; c < chunks; ++c) body(c, c * chunk, std::min(chunk, n - c * chunk));
+  }
+}
+
+// The forward map's source: x padded by (pad_h, pad_w), cut to the rows and columns some window
+// reaches.
+DirectConv forward_source(const ConvGeometry& g) {
+  DirectConv d;
+  d.hp = (g.oh - 1) * g.stride_h + (g.kh - 1) * g.dilation_h + 1;
+  d.wp = (g.ow - 1) * g.stride_w + (g.kw - 1) * g.dilation_w + 1;
+  d.c_src = g.c_in, d.oh = g.oh, d.ow = g.ow, d.c_dst = g.c_out;
+  d.kh = g.kh, d.kw = g.kw, d.stride_h = g.stride_h, d.stride_w = g.stride_w;
+  d.dilation_h = g.dilation_h, d.dilation_w = g.dilation_w;
+  d.groups = g.groups, d.group_src = g.group_in(), d.group_dst = g.group_out();
+  return d;
+}
+
+// y (+)= conv(x, w) (+ b) by the direct kernel.
+template <class T>
+void forward_direct(const ConvGeometry& g, const T* x, const T* w, const T* b, T* y,
+                    bool accumulate) {
+  const DirectConv d = forward_source(g);
+  const Index k = d.k(), cog = g.group_out(), x_image = g.h * g.w * g.c_in;
+  T* packed = column_buffer<T, 3>(g.groups * slivers_of<T>(cog) * k * Tile<T>::kNR);
+  pack_weights<T>(
+      d, [&](Index grp, Index p, Index col) { return w[p * g.c_out + grp * cog + col]; }, packed);
+  Index* runs = column_buffer<Index, 0>(2 * g.kh * g.kw);
+  const Index run_count = tap_runs(d, runs);
+  const Index chunk = direct_chunk(d, g.n, sizeof(T));
+  for_each_direct_chunk(
+      g.n, chunk, g.n * g.oh * g.ow * g.c_out * k, [&](Index, Index n0, Index nc) {
+        T* src = column_buffer<T, 2>(chunk * d.src_image());
+        pad_images(x + n0 * x_image, nc, g.h, g.w, g.c_in, g.pad_h, g.pad_w, d.hp, d.wp, src);
+        direct_images(d, src, nc, packed, runs, run_count, b, y + n0 * g.oh * g.ow * g.c_out,
+                      accumulate);
+      });
+}
+
 }  // namespace
 
 template <class T>
@@ -273,14 +526,7 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T
     forward_gemms(g, x, g.c_in, m, w, beta, y);
     return;
   }
-  const Index ld_cols = g.groups * g.k();
-  for_each_chunk<T>(g, [&](Index, Index n0, Index nc, T* cols) {
-    const Index m = nc * pixels;
-    T* yc = y + n0 * pixels * g.c_out;
-    im2col(g, x + n0 * g.h * g.w * g.c_in, nc, cols);
-    if (b != nullptr) bias_rows(b, m, g.c_out, accumulate, yc);
-    forward_gemms(g, cols, ld_cols, m, w, beta, yc);
-  });
+  forward_direct(g, x, w, b, y, accumulate);
 }
 
 template <class T>

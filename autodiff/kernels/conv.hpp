@@ -1,6 +1,6 @@
 // Kernels of the conv2d primitive (autodiff/ops/conv2d.cpp explains the math and the design):
-// channels-last im2col + GEMM for the forward map, its transpose (GEMM + col2im) and the weight
-// correlation (im2col + GEMM) for the adjoints.
+// a channels-last direct (implicit-GEMM) kernel for the forward map; im2col + GEMM for the weight
+// correlation and GEMM + col2im for the transposed convolution (the adjoints).
 //
 // Internal header: shapes are validated by the primitive (ops/conv2d.cpp); these functions trust
 // the geometry they are given.
@@ -29,7 +29,7 @@ struct ConvGeometry {
 };
 
 /// y = conv(x, w) (+ b broadcast over pixels if b is not null), written into y, or added to y
-/// when `accumulate`. Cost: 2 n oh ow c_out k flops in GEMMs plus one im2col pass.
+/// when `accumulate`. Cost: 2 n oh ow c_out k flops plus one zero-padded copy of x.
 template <class T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* y,
                     bool accumulate);

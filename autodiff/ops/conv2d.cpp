@@ -11,46 +11,44 @@
 //   VJP   xbar     += convT(ybar, w),  wbar += corr(x, ybar),  bbar += sum over n, p, q of ybar
 //   2nd   xbar_dot += convT(ybar, dw), wbar_dot += corr(dx, ybar)   (no term from b: linear)
 //
-// Algorithm: im2col + GEMM on channels-last data (kernels/conv.cpp). The column matrix has one row
-// per output pixel and the (kh, kw, c) taps of that pixel in the order of the HWIO weights, so
+// Algorithm (kernels/conv.cpp), channels last. Seen as matrices,
 //   conv:  y (N OH OW, C_out) = cols (N OH OW, KH KW C_in) * w (KH KW C_in, C_out)
 //   corr:  wbar += cols^T ybar                 convT: dcols = ybar w^T, then col2im (scatter-add)
-// one GEMM each per group, reading strided views of w and y: no transposes, no copies of the
-// weights, and the GEMM writes y in NHWC directly. With channels last, each kernel row's taps are a
-// contiguous run of x (KW C_in values), so im2col copies runs. A 1x1, stride-1, unpadded
-// convolution needs no im2col: x seen as (N H W, C_in) is the column matrix, and xbar its adjoint.
+// where cols, the im2col matrix, has one row per output pixel and its (kh, kw, c) taps in the
+// order of the HWIO weights; with channels last each kernel row's taps are one contiguous run of x
+// (KW C_in values). conv never forms cols: a direct ("implicit GEMM") micro-kernel with the GEMM's
+// MR x NR register tile (kernels/gemm.cpp) reads tap (i, j, c) of output pixel (p, q) straight
+// from a zero-padded copy of x, at offset i dh Wp C + j dw C + c from the pixel's window origin,
+// keeps MR pixels x NR output channels in registers over the whole reduction and writes y (bias
+// included) once. With im2col + GEMM, the column matrix was written by im2col and copied again by
+// the GEMM's packing: for conv2 below those two copies took 25-31% of the forward time, and y was
+// written twice (bias, then GEMM). corr and convT are GEMMs per group on strided views of w and
+// ybar over chunks of images whose column matrix fits kColumnBytes = 1 MiB: corr after im2col,
+// convT followed by col2im. Direct kernels for those two (corr reducing over pixels with MR taps x
+// NR channels in registers, convT at stride 1 as a forward convolution of padded ybar with the
+// flipped kernel) were measured too and were ~15% slower than the GEMM path on conv2's backward
+// (20.5 against 17.9 ms at 1 thread, medians of separate runs), so they are not used. A 1x1,
+// stride-1, unpadded convolution needs no im2col: x seen as (N H W, C_in) is the column matrix, and
+// all three maps are GEMMs.
 //
-// Chunking: im2col runs over chunks of images whose column matrix fits a budget (kColumnBytes =
-// 1 MiB in kernels/conv.cpp) in a thread-local grow-only buffer, so a step allocates nothing and
-// the columns are still in L2 when the GEMM packs them; the backward pass reuses the buffer for the
-// column adjoint after the weight GEMM. The chunk depends on the shapes only, never on the thread
-// count. Measured (conv2 below, forward+backward, 1 thread, loaded machine): 256 KiB 34 ms, 1 MiB
-// 29, 2 MiB 30, 4 MiB 34, 8 MiB 38, the whole batch at once (29 MiB) 46 ms.
+// Chunks and threads: the direct forward runs over chunks of images whose padded copies fit
+// kPaddedBytes = 256 KiB (L2); the adjoints over chunks whose column matrix fits kColumnBytes (a
+// thread-local grow-only buffer, so a step allocates nothing; measured on conv2 forward+backward
+// with the earlier im2col forward, 1 thread: 256 KiB 34 ms, 1 MiB 29, 2 MiB 30, 4 MiB 34, 8 MiB 38,
+// the whole batch at once 46 ms). Both depend on the shapes only, never on the thread count. With
+// enough chunks they are spread over ONE parallel region, each thread running whole chunks (pad
+// and tiles; or im2col, single-threaded GEMMs and col2im) with no barrier inside; otherwise the
+// adjoint chunks run in order and the GEMMs (bitwise identical for any thread count), im2col and
+// col2im (over images: disjoint regions of xbar) use the threads. The first design was the second
+// mode only: on the shared 2-core machine (load ~9) its ~100 parallel regions per call cost
+// 1272 ms for conv2's forward at 2 threads against 25 ms at 1 thread (a descheduled thread stalls
+// every barrier); one region per call: 30 ms. An output value of conv is the same sequence of
+// operations whichever chunk or thread computes it, and wbar sums per-chunk terms in chunk order,
+// so every result is bitwise identical for any thread count (tests/autodiff/conv2d_test.cpp checks
+// 1 against 2).
 //
-// Threads: with at least two chunks per thread, the chunks are spread over ONE parallel region,
-// each thread running whole chunks (im2col, single-threaded GEMMs, col2im); otherwise the chunks
-// run in order and the GEMMs (OpenMP-parallel, bitwise identical for any thread count), im2col
-// (parallel over output rows) and col2im (over images: disjoint regions of xbar, no race) use the
-// threads. The first design was the second mode only: on the shared 2-core machine (load ~9) its
-// ~100 parallel regions per call cost 1272 ms for conv2's forward at 2 threads against 25 ms at 1
-// thread (a descheduled thread stalls every barrier); one region per call: 30 ms. wbar sums
-// per-chunk terms in chunk order, so every result is bitwise identical for any thread count
-// (tests/autodiff/conv2d_test.cpp checks 1 against 2).
-//
-// Measured against PyTorch 1.13 (Debian, NCHW through oneDNN) with bench/torch_conv.py: batch 128,
-// float, 3x3 pad 1, conv1 = 1->32 on 28x28, conv2 = 32->64 on 14x14; ratio = amari / PyTorch time,
-// medians of 5 interleaved rounds on a shared 2-core Xeon (AVX-512), wall clock (noisy: load 3-9):
-//                          1 thread            2 threads          1 thread, -mno-avx512f
-//   conv1 forward          0.32                0.45 .. 1.27        0.41
-//   conv1 forward+backward 0.57                0.43 .. 0.60        0.58
-//   conv2 forward          1.14 .. 1.63        0.60 .. 0.98        1.97
-//   conv2 forward+backward 1.09 .. 1.24        0.47 .. 0.62        1.91
-// conv2 at one thread misses the 1.0x target: the GEMM micro-kernel alone takes 54-59% of the time
-// (~140-170 GFLOP/s), the rest is im2col (12-15%), the GEMM's packing of the column matrix (13-16%,
-// a second copy of it), the first touch of y (7%) and col2im (4%). oneDNN's direct convolution
-// pays neither copy. Closing the gap needs the GEMM to take an already packed A (im2col writing the
-// micro-kernel's layout) or a direct-convolution micro-kernel: both beyond kernels::gemm's entry
-// point, which this primitive must use.
+// Measured against PyTorch 1.13 (Debian, NCHW through oneDNN): see "conv2d layers against
+// PyTorch" in bench/RESULTS.md.
 #include <amari/autodiff/kernels/conv.hpp>
 #include <amari/autodiff/ops/primitive.hpp>
 

@@ -214,6 +214,38 @@ TEST_CASE(
   CHECK(checked == 288);
 }
 
+TEST_CASE(
+    "conv2d: with wide channels (several register tiles, partial ones included) the output and VJP "
+    "equal the 7-loop convolution (double, 1e-12)",
+    "[autodiff][conv2d]") {
+  // 20 -> 40 channels (10 -> 20 per group with 2 groups): reductions of several runs of taps and
+  // output widths that leave partial register tiles in the direct forward kernel, at strides,
+  // paddings (3: beyond the kernel) and dilations where the padded copy of x is cut or widened.
+  std::uint64_t seed = 300;
+  int checked = 0;
+  for (Index n : {1, 3})
+    for (Index stride : {1, 2})
+      for (Index padding : {0, 1, 3})
+        for (Index dilation : {1, 2})
+          for (Index groups : {1, 2}) {
+            const Geometry g{n,
+                             7,
+                             6,
+                             20,
+                             3,
+                             2,
+                             40,
+                             {.stride = {stride, stride},
+                              .padding = {padding, padding / 2 + 1},
+                              .dilation = {dilation, 1},
+                              .groups = groups},
+                             n == 1};
+            check_against_reference(g, ++seed, 1e-12);
+            ++checked;
+          }
+  CHECK(checked == 48);
+}
+
 TEST_CASE("conv2d: large layers (uneven chunks of images, parallel paths) equal the reference",
           "[autodiff][conv2d]") {
   std::uint64_t seed = 7;
