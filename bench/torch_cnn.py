@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 
-from torch_compare import import_torch, interleaved, median, missing_programs, run_benchmarks, set_threads, time_call
+from torch_compare import import_torch, interleaved, loss_callables, median, missing_programs, run_benchmarks, set_threads, time_call
 
 BATCH = 128
 
@@ -28,15 +28,7 @@ BATCH = 128
 def torch_round(torch, model, opt, x, y, min_seconds):
     loss_fn = torch.nn.functional.cross_entropy
 
-    def forward():
-        with torch.no_grad():
-            return loss_fn(model(x), y).item()
-
-    def gradient():
-        model.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        return loss.item()
+    forward, gradient = loss_callables(torch, model, x, y)
 
     def adam_step():
         opt.zero_grad(set_to_none=True)

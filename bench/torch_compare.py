@@ -71,3 +71,21 @@ def interleaved(rounds, sides):
 def median(runs, key, index=None):
     """The median over rounds of run[key] (or of run[key][index])."""
     return statistics.median(run[key] if index is None else run[key][index] for run in runs)
+
+
+def loss_callables(torch, model, x, y):
+    """The forward pass (mean cross-entropy, no graph) and the gradient (loss.backward()) of a
+    classifier: the two measurements every comparison script makes the same way."""
+    loss_fn = torch.nn.functional.cross_entropy
+
+    def forward():
+        with torch.no_grad():
+            return loss_fn(model(x), y).item()
+
+    def gradient():
+        model.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        return loss.item()
+
+    return forward, gradient

@@ -31,7 +31,7 @@ import argparse
 import os
 import sys
 
-from torch_compare import import_torch, interleaved, median, missing_programs, run_benchmarks, set_threads, time_call
+from torch_compare import import_torch, interleaved, loss_callables, median, missing_programs, run_benchmarks, set_threads, time_call
 
 BATCH, SIZES = 128, (784, 256, 256, 10)
 PRODUCTS = ("forward", "gradient", "jvp", "ggn-vp", "hvp")
@@ -60,15 +60,7 @@ def torch_products(torch, functorch):
     def loss_of(*ps):
         return loss_fn(fmodel(ps, x), y)
 
-    def forward():
-        with torch.no_grad():
-            return loss_fn(model(x), y).item()
-
-    def gradient():
-        model.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        return loss.item()
+    forward, gradient = loss_callables(torch, model, x, y)
 
     def jvp():
         return functorch.jvp(loss_of, params, v)[1].item()
