@@ -1,7 +1,8 @@
 // conv2d kernels. The design and its measurements are in the opening comment of
 // autodiff/ops/conv2d.cpp; this file is the mechanics:
 //  - the forward map runs a direct ("implicit GEMM") kernel on a zero-padded copy of x (section
-//    "direct convolution" below);
+//    "direct convolution" below), or im2col + GEMM where that copy would be larger than the
+//    column matrix (padding or strides far beyond the kernel);
 //  - the adjoints are im2col + one GEMM per group over chunks of images (wbar = cols^T ybar), and a
 //    GEMM into the column matrix followed by col2im (xbar);
 //  - a 1x1, stride-1, unpadded convolution is one GEMM per group on x itself.
@@ -524,6 +525,26 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T
     const Index m = g.n * pixels;
     if (b != nullptr) bias_rows(b, m, g.c_out, accumulate, y);
     forward_gemms(g, x, g.c_in, m, w, beta, y);
+    return;
+  }
+  // The direct kernel copies each image padded to the extent its windows span, which grows with
+  // the padding and the stride, while the column matrix of im2col grows with the output only.
+  // Where the padded copy would be the larger (padding or strides far beyond the kernel, e.g.
+  // padding 2^48 around a few pixels, where the copy could not even be allocated), the columns
+  // are formed instead: im2col + GEMM, as the adjoints do. Compared in double: the padded extent
+  // can overflow Index.
+  const DirectConv d = forward_source(g);
+  const double padded = static_cast<double>(d.hp) * static_cast<double>(d.wp) * static_cast<double>(g.c_in);
+  const double columns = static_cast<double>(pixels) * static_cast<double>(g.groups * g.k());
+  if (padded > columns) {
+    const Index ld_cols = g.groups * g.k();
+    for_each_chunk<T>(g, [&](Index, Index n0, Index nc, T* cols) {
+      const Index m = nc * pixels;
+      T* yc = y + n0 * pixels * g.c_out;
+      im2col(g, x + n0 * g.h * g.w * g.c_in, nc, cols);
+      if (b != nullptr) bias_rows(b, m, g.c_out, accumulate, yc);
+      forward_gemms(g, cols, ld_cols, m, w, beta, yc);
+    });
     return;
   }
   forward_direct(g, x, w, b, y, accumulate);

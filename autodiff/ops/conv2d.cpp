@@ -16,7 +16,8 @@
 //   corr:  wbar += cols^T ybar                 convT: dcols = ybar w^T, then col2im (scatter-add)
 // where cols, the im2col matrix, has one row per output pixel and its (kh, kw, c) taps in the
 // order of the HWIO weights; with channels last each kernel row's taps are one contiguous run of x
-// (KW C_in values). conv never forms cols: a direct ("implicit GEMM") micro-kernel with the GEMM's
+// (KW C_in values). conv does not form cols (except where the padded copy below would be larger
+// than cols: padding or strides far beyond the kernel): a direct ("implicit GEMM") micro-kernel with the GEMM's
 // MR x NR register tile (kernels/gemm.cpp) reads tap (i, j, c) of output pixel (p, q) straight
 // from a zero-padded copy of x, at offset i dh Wp C + j dw C + c from the pixel's window origin,
 // keeps MR pixels x NR output channels in registers over the whole reduction and writes y (bias

@@ -246,6 +246,20 @@ TEST_CASE(
   CHECK(checked == 48);
 }
 
+TEST_CASE(
+    "conv2d: padding and strides far beyond the kernel, where the forward map forms im2col columns, "
+    "equal the 7-loop convolution (double, 1e-12)",
+    "[autodiff][conv2d]") {
+  // A 3 x 4 image padded by (6, 5) and read at strides (5, 4) by a 2 x 2 kernel: the padded copy
+  // the direct kernel would make (12 x 14 pixels) is larger than the column matrix (3 x 4 output
+  // pixels x 4 taps), so the forward map takes the im2col path instead.
+  std::uint64_t seed = 500;
+  for (Index groups : {1, 3}) {
+    const Geometry g{2, 3, 4, 3, 2, 2, 6, {.stride = {5, 4}, .padding = {6, 5}, .groups = groups}, true};
+    check_against_reference(g, ++seed, 1e-12);
+  }
+}
+
 TEST_CASE("conv2d: large layers (uneven chunks of images, parallel paths) equal the reference",
           "[autodiff][conv2d]") {
   std::uint64_t seed = 7;
