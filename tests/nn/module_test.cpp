@@ -496,7 +496,11 @@ TEST_CASE(
       {&softmax, amari::nn::one_hot<double>({0, 2, 1, 1, 0, 2, 2, 0}, 3)},
       {&bernoulli, bits},
       {&gaussian, amari::test::normal_tensor<double>(Shape{8, 3}, rng)}};
-  for (const auto& [head, y] : cases) {
+  for (const auto& head_and_targets : cases) {
+    // Plain references, not a structured binding: lambdas below capture them (clang 14 cannot
+    // capture structured bindings).
+    const amari::nn::Head<double>* head = head_and_targets.first;
+    const Tensor<double>& y = head_and_targets.second;
     DYNAMIC_SECTION(head->name()) {
       const Tensor<double> theta = model.gather();
       Tensor<double> grad =
