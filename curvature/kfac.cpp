@@ -13,8 +13,10 @@
 #include <vector>
 
 #include <amari/autodiff/kernels/gemm.hpp>
+#include <amari/curvature/damping.hpp>
 #include <amari/curvature/dense_solve.hpp>
 #include <amari/curvature/detail/logit_factor.hpp>
+#include <amari/curvature/distributed_operator.hpp>
 #include <amari/curvature/vector_ops.hpp>
 #include <amari/nn/training.hpp>
 
@@ -97,6 +99,19 @@ void validate(const KfacOptions& o) {
   check_option(
       o.approximation == KfacApproximation::kfac || o.approximation == KfacApproximation::ekfac,
       "approximation", static_cast<double>(o.approximation), "kfac or ekfac");
+  check_option(o.damping_adaptation_every >= 1, "damping_adaptation_every",
+               o.damping_adaptation_every, ">= 1");
+  check_option(o.min_damping > 0 && std::isfinite(o.min_damping), "min_damping", o.min_damping,
+               "positive and finite");
+  check_option(o.max_damping >= o.min_damping && std::isfinite(o.max_damping), "max_damping",
+               o.max_damping, ">= min_damping and finite");
+  if (o.adaptive) {
+    // The adaptive mode computes mu itself (M&G 2015, sec. 7); a fixed momentum on top of it
+    // would be a second, unmodelled one.
+    check_option(o.momentum == 0, "momentum", o.momentum, "0 with adaptive (mu is computed)");
+    check_option(o.damping >= o.min_damping && o.damping <= o.max_damping, "damping", o.damping,
+                 "in [min_damping, max_damping] with adaptive");
+  }
 }
 
 std::uint64_t options_fingerprint(const KfacOptions& o) {
@@ -107,7 +122,13 @@ std::uint64_t options_fingerprint(const KfacOptions& o) {
       static_cast<unsigned long long>(o.seed), static_cast<long long>(o.statistics_batch),
       o.momentum, o.kl_clip, o.weight_decay, o.evaluate_loss_after ? 1 : 0,
       static_cast<int>(o.conv), o.untapped_curvature, static_cast<int>(o.approximation));
-  return nn::fingerprint(buf);
+  std::string text = buf;
+  if (o.adaptive) {  // only then, so the fingerprint of the default options is as it was
+    std::snprintf(buf, sizeof buf, " adaptive %d %.17g %.17g", o.damping_adaptation_every,
+                  o.min_damping, o.max_damping);
+    text += buf;
+  }
+  return nn::fingerprint(text);
 }
 
 // ---- taps and statistics -----------------------------------------------------------------------
@@ -1321,7 +1342,7 @@ std::string KroneckerFactors<T>::name() const {
 
 template <Real T>
 Kfac<T>::Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options)
-    : model_(&model), head_(&head), factors_(model, head, options) {}
+    : model_(&model), head_(&head), factors_(model, head, options), lambda_(options.damping) {}
 
 namespace {
 // Options agreed by every rank before any of them validates them: equal options give equal
@@ -1335,7 +1356,11 @@ const KfacOptions& agreed(nn::Communicator& comm, const KfacOptions& o) {
 template <Real T>
 Kfac<T>::Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options,
               nn::Communicator& comm)
-    : model_(&model), head_(&head), comm_(&comm), factors_(model, head, agreed(comm, options)) {
+    : model_(&model),
+      head_(&head),
+      comm_(&comm),
+      factors_(model, head, agreed(comm, options)),
+      lambda_(options.damping) {
   nn::synchronize_model(comm, model);
 }
 
@@ -1357,9 +1382,15 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   const Index model_first_example = model_->first_example();
   const Tensor<T> state0 = model_->state().size() > 0 ? model_->state().clone() : Tensor<T>();
   Tensor<T> velocity = velocity_;
+  // The adaptive state likewise: updated in a copy, stored only once the step succeeded.
+  Adaptive adaptive{lambda_, previous_, alpha_, mu_};
   try {
-    const StepReport r = step_unguarded(inputs, targets, theta0, velocity, shard, used);
+    const StepReport r = step_unguarded(inputs, targets, theta0, velocity, adaptive, shard, used);
     velocity_ = std::move(velocity);
+    lambda_ = adaptive.lambda;
+    previous_ = std::move(adaptive.previous);
+    alpha_ = adaptive.alpha;
+    mu_ = adaptive.mu;
     ++steps_;
     return r;
   } catch (...) {
@@ -1376,11 +1407,13 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
 
 template <Real T>
 StepReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
-                                   const Tensor<T>& theta0, Tensor<T>& velocity,
+                                   const Tensor<T>& theta0, Tensor<T>& velocity, Adaptive& adaptive,
                                    const nn::Shard& shard, const nn::Shard& used) {
   const KfacOptions& o = factors_.options();
   StepReport r;
-  r.lambda = o.damping;
+  // The damping of this step: fixed, or the adaptive mode's current lambda (M&G 2015, sec. 6.5).
+  const double lambda = o.adaptive ? adaptive.lambda : o.damping;
+  r.lambda = lambda;
   Tensor<T>& theta = model_->parameters();
   Tensor<T> g = model_->zeros_like_parameters();
   // A training step, as nn::loss_and_gradient: in train mode, new dropout masks (the pass after the
@@ -1399,9 +1432,13 @@ StepReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& tar
   r.gradient_norm = norm(g);
   if (steps_ % static_cast<std::uint64_t>(o.inverse_update_every) == 0 ||
       !factors_.has_inverses()) {
-    factors_.update_inverses_impl(o.damping + o.weight_decay, comm_);
+    factors_.update_inverses_impl(lambda + o.weight_decay, comm_);
   }
   if (o.weight_decay > 0) axpy(o.weight_decay, theta, g);
+  if (o.adaptive) {
+    adaptive_update(inputs, targets, theta0, g, adaptive, shard, used, r);
+    return r;
+  }
 
   Tensor<T> d = Tensor<T>::uninitialized(g.shape());
   factors_.precondition(g, d);
@@ -1440,6 +1477,145 @@ StepReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& tar
   return r;
 }
 
+namespace {
+
+// The first n rows of a batch (all of them for n <= 0 or n >= N), as views keeping the shape of
+// one example.
+template <Real T>
+std::pair<Tensor<T>, Tensor<T>> first_rows(const Tensor<T>& x, const Tensor<T>& y, Index n) {
+  const Index total = x.dim(0);
+  if (n <= 0 || n >= total) return {x, y};
+  std::vector<Index> dims(static_cast<std::size_t>(x.rank()));
+  for (int i = 0; i < x.rank(); ++i) dims[static_cast<std::size_t>(i)] = x.dim(i);
+  dims[0] = n;
+  return {x.view(0, Shape(std::span<const Index>(dims))), y.view(0, Shape{n, y.dim(1)})};
+}
+
+// The minimizer (alpha, mu) of the quadratic model over delta = alpha Delta + mu delta_0
+// (M&G 2015, sec. 7): q(alpha, mu) = b^T x + 1/2 x^T A x with x = (alpha, mu),
+// A = [a11, a12; a12, a22] (A_ij = u_i^T C u_j, C = F + (lambda + wd) I), b = (g^T Delta,
+// g^T delta_0). Without delta_0 (has_previous false) or for a singular A, mu = 0 and alpha =
+// -b1 / a11 (0 if a11 <= 0, i.e. Delta = 0).
+struct QuadraticStep {
+  double alpha = 0, mu = 0;
+};
+
+QuadraticStep minimize_quadratic(double a11, double a12, double a22, double b1, double b2,
+                                 bool has_previous) {
+  QuadraticStep q;
+  if (has_previous && a11 > 0 && a22 > 0) {
+    const double det = a11 * a22 - a12 * a12;
+    // C is positive definite (lambda > 0), so det > 0 unless Delta and delta_0 are (nearly)
+    // parallel; then the two-dimensional problem is degenerate and the one-dimensional one is
+    // solved instead.
+    if (det > 1e-12 * a11 * a22) {
+      q.alpha = (a12 * b2 - a22 * b1) / det;
+      q.mu = (a12 * b1 - a11 * b2) / det;
+      return q;
+    }
+  }
+  if (a11 > 0) q.alpha = -b1 / a11;
+  return q;
+}
+
+}  // namespace
+
+template <Real T>
+void Kfac<T>::adaptive_update(const Tensor<T>& inputs, const Tensor<T>& targets,
+                              const Tensor<T>& theta0, const Tensor<T>& g, Adaptive& adaptive,
+                              const nn::Shard& shard, const nn::Shard& used, StepReport& r) {
+  const KfacOptions& o = factors_.options();
+  Tensor<T>& theta = model_->parameters();
+  const double kappa = adaptive.lambda + o.weight_decay;  // C = F + kappa I
+  // The K-FAC direction Delta = -F_kfac^{-1} g (no KL clip: alpha sets the length).
+  Tensor<T> direction = Tensor<T>::uninitialized(g.shape());
+  factors_.precondition(g, direction);
+  scal(-1.0, direction);
+  // The exact GGN at theta on the statistics rows; data-parallel, its products are reduced over
+  // the ranks in a fixed order, so every rank gets bitwise the same alpha, mu, rho and lambda.
+  std::unique_ptr<LinearOperator<T>> curvature;
+  if (comm_) {
+    const auto [x, y] = first_rows(inputs, targets, used.local);
+    curvature = make_distributed_curvature(Curvature::ggn, *model_, *head_, x, y, *comm_, used);
+  } else {
+    const auto [x, y] = first_rows(inputs, targets, o.statistics_batch);
+    curvature = make_curvature(Curvature::ggn, *model_, *head_, x, y);
+  }
+  // C u = F u + kappa u, and the entries u^T C w of the 2 x 2 system (in double).
+  const auto product = [&](const Tensor<T>& u) {
+    Tensor<T> cu = Tensor<T>::uninitialized(u.shape());
+    curvature->apply(u, cu);
+    axpy(kappa, u, cu);
+    return cu;
+  };
+  const Tensor<T> c_direction = product(direction);
+  const double a11 = dot(direction, c_direction);
+  const double b1 = dot(g, direction);
+  double a12 = 0, a22 = 0, b2 = 0;
+  const bool has_previous = adaptive.previous.defined();
+  if (has_previous) {
+    const Tensor<T> c_previous = product(adaptive.previous);
+    a12 = dot(direction, c_previous);
+    a22 = dot(adaptive.previous, c_previous);
+    b2 = dot(g, adaptive.previous);
+  }
+  const QuadraticStep q = minimize_quadratic(a11, a12, a22, b1, b2, has_previous);
+  // delta = s (alpha Delta + mu delta_0), and the model's value there (quadratic in s).
+  const double s = multiplier_, alpha = s * q.alpha, mu = s * q.mu;
+  Tensor<T> delta = has_previous ? adaptive.previous.clone() : model_->zeros_like_parameters();
+  scal(mu, delta);
+  axpy(alpha, direction, delta);
+  const double model_value =
+      alpha * b1 + mu * b2 + 0.5 * (alpha * alpha * a11 + 2 * alpha * mu * a12 + mu * mu * a22);
+  axpy(1.0, delta, theta);
+  adaptive.alpha = q.alpha;
+  adaptive.mu = q.mu;
+  r.step_scale = q.alpha;
+  r.step_norm = norm(delta);
+  r.predicted_reduction = -model_value;
+  r.loss_after = std::numeric_limits<double>::quiet_NaN();
+  // M&G 2015, sec. 6.5: rho every T1 steps (and whenever the loss after the step is evaluated
+  // anyway, for the report).
+  const bool adapt_damping = steps_ % static_cast<std::uint64_t>(o.damping_adaptation_every) == 0;
+  if (!o.evaluate_loss_after && !adapt_damping) {
+    adaptive.previous = std::move(delta);
+    return;
+  }
+  double after = static_cast<double>(head_->loss(model_->forward(inputs), targets).item());
+  if (comm_) nn::reduce_mean(*comm_, shard.weight(), std::span<double>(&after, 1));
+  double actual = std::numeric_limits<double>::quiet_NaN();
+  if (std::isfinite(after)) {
+    r.loss_after = after;
+    // h includes the weight decay term, as g and M do.
+    const double h0 = r.loss + 0.5 * o.weight_decay * dot(theta0, theta0);
+    const double h1 = after + 0.5 * o.weight_decay * dot(theta, theta);
+    actual = h0 - h1;
+    adaptive.previous = std::move(delta);
+  } else {  // never keep a step into NaN/inf: undo it and forget delta_0 (mu = 0 next)
+    copy(theta0, theta);
+    adaptive.previous = Tensor<T>();
+    r.loss_after = r.loss;
+    r.step_scale = 0;
+    r.step_norm = 0;
+  }
+  if (adapt_damping) {
+    // rho > 3/4: lambda *= omega; rho < 1/4 (or not finite): lambda /= omega (M&G 2015,
+    // sec. 6.5, omega = (19/20)^T1).
+    const double omega = std::pow(19.0 / 20.0, o.damping_adaptation_every);
+    LevenbergMarquardt lm{.lambda = adaptive.lambda,
+                          .decrease = omega,
+                          .increase = 1.0 / omega,
+                          .low = 0.25,
+                          .high = 0.75,
+                          .min_lambda = o.min_damping,
+                          .max_lambda = o.max_damping};
+    r.rho = lm.update(actual, -model_value);
+    adaptive.lambda = lm.lambda;
+  } else {
+    r.rho = reduction_ratio(actual, -model_value);
+  }
+}
+
 template <Real T>
 void Kfac<T>::set_step_multiplier(double s) {
   if (!(s >= 0) || !std::isfinite(s)) {
@@ -1458,9 +1634,10 @@ void Kfac<T>::set_step_multiplier(double s) {
 //            eigenvectors_G, scalings;
 //   numbers  pi, damping_used.
 // Global: counters layers, updates, scaling_updates, has_inverses, ekfac, steps; numbers
-// untapped_scale, ekfac_lambda, step_multiplier; tensor velocity (with momentum, once made).
-// Everything is stored in its own precision (tensors in T, numbers in double), so a resumed run
-// continues bitwise.
+// untapped_scale, ekfac_lambda, step_multiplier; tensor velocity (with momentum, once made);
+// adaptive mode only: number adaptive_damping (lambda), tensor previous_update (delta_0, once
+// made). Everything is stored in its own precision (tensors in T, numbers in double), so a resumed
+// run continues bitwise.
 
 namespace {
 
@@ -1668,6 +1845,10 @@ nn::OptimizerState<T> Kfac<T>::save_state() const {
   s.counters["steps"] = static_cast<std::int64_t>(steps_);
   s.numbers["step_multiplier"] = multiplier_;
   if (velocity_.defined()) s.tensors["velocity"] = velocity_.clone();
+  if (factors_.options().adaptive) {  // only then, so a default state is as it was
+    s.numbers["adaptive_damping"] = lambda_;
+    if (previous_.defined()) s.tensors["previous_update"] = previous_.clone();
+  }
   return s;
 }
 
@@ -1687,10 +1868,38 @@ void Kfac<T>::load_state(const nn::OptimizerState<T>& s) {
     }
     velocity = stored_tensor(s, "velocity", Shape{model_->num_parameters()}, "");
   }
+  const KfacOptions& o = factors_.options();
+  double lambda = o.damping;
+  Tensor<T> previous;
+  const bool stored_adaptive = s.numbers.count("adaptive_damping") > 0;
+  if (stored_adaptive != o.adaptive) {
+    throw ValueError(std::string("Kfac::load_state: the state is of ") +
+                     (stored_adaptive ? "adaptive" : "non-adaptive") +
+                     " K-FAC, this optimizer is " + (o.adaptive ? "adaptive" : "not adaptive") +
+                     " (KfacOptions::adaptive)");
+  }
+  if (o.adaptive) {
+    lambda = stored_number(s, "adaptive_damping", 0.0);
+    if (lambda < o.min_damping || lambda > o.max_damping) {
+      throw ValueError("Kfac::load_state: number 'adaptive_damping' = " + std::to_string(lambda) +
+                       " is outside [min_damping, max_damping]");
+    }
+    if (s.has_tensor("previous_update")) {
+      previous = stored_tensor(s, "previous_update", Shape{model_->num_parameters()}, "");
+    }
+  } else if (s.has_tensor("previous_update")) {
+    throw ValueError(
+        "Kfac::load_state: the state has a previous update but this Kfac is not "
+        "adaptive");
+  }
   factors_.restore(std::move(stats));
   velocity_ = std::move(velocity);
   steps_ = static_cast<std::uint64_t>(steps);
   multiplier_ = multiplier;
+  lambda_ = lambda;
+  previous_ = std::move(previous);
+  alpha_ = 0;
+  mu_ = 0;
 }
 
 // ---- KfacPreconditioner -------------------------------------------------------------------------

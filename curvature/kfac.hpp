@@ -100,8 +100,9 @@
 //
 // Checkpoints: Kfac::save_state() / load_state() (kind "kfac", nn/checkpoint.hpp) store the
 // averages, the current inverses (or EKFAC's bases and scalings), pi_l, the damping used, the
-// counters and the momentum buffer, so a resumed run continues bitwise; the layer plan is derived
-// again from the model's layout and checked against the stored shapes.
+// counters and the momentum buffer (adaptive mode: lambda and the previous update), so a resumed
+// run continues bitwise; the layer plan is derived again from the model's layout and checked
+// against the stored shapes.
 //
 // Data-parallel (docs/scaling.md): Kfac(model, head, options, comm) reduces the loss, the gradient
 // and every layer's batch statistics over the ranks in a fixed order (sampled labels keyed by the
@@ -158,8 +159,10 @@ enum class KfacApproximation {
 
 /// Options of K-FAC (KroneckerFactors and Kfac). Violations raise ValueError naming the option.
 struct KfacOptions {
-  double learning_rate = 0.1;     ///< > 0: theta -= learning_rate * step
-  double damping = 1e-3;          ///< lambda > 0, factored Tikhonov damping (M&G 2015, sec. 6.3)
+  double learning_rate = 0.1;  ///< > 0: theta -= learning_rate * step (unused if adaptive)
+  /// lambda > 0, factored Tikhonov damping (M&G 2015, sec. 6.3); if adaptive, the initial lambda,
+  /// in [min_damping, max_damping].
+  double damping = 1e-3;
   double decay = 0.95;            ///< in [0, 1): EMA weight of the old A, G (capped by 1 - 1/k)
   int inverse_update_every = 10;  ///< >= 1: steps between refreshes of the damped inverses
   /// Where delta comes from: sampled labels (the true Fisher, default), the exact logit Hessian
@@ -167,8 +170,8 @@ struct KfacOptions {
   KfacFisher fisher = KfacFisher::sampled;
   std::uint64_t seed = 0;      ///< for the sampled labels
   Index statistics_batch = 0;  ///< A and G use the first n examples of each batch (0: all)
-  double momentum = 0;         ///< in [0, 1): heavy ball on the (clipped) K-FAC step
-  /// >= 0; 0 disables. Ba et al. 2017: scale the step by
+  double momentum = 0;         ///< in [0, 1): heavy ball on the (clipped) K-FAC step; 0 if adaptive
+  /// >= 0; 0 disables; unused if adaptive. Ba et al. 2017: scale the step by
   /// nu = min(1, sqrt(kl_clip / (lr^2 sum_l <g_l, F_l^{-1} g_l>))), which bounds the KL divergence
   /// the step predicts (lr^2 g^T F^{-1} g / 2 <= kl_clip / 2). Without it, early steps taken with
   /// inverses from the first few batches can diverge when inverse_update_every > 1.
@@ -183,6 +186,17 @@ struct KfacOptions {
   double untapped_curvature = 1;
   /// K-FAC (default) or EKFAC (eigenvalue-corrected, George et al. 2018).
   KfacApproximation approximation = KfacApproximation::kfac;
+  /// Adaptive mode (M&G 2015, secs. 6.5 and 7; kfac-jax's use_adaptive_learning_rate,
+  /// use_adaptive_momentum and use_adaptive_damping): the learning rate alpha and the momentum mu
+  /// of every step minimize the exact quadratic model of the objective, and the damping lambda
+  /// (starting at `damping`) follows the Levenberg-Marquardt rule; see the Kfac class comment.
+  /// learning_rate and kl_clip are then not used, and momentum must be 0 (mu is computed).
+  bool adaptive = false;
+  /// >= 1, adaptive mode only: T1, the steps between Levenberg-Marquardt updates of lambda
+  /// (M&G 2015, sec. 6.5); each multiplies or divides lambda by (19/20)^T1.
+  int damping_adaptation_every = 5;
+  double min_damping = 1e-8;  ///< > 0, adaptive mode: lower bound of lambda
+  double max_damping = 1e8;   ///< >= min_damping, adaptive mode: upper bound of lambda
 };
 
 /// Checks every option of KfacOptions (ValueError naming the first bad option and its value).
@@ -387,12 +401,39 @@ class KroneckerFactors {
 /// forward pass, refresh the inverses every inverse_update_every steps (and at the first), then
 ///   d = F_kfac^{-1} (g + wd theta),  d *= nu (KL clip),  v = momentum v + d,  theta -= s lr v
 /// (s = step_multiplier(), 1 unless set).
+/// Adaptive mode (KfacOptions::adaptive; M&G 2015, secs. 6.5 and 7): with g the gradient of the
+/// objective h (mean loss + (wd / 2) ||theta||^2) and lambda the current damping (the inverses are
+/// refreshed with lambda + wd), the K-FAC direction Delta = -F_kfac^{-1} g is combined with the
+/// previous update delta_0 as delta = alpha Delta + mu delta_0, where (alpha, mu) minimize the
+/// quadratic model
+///   M(delta) = g^T delta + 1/2 delta^T (F + (lambda + wd) I) delta
+/// with F the exact GGN (= the Fisher for amari's heads, SEED-NOTES 3) at theta on the statistics
+/// rows (statistics_batch; data-parallel: the union of the ranks' statistics rows, reduced by a
+/// DistributedOperator): the 2 x 2 system of M&G 2015, sec. 7,
+///   [Delta^T C Delta, Delta^T C delta_0; delta_0^T C Delta, delta_0^T C delta_0] [alpha; mu]
+///     = -[g^T Delta; g^T delta_0],   C = F + (lambda + wd) I.
+/// Without a previous update (first step, after a step that was undone) or when the system is
+/// singular, mu = 0 and alpha = -g^T Delta / Delta^T C Delta. Then theta += s delta and delta_0 =
+/// s delta. Every T1 = damping_adaptation_every steps (steps 0, T1, 2 T1, ...), with
+/// rho = (h(theta + s delta) - h(theta)) / M(s delta), lambda is multiplied by omega = (19/20)^T1
+/// if rho > 3/4 and divided by it if rho < 1/4 (M&G 2015, sec. 6.5), within [min_damping,
+/// max_damping] (LevenbergMarquardt of damping.hpp: a non-finite loss after the step or a
+/// non-positive predicted reduction gives rho = -infinity, which counts as < 1/4). This M, used
+/// for rho too, includes the damping term, as the model of sec. 7 does. Extra cost
+/// per step: the exact GGN operator's forward pass and two GGN-vector products (one without a
+/// previous update), plus the loss after the step on the damping-update steps.
+/// StepReport of the adaptive mode: lambda = the damping of this step's model (before its LM
+/// update), step_scale = alpha (0 if the step was undone because the loss after it was not
+/// finite; the previous update is then forgotten), predicted_reduction = -M(s delta), rho (0 when
+/// the loss after the step was not evaluated: evaluate_loss_after false on a step that does not
+/// update lambda), loss, loss_after, gradient_norm and step_norm as below; adaptive_momentum()
+/// gives mu. The losses exclude the weight decay term, rho includes it.
 /// In Mode::train a step is a training step like nn::loss_and_gradient's: it advances the model's
 /// step (new dropout masks) and, for a model with state, moves the running statistics with one
 /// extra plain forward pass on the batch (the taped pass itself leaves the state unchanged).
-/// StepReport: loss, loss_after, gradient_norm (of the mean loss, without weight decay), lambda,
-/// step_scale = nu (0 if the step was undone because the loss after it was not finite),
-/// step_norm; rho, predicted_reduction and the CG fields stay 0.
+/// StepReport (default mode): loss, loss_after, gradient_norm (of the mean loss, without weight
+/// decay), lambda, step_scale = nu (0 if the step was undone because the loss after it was not
+/// finite), step_norm; rho, predicted_reduction and the CG fields stay 0.
 /// Strong guarantee: a step that throws (bad shapes, a non-finite loss or statistics, a failing
 /// forward pass or factorization) leaves the optimizer, the factors and the model's parameters,
 /// step counter, first_example() and state as they were, so the next step gives what it would
@@ -437,12 +478,23 @@ class Kfac {
   std::uint64_t steps() const { return steps_; }
   /// The momentum buffer v (undefined without momentum or before the first step).
   const Tensor<T>& velocity() const { return velocity_; }
+  /// Adaptive mode: the current damping lambda (KfacOptions::damping before the first step); the
+  /// next step's model and inverse refreshes use it. Default mode: KfacOptions::damping.
+  double damping() const { return lambda_; }
+  /// Adaptive mode: the previous update delta_0 = s (alpha Delta + mu delta_0') (undefined before
+  /// the first step and after a step that was undone).
+  const Tensor<T>& previous_update() const { return previous_; }
+  /// Adaptive mode: the learning rate alpha of this object's last step (0 before it).
+  double adaptive_learning_rate() const { return alpha_; }
+  /// Adaptive mode: the momentum mu of this object's last step (0 before it).
+  double adaptive_momentum() const { return mu_; }
   /// Everything a resumed run needs to continue bitwise as if it had never stopped (kind "kfac";
   /// see nn/checkpoint.hpp): per tapped layer l, its tap (weight index, kind, bias, convolution
   /// geometry), A_l and G_l, the current damped inverses (K-FAC) or eigenbases and scalings
   /// (EKFAC), pi_l and the damping used; the update count, the momentum buffer, the step count and
-  /// the step multiplier. The options are not part of it: construct the resumed optimizer with the
-  /// same options. Cost: a copy of the statistics, O(sum_l rows^2 + out^2 + P).
+  /// the step multiplier; in adaptive mode also lambda and the previous update (the last alpha and
+  /// mu are not: they only report). The options are not part of it: construct the resumed
+  /// optimizer with the same options. Cost: a copy of the statistics, O(sum_l rows^2 + out^2 + P).
   nn::OptimizerState<T> save_state() const;
   /// Restores a state from save_state(), all or nothing. The layer plan (offsets, names, untapped
   /// parameters) is derived again from this model's layout for the stored taps, and every stored
@@ -453,12 +505,23 @@ class Kfac {
   void load_state(const nn::OptimizerState<T>& state);
 
  private:
+  // The adaptive mode's state, updated by a step in a copy (strong guarantee).
+  struct Adaptive {
+    double lambda;       // the damping
+    Tensor<T> previous;  // delta_0 (undefined: none)
+    double alpha, mu;    // of the last step, for reports
+  };
   // The step itself; theta0 holds the parameters before it, `velocity` is the momentum buffer to
-  // update (a copy of velocity_, stored by step() on success); shard and used are this rank's rows
-  // and statistics rows (data-parallel only).
+  // update (a copy of velocity_, stored by step() on success), `adaptive` a copy of the adaptive
+  // state; shard and used are this rank's rows and statistics rows (data-parallel only).
   StepReport step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
-                            const Tensor<T>& theta0, Tensor<T>& velocity, const nn::Shard& shard,
-                            const nn::Shard& used);
+                            const Tensor<T>& theta0, Tensor<T>& velocity, Adaptive& adaptive,
+                            const nn::Shard& shard, const nn::Shard& used);
+  // The adaptive mode's update from the gradient g of the objective (weight decay included):
+  // alpha, mu, theta += s delta and the LM update of lambda (M&G 2015, secs. 6.5 and 7).
+  void adaptive_update(const Tensor<T>& inputs, const Tensor<T>& targets, const Tensor<T>& theta0,
+                       const Tensor<T>& g, Adaptive& adaptive, const nn::Shard& shard,
+                       const nn::Shard& used, StepReport& r);
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
   nn::Communicator* comm_ = nullptr;  // null: one process
@@ -466,6 +529,9 @@ class Kfac {
   Tensor<T> velocity_;
   std::uint64_t steps_ = 0;
   double multiplier_ = 1;
+  double lambda_ = 0;   // adaptive damping (set to options.damping at construction)
+  Tensor<T> previous_;  // adaptive mode: delta_0
+  double alpha_ = 0, mu_ = 0;
 };
 
 /// z = F_kfac^{-1} r with the current damped inverses of a KroneckerFactors (borrowed: it must

@@ -256,6 +256,27 @@ TEST_CASE("resume: EKFAC with momentum, 10 steps + checkpoint + 10 steps equal 2
   check_resume([&](nn::Model<double>& m) { return std::make_unique<curv::Kfac<double>>(m, head, o); }, kfac_step);
 }
 
+TEST_CASE("resume: adaptive K-FAC, 10 steps + checkpoint + 10 steps equal 20 steps bitwise (lambda, delta_0)",
+          "[resume][kfac]") {
+  static const nn::SoftmaxCrossEntropy<double> head;
+  // lambda moves at steps 0, 3, 6, 9, 12, ... and delta_0 feeds every step's mu: the resumed run
+  // must take both from the state.
+  curv::KfacOptions o = resume_kfac_options(curv::KfacApproximation::kfac);
+  o.momentum = 0;
+  o.adaptive = true;
+  o.damping_adaptation_every = 3;
+  check_resume([&](nn::Model<double>& m) { return std::make_unique<curv::Kfac<double>>(m, head, o); }, kfac_step);
+  nn::Model<double> model(net(), 5);
+  curv::Kfac<double> kfac(model, head, o);
+  const Data d;
+  for (int k = 0; k < 4; ++k) kfac_step(kfac, model, d, k);
+  const nn::OptimizerState<double> s = kfac.save_state();
+  CHECK(s.numbers.at("adaptive_damping") == kfac.damping());
+  CHECK(amari::test::max_abs_diff(s.tensors.at("previous_update"), kfac.previous_update()) == 0.0);
+  curv::Kfac<double> fixed(model, head, resume_kfac_options(curv::KfacApproximation::kfac));
+  CHECK_THROWS_WITH(fixed.load_state(s), Catch::Contains("adaptive"));
+}
+
 TEST_CASE("Kfac save_state: holds the factors, inverses, momentum and counters of the run", "[resume][kfac]") {
   static const nn::SoftmaxCrossEntropy<double> head;
   const Data d;

@@ -91,6 +91,43 @@ TEST_CASE("mpi: K-FAC and EKFAC steps equal the single-process steps on the unio
   }
 }
 
+TEST_CASE(
+    "mpi: adaptive K-FAC steps equal the single-process steps, with the same alpha, mu, rho "
+    "and lambda on every rank",
+    "[mpi][kfac]") {
+  mpi::Communicator comm;
+  Problem p;
+  nn::Model<double> reference = p.model;
+  const Local l = local_part(p, comm);
+  // lambda updated at every step; statistics and the exact GGN on every row.
+  const curv::KfacOptions o{.damping = 1e-2,
+                            .inverse_update_every = 2,
+                            .seed = 7,
+                            .weight_decay = 1e-3,
+                            .adaptive = true,
+                            .damping_adaptation_every = 1};
+  curv::Kfac<double> distributed(p.model, p.head, o, comm);
+  curv::Kfac<double> single(reference, p.head, o);
+  for (int s = 0; s < 4; ++s) {
+    INFO("step " << s);
+    const curv::StepReport a = distributed.step(l.x, l.y);
+    const curv::StepReport b = single.step(p.x, p.y);
+    CHECK(std::abs(a.loss - b.loss) <= 1e-12 * std::abs(b.loss));
+    CHECK(std::abs(a.step_scale - b.step_scale) <= 1e-10 * std::abs(b.step_scale));
+    CHECK(std::abs(distributed.adaptive_momentum() - single.adaptive_momentum()) <=
+          1e-10 * (std::abs(single.adaptive_momentum()) + 1e-3));
+    CHECK(std::abs(a.predicted_reduction - b.predicted_reduction) <=
+          1e-10 * std::abs(b.predicted_reduction));
+    CHECK(std::abs(a.rho - b.rho) <= 1e-8 * std::abs(b.rho));
+    CHECK(std::abs(distributed.damping() - single.damping()) <= 1e-12 * single.damping());
+    CHECK(relative_difference(p.model.parameters(), reference.parameters()) <= 1e-10);
+    CHECK(same_tensor_on_every_rank(comm, p.model.parameters()));
+    const double scalars[] = {a.step_scale, distributed.adaptive_momentum(), a.rho,
+                              distributed.damping(), a.predicted_reduction};
+    CHECK(same_on_every_rank(comm, scalars, 5));
+  }
+}
+
 TEST_CASE("mpi: data-parallel K-FAC refuses, on every rank, a rank without statistics rows",
           "[mpi][kfac]") {
   mpi::Communicator comm;
