@@ -2,12 +2,13 @@
 // each timed side by side with its reference in the same iteration so the ratios hold on a noisy
 // shared machine.
 //
-// BM_per_example: curvature::per_example_gradients on the batch (one recording, then N reverse
-// sweeps) against one batch gradient (nn::loss_and_gradient: recording + one sweep). Counter
-// per_example_over_gradient. The generic path costs about N sweeps, so the ratio grows with N
-// (measured ~11x at N = 32 "small", 80-90x at N = 128 "mnist"), far above the target of 3x
-// (which needs a fast path that forms per-example gradients from layer inputs and output gradients
-// in one sweep).
+// BM_per_example: curvature::per_example_gradients on the batch (one recording, one reverse sweep
+// to the tapped layers' outputs, then each example's block from its layer inputs and output
+// gradients) against one batch gradient (recording + one sweep). Counters: per_example_over_gradient
+// (a fresh N x P result), into_reused_buffer_over_gradient (the _into overload), norms_over_gradient
+// and clipped_mean_over_gradient (no N x P matrix), and store_floor_over_gradient: one pass of
+// plain stores over an N x P buffer (std::fill), the least any method that materializes the matrix
+// must spend (138 MB of floats on "mnist").
 //
 // BM_jvp_multi/K: amari::jvp_multi of the loss in the flat parameters with K tangents (one
 // recording, K tangent sweeps) against one dual-number JVP (MlpProblem::jvp). Counter
@@ -17,6 +18,7 @@
 //   --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -43,7 +45,7 @@ void BM_per_example(benchmark::State& state) {
   const MlpConfig& c = mlp_configs()[static_cast<std::size_t>(state.range(0))];
   MlpProblem<float> p(c);
   p.model.eval();  // loss_and_gradient then leaves the step counter alone; same pass either way
-  double tg = 0, tp = 0, tn = 0, tr = 0, tc = 0;
+  double tg = 0, tp = 0, tn = 0, tr = 0, tc = 0, ts = 0;
   Tensor<float> clipped = p.model.zeros_like_parameters();
   Tensor<float> reused = Tensor<float>::uninitialized(Shape{c.batch, p.model.num_parameters()});
   for (auto _ : state) {
@@ -65,6 +67,11 @@ void BM_per_example(benchmark::State& state) {
     t0 = clock_type::now();
     benchmark::DoNotOptimize(amari::curvature::clipped_mean_gradient(p.model, p.head, p.x, p.y, 1.0, clipped).data());
     tc += seconds_since(t0);
+    t0 = clock_type::now();
+    std::fill(reused.data(), reused.data() + reused.size(), 1.0f);
+    benchmark::DoNotOptimize(reused.data());
+    benchmark::ClobberMemory();
+    ts += seconds_since(t0);
   }
   const double n = static_cast<double>(state.iterations());
   state.SetLabel(std::string(c.name) + " N=" + std::to_string(c.batch));
@@ -74,6 +81,7 @@ void BM_per_example(benchmark::State& state) {
   state.counters["norms_over_gradient"] = tn / tg;
   state.counters["into_reused_buffer_over_gradient"] = tr / tg;
   state.counters["clipped_mean_over_gradient"] = tc / tg;
+  state.counters["store_floor_over_gradient"] = ts / tg;
   state.counters["threads"] = omp_get_max_threads();
 }
 
