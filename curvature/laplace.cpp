@@ -5,17 +5,13 @@
 #include <cstdio>
 #include <limits>
 #include <string>
+
+#include <amari/curvature/detail/format.hpp>
 #include <utility>
 
 namespace amari::curvature {
 
 namespace {
-
-std::string num(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", x);
-  return buf;
-}
 
 template <Real T>
 void check_data(const char* who, const Tensor<T>& inputs, const Tensor<T>& targets,
@@ -82,7 +78,7 @@ template <Real T>
 void Laplace<T>::check_delta(const char* who, double delta) {
   if (!(delta > 0) || !std::isfinite(delta)) {
     throw ValueError(std::string(who) + ": the prior precision must be finite and > 0, got " +
-                     num(delta));
+                     detail::format_precise(delta));
   }
 }
 
@@ -140,7 +136,7 @@ Laplace<T>::Laplace(const char* who, const nn::Model<T>& model, const nn::Head<T
   num_data_ = static_cast<double>(inputs.dim(0));
   log_likelihood_ = curvature::log_likelihood(model, head, inputs, targets, options.batch_size);
   if (!std::isfinite(log_likelihood_)) {
-    throw ValueError(std::string(who) + ": the training log likelihood " + num(log_likelihood_) +
+    throw ValueError(std::string(who) + ": the training log likelihood " + detail::format_precise(log_likelihood_) +
                      " is not finite");
   }
   theta_ = model.gather();
@@ -221,8 +217,8 @@ namespace {
 
 void check_fit_options(const char* who, const PriorFitOptions& o) {
   if (!std::isfinite(o.log10_min) || !std::isfinite(o.log10_max) || !(o.log10_min < o.log10_max)) {
-    throw ValueError(std::string(who) + ": the range [" + num(o.log10_min) + ", " +
-                     num(o.log10_max) + "] of log10 delta must be finite and non-empty");
+    throw ValueError(std::string(who) + ": the range [" + detail::format_precise(o.log10_min) + ", " +
+                     detail::format_precise(o.log10_max) + "] of log10 delta must be finite and non-empty");
   }
   if (o.grid_points < 3) {
     throw ValueError(std::string(who) + ": grid_points must be >= 3, got " +
@@ -230,7 +226,7 @@ void check_fit_options(const char* who, const PriorFitOptions& o) {
   }
   if (!(o.tolerance > 0) || !std::isfinite(o.tolerance)) {
     throw ValueError(std::string(who) + ": tolerance must be finite and > 0, got " +
-                     num(o.tolerance));
+                     detail::format_precise(o.tolerance));
   }
   if (o.max_iterations < 0) {
     throw ValueError(std::string(who) + ": max_iterations must be >= 0, got " +
@@ -321,7 +317,7 @@ PriorFit Laplace<T>::fit_prior_precision(const PriorFitOptions& o) {
   const auto [best_t, best_f] = maximize_1d(objective, o, &fit.grid, &fit.grid_log_marginal_likelihood);
   if (!std::isfinite(best_f)) {
     throw ValueError(std::string(who) + ": the log marginal likelihood is not finite anywhere in " +
-                     "delta in [1e" + num(o.log10_min) + ", 1e" + num(o.log10_max) + "]");
+                     "delta in [1e" + detail::format_precise(o.log10_min) + ", 1e" + detail::format_precise(o.log10_max) + "]");
   }
   fit.prior_precision = std::exp(best_t);
   fit.prior_precisions.assign(groups_.size(), fit.prior_precision);

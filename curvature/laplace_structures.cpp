@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <string>
 
+#include <amari/curvature/detail/format.hpp>
+
 #include <amari/autodiff/kernels/gemm.hpp>
 #include <amari/curvature/dense_solve.hpp>
 
@@ -13,12 +15,6 @@ namespace amari::curvature {
 namespace {
 
 using kernels::Trans;
-
-std::string num(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", x);
-  return buf;
-}
 
 // C (m, n) = op(A) op(B) in double, row-major with tight strides.
 void matmul(Trans ta, Trans tb, Index m, Index n, Index k, const double* a, const double* b,
@@ -39,7 +35,7 @@ Tensor<double> checked_diagonal(const char* who, const Tensor<T>& d, Index p) {
     const double x = static_cast<double>(d[i]);
     if (!(x >= 0) || !std::isfinite(x)) {
       throw ValueError(std::string(who) + ": curvature diagonal entry " + std::to_string(i) +
-                       " is " + num(x) + ", expected finite and >= 0");
+                       " is " + detail::format_precise(x) + ", expected finite and >= 0");
     }
     out[i] = x;
   }

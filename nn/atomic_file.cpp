@@ -19,7 +19,7 @@ namespace {
 
 // write(2) and read(2) are called on pieces of at most this size: Linux never transfers more
 // than ~2 GiB per call anyway.
-constexpr std::size_t kChunkBytes = std::size_t{1} << 26;
+constexpr std::size_t kIoChunkBytes = std::size_t{1} << 26;
 // Fresh temporary names tried before giving up. Each is 6 characters out of 36 (~2^31 names), so
 // only a directory flooded on purpose exhausts them; the failure is then an IoError, not a hang.
 constexpr int kNameAttempts = 64;
@@ -183,7 +183,7 @@ void AtomicFileWriter::write(const void* data, std::size_t n) {
   if (fd_ < 0) throw IoError(where_ + "write after commit() or after a failed commit()");
   const auto* p = static_cast<const char*>(data);
   while (n > 0) {
-    const ssize_t w = ::write(fd_, p, std::min(n, kChunkBytes));
+    const ssize_t w = ::write(fd_, p, std::min(n, kIoChunkBytes));
     if (w < 0) {
       if (errno == EINTR) continue;
       throw IoError(where_ + "write failed: " + error_text() + " (the old file is untouched)");
@@ -279,7 +279,7 @@ std::vector<std::uint8_t> read_whole_file(const std::string& path, const std::st
   std::size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t r =
-        ::read(file.fd(), bytes.data() + done, std::min(bytes.size() - done, kChunkBytes));
+        ::read(file.fd(), bytes.data() + done, std::min(bytes.size() - done, kIoChunkBytes));
     if (r < 0) {
       if (errno == EINTR) continue;
       throw IoError(where + "read failed: " + error_text());

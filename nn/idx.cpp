@@ -15,11 +15,11 @@ namespace {
 
 constexpr const char* kRead = "read_idx: ";
 constexpr const char* kWrite = "write_idx: ";
-// Data is read in pieces that start at kFirstChunkBytes and double up to kChunkBytes, so memory
+// Data is read in pieces that start at kFirstChunkBytes and double up to kIdxChunkBytes, so memory
 // grows with the bytes actually present, not with what a (possibly corrupt) header promises: a
 // 20-byte file claiming 2 GiB costs one 64 KiB buffer, not a zero-filled 16 MiB one.
 constexpr std::size_t kFirstChunkBytes = std::size_t{1} << 16;
-constexpr std::size_t kChunkBytes = std::size_t{1} << 24;
+constexpr std::size_t kIdxChunkBytes = std::size_t{1} << 24;
 // Trailing bytes are counted up to this many, then reported as "more than".
 constexpr std::size_t kTrailingCountLimit = std::size_t{1} << 20;
 
@@ -372,7 +372,7 @@ IdxArray read_idx(const std::string& path, const IdxLimits& limits) {
   while (out.bytes.size() < data_size) {
     const std::size_t have = out.bytes.size();
     const std::size_t want =
-        std::min(data_size - have, std::clamp(have, kFirstChunkBytes, kChunkBytes));
+        std::min(data_size - have, std::clamp(have, kFirstChunkBytes, kIdxChunkBytes));
     out.bytes.resize(have + want);
     const std::size_t got = in.read(out.bytes.data() + have, want);
     if (got < want) {

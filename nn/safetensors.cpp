@@ -9,6 +9,7 @@
 #include <utility>
 
 #include <amari/nn/atomic_file.hpp>
+#include <amari/nn/detail/little_endian.hpp>
 #include <amari/nn/torch_layout.hpp>
 
 namespace amari::nn {
@@ -16,6 +17,8 @@ namespace amari::nn {
 namespace {
 
 using Bytes = std::vector<std::uint8_t>;
+using detail::get_le;
+using detail::put_le;
 
 constexpr std::uint64_t kMaxDim = static_cast<std::uint64_t>(kMaxElements);
 constexpr const char* kMetadataKey = "__metadata__";
@@ -36,16 +39,6 @@ constexpr DTypeInfo kDTypes[] = {
     {SafetensorsDType::F64, "F64", 8},         {SafetensorsDType::I64, "I64", 8},
     {SafetensorsDType::U64, "U64", 8},
 };
-
-std::uint64_t get_le(const std::uint8_t* p, int bytes) {
-  std::uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
-void put_le(Bytes& out, std::uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
-}
 
 // A string from a file, for messages: JSON-quoted, non-printable bytes escaped, cut at 80 bytes.
 std::string quoted(const std::string& s) {

@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include <amari/nn/atomic_file.hpp>
+#include <amari/nn/detail/little_endian.hpp>
 
 namespace amari::nn {
 
@@ -18,25 +19,17 @@ namespace {
 constexpr const char* kSave = "save_parameters: ";
 constexpr const char* kLoad = "load_parameters: ";
 // crc32() is called on pieces of at most this size: it takes a 32-bit length.
-constexpr std::size_t kChunkBytes = std::size_t{1} << 26;
+constexpr std::size_t kCrcChunkBytes = std::size_t{1} << 26;
 constexpr std::size_t kChecksumBytes = 4;
 
 using Bytes = std::vector<std::uint8_t>;
-
-void put_le(Bytes& out, std::uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
-}
-
-std::uint64_t get_le(const std::uint8_t* p, int bytes) {
-  std::uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
+using detail::get_le;
+using detail::put_le;
 
 std::uint32_t crc_update(std::uint32_t crc, const std::uint8_t* p, std::size_t n) {
   uLong c = crc;
   while (n > 0) {
-    const std::size_t k = std::min(n, kChunkBytes);
+    const std::size_t k = std::min(n, kCrcChunkBytes);
     c = crc32(c, p, static_cast<uInt>(k));
     p += k;
     n -= k;

@@ -16,6 +16,7 @@
 // views. With groups == 1 and dilation 1, the kw taps of one kernel row are one contiguous run of x
 // (kw * C_in values): im2col copies runs, not single values.
 #include <amari/autodiff/kernels/conv.hpp>
+#include <amari/autodiff/kernels/register_tile.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -275,20 +276,8 @@ void for_each_chunk(const ConvGeometry& g, Body body) {
 // c], so neither the column matrix nor the GEMM's packed copy of it is ever written. The register
 // tile is the GEMM's (kernels/gemm.cpp): MR pixels x NR = 2 SIMD widths of output channels.
 
-#if defined(__AVX512F__) || defined(__aarch64__)
-inline constexpr int kVectorRegisters = 32;
-#else
-inline constexpr int kVectorRegisters = 16;
-#endif
-
 template <class T>
-struct Tile {
-  using Batch = xsimd::batch<T>;
-  static constexpr int kWidth = static_cast<int>(Batch::size);
-  static constexpr int kNV = 2;
-  static constexpr int kNR = kNV * kWidth;
-  static constexpr int kMR = kVectorRegisters == 32 ? 8 : 6;
-};
+using Tile = RegisterTile<T>;  // kernels/register_tile.hpp
 
 // A convolution of zero-padded channels-last images: every tap of every output pixel is inside the
 // source, so the kernel never tests bounds. Written for any source and output (the forward map

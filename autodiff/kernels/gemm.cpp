@@ -15,6 +15,7 @@
 // nothing worth packing); a narrow C is computed as C^T = op(B)^T op(A)^T to waste less of the
 // MR x NR tiles; large problems split C's rows (or columns) over OpenMP threads.
 #include <amari/autodiff/kernels/gemm.hpp>
+#include <amari/autodiff/kernels/register_tile.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -29,15 +30,6 @@
 namespace amari::kernels {
 namespace {
 
-// The micro-tile is MR rows x NV batches. Accumulators take MR*NV registers; the B sliver row
-// takes NV more and the broadcast of A one more. AVX-512 (and NEON) have 32 vector registers,
-// AVX/SSE 16.
-#if defined(__AVX512F__) || defined(__aarch64__)
-inline constexpr int kVectorRegisters = 32;
-#else
-inline constexpr int kVectorRegisters = 16;
-#endif
-
 // Register and cache blocking. Measured on the development machine (AMD EPYC Zen 5, AVX-512: L1d
 // 48 KiB, L2 1 MiB per core), single-thread sgemm, sizes 256..1024 and the MLP shapes:
 //  - MR x NR = 8 x 32 floats (8 x 16 doubles): 16 accumulators + 2 B registers + a broadcast. MR
@@ -49,13 +41,10 @@ inline constexpr int kVectorRegisters = 16;
 //    96..384 were within noise.
 //  - NC = 2048: the B panel (KC x NC) lives in L3; n <= 2048 then packs A only once.
 // With 16 vector registers (AVX2, SSE) MR = 6: 12 accumulators, the classic 6 x 16 AVX2 tile.
+// The register tile is in kernels/register_tile.hpp (shared with the direct convolution).
 template <class T>
-struct Blocking {
-  using Batch = xsimd::batch<T>;
-  static constexpr int kWidth = static_cast<int>(Batch::size);
-  static constexpr int kNV = 2;  // batches per tile row
-  static constexpr int kNR = kNV * kWidth;
-  static constexpr int kMR = kVectorRegisters == 32 ? 8 : 6;
+struct Blocking : RegisterTile<T> {
+  using RegisterTile<T>::kMR;
   static constexpr Index kKC = 256;
   static constexpr Index kMC = 168 / kMR * kMR;
   static constexpr Index kNC = 2048;

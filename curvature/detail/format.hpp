@@ -13,4 +13,11 @@ inline std::string format_number(double x) {
   return buf;
 }
 
+/// "%.9g" of x: 9 significant digits, enough to tell apart the numbers a message compares.
+inline std::string format_precise(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", x);
+  return buf;
+}
+
 }  // namespace amari::curvature::detail
