@@ -4,6 +4,8 @@
 //   train_cnn                          the small CNN of examples/cnn_models.hpp, Adam, 5 epochs
 //   train_cnn --optimizer kfac         the same with K-FAC (curvature/kfac.hpp): Kronecker-factored
 //                                      blocks for both convolutions (KFC, expand) and both Linears
+//   train_cnn --optimizer kfac --kfac-adaptive 1   K-FAC choosing its own learning rate and momentum
+//                                      (exact quadratic model) and damping (Levenberg-Marquardt)
 //   train_cnn --batch-norm 1 --dropout 0.25
 //   train_cnn --arch resnet            a small residual network with batch norm
 //   mpirun -np 2 train_cnn --distributed   data-parallel Adam (built with -DAMARI_MPI=ON)
@@ -49,7 +51,8 @@ int main(int argc, char** argv) {
                               {"kfac-inverse-every", "50"},
                               {"kfac-stats", "32"},
                               {"kfac-fisher", "sampled"},
-                              {"kfac-conv", "expand"}}),
+                              {"kfac-conv", "expand"},
+                              {"kfac-adaptive", "0"}}),
                              "train_cnn: Adam or K-FAC on Fashion-MNIST with a small CNN (--arch cnn) or ResNet (--arch resnet)",
                              {{"arch", "cnn or resnet"},
                               {"batch-norm", "1: batch norm after each convolution (--arch cnn)"},
@@ -64,7 +67,10 @@ int main(int argc, char** argv) {
                               {"kfac-inverse-every", "steps between refreshes of the factor inverses"},
                               {"kfac-stats", "examples of each batch used for the factor statistics"},
                               {"kfac-fisher", "sampled, kflr or empirical"},
-                              {"kfac-conv", "expand or reduce (Kronecker factors of a convolution)"}});
+                              {"kfac-conv", "expand or reduce (Kronecker factors of a convolution)"},
+                              {"kfac-adaptive", "1: learning rate and momentum from the exact quadratic model, "
+                                                "Levenberg-Marquardt damping (--kfac-lr, --kfac-momentum and "
+                                                "--kfac-kl-clip are then not used)"}});
   try {
     example::TrainingLog log = example::open_training_log(opt);
     const std::string arch = opt.str("arch");
@@ -98,6 +104,7 @@ int main(int argc, char** argv) {
         throw ValueError("--kfac-fisher must be sampled, kflr or empirical, got " + fisher);
       }
       if (conv != "expand" && conv != "reduce") throw ValueError("--kfac-conv must be expand or reduce, got " + conv);
+      const bool adaptive = opt.integer("kfac-adaptive") != 0;
       const curvature::KfacOptions o{
           .learning_rate = opt.real("kfac-lr"),
           .damping = opt.real("kfac-damping"),
@@ -107,11 +114,12 @@ int main(int argc, char** argv) {
                                          : curvature::KfacFisher::empirical,
           .seed = seed,
           .statistics_batch = opt.integer("kfac-stats"),
-          .momentum = opt.real("kfac-momentum"),
+          .momentum = adaptive ? 0.0 : opt.real("kfac-momentum"),  // adaptive: mu is computed
           .kl_clip = opt.real("kfac-kl-clip"),
           .weight_decay = opt.real("kfac-weight-decay"),
           .evaluate_loss_after = false,
-          .conv = conv == "expand" ? curvature::KfacConv::expand : curvature::KfacConv::reduce};
+          .conv = conv == "expand" ? curvature::KfacConv::expand : curvature::KfacConv::reduce,
+          .adaptive = adaptive};
       // Data-parallel: collective construction (options checked, rank 0's parameters), then every
       // step reduces the loss, gradient and factor statistics of the ranks' rows.
       kfac = parallel.distributed()
@@ -130,8 +138,10 @@ int main(int argc, char** argv) {
         if (parallel.distributed()) return kfac->step(parallel.rows(x), parallel.rows(y)).loss;
         return kfac->step(x, y).loss;
       };
-      described = "K-FAC lr " + std::to_string(o.learning_rate) + " damping " + std::to_string(o.damping) +
-                  " momentum " + std::to_string(o.momentum) + " kl_clip " + std::to_string(o.kl_clip) +
+      described = (adaptive ? "K-FAC adaptive (alpha and mu from the quadratic model) initial damping " +
+                                  std::to_string(o.damping)
+                            : "K-FAC lr " + std::to_string(o.learning_rate) + " damping " + std::to_string(o.damping) +
+                                  " momentum " + std::to_string(o.momentum) + " kl_clip " + std::to_string(o.kl_clip)) +
                   " weight decay " + std::to_string(o.weight_decay) +
                   (opt.integer("kfac-anneal") != 0 ? " (cosine-annealed)" : "") + " inverses every " +
                   std::to_string(o.inverse_update_every) + " steps, statistics on " +
