@@ -203,5 +203,6 @@ Tensor<T> GaussianLearnedVariance<T>::sample(const Tensor<T>& z, std::uint64_t s
   AMARI_GLV_NLL(T, Var<T>)
 AMARI_INSTANTIATE(float)
 AMARI_INSTANTIATE(double)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari::nn

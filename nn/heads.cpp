@@ -329,5 +329,6 @@ double accuracy(const Tensor<T>& z, const std::vector<int>& labels) {
   template double accuracy<T>(const Tensor<T>&, const std::vector<int>&);
 AMARI_INSTANTIATE(float)
 AMARI_INSTANTIATE(double)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari::nn

@@ -9,7 +9,8 @@ namespace amari::nn {
 
 namespace {
 
-std::string num(double x) {
+// Nine significant digits: enough to tell two metric values apart in an error message.
+std::string nine_digits(double x) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.9g", x);
   return buf;
@@ -34,7 +35,7 @@ void check_predictions(const char* op, const Tensor<T>& p, const std::vector<int
   }
   if (!(tolerance >= 0) || !std::isfinite(tolerance)) {
     throw ValueError(std::string(op) + ": tolerance must be finite and >= 0, got " +
-                     num(tolerance));
+                     nine_digits(tolerance));
   }
   for (Index i = 0; i < n; ++i) {
     const int y = labels[static_cast<std::size_t>(i)];
@@ -46,15 +47,15 @@ void check_predictions(const char* op, const Tensor<T>& p, const std::vector<int
     for (Index k = 0; k < c; ++k) {
       const double v = static_cast<double>(p[i * c + k]);
       if (!(v >= 0 && v <= 1)) {  // also NaN
-        throw ValueError(std::string(op) + ": probability " + num(v) + " at row " +
+        throw ValueError(std::string(op) + ": probability " + nine_digits(v) + " at row " +
                          std::to_string(i) + ", class " + std::to_string(k) +
                          " is not in [0, 1]");
       }
       sum += v;
     }
     if (std::fabs(sum - 1.0) > tolerance) {
-      throw ValueError(std::string(op) + ": row " + std::to_string(i) + " sums to " + num(sum) +
-                       ", not 1 within " + num(tolerance));
+      throw ValueError(std::string(op) + ": row " + std::to_string(i) + " sums to " + nine_digits(sum) +
+                       ", not 1 within " + nine_digits(tolerance));
     }
   }
 }

@@ -40,5 +40,6 @@ V add(const V& a, const V& b) {
 }
 #define AMARI_INSTANTIATE(V) template V add<V>(const V&, const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

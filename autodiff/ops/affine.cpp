@@ -41,5 +41,6 @@ V affine(const V& x, double a, double b) {
 }
 #define AMARI_INSTANTIATE(V) template V affine<V>(const V&, double, double);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

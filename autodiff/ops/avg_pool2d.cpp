@@ -82,5 +82,6 @@ V avg_pool2d(const V& x, const Pool2dOptions& options) {
 }
 #define AMARI_INSTANTIATE(V) template V avg_pool2d<V>(const V&, const Pool2dOptions&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

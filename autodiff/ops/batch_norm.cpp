@@ -333,5 +333,6 @@ V batch_norm(const V& x, const V& gamma, const V& beta, double eps,
   template V batch_norm<V>(const V&, const V&, const V&, double, \
                            BatchStats<typename V::value_type>*);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -159,5 +159,6 @@ V concat(const std::vector<V>& xs, int axis) {
   template V concat<V>(const V&, const V&, int); \
   template V concat<V>(const std::vector<V>&, int);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

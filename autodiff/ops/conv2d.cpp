@@ -257,5 +257,6 @@ V conv2d(const V& x, const V& w, const Conv2dOptions& options) {
   template V conv2d<V>(const V&, const V&, const V&, const Conv2dOptions&); \
   template V conv2d<V>(const V&, const V&, const Conv2dOptions&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

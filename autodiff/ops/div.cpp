@@ -67,5 +67,6 @@ V div(const V& a, const V& b) {
 }
 #define AMARI_INSTANTIATE(V) template V div<V>(const V&, const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -97,5 +97,6 @@ V dropout(const V& x, double p, std::uint64_t seed, std::uint64_t stream, std::u
 #define AMARI_INSTANTIATE(V) \
   template V dropout<V>(const V&, double, std::uint64_t, std::uint64_t, std::uint64_t);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

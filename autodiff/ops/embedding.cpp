@@ -90,5 +90,6 @@ V embedding(const V& weight, const std::vector<Index>& indices, const Shape& ind
 #define AMARI_INSTANTIATE(V) \
   template V embedding<V>(const V&, const std::vector<Index>&, const Shape&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

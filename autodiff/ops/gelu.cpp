@@ -48,5 +48,6 @@ V gelu(const V& x) {
 }
 #define AMARI_INSTANTIATE(V) template V gelu<V>(const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

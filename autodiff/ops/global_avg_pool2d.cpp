@@ -67,5 +67,6 @@ V global_avg_pool2d(const V& x) {
 }
 #define AMARI_INSTANTIATE(V) template V global_avg_pool2d<V>(const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

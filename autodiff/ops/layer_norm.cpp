@@ -205,5 +205,6 @@ V layer_norm(const V& x, const V& gamma, const V& beta, double eps) {
 }
 #define AMARI_INSTANTIATE(V) template V layer_norm<V>(const V&, const V&, const V&, double);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

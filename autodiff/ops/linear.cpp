@@ -80,5 +80,6 @@ V linear(const V& x, const V& w, const V& b) {
 }
 #define AMARI_INSTANTIATE(V) template V linear<V>(const V&, const V&, const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -39,5 +39,6 @@ V log(const V& x) {
 }
 #define AMARI_INSTANTIATE(V) template V log<V>(const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -56,5 +56,6 @@ V log_softmax(const V& x, int axis) {
 }
 #define AMARI_INSTANTIATE(V) template V log_softmax<V>(const V&, int);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

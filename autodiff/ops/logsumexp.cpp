@@ -63,5 +63,6 @@ V logsumexp(const V& x, int axis, bool keep_dims) {
 }
 #define AMARI_INSTANTIATE(V) template V logsumexp<V>(const V&, int, bool);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -99,5 +99,6 @@ V matmul(const V& a, const V& b, Trans trans_a, Trans trans_b) {
 }
 #define AMARI_INSTANTIATE(V) template V matmul<V>(const V&, const V&, Trans, Trans);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

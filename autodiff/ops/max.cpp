@@ -66,5 +66,6 @@ V max(const V& x, int axis, bool keep_dims) {
 }
 #define AMARI_INSTANTIATE(V) template V max<V>(const V&, int, bool);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

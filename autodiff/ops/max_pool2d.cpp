@@ -114,5 +114,6 @@ V max_pool2d(const V& x, const Pool2dOptions& options) {
 }
 #define AMARI_INSTANTIATE(V) template V max_pool2d<V>(const V&, const Pool2dOptions&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -51,5 +51,6 @@ V mul(const V& a, const V& b) {
 }
 #define AMARI_INSTANTIATE(V) template V mul<V>(const V&, const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

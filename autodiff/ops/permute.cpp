@@ -95,5 +95,6 @@ V permute(const V& x, const std::vector<int>& perm) {
 }
 #define AMARI_INSTANTIATE(V) template V permute<V>(const V&, const std::vector<int>&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -39,5 +39,6 @@ V relu(const V& x) {
 }
 #define AMARI_INSTANTIATE(V) template V relu<V>(const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -42,5 +42,6 @@ V reshape(const V& x, const Shape& shape) {
 }
 #define AMARI_INSTANTIATE(V) template V reshape<V>(const V&, const Shape&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -66,5 +66,6 @@ V slice(const V& x, int axis, Index start, Index stop) {
 }
 #define AMARI_INSTANTIATE(V) template V slice<V>(const V&, int, Index, Index);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

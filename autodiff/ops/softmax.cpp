@@ -54,5 +54,6 @@ V softmax(const V& x, int axis) {
 }
 #define AMARI_INSTANTIATE(V) template V softmax<V>(const V&, int);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -50,5 +50,6 @@ V softplus(const V& x) {
 }
 #define AMARI_INSTANTIATE(V) template V softplus<V>(const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -40,5 +40,6 @@ V sqrt(const V& x) {
 }
 #define AMARI_INSTANTIATE(V) template V sqrt<V>(const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -38,5 +38,6 @@ V square(const V& x) {
 }
 #define AMARI_INSTANTIATE(V) template V square<V>(const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -42,5 +42,6 @@ V sub(const V& a, const V& b) {
 }
 #define AMARI_INSTANTIATE(V) template V sub<V>(const V&, const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

@@ -70,5 +70,6 @@ V mean(const V& x, int axis, bool keep_dims) {
   template V mean<V>(const V&);                      \
   template V mean<V>(const V&, int, bool);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari

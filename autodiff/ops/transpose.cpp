@@ -57,5 +57,6 @@ V transpose(const V& x) {
 }
 #define AMARI_INSTANTIATE(V) template V transpose<V>(const V&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
+#undef AMARI_INSTANTIATE
 
 }  // namespace amari
