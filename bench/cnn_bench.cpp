@@ -8,6 +8,16 @@
 //   ggn_linearized_over_f  one more G v at the same parameters
 //   adam_step_over_f       a whole Adam training step (gradient + update)
 // BM_cnn_memory: peak tensor memory of one G v (with forward) against one gradient.
+// BM_cnn_kfac_step: a K-FAC step with train_cnn's K-FAC options (statistics on 32 examples,
+// sampled labels, expand, momentum, KL clip) against an Adam step, and its parts, interleaved:
+//   kfac_step_over_adam      a step that updates the statistics (no inverse refresh)
+//   plain_step_over_adam     a step without statistics (KfacOptions::statistics_update_every)
+//   update_over_adam         KroneckerFactors::update: the tapped forward, the gradient sweep and
+//                            the factor statistics (sampled-label sweep, A and G averages)
+//   precondition_over_adam   applying the damped inverses to the gradient
+// BM_cnn_kfac_refresh: one inverse refresh (update_inverses: Cholesky inverses of every A and G)
+// against an Adam step (refresh_over_adam). train_cnn's average step, with statistics every s and
+// inverses every r steps, is plain + (kfac_step - plain) / s + refresh / r Adam steps.
 //
 //   OMP_NUM_THREADS=1 ./bench/cnn_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
@@ -103,8 +113,94 @@ void BM_cnn_memory(benchmark::State& state) {
   state.counters["ggn_over_gradient"] = ggn_peak / grad_peak;
 }
 
+// train_cnn's K-FAC options (learning rate tiny, so that the model stays where it is, and no
+// inverse refresh after the first step: refreshes are timed by BM_cnn_kfac_refresh).
+curvature::KfacOptions cnn_kfac_options() {
+  return {.learning_rate = 1e-6,
+          .damping = 0.1,
+          .inverse_update_every = 1 << 30,
+          .statistics_batch = 32,
+          .momentum = 0.9,
+          .kl_clip = 1e-3,
+          .evaluate_loss_after = false};
+}
+
+void BM_cnn_kfac_step(benchmark::State& state) {
+  CnnProblem p(state.range(0));
+  const curvature::KfacOptions o = cnn_kfac_options();
+  nn::Model<float> kfac_model = p.model;
+  curvature::Kfac<float> kfac(kfac_model, p.head, o);
+  // The first step defines the blocks and computes the inverses; the next ones still allocate
+  // what steady-state steps reuse (momentum, averages): warm-up, not timed.
+  for (int warm = 0; warm < 3; ++warm) kfac.step(p.x, p.y);
+  // Statistics at its first step only: every later step is a plain one.
+  curvature::KfacOptions plain_options = o;
+  plain_options.statistics_update_every = 1 << 30;
+  nn::Model<float> plain_model = p.model;
+  curvature::Kfac<float> plain(plain_model, p.head, plain_options);
+  plain.step(p.x, p.y);
+  curvature::KroneckerFactors<float> factors(p.model, p.head, o);
+  factors.update(p.x, p.y, &p.gradient);
+  factors.update_inverses(o.damping);
+  Tensor<float> direction = p.model.zeros_like_parameters();
+  nn::Adam<float> adam({.learning_rate = 1e-6});
+  Tensor<float> scratch = p.model.parameters().clone();
+  using clock = std::chrono::steady_clock;
+  double t[5] = {0, 0, 0, 0, 0};
+  auto timed = [&](int k, auto&& f) {
+    const auto t0 = clock::now();
+    f();
+    t[k] += std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  for (auto _ : state) {
+    timed(0, [&] {
+      benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
+      adam.step(scratch, p.gradient);
+    });
+    timed(1, [&] { benchmark::DoNotOptimize(kfac.step(p.x, p.y).loss); });
+    timed(2, [&] { benchmark::DoNotOptimize(plain.step(p.x, p.y).loss); });
+    timed(3, [&] { benchmark::DoNotOptimize(factors.update(p.x, p.y, &p.gradient)); });
+    timed(4, [&] { factors.precondition(p.gradient, direction); });
+    benchmark::DoNotOptimize(direction.data());
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.counters["adam_step_ms"] = 1e3 * t[0] / n;
+  state.counters["kfac_step_ms"] = 1e3 * t[1] / n;
+  state.counters["kfac_step_over_adam"] = t[1] / t[0];
+  state.counters["plain_step_over_adam"] = t[2] / t[0];
+  state.counters["update_over_adam"] = t[3] / t[0];
+  state.counters["precondition_over_adam"] = t[4] / t[0];
+  state.counters["threads"] = omp_get_max_threads();
+}
+
+void BM_cnn_kfac_refresh(benchmark::State& state) {
+  CnnProblem p(state.range(0));
+  const curvature::KfacOptions o = cnn_kfac_options();
+  curvature::KroneckerFactors<float> factors(p.model, p.head, o);
+  factors.update(p.x, p.y, &p.gradient);
+  nn::Adam<float> adam({.learning_rate = 1e-6});
+  Tensor<float> scratch = p.model.parameters().clone();
+  using clock = std::chrono::steady_clock;
+  double t[2] = {0, 0};
+  for (auto _ : state) {
+    auto t0 = clock::now();
+    benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
+    adam.step(scratch, p.gradient);
+    auto t1 = clock::now();
+    factors.update_inverses(o.damping);
+    auto t2 = clock::now();
+    t[0] += std::chrono::duration<double>(t1 - t0).count();
+    t[1] += std::chrono::duration<double>(t2 - t1).count();
+  }
+  state.counters["refresh_ms"] = 1e3 * t[1] / static_cast<double>(state.iterations());
+  state.counters["refresh_over_adam"] = t[1] / t[0];
+  state.counters["threads"] = omp_get_max_threads();
+}
+
 BENCHMARK(BM_cnn_ratios)->Arg(128)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_cnn_memory)->Arg(128)->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(BM_cnn_kfac_step)->Arg(128)->Unit(benchmark::kMillisecond)->MinTime(2);
+BENCHMARK(BM_cnn_kfac_refresh)->Arg(128)->Unit(benchmark::kMillisecond)->Iterations(3);
 
 }  // namespace
 

@@ -6,10 +6,11 @@
 #include <vector>
 
 #include <amari/autodiff/kernels/gemm.hpp>
-#include <amari/curvature/detail/sampled_scores.hpp>
-#include <amari/curvature/kfac.hpp>
 #include <amari/curvature/detail/logit_factor.hpp>
 #include <amari/curvature/detail/per_example_record.hpp>
+#include <amari/curvature/detail/sampled_scores.hpp>
+#include <amari/curvature/kfac.hpp>
+#include <amari/nn/recorded_model.hpp>
 
 namespace amari::curvature {
 
@@ -33,10 +34,11 @@ using Columns = std::vector<Tensor<T>>;
 // The squares of the per-example products J_n^T col_n of the tapped layers, summed over the
 // examples and columns, scaled by `weight`, written into out's blocks (see the file comment).
 template <Real T>
-void tapped_squares(Tape<T>& tape, const Var<T>& z, const Columns<T>& columns,
-                    const std::vector<TappedLayer<T>>& layers, double weight, Tensor<T>& out) {
+void tapped_squares(nn::RecordedModel<T>& batch, const Columns<T>& columns,
+                    const std::vector<detail::TappedLayer<T>>& layers, double weight,
+                    Tensor<T>& out) {
   if (layers.empty()) return;
-  const Index n = z.shape()[0];
+  const Index n = batch.batch_size();
   std::vector<Var<T>> outs;
   std::vector<Tensor<T>> deltas;
   std::vector<Tensor<T>> squares(layers.size());  // Linear: sum_c Delta_c o Delta_c, (N, out)
@@ -52,10 +54,10 @@ void tapped_squares(Tape<T>& tape, const Var<T>& z, const Columns<T>& columns,
     }
   }
   std::vector<T> patch, gradient;
-  const std::span<const Var<T>> zs(&z, 1);
+  const std::span<const Var<T>> zs(&batch.logits_variable(), 1);
   for (const Tensor<T>& col : columns) {
     // delta_{n,c} at every tapped output, all examples at once: one sweep of the batch record.
-    tape.vjp_into(zs, std::span<const Tensor<T>>(&col, 1), outs, deltas);
+    batch.tape().vjp_into(zs, std::span<const Tensor<T>>(&col, 1), outs, deltas);
     for (std::size_t l = 0; l < layers.size(); ++l) {
       const KfacLayer& L = layers[l].layer;
       const Tensor<T>& d = deltas[l];
@@ -97,11 +99,11 @@ void tapped_squares(Tape<T>& tape, const Var<T>& z, const Columns<T>& columns,
 // The squares for the parameters `params` (indices into Model::layout()) from per-example sweeps:
 // cotangent col_n in row n only, one sweep of the batch record per example and column.
 template <Real T>
-void per_example_squares(const nn::Model<T>& model, Tape<T>& tape, const Var<T>& z,
-                         const std::vector<Var<T>>& variables, const Columns<T>& columns,
+void per_example_squares(nn::RecordedModel<T>& batch, const Columns<T>& columns,
                          const std::vector<std::size_t>& params, double weight, Tensor<T>& out) {
   if (params.empty()) return;
-  const Index n = z.shape()[0], c = z.shape()[1];
+  const Index n = batch.batch_size(), c = batch.num_outputs();
+  const std::vector<Var<T>>& variables = batch.parameter_variables();
   std::vector<Var<T>> inputs;
   std::vector<Tensor<T>> grads;
   std::vector<double> sums;
@@ -112,12 +114,12 @@ void per_example_squares(const nn::Model<T>& model, Tape<T>& tape, const Var<T>&
   Index total = 0;
   for (const Tensor<T>& g : grads) total += g.size();
   sums.assign(static_cast<std::size_t>(total), 0.0);
-  Tensor<T> cotangent(z.shape());  // zero except row e during the sweeps of example e
-  const std::span<const Var<T>> zs(&z, 1);
+  Tensor<T> cotangent(batch.logits().shape());  // zero except row e during the sweeps of example e
+  const std::span<const Var<T>> zs(&batch.logits_variable(), 1);
   for (Index e = 0; e < n; ++e) {
     for (const Tensor<T>& col : columns) {
       std::copy(col.data() + e * c, col.data() + (e + 1) * c, cotangent.data() + e * c);
-      tape.vjp_into(zs, std::span<const Tensor<T>>(&cotangent, 1), inputs, grads);
+      batch.tape().vjp_into(zs, std::span<const Tensor<T>>(&cotangent, 1), inputs, grads);
       std::size_t k = 0;
       for (const Tensor<T>& g : grads) {
         for (Index j = 0; j < g.size(); ++j, ++k) {
@@ -130,7 +132,7 @@ void per_example_squares(const nn::Model<T>& model, Tape<T>& tape, const Var<T>&
   }
   std::size_t k = 0;
   for (std::size_t p : params) {
-    const nn::ParamInfo& info = model.layout()[p];
+    const nn::ParamInfo& info = batch.model().layout()[p];
     for (Index j = 0; j < info.shape.numel(); ++j, ++k) {
       out[info.offset + j] = static_cast<T>(weight * sums[k]);
     }
@@ -145,11 +147,11 @@ Tensor<T> diagonal_of_columns(const char* op, const nn::Model<T>& model, const T
   // One tapped record; the layers whose squares follow from the taps and the parameters that
   // need per-example sweeps are split there (detail/per_example_record.hpp).
   detail::PerExampleRecord<T> record(op, model, inputs);
-  const Columns<T> columns = make_columns(record.logits.value());
+  const Columns<T> columns = make_columns(record.batch().logits());
   const double weight = scale / static_cast<double>(inputs.dim(0));
   Tensor<T> out = model.zeros_like_parameters();
-  tapped_squares(record.tape, record.logits, columns, record.layers, weight, out);
-  per_example_squares(model, record.tape, record.logits, record.variables, columns, record.untapped, weight, out);
+  tapped_squares(record.batch(), columns, record.layers(), weight, out);
+  per_example_squares(record.batch(), columns, record.untapped(), weight, out);
   return out;
 }
 

@@ -12,10 +12,10 @@
 // unbiased estimate of diag(G) (= diag(F) for amari's heads) with error ~ 1 / sqrt(S).
 //
 // How the per-example squares are formed without a P x N matrix: the model is recorded once with
-// layer taps (record_tapped_forward, kfac.hpp) and each column c (all examples at once) is swept
-// back from the logits to the tapped layers' outputs s_l, giving delta_{n,c} = d<b_{n,c},
-// z_n>/ds_l. For a layer s = a W + b, example n's part of J_n^T b_{n,c} in its [W; b] block is the
-// outer product of its augmented input rows [a, 1] with those errors:
+// layer taps (one nn::RecordedModel, as for GgnOperator) and each column c (all examples at once)
+// is swept back from the logits to the tapped layers' outputs s_l, giving delta_{n,c} =
+// d<b_{n,c}, z_n>/ds_l. For a layer s = a W + b, example n's part of J_n^T b_{n,c} in its [W; b]
+// block is the outer product of its augmented input rows [a, 1] with those errors:
 //  - Linear: a_n delta_{n,c}^T, whose square is (a_n^2)(delta_{n,c}^2)^T, so the block's diagonal
 //    is (1/N) (A o A)^T (sum_c Delta_c o Delta_c): one GEMM for all examples and columns
 //    (BackPACK's trick);

@@ -1,14 +1,18 @@
 #include <amari/curvature/kfac.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <exception>
 #include <limits>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -16,6 +20,8 @@
 #include <amari/curvature/damping.hpp>
 #include <amari/curvature/dense_solve.hpp>
 #include <amari/curvature/detail/logit_factor.hpp>
+#include <amari/curvature/detail/model_snapshot.hpp>
+#include <amari/curvature/detail/tapped_record.hpp>
 #include <amari/curvature/distributed_operator.hpp>
 #include <amari/curvature/vector_ops.hpp>
 #include <amari/nn/training.hpp>
@@ -82,6 +88,8 @@ void validate(const KfacOptions& o) {
                "positive and finite");
   check_option(o.decay >= 0 && o.decay < 1, "decay", o.decay, "in [0, 1)");
   check_option(o.inverse_update_every >= 1, "inverse_update_every", o.inverse_update_every, ">= 1");
+  check_option(o.statistics_update_every >= 1, "statistics_update_every", o.statistics_update_every,
+               ">= 1");
   check_option(o.statistics_batch >= 0, "statistics_batch", static_cast<double>(o.statistics_batch),
                ">= 0 (0: the whole batch)");
   check_option(o.momentum >= 0 && o.momentum < 1, "momentum", o.momentum, "in [0, 1)");
@@ -123,6 +131,9 @@ std::uint64_t options_fingerprint(const KfacOptions& o) {
       o.momentum, o.kl_clip, o.weight_decay, o.evaluate_loss_after ? 1 : 0,
       static_cast<int>(o.conv), o.untapped_curvature, static_cast<int>(o.approximation));
   std::string text = buf;
+  if (o.statistics_update_every != 1) {  // likewise only then
+    text += " statistics_every " + std::to_string(o.statistics_update_every);
+  }
   if (o.adaptive) {  // only then, so the fingerprint of the default options is as it was
     std::snprintf(buf, sizeof buf, " adaptive %d %.17g %.17g", o.damping_adaptation_every,
                   o.min_damping, o.max_damping);
@@ -354,10 +365,11 @@ namespace {
 // Plans every tap against the layout (see plan_layer). refuse: the first tap K-FAC cannot factor
 // throws; skip: such taps are dropped, and a weight tapped more than once drops all its taps.
 template <Real T>
-std::vector<TappedLayer<T>> plan_layers(const nn::Model<T>& model,
-                                        std::vector<typename TapCollector<T>::Seen>& seen,
-                                        TapPolicy policy) {
-  std::vector<TappedLayer<T>> layers;
+std::vector<detail::TappedLayer<T>> plan_layers(const nn::Model<T>& model,
+                                                std::vector<typename TapCollector<T>::Seen>& seen,
+                                                detail::TapPolicy policy) {
+  using detail::TapPolicy;
+  std::vector<detail::TappedLayer<T>> layers;
   std::vector<int> uses(model.layout().size(), 0);
   for (auto& s : seen) {
     KfacLayer l;
@@ -372,10 +384,10 @@ std::vector<TappedLayer<T>> plan_layers(const nn::Model<T>& model,
                        "weights); K-FAC needs each tapped weight to be used once");
     }
     if (l.bias) ++uses[l.weight_index + 1];
-    layers.push_back(TappedLayer<T>{std::move(l), std::move(s.input), std::move(s.output)});
+    layers.push_back(detail::TappedLayer<T>{std::move(l), std::move(s.input), std::move(s.output)});
   }
   if (policy == TapPolicy::skip) {
-    std::erase_if(layers, [&](const TappedLayer<T>& t) {
+    std::erase_if(layers, [&](const detail::TappedLayer<T>& t) {
       return uses[t.layer.weight_index] > 1 || (t.layer.bias && uses[t.layer.weight_index + 1] > 1);
     });
   }
@@ -384,24 +396,35 @@ std::vector<TappedLayer<T>> plan_layers(const nn::Model<T>& model,
 
 }  // namespace
 
+namespace detail {
+
 template <Real T>
-Var<T> record_tapped_forward(const nn::Model<T>& model, std::span<const Var<T>> params,
-                             const Tensor<T>& inputs, TapPolicy policy,
-                             std::vector<TappedLayer<T>>& layers) {
+TappedRecord<T> record_tapped(const char* op, const nn::Model<T>& model, const Tensor<T>& inputs,
+                              TapPolicy policy) {
   TapCollector<T> taps;
-  Var<T> z;
+  nn::RecordOptions<T> options;
+  options.taps = &taps;
+  options.op = op;
+  std::optional<nn::RecordedModel<T>> record;
   try {
-    z = model.forward_observed(Var<T>(inputs), params, taps);
+    record.emplace(model, inputs, std::move(options));
   } catch (const Error&) {
     throw;
   } catch (const std::logic_error& e) {
     // e.g. std::out_of_range from a module whose structure changed after the Model was built.
-    throw Error("K-FAC: the forward pass of " + model.module().describe() + " failed (" + e.what() +
-                "); has the module changed since the Model was built?");
+    throw Error(std::string(op) + ": the forward pass of " + model.module().describe() +
+                " failed (" + e.what() + "); has the module changed since the Model was built?");
   }
-  layers = plan_layers(model, taps.seen, policy);
-  return z;
+  std::vector<TappedLayer<T>> layers = plan_layers(model, taps.seen, policy);
+  return TappedRecord<T>{std::move(*record), std::move(layers)};
 }
+
+template TappedRecord<float> record_tapped<float>(const char*, const nn::Model<float>&,
+                                                  const Tensor<float>&, TapPolicy);
+template TappedRecord<double> record_tapped<double>(const char*, const nn::Model<double>&,
+                                                    const Tensor<double>&, TapPolicy);
+
+}  // namespace detail
 
 template <Real T>
 Index layer_input_rows(const KfacLayer& L, const Tensor<T>& input, const Shape& output_shape,
@@ -412,9 +435,6 @@ Index layer_input_rows(const KfacLayer& L, const Tensor<T>& input, const Shape& 
 }
 
 #define AMARI_KFAC_SHARED(T)                                                                  \
-  template Var<T> record_tapped_forward<T>(const nn::Model<T>&, std::span<const Var<T>>,      \
-                                           const Tensor<T>&, TapPolicy,                       \
-                                           std::vector<TappedLayer<T>>&);                     \
   template Index layer_input_rows<T>(const KfacLayer&, const Tensor<T>&, const Shape&, Index, \
                                      Index, std::vector<T>&);
 AMARI_KFAC_SHARED(float)
@@ -425,11 +445,31 @@ AMARI_KFAC_SHARED(double)
 
 namespace {
 
-// The first entry of t that is not finite (flat index), or -1.
+// True when x is NaN or +-inf: all exponent bits set. A test on the bits, not std::isfinite, so
+// that the scans below vectorize (the factors of a 3136-input layer are 39 MB, scanned per update).
+template <Real T>
+bool non_finite_bits(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return (std::bit_cast<std::uint32_t>(x) & 0x7f800000u) == 0x7f800000u;
+  } else {
+    return (std::bit_cast<std::uint64_t>(x) & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+  }
+}
+
+// The first entry of t that is not finite (flat index), or -1. Blocks are tested with a
+// branch-free OR (vectorized); only a block that has one is searched entry by entry.
 template <Real T>
 Index first_non_finite(const Tensor<T>& t) {
-  for (Index i = 0; i < t.size(); ++i) {
-    if (!std::isfinite(static_cast<double>(t[i]))) return i;
+  constexpr Index kBlock = 1024;
+  const T* x = t.data();
+  for (Index b = 0; b < t.size(); b += kBlock) {
+    const Index e = std::min(t.size(), b + kBlock);
+    bool any = false;
+    for (Index i = b; i < e; ++i) any |= non_finite_bits(x[i]);
+    if (!any) continue;
+    for (Index i = b; i < e; ++i) {
+      if (non_finite_bits(x[i])) return i;
+    }
   }
   return -1;
 }
@@ -437,16 +477,25 @@ Index first_non_finite(const Tensor<T>& t) {
 // The moving average eps * old + w * batch, into batch's storage (a new tensor of this update;
 // `old` is never written).
 template <Real T>
-Tensor<T> moving_average(const Tensor<T>& old, double eps, Tensor<T> batch, double w) {
+Tensor<T> moving_average(const Tensor<T>& old, double eps, Tensor<T> batch, double w,
+                         bool* non_finite = nullptr) {
+  // The result's finiteness is tested in the same pass (a bit test that vectorizes), so a caller
+  // that must refuse an overflowing average needs no second pass over the factor.
   T* b = batch.data();
+  bool bad = false;
   if (!old.defined() || eps == 0) {
-    for (Index i = 0; i < batch.size(); ++i) b[i] = static_cast<T>(w * static_cast<double>(b[i]));
-    return batch;
+    for (Index i = 0; i < batch.size(); ++i) {
+      b[i] = static_cast<T>(w * static_cast<double>(b[i]));
+      bad |= non_finite_bits(b[i]);
+    }
+  } else {
+    const T* o = old.data();
+    for (Index i = 0; i < batch.size(); ++i) {
+      b[i] = static_cast<T>(w * static_cast<double>(b[i]) + eps * static_cast<double>(o[i]));
+      bad |= non_finite_bits(b[i]);
+    }
   }
-  const T* o = old.data();
-  for (Index i = 0; i < batch.size(); ++i) {
-    b[i] = static_cast<T>(w * static_cast<double>(b[i]) + eps * static_cast<double>(o[i]));
-  }
+  if (non_finite) *non_finite = bad;
   return batch;
 }
 
@@ -580,13 +629,6 @@ class ScalingAccumulator {
   const Tensor<T>& u_g_;
   Index ns_, positions_ = 1;
   std::vector<T> a_rot_, d_rot_, sum_, gradient_;
-};
-
-// Clears a tape when leaving a scope, whichever way.
-template <Real T>
-struct TapeClearer {
-  Tape<T>& tape;
-  ~TapeClearer() { tape.clear(); }
 };
 
 // The flat (offset, length) ranges of the parameters in none of `layers`, merged where adjacent.
@@ -753,7 +795,6 @@ struct KroneckerFactors<T>::State {
   const nn::Head<T>* head;
   KfacOptions options;
   Statistics stats;
-  Tape<T> tape;
   Tensor<T> scratch;    // two (rows, out) blocks of the largest layer, for precondition()
   std::vector<T> rows;  // im2col / augmented-input rows and reduced errors
 };
@@ -830,14 +871,16 @@ double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>
     grads = s.model->split(grad);
   }
 
-  // The forward pass recorded once; the taps give each layer's a_l and s_l.
-  Tape<T>& tape = s.tape;
-  tape.clear();
-  const TapeClearer<T> clear_tape{tape};
-  const std::vector<Var<T>> params = s.model->variables(tape);
+  // The forward pass recorded once; the taps give each layer's a_l and s_l. The record is local:
+  // its tape is released when the update ends, whichever way. (A persistent tape would save
+  // nothing: Tape::clear() releases the records and sweep buffers too.)
+  detail::TappedRecord<T> recorded =
+      detail::record_tapped("K-FAC", *s.model, inputs, detail::TapPolicy::refuse);
+  Tape<T>& tape = recorded.record.tape();
+  const std::vector<Var<T>>& params = recorded.record.parameter_variables();
   const std::span<const Var<T>> all(params);
-  std::vector<TappedLayer<T>> tapped;
-  const Var<T> z = record_tapped_forward(*s.model, all, inputs, TapPolicy::refuse, tapped);
+  std::vector<detail::TappedLayer<T>>& tapped = recorded.layers;
+  const Var<T>& z = recorded.record.logits_variable();
   std::vector<KfacLayer> plan;
   for (const auto& t : tapped) plan.push_back(t.layer);
   if (old.layers.empty() && plan.empty()) {
@@ -960,7 +1003,8 @@ double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>
   }
   std::vector<Tensor<T>> a_batch(num_layers);
   for (std::size_t l = 0; l < num_layers; ++l) {
-    a_batch[l] = Tensor<T>(Shape{layers[l].rows(), layers[l].rows()});
+    // Uninitialized: the Gram product's beta = 0 writes every entry without reading it.
+    a_batch[l] = Tensor<T>::uninitialized(Shape{layers[l].rows(), layers[l].rows()});
     accumulate_a(layers[l], approx, acts[l], outs[l].shape(), ns, 1.0, 0.0, a_batch[l], s.rows);
   }
   if (comm) {
@@ -996,15 +1040,14 @@ double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>
   const double k = static_cast<double>(old.updates + 1);
   const double eps = std::min(1.0 - 1.0 / k, o.decay), w = 1.0 - eps;
   for (std::size_t l = 0; l < num_layers; ++l) {
-    next.a[l] =
-        moving_average(old.updates > 0 ? old.a[l] : Tensor<T>(), eps, std::move(a_batch[l]), w);
-    next.g[l] =
-        moving_average(old.updates > 0 ? old.g[l] : Tensor<T>(), eps, std::move(g_batch[l]), w);
-    for (const auto& [f, name] : {std::pair{&next.a[l], "A"}, std::pair{&next.g[l], "G"}}) {
-      if (first_non_finite(*f) >= 0) {  // finite terms whose average overflows T
-        throw ValueError("K-FAC: layer " + layers[l].name + ": the moving average of factor " +
-                         name + " overflows; the statistics were left unchanged");
-      }
+    bool a_overflows = false, g_overflows = false;  // finite terms whose average overflows T
+    next.a[l] = moving_average(old.updates > 0 ? old.a[l] : Tensor<T>(), eps, std::move(a_batch[l]),
+                               w, &a_overflows);
+    next.g[l] = moving_average(old.updates > 0 ? old.g[l] : Tensor<T>(), eps, std::move(g_batch[l]),
+                               w, &g_overflows);
+    if (a_overflows || g_overflows) {
+      throw ValueError("K-FAC: layer " + layers[l].name + ": the moving average of factor " +
+                       (a_overflows ? "A" : "G") + " overflows; the statistics were left unchanged");
     }
   }
   if (ekfac) {
@@ -1364,8 +1407,22 @@ Kfac<T>::Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options,
   nn::synchronize_model(comm, model);
 }
 
+std::string KfacReport::str() const {
+  std::string line = StepReport::str();
+  if (adaptive) {
+    char buf[96];
+    if (adaptive->rho) {
+      std::snprintf(buf, sizeof buf, " | rho %.2f mu %.3g", *adaptive->rho, adaptive->momentum);
+    } else {
+      std::snprintf(buf, sizeof buf, " | mu %.3g", adaptive->momentum);
+    }
+    line += buf;
+  }
+  return line;
+}
+
 template <Real T>
-StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
+KfacReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   // Data-parallel: the row counts first (one allgather), so a rank without statistics rows is an
   // error on every rank.
   nn::Shard shard, used;
@@ -1374,18 +1431,15 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
   }
   check_batch("Kfac::step", inputs.shape(), targets.shape());
   // What a step changes, kept to be put back if it throws midway (strong guarantee): the factors
-  // (a snapshot of handles, O(layers)), the parameters, the model's step and state. The momentum
-  // buffer and the step count are only assigned once the step succeeded.
+  // (a snapshot of handles, O(layers)) and the model. The momentum buffer and the step count are
+  // only assigned once the step succeeded.
   std::unique_ptr<typename KroneckerFactors<T>::Statistics> saved = factors_.snapshot();
-  const Tensor<T> theta0 = model_->parameters().clone();
-  const std::uint64_t model_step = model_->step();
-  const Index model_first_example = model_->first_example();
-  const Tensor<T> state0 = model_->state().size() > 0 ? model_->state().clone() : Tensor<T>();
+  const detail::ModelSnapshot<T> model_before(*model_);
   Tensor<T> velocity = velocity_;
   // The adaptive state likewise: updated in a copy, stored only once the step succeeded.
   Adaptive adaptive{lambda_, previous_, alpha_, mu_};
   try {
-    const StepReport r = step_unguarded(inputs, targets, theta0, velocity, adaptive, shard, used);
+    KfacReport r = step_unguarded(inputs, targets, model_before.parameters(), velocity, adaptive, shard, used);
     velocity_ = std::move(velocity);
     lambda_ = adaptive.lambda;
     previous_ = std::move(adaptive.previous);
@@ -1395,22 +1449,35 @@ StepReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
     return r;
   } catch (...) {
     factors_.restore(std::move(saved));
-    Tensor<T>& theta = model_->parameters();
-    std::copy(theta0.data(), theta0.data() + theta0.size(), theta.data());
-    model_->set_step(model_step);
-    model_->set_first_example(model_first_example);
-    if (state0.defined())
-      std::copy(state0.data(), state0.data() + state0.size(), model_->state().data());
+    model_before.restore(*model_);
     throw;
   }
 }
 
 template <Real T>
-StepReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
+double Kfac<T>::loss_and_gradient(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>& g,
+                                  const nn::Shard& shard) {
+  // The pass update() records, without the taps and statistics: at model.step(), in the model's
+  // mode, leaving its state alone (step_unguarded has already moved it). Data-parallel, the
+  // union's mean as update() reduces it.
+  Tape<T> tape;
+  double loss = static_cast<double>(nn::gradient_at(*model_, *head_, inputs, targets, g, tape));
+  if (comm_) {
+    nn::reduce_mean(*comm_, shard.weight(), std::span<T>(g.data(), static_cast<std::size_t>(g.size())));
+    nn::reduce_mean(*comm_, shard.weight(), std::span<double>(&loss, 1));
+  }
+  if (!std::isfinite(loss)) {
+    throw ValueError("K-FAC: the loss " + std::to_string(loss) + " is not finite; the step was not taken");
+  }
+  return loss;
+}
+
+template <Real T>
+KfacReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
                                    const Tensor<T>& theta0, Tensor<T>& velocity, Adaptive& adaptive,
                                    const nn::Shard& shard, const nn::Shard& used) {
   const KfacOptions& o = factors_.options();
-  StepReport r;
+  KfacReport r;
   // The damping of this step: fixed, or the adaptive mode's current lambda (M&G 2015, sec. 6.5).
   const double lambda = o.adaptive ? adaptive.lambda : o.damping;
   r.lambda = lambda;
@@ -1428,7 +1495,12 @@ StepReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& tar
       model_->forward_updating_state(inputs, std::span<const Tensor<T>>(views));
     }
   }
-  r.loss = factors_.update_impl(inputs, targets, &g, comm_, shard, used);
+  // Statistics at steps 0, every, 2 every, ... and whenever there are none (after
+  // reset_statistics()); the other steps need only the loss and the gradient.
+  const bool statistics = steps_ % static_cast<std::uint64_t>(o.statistics_update_every) == 0 ||
+                          factors_.updates() == 0;
+  r.loss = statistics ? factors_.update_impl(inputs, targets, &g, comm_, shard, used)
+                      : loss_and_gradient(inputs, targets, g, shard);
   r.gradient_norm = norm(g);
   if (steps_ % static_cast<std::uint64_t>(o.inverse_update_every) == 0 ||
       !factors_.has_inverses()) {
@@ -1523,7 +1595,7 @@ QuadraticStep minimize_quadratic(double a11, double a12, double a22, double b1, 
 template <Real T>
 void Kfac<T>::adaptive_update(const Tensor<T>& inputs, const Tensor<T>& targets,
                               const Tensor<T>& theta0, const Tensor<T>& g, Adaptive& adaptive,
-                              const nn::Shard& shard, const nn::Shard& used, StepReport& r) {
+                              const nn::Shard& shard, const nn::Shard& used, KfacReport& r) {
   const KfacOptions& o = factors_.options();
   Tensor<T>& theta = model_->parameters();
   const double kappa = adaptive.lambda + o.weight_decay;  // C = F + kappa I
@@ -1572,7 +1644,9 @@ void Kfac<T>::adaptive_update(const Tensor<T>& inputs, const Tensor<T>& targets,
   adaptive.mu = q.mu;
   r.step_scale = q.alpha;
   r.step_norm = norm(delta);
-  r.predicted_reduction = -model_value;
+  KfacAdaptiveReport& report = r.adaptive.emplace();
+  report.predicted_reduction = -model_value;
+  report.momentum = q.mu;
   r.loss_after = std::numeric_limits<double>::quiet_NaN();
   // M&G 2015, sec. 6.5: rho every T1 steps (and whenever the loss after the step is evaluated
   // anyway, for the report).
@@ -1609,10 +1683,10 @@ void Kfac<T>::adaptive_update(const Tensor<T>& inputs, const Tensor<T>& targets,
                           .high = 0.75,
                           .min_lambda = o.min_damping,
                           .max_lambda = o.max_damping};
-    r.rho = lm.update(actual, -model_value);
+    report.rho = lm.update(actual, -model_value);
     adaptive.lambda = lm.lambda;
   } else {
-    r.rho = reduction_ratio(actual, -model_value);
+    report.rho = reduction_ratio(actual, -model_value);
   }
 }
 

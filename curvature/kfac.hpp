@@ -123,6 +123,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -165,6 +166,11 @@ struct KfacOptions {
   double damping = 1e-3;
   double decay = 0.95;            ///< in [0, 1): EMA weight of the old A, G (capped by 1 - 1/k)
   int inverse_update_every = 10;  ///< >= 1: steps between refreshes of the damped inverses
+  /// >= 1, Kfac only: steps between updates of the factor statistics A and G (and EKFAC's
+  /// scalings), at steps 0, every, 2 every, ... (kfac-pytorch's fac_update_freq). The other steps
+  /// record only the loss and gradient, so they cost an Adam step plus the preconditioning; the
+  /// sampled labels and the moving averages count updates, not steps.
+  int statistics_update_every = 1;
   /// Where delta comes from: sampled labels (the true Fisher, default), the exact logit Hessian
   /// (KFLR) or the data labels (the EMPIRICAL Fisher, a different matrix).
   KfacFisher fisher = KfacFisher::sampled;
@@ -224,32 +230,6 @@ struct KfacLayer {
   /// dim A = in (+ 1 with a bias): the rows of the layer's parameter matrix [W; b].
   Index rows() const { return in + (bias ? 1 : 0); }
 };
-
-/// One tapped layer of a recorded forward pass (record_tapped_forward): its block, its input a_l
-/// and its output s_l. Shared by K-FAC, EKFAC and the diagonal GGN (diag_ggn.hpp).
-template <Real T>
-struct TappedLayer {
-  KfacLayer layer;
-  Tensor<T> input;  ///< a_l: (N, in) for Linear, (N, H, W, C_in) for Conv2d
-  Var<T> output;    ///< s_l on the record's tape: (N, out) or (N, OH, OW, C_out)
-};
-
-/// What record_tapped_forward does with a tap that has no Kronecker block: a grouped convolution,
-/// a weight tapped more than once (shared weights), or a [W; b] that is not one contiguous block.
-enum class TapPolicy {
-  refuse,  ///< throw (K-FAC: ValueError, or Error for the layout)
-  skip     ///< leave it out (every tap of a shared weight): its parameters count as untapped
-};
-
-/// Records model.forward_observed(inputs) on the tape of `params` (from Model::variables) and
-/// returns the logits; `layers` receives every tapped Linear and Conv2d layer in execution order,
-/// planned against Model::layout(). Every error is an amari::Error: a std::logic_error thrown
-/// inside the forward pass (e.g. std::out_of_range from a module changed after the Model was
-/// built) is rethrown as Error naming the model. Cost: one taped forward pass.
-template <Real T>
-Var<T> record_tapped_forward(const nn::Model<T>& model, std::span<const Var<T>> params,
-                             const Tensor<T>& inputs, TapPolicy policy,
-                             std::vector<TappedLayer<T>>& layers);
 
 /// The augmented input rows [a, 1] (the 1 only with a bias) of examples [n0, n1) of a tapped
 /// layer, row-major into `rows` (resized; row stride L.rows()): one row per example for Linear;
@@ -397,8 +377,23 @@ class KroneckerFactors {
   std::unique_ptr<State> s_;
 };
 
-/// K-FAC as an optimizer: at every step, update the factors and the gradient from one recorded
-/// forward pass, refresh the inverses every inverse_update_every steps (and at the first), then
+/// What the adaptive mode (KfacOptions::adaptive) adds to a K-FAC step's report.
+struct KfacAdaptiveReport {
+  double predicted_reduction = 0;  ///< -M(s delta): the decrease the exact quadratic model promises
+  std::optional<double> rho;       ///< reduction ratio; empty when the loss after was not evaluated
+  double momentum = 0;             ///< mu of this step (alpha is StepReport::step_scale)
+};
+
+/// What Kfac::step returns (see Kfac for each field's meaning in each mode).
+struct KfacReport : StepReport {
+  std::optional<KfacAdaptiveReport> adaptive;  ///< set in the adaptive mode only
+  /// StepReport's line, with "| rho 0.82 mu 0.31" in the adaptive mode.
+  std::string str() const;
+};
+
+/// K-FAC as an optimizer: at every step, update the factors (every statistics_update_every steps)
+/// and the gradient from one recorded forward pass, refresh the inverses every
+/// inverse_update_every steps (and at the first), then
 ///   d = F_kfac^{-1} (g + wd theta),  d *= nu (KL clip),  v = momentum v + d,  theta -= s lr v
 /// (s = step_multiplier(), 1 unless set).
 /// Adaptive mode (KfacOptions::adaptive; M&G 2015, secs. 6.5 and 7): with g the gradient of the
@@ -422,18 +417,18 @@ class KroneckerFactors {
 /// for rho too, includes the damping term, as the model of sec. 7 does. Extra cost
 /// per step: the exact GGN operator's forward pass and two GGN-vector products (one without a
 /// previous update), plus the loss after the step on the damping-update steps.
-/// StepReport of the adaptive mode: lambda = the damping of this step's model (before its LM
+/// KfacReport of the adaptive mode: lambda = the damping of this step's model (before its LM
 /// update), step_scale = alpha (0 if the step was undone because the loss after it was not
-/// finite; the previous update is then forgotten), predicted_reduction = -M(s delta), rho (0 when
-/// the loss after the step was not evaluated: evaluate_loss_after false on a step that does not
-/// update lambda), loss, loss_after, gradient_norm and step_norm as below; adaptive_momentum()
-/// gives mu. The losses exclude the weight decay term, rho includes it.
+/// finite; the previous update is then forgotten), loss, loss_after, gradient_norm and step_norm
+/// as below, and `adaptive` holds predicted_reduction = -M(s delta), rho (empty when the loss
+/// after the step was not evaluated: evaluate_loss_after false on a step that does not update
+/// lambda) and the momentum mu. The losses exclude the weight decay term, rho includes it.
 /// In Mode::train a step is a training step like nn::loss_and_gradient's: it advances the model's
 /// step (new dropout masks) and, for a model with state, moves the running statistics with one
 /// extra plain forward pass on the batch (the taped pass itself leaves the state unchanged).
-/// StepReport (default mode): loss, loss_after, gradient_norm (of the mean loss, without weight
-/// decay), lambda, step_scale = nu (0 if the step was undone because the loss after it was not
-/// finite), step_norm; rho, predicted_reduction and the CG fields stay 0.
+/// KfacReport (default mode): loss, loss_after (NaN unless evaluate_loss_after), gradient_norm
+/// (of the mean loss, without weight decay), lambda, step_scale = nu (0 if the step was undone
+/// because the loss after it was not finite), step_norm; `adaptive` is empty.
 /// Strong guarantee: a step that throws (bad shapes, a non-finite loss or statistics, a failing
 /// forward pass or factorization) leaves the optimizer, the factors and the model's parameters,
 /// step counter, first_example() and state as they were, so the next step gives what it would
@@ -458,7 +453,7 @@ class Kfac {
   /// must outlive the optimizer.
   Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options, nn::Communicator& comm);
   /// One step on the minibatch (inputs (N, ...), targets (N, C)); see the class comment.
-  StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
+  KfacReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
   /// Forgets the K-FAC statistics (KroneckerFactors::reset_statistics): the next step starts the
   /// averages afresh and refreshes the inverses. The momentum buffer, the step count and the step
   /// multiplier are kept. Never throws.
@@ -514,14 +509,18 @@ class Kfac {
   // The step itself; theta0 holds the parameters before it, `velocity` is the momentum buffer to
   // update (a copy of velocity_, stored by step() on success), `adaptive` a copy of the adaptive
   // state; shard and used are this rank's rows and statistics rows (data-parallel only).
-  StepReport step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
+  KfacReport step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
                             const Tensor<T>& theta0, Tensor<T>& velocity, Adaptive& adaptive,
                             const nn::Shard& shard, const nn::Shard& used);
+  // The mean loss and its gradient g on a step without statistics (KfacOptions::
+  // statistics_update_every); shard: this rank's rows (data-parallel only).
+  double loss_and_gradient(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>& g,
+                           const nn::Shard& shard);
   // The adaptive mode's update from the gradient g of the objective (weight decay included):
   // alpha, mu, theta += s delta and the LM update of lambda (M&G 2015, secs. 6.5 and 7).
   void adaptive_update(const Tensor<T>& inputs, const Tensor<T>& targets, const Tensor<T>& theta0,
                        const Tensor<T>& g, Adaptive& adaptive, const nn::Shard& shard,
-                       const nn::Shard& used, StepReport& r);
+                       const nn::Shard& used, KfacReport& r);
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
   nn::Communicator* comm_ = nullptr;  // null: one process
@@ -584,14 +583,6 @@ class KfacOperator final : public LinearOperator<T> {
   Tensor<T> scratch_;
 };
 
-extern template Var<float> record_tapped_forward<float>(const nn::Model<float>&,
-                                                        std::span<const Var<float>>,
-                                                        const Tensor<float>&, TapPolicy,
-                                                        std::vector<TappedLayer<float>>&);
-extern template Var<double> record_tapped_forward<double>(const nn::Model<double>&,
-                                                          std::span<const Var<double>>,
-                                                          const Tensor<double>&, TapPolicy,
-                                                          std::vector<TappedLayer<double>>&);
 extern template Index layer_input_rows<float>(const KfacLayer&, const Tensor<float>&, const Shape&,
                                               Index, Index, std::vector<float>&);
 extern template Index layer_input_rows<double>(const KfacLayer&, const Tensor<double>&,

@@ -34,7 +34,7 @@ Tensor<T> per_example_logit_gradients(const nn::Head<T>& head, const Tensor<T>& 
 // Example e's gradient block (rows x out, the layer's [W; b] in flat order) of a tapped Conv2d
 // layer with errors d: sum_t [a_{e,t}, 1]^T delta_{e,t} over the output positions t, one GEMM.
 template <Real T>
-void conv_example_block(const TappedLayer<T>& layer, const Tensor<T>& d, Index e, std::vector<T>& patch, T* dst) {
+void conv_example_block(const detail::TappedLayer<T>& layer, const Tensor<T>& d, Index e, std::vector<T>& patch, T* dst) {
   const KfacLayer& L = layer.layer;
   const Index n = d.dim(0), positions = d.size() / (n * L.out);
   layer_input_rows(L, layer.input, d.shape(), e, e + 1, patch);
@@ -47,20 +47,21 @@ void conv_example_block(const TappedLayer<T>& layer, const Tensor<T>& d, Index e
 // product [a_e, 1]^T delta_e, for Conv2d conv_example_block.
 template <Real T>
 void tapped_rows(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad, Tensor<T>& out) {
-  if (record.layers.empty()) return;
+  const std::vector<detail::TappedLayer<T>>& layers = record.layers();
+  if (layers.empty()) return;
   std::vector<Tensor<T>> deltas;
   record.tapped_errors(logit_grad, deltas);
   const Index n = out.dim(0), P = out.dim(1);
   std::vector<T> patch;
-  for (std::size_t l = 0; l < record.layers.size(); ++l) {
-    const KfacLayer& L = record.layers[l].layer;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const KfacLayer& L = layers[l].layer;
     const Tensor<T>& d = deltas[l];
     const Index rows = L.rows(), width = L.out;
     if (L.kind != KfacLayerKind::linear) {
-      for (Index e = 0; e < n; ++e) conv_example_block(record.layers[l], d, e, patch, out.data() + e * P + L.offset);
+      for (Index e = 0; e < n; ++e) conv_example_block(layers[l], d, e, patch, out.data() + e * P + L.offset);
       continue;
     }
-    layer_input_rows(L, record.layers[l].input, d.shape(), 0, n, patch);
+    layer_input_rows(L, layers[l].input, d.shape(), 0, n, patch);
     // The outer products are independent: parallel over examples, bitwise the same at any
     // thread count. Memory-bound: N * rows * out stores.
     kernels::parallel_for(n, n * rows * width, [&](Index e) {
@@ -83,16 +84,17 @@ void tapped_rows(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_gra
 template <Real T>
 void tapped_squared_norms(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad,
                           std::vector<double>& squares) {
-  if (record.layers.empty()) return;
+  const std::vector<detail::TappedLayer<T>>& layers = record.layers();
+  if (layers.empty()) return;
   std::vector<Tensor<T>> deltas;
   record.tapped_errors(logit_grad, deltas);
   const Index n = logit_grad.dim(0);
   std::vector<T> patch, block;
-  for (std::size_t l = 0; l < record.layers.size(); ++l) {
-    const KfacLayer& L = record.layers[l].layer;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const KfacLayer& L = layers[l].layer;
     const Tensor<T>& d = deltas[l];
     const Index rows = L.rows(), width = L.out;
-    if (L.kind == KfacLayerKind::linear) layer_input_rows(L, record.layers[l].input, d.shape(), 0, n, patch);
+    if (L.kind == KfacLayerKind::linear) layer_input_rows(L, layers[l].input, d.shape(), 0, n, patch);
     block.resize(static_cast<std::size_t>(rows * width));
     for (Index e = 0; e < n; ++e) {
       double s = 0;
@@ -103,7 +105,7 @@ void tapped_squared_norms(detail::PerExampleRecord<T>& record, const Tensor<T>& 
         for (Index o = 0; o < width; ++o) sd += static_cast<double>(d[e * width + o]) * static_cast<double>(d[e * width + o]);
         s = sa * sd;
       } else {
-        conv_example_block(record.layers[l], d, e, patch, block.data());
+        conv_example_block(layers[l], d, e, patch, block.data());
         for (const T v : block) s += static_cast<double>(v) * static_cast<double>(v);
       }
       squares[static_cast<std::size_t>(e)] += s;
@@ -112,23 +114,24 @@ void tapped_squared_norms(detail::PerExampleRecord<T>& record, const Tensor<T>& 
 }
 
 // Calls visit(n, grads) with example n's gradients of the untapped parameters (one tensor per
-// entry of record.untapped), from one reverse sweep of the batch record per example with the
+// entry of record.untapped()), from one reverse sweep of the batch record per example with the
 // cotangent in row n only.
 template <Real T, class Visit>
 void swept_gradients(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad, const Visit& visit) {
-  if (record.untapped.empty()) return;
+  if (record.untapped().empty()) return;
   const Index n = logit_grad.dim(0), c = logit_grad.dim(1);
+  nn::RecordedModel<T>& batch = record.batch();
   std::vector<Var<T>> inputs;
   std::vector<Tensor<T>> grads;
-  for (std::size_t p : record.untapped) {
-    inputs.push_back(record.variables[p]);
-    grads.push_back(Tensor<T>::uninitialized(record.variables[p].shape()));
+  for (std::size_t p : record.untapped()) {
+    inputs.push_back(batch.parameter_variables()[p]);
+    grads.push_back(Tensor<T>::uninitialized(batch.parameter_variables()[p].shape()));
   }
   Tensor<T> cotangent(logit_grad.shape());  // zero except row e during sweep e
-  const std::span<const Var<T>> zs(&record.logits, 1);
+  const std::span<const Var<T>> zs(&batch.logits_variable(), 1);
   for (Index e = 0; e < n; ++e) {
     std::copy(logit_grad.data() + e * c, logit_grad.data() + (e + 1) * c, cotangent.data() + e * c);
-    record.tape.vjp_into(zs, std::span<const Tensor<T>>(&cotangent, 1), inputs, grads);
+    batch.tape().vjp_into(zs, std::span<const Tensor<T>>(&cotangent, 1), inputs, grads);
     std::fill(cotangent.data() + e * c, cotangent.data() + (e + 1) * c, T(0));
     visit(e, grads);
   }
@@ -150,13 +153,13 @@ void per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head, c
                      " shares elements with the inputs, the targets or the model's parameters");
   }
   detail::PerExampleRecord<T> record("per_example_gradients", model, inputs);
-  const Tensor<T> logit_grad = per_example_logit_gradients(head, record.logits.value(), targets);
+  const Tensor<T> logit_grad = per_example_logit_gradients(head, record.batch().logits(), targets);
   // Every entry is written below: each parameter is in a tapped layer or swept. Nothing is
   // written before the record and the logit gradients exist, so a throw leaves `out` as it was.
   tapped_rows(record, logit_grad, out);
   swept_gradients(record, logit_grad, [&](Index e, const std::vector<Tensor<T>>& grads) {
     for (std::size_t k = 0; k < grads.size(); ++k) {
-      const nn::ParamInfo& info = model.layout()[record.untapped[k]];
+      const nn::ParamInfo& info = model.layout()[record.untapped()[k]];
       std::copy(grads[k].begin(), grads[k].end(), out.data() + e * P + info.offset);
     }
   });
@@ -191,10 +194,7 @@ std::vector<double> squared_norms(detail::PerExampleRecord<T>& record, const Ten
 template <Real T>
 Tensor<T> swept_sum(const nn::Model<T>& model, detail::PerExampleRecord<T>& record, const Tensor<T>& b) {
   Tensor<T> out = Tensor<T>::uninitialized(Shape{model.num_parameters()});
-  std::vector<Tensor<T>> views;
-  for (const nn::ParamInfo& info : model.layout()) views.push_back(out.view(info.offset, info.shape));
-  record.tape.vjp_into(std::span<const Var<T>>(&record.logits, 1), std::span<const Tensor<T>>(&b, 1),
-                       record.variables, views);
+  record.batch().vjp(b, out);
   return out;
 }
 
@@ -212,7 +212,7 @@ Tensor<T> per_example_gradient_norms(const nn::Model<T>& model, const nn::Head<T
                                      const Tensor<T>& inputs, const Tensor<T>& targets) {
   check_batch("per_example_gradient_norms", inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
   detail::PerExampleRecord<T> record("per_example_gradient_norms", model, inputs);
-  const Tensor<T> logit_grad = per_example_logit_gradients(head, record.logits.value(), targets);
+  const Tensor<T> logit_grad = per_example_logit_gradients(head, record.batch().logits(), targets);
   return norms_of<T>(squared_norms(record, logit_grad));
 }
 
@@ -234,7 +234,7 @@ Tensor<T> clipped_mean_gradient(const nn::Model<T>& model, const nn::Head<T>& he
                      "parameters");
   }
   detail::PerExampleRecord<T> record(op, model, inputs);
-  Tensor<T> logit_grad = per_example_logit_gradients(head, record.logits.value(), targets);
+  Tensor<T> logit_grad = per_example_logit_gradients(head, record.batch().logits(), targets);
   const std::vector<double> squares = squared_norms(record, logit_grad);
   // g_n = J^T b_n with b_n = logit_grad in row n only, so sum_n c_n g_n = J^T (c o b): one reverse
   // sweep of the whole batch with row n of the cotangent scaled by c_n / N.
@@ -304,7 +304,7 @@ GradientNoise<T> gradient_noise(const nn::Model<T>& model, const nn::Head<T>& he
   const Index n = inputs.dim(0);
   if (n < 2) throw ValueError(std::string(op) + ": needs at least 2 examples for a variance, got " + std::to_string(n));
   detail::PerExampleRecord<T> record(op, model, inputs);
-  Tensor<T> logit_grad = per_example_logit_gradients(head, record.logits.value(), targets);
+  Tensor<T> logit_grad = per_example_logit_gradients(head, record.batch().logits(), targets);
   const std::vector<double> squares = squared_norms(record, logit_grad);
   for (T& v : logit_grad) v /= static_cast<T>(n);  // the mean's cotangent
   GradientNoise<T> r;

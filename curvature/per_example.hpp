@@ -28,12 +28,13 @@ namespace amari::curvature {
 /// Per-example gradients (N, P): row n is the gradient in the flat parameters of example n's loss
 /// (not divided by N), see the file comment for what it means when examples interact. inputs
 /// (N, ...), targets (N, C). The mean of the rows is the batch gradient of nn::gradient_at.
-/// How: one recorded forward pass with layer taps, then, when the examples do not interact, one
-/// reverse sweep to the outputs of the Linear and Conv2d layers gives every example's error there
-/// at once, and example n's block of such a layer is the outer product of its input row [a_n, 1]
-/// with its error (a sum over positions for Conv2d, one GEMM per example); parameters in no such
-/// layer (norm scales, embeddings, grouped convolutions), and all parameters when the examples
-/// interact (batch norm in train mode), take one reverse sweep per example instead.
+/// How: one recorded forward pass with layer taps (an nn::RecordedModel), then, when the examples
+/// do not interact, one reverse sweep to the outputs of the Linear and Conv2d layers gives every
+/// example's error there at once, and example n's block of such a layer is the outer product of its
+/// input row [a_n, 1] with its error (a sum over positions for Conv2d, one GEMM per example);
+/// parameters in no such layer (norm scales, embeddings, grouped convolutions), and all parameters
+/// when the examples interact (batch norm in train mode), take one reverse sweep per example
+/// instead.
 /// Cost: on the mnist MLP (N = 128, all parameters tapped) the writing of the N x P result
 /// dominates; bench/jacobian_bench.cpp measures it against a batch gradient (bench/RESULTS.md).
 /// Memory: N * P.

@@ -13,6 +13,7 @@
 #include <amari/curvature/hessian.hpp>
 #include <amari/curvature/linearization.hpp>
 #include <amari/curvature/vector_ops.hpp>
+#include <amari/curvature/detail/model_snapshot.hpp>
 #include <amari/nn/training.hpp>
 
 namespace amari::curvature {
@@ -28,9 +29,27 @@ const char* to_string(Curvature c) {
 }
 
 std::string StepReport::str() const {
+  char buf[160];
+  if (std::isnan(loss_after)) {  // not evaluated (K-FAC without evaluate_loss_after)
+    std::snprintf(buf, sizeof buf, "loss %.4f | lambda %.3g | step %.2f", loss, lambda, step_scale);
+  } else {
+    std::snprintf(buf, sizeof buf, "loss %.4f -> %.4f | lambda %.3g | step %.2f", loss, loss_after, lambda,
+                  step_scale);
+  }
+  return buf;
+}
+
+std::string CgStepReport::str() const {
   char buf[256];
   std::snprintf(buf, sizeof buf, "loss %.4f -> %.4f | lambda %.3g rho %.2f | cg %d (%s) | step %.2f", loss,
                 loss_after, lambda, rho, cg_iterations, to_string(cg_status), step_scale);
+  return buf;
+}
+
+std::string HessianFreeReport::str() const {
+  char buf[288];
+  std::snprintf(buf, sizeof buf, "loss %.4f -> %.4f | lambda %.3g rho %.2f | cg %d (%s) | iterate %d | step %.2f",
+                loss, loss_after, lambda, rho, cg_iterations, to_string(cg_status), backtrack_iterate, step_scale);
   return buf;
 }
 
@@ -186,7 +205,7 @@ struct StepStart {
 template <Real T>
 StepStart<T> start_step(nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
                         const Tensor<T>& targets, Curvature kind, Index curvature_batch, int samples,
-                        std::uint64_t seed, double lambda, const Ranks& p, StepReport& r) {
+                        std::uint64_t seed, double lambda, const Ranks& p, CgStepReport& r) {
   StepStart<T> s;
   s.theta0 = model.gather();
   s.g = model.zeros_like_parameters();
@@ -246,31 +265,178 @@ double predicted_reduction(double phi, double g_dot_d, double d_norm2, double la
   return -(alpha * g_dot_d + 0.5 * alpha * alpha * dgd);
 }
 
-// Everything a second-order step may change in the model: parameters, state (batch norm's running
-// statistics, moved by the training pass), the step counter and the first example's index (both
-// key the dropout masks; loss_and_gradient sets the latter to the shard's offset). restore() puts
-// them back, for the strong guarantee of step(): a step that throws half-way (a head refusing
-// targets, an operator refusing a batch, an allocation failing during CG) leaves the model as it was.
-template <Real T>
-class ModelSnapshot {
- public:
-  explicit ModelSnapshot(const nn::Model<T>& model)
-      : theta_(model.gather()),
-        state_(model.state().clone()),
-        step_(model.step()),
-        first_example_(model.first_example()) {}
-  void restore(nn::Model<T>& model) const {
-    model.scatter(theta_);
-    model.state().copy_from(state_);
-    model.set_step(step_);
-    model.set_first_example(first_example_);
-  }
-
- private:
-  Tensor<T> theta_, state_;
-  std::uint64_t step_;
-  Index first_example_;
+// ---- the damped-step pipeline ---------------------------------------------------------------------
+//
+// NaturalGradient and HessianFree are one method with different policies (SEED-NOTES 5; Martens
+// 2010 for HF): gradient and curvature at theta, CG on (A + lambda I) d = -g, the choice of the
+// iterate, Levenberg-Marquardt on lambda from that iterate's reduction ratio, a line search, the
+// update. What the two options structs choose is collected here.
+struct DampedStepPolicy {
+  const char* op;                        // "NaturalGradient::step" or "HessianFree::step"
+  Curvature curvature;
+  Index curvature_batch;
+  int mc_samples;
+  std::uint64_t seed;
+  double step_length;                    // NG: learning_rate; HF: 1
+  bool adapt_damping;                    // NG may keep lambda fixed; HF always adapts
+  bool keep_warm_start;                  // HF sec. 4.5: remember the CG solution ...
+  double warm_start_decay;               // ... and start the next solve from decay * it
+  bool preconditioner;                   // HF sec. 4.7: M = (diag(EF) + lambda)^exponent
+  double preconditioner_exponent;
+  Index preconditioner_examples;
+  bool choose_kept_iterate;              // HF sec. 4.6: the step is a kept CG iterate ...
+  bool backtracking;                     // ... walked back while the loss keeps dropping
+  bool line_search;                      // Armijo from step_length, shrinking by line_search_shrink
+  double line_search_shrink;
+  int line_search_tries;
+  CgOptions cg;
 };
+
+DampedStepPolicy policy_of(const NaturalGradientOptions& o) {
+  return {.op = "NaturalGradient::step", .curvature = o.curvature, .curvature_batch = o.curvature_batch,
+          .mc_samples = o.mc_samples, .seed = o.seed, .step_length = o.learning_rate,
+          .adapt_damping = o.adapt_damping, .keep_warm_start = false, .warm_start_decay = 0,
+          .preconditioner = false, .preconditioner_exponent = 0, .preconditioner_examples = 0,
+          .choose_kept_iterate = false, .backtracking = false, .line_search = o.line_search,
+          .line_search_shrink = 0.5, .line_search_tries = 30, .cg = o.cg};
+}
+
+DampedStepPolicy policy_of(const HessianFreeOptions& o) {
+  // sec. 8: Armijo shrinking by 0.8.
+  return {.op = "HessianFree::step", .curvature = o.curvature, .curvature_batch = o.curvature_batch,
+          .mc_samples = o.mc_samples, .seed = o.seed, .step_length = 1.0, .adapt_damping = true,
+          .keep_warm_start = true, .warm_start_decay = o.warm_start_decay,
+          .preconditioner = o.preconditioner, .preconditioner_exponent = o.preconditioner_exponent,
+          .preconditioner_examples = o.preconditioner_examples, .choose_kept_iterate = true,
+          .backtracking = o.backtracking, .line_search = o.line_search, .line_search_shrink = 0.8,
+          .line_search_tries = 60, .cg = o.cg};
+}
+
+// One step without the guard: the model and `state` are left half-way if it throws.
+template <Real T>
+HessianFreeReport damped_step_unguarded(const DampedStepPolicy& policy, nn::Model<T>& model,
+                                        const nn::Head<T>& head, nn::Communicator* comm,
+                                        DampedStepState<T>& state, const Tensor<T>& inputs,
+                                        const Tensor<T>& targets) {
+  HessianFreeReport r;
+  check_batch(policy.op, inputs.shape(), targets.shape(), comm != nullptr);
+  const Ranks p = ranks_of(comm, inputs.dim(0));
+  const double lambda = state.lm.lambda;
+  const StepStart<T> start = start_step(model, head, inputs, targets, policy.curvature, policy.curvature_batch,
+                                        policy.mc_samples, policy.seed + state.steps, lambda, p, r);
+  ++state.steps;
+  if (!start.curvature) return r;  // rejected: non-finite loss or gradient
+  const Tensor<T>& g = start.g;
+  const Tensor<T>& theta0 = start.theta0;
+  DampedOperator<T> a(borrowed(*start.curvature), lambda);
+
+  std::unique_ptr<DiagonalPreconditioner<T>> m;
+  if (policy.preconditioner) {
+    // Martens 2010, sec. 4.7: M = (diag(EF) + lambda)^alpha, EF from per-example gradients.
+    const Tensor<T> diag =
+        comm ? empirical_fisher_diagonal(model, head, inputs, targets, policy.preconditioner_examples, *comm, p.shard)
+             : empirical_fisher_diagonal(model, head, inputs, targets, policy.preconditioner_examples);
+    m = std::make_unique<DiagonalPreconditioner<T>>(
+        martens_preconditioner(diag, lambda, policy.preconditioner_exponent));
+  }
+  // sec. 4.5: start CG from a decayed copy of the previous solution.
+  Tensor<T> x0;
+  const bool warm = state.previous.defined() && state.previous.size() == g.size() && policy.warm_start_decay > 0;
+  if (warm) {
+    x0 = state.previous.clone();
+    scal(policy.warm_start_decay, x0);
+  }
+  const CgResult<T> cg = conjugate_gradient(a, start.minus_g, policy.cg, warm ? &x0 : nullptr, m.get());
+  r.cg_iterations = cg.iterations;
+  r.cg_products = cg.products;
+  r.cg_status = cg.status;
+  if (policy.keep_warm_start) state.previous = cg.x;
+
+  // The step: CG's solution, or (sec. 4.6, CG backtracking) the last kept iterate, walked back
+  // while the loss keeps dropping. Damping follows this step at step_length, before any line
+  // search shortens it.
+  const double length = policy.step_length;
+  const bool kept = policy.choose_kept_iterate && !cg.iterates.empty();
+  std::size_t best = kept ? cg.iterates.size() - 1 : 0;
+  const Tensor<T>* d = kept ? &cg.iterates[best] : &cg.x;
+  double best_loss = loss_at(model, head, inputs, targets, theta0, *d, length, p);
+  if (kept && policy.backtracking) {
+    while (best > 0) {
+      const double l = loss_at(model, head, inputs, targets, theta0, cg.iterates[best - 1], length, p);
+      if (!(l < best_loss)) break;
+      best_loss = l;
+      d = &cg.iterates[--best];
+    }
+  }
+  // The quadratic model's value at the chosen iterate (CG records it per iteration).
+  const int step_index = kept ? cg.iterate_steps[best] : cg.iterations;
+  const double phi = policy.choose_kept_iterate && static_cast<std::size_t>(step_index) < cg.model_values.size()
+                         ? cg.model_values[static_cast<std::size_t>(step_index)]
+                         : cg.model_value;
+  r.backtrack_iterate = step_index;
+  const double gd = dot(g, *d), dd = dot(*d, *d);
+  r.predicted_reduction = predicted_reduction(phi, gd, dd, lambda, length);
+  r.rho = policy.adapt_damping ? state.lm.update(r.loss - best_loss, r.predicted_reduction)
+                               : reduction_ratio(r.loss - best_loss, r.predicted_reduction);
+  double after = best_loss;
+  const double alpha = policy.line_search
+                           ? armijo(model, head, inputs, targets, theta0, *d, length, r.loss, gd,
+                                    policy.line_search_shrink, policy.line_search_tries, p, after)
+                           : (std::isfinite(after) ? length : 0.0);  // never keep a step into NaN/inf
+  set_parameters(model, theta0, *d, alpha);
+  r.step_scale = alpha;
+  r.loss_after = alpha == 0 ? r.loss : after;
+  r.step_norm = alpha * std::sqrt(dd);
+  return r;
+}
+
+// One step, all or nothing: if it throws, the model (parameters, state, step counter, first
+// example) and `state` (lambda, warm start, step count) are as they were before the call.
+template <Real T>
+HessianFreeReport damped_step(const DampedStepPolicy& policy, nn::Model<T>& model, const nn::Head<T>& head,
+                              nn::Communicator* comm, DampedStepState<T>& state, const Tensor<T>& inputs,
+                              const Tensor<T>& targets) {
+  const detail::ModelSnapshot<T> model_before(model);
+  DampedStepState<T> working = state;  // `previous` is a handle: the step rebinds it, never writes into it
+  try {
+    HessianFreeReport r = damped_step_unguarded(policy, model, head, comm, working, inputs, targets);
+    state = std::move(working);
+    return r;
+  } catch (...) {
+    model_before.restore(model);
+    throw;
+  }
+}
+
+// A checkpoint of DampedStepState (nn/checkpoint.hpp): number lambda, counter steps, and tensor
+// warm_start when there is one.
+template <Real T>
+nn::OptimizerState<T> save_damped_state(const char* kind, const DampedStepState<T>& state) {
+  nn::OptimizerState<T> s;
+  s.kind = kind;
+  s.numbers["lambda"] = state.lm.lambda;
+  s.counters["steps"] = static_cast<std::int64_t>(state.steps);
+  if (state.previous.defined()) s.tensors["warm_start"] = state.previous.clone();
+  return s;
+}
+
+// Validates everything before it changes `state` (ValueError naming `op`, nothing changed).
+template <Real T>
+void load_damped_state(const char* kind, const char* op, const nn::OptimizerState<T>& s, Index num_parameters,
+                       DampedStepState<T>& state) {
+  s.require_kind(kind, op);
+  const double lambda = s.number("lambda");
+  const std::int64_t steps = s.counter("steps");
+  Tensor<T> warm;
+  if (s.has_tensor("warm_start")) warm = s.tensor("warm_start", Shape{num_parameters}).clone();
+  LevenbergMarquardt lm = state.lm;
+  lm.lambda = lambda;
+  lm.validate();  // a lambda that is not finite is refused here
+  if (steps < 0) throw ValueError(std::string(op) + ": negative step count");
+  state.lm = lm;
+  state.steps = static_cast<std::uint64_t>(steps);
+  state.previous = warm;
+}
 
 }  // namespace
 
@@ -283,8 +449,8 @@ NaturalGradient<T>::NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head
     throw ValueError("NaturalGradient: learning_rate must be positive and finite, got " +
                      std::to_string(options.learning_rate));
   }
-  lm_.lambda = options.initial_damping;
-  lm_.validate();
+  state_.lm.lambda = options.initial_damping;
+  state_.lm.validate();
 }
 
 template <Real T>
@@ -296,57 +462,18 @@ NaturalGradient<T>::NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head
 }
 
 template <Real T>
-StepReport NaturalGradient<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
-  // All or nothing: on a throw the model, lambda and the step count are put back.
-  const ModelSnapshot<T> model_before(*model_);
-  const LevenbergMarquardt lm_before = lm_;
-  const std::uint64_t steps_before = steps_;
-  try {
-    return step_unguarded(inputs, targets);
-  } catch (...) {
-    model_before.restore(*model_);
-    lm_ = lm_before;
-    steps_ = steps_before;
-    throw;
-  }
+CgStepReport NaturalGradient<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
+  return damped_step(policy_of(options_), *model_, *head_, comm_, state_, inputs, targets);  // sliced: no iterate
 }
 
 template <Real T>
-StepReport NaturalGradient<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets) {
-  StepReport r;
-  check_batch("NaturalGradient::step", inputs.shape(), targets.shape(), comm_ != nullptr);
-  const Ranks p = ranks_of(comm_, inputs.dim(0));
-  const StepStart<T> start =
-      start_step(*model_, *head_, inputs, targets, options_.curvature,
-                 options_.curvature_batch, options_.mc_samples, options_.seed + steps_, lm_.lambda, p, r);
-  if (!start.curvature) {  // rejected: non-finite loss or gradient
-    ++steps_;
-    return r;
-  }
-  DampedOperator<T> a(borrowed(*start.curvature), lm_.lambda);
-  const CgResult<T> cg = conjugate_gradient(a, start.minus_g, options_.cg);
-  r.cg_iterations = cg.iterations;
-  r.cg_products = cg.products;
-  r.cg_status = cg.status;
+nn::OptimizerState<T> NaturalGradient<T>::save_state() const {
+  return save_damped_state("natural_gradient", state_);
+}
 
-  const Tensor<T>& d = cg.x;
-  const double gd = dot(start.g, d), dd = dot(d, d);
-  // Damping follows the step CG proposed (learning_rate * d), before any line search shortens it.
-  const double lr = options_.learning_rate;
-  const double proposed = loss_at(*model_, *head_, inputs, targets, start.theta0, d, lr, p);
-  r.predicted_reduction = predicted_reduction(cg.model_value, gd, dd, lm_.lambda, lr);
-  r.rho = options_.adapt_damping ? lm_.update(r.loss - proposed, r.predicted_reduction)
-                                 : reduction_ratio(r.loss - proposed, r.predicted_reduction);
-  double after = proposed;
-  double alpha = options_.line_search
-                     ? armijo(*model_, *head_, inputs, targets, start.theta0, d, lr, r.loss, gd, 0.5, 30, p, after)
-                     : (std::isfinite(after) ? lr : 0.0);  // never keep a step into NaN/inf
-  set_parameters(*model_, start.theta0, d, alpha);
-  r.step_scale = alpha;
-  r.loss_after = alpha == 0 ? r.loss : after;
-  r.step_norm = alpha * std::sqrt(dd);
-  ++steps_;
-  return r;
+template <Real T>
+void NaturalGradient<T>::load_state(const nn::OptimizerState<T>& s) {
+  load_damped_state("natural_gradient", "NaturalGradient::load_state", s, model_->num_parameters(), state_);
 }
 
 // ---- Hessian-free -----------------------------------------------------------------------------------
@@ -357,8 +484,8 @@ HessianFree<T>::HessianFree(nn::Model<T>& model, const nn::Head<T>& head, Hessia
   if (!(options.warm_start_decay >= 0 && options.warm_start_decay <= 1)) {
     throw ValueError("HessianFree: warm_start_decay must be in [0, 1], got " + std::to_string(options.warm_start_decay));
   }
-  lm_.lambda = options.initial_damping;
-  lm_.validate();
+  state_.lm.lambda = options.initial_damping;
+  state_.lm.validate();
 }
 
 template <Real T>
@@ -370,144 +497,18 @@ HessianFree<T>::HessianFree(nn::Model<T>& model, const nn::Head<T>& head, Hessia
 }
 
 template <Real T>
-StepReport HessianFree<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
-  // All or nothing: on a throw the model, lambda, the warm start and the step count are put back.
-  const ModelSnapshot<T> model_before(*model_);
-  const LevenbergMarquardt lm_before = lm_;
-  const Tensor<T> previous_before = previous_;  // a handle: step() rebinds previous_, never writes into it
-  const std::uint64_t steps_before = steps_;
-  try {
-    return step_unguarded(inputs, targets);
-  } catch (...) {
-    model_before.restore(*model_);
-    lm_ = lm_before;
-    previous_ = previous_before;
-    steps_ = steps_before;
-    throw;
-  }
-}
-
-template <Real T>
-StepReport HessianFree<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets) {
-  StepReport r;
-  check_batch("HessianFree::step", inputs.shape(), targets.shape(), comm_ != nullptr);
-  const Ranks p = ranks_of(comm_, inputs.dim(0));
-  const StepStart<T> start =
-      start_step(*model_, *head_, inputs, targets, options_.curvature,
-                 options_.curvature_batch, options_.mc_samples, options_.seed + steps_, lm_.lambda, p, r);
-  if (!start.curvature) {  // rejected: non-finite loss or gradient
-    ++steps_;
-    return r;
-  }
-  const Tensor<T>& g = start.g;
-  const Tensor<T>& theta0 = start.theta0;
-  DampedOperator<T> a(borrowed(*start.curvature), lm_.lambda);
-
-  std::unique_ptr<DiagonalPreconditioner<T>> m;
-  if (options_.preconditioner) {
-    // Martens 2010, sec. 4.7: M = (diag(EF) + lambda)^alpha, EF from per-example gradients.
-    const Tensor<T> diag =
-        comm_ ? empirical_fisher_diagonal(*model_, *head_, inputs, targets, options_.preconditioner_examples, *comm_,
-                                          p.shard)
-              : empirical_fisher_diagonal(*model_, *head_, inputs, targets, options_.preconditioner_examples);
-    m = std::make_unique<DiagonalPreconditioner<T>>(
-        martens_preconditioner(diag, lm_.lambda, options_.preconditioner_exponent));
-  }
-  // sec. 4.5: start CG from a decayed copy of the previous solution.
-  Tensor<T> x0;
-  const bool warm = previous_.defined() && previous_.size() == g.size() && options_.warm_start_decay > 0;
-  if (warm) {
-    x0 = previous_.clone();
-    scal(options_.warm_start_decay, x0);
-  }
-  const CgResult<T> cg = conjugate_gradient(a, start.minus_g, options_.cg, warm ? &x0 : nullptr, m.get());
-  r.cg_iterations = cg.iterations;
-  r.cg_products = cg.products;
-  r.cg_status = cg.status;
-  previous_ = cg.x;
-
-  // sec. 4.6, CG backtracking: walk back from the last kept iterate while the loss keeps dropping.
-  std::size_t best = cg.iterates.empty() ? 0 : cg.iterates.size() - 1;
-  const Tensor<T>* d = cg.iterates.empty() ? &cg.x : &cg.iterates[best];
-  double best_loss = loss_at(*model_, *head_, inputs, targets, theta0, *d, 1.0, p);
-  if (options_.backtracking) {
-    while (best > 0) {
-      const double l = loss_at(*model_, *head_, inputs, targets, theta0, cg.iterates[best - 1], 1.0, p);
-      if (!(l < best_loss)) break;
-      best_loss = l;
-      d = &cg.iterates[--best];
-    }
-  }
-  const int step_index = cg.iterates.empty() ? cg.iterations : cg.iterate_steps[best];
-  r.backtrack_iterate = step_index;
-  const double gd = dot(g, *d), dd = dot(*d, *d);
-  const double phi = static_cast<std::size_t>(step_index) < cg.model_values.size()
-                         ? cg.model_values[static_cast<std::size_t>(step_index)]
-                         : cg.model_value;
-  r.predicted_reduction = predicted_reduction(phi, gd, dd, lm_.lambda, 1.0);
-  r.rho = lm_.update(r.loss - best_loss, r.predicted_reduction);  // sec. 4.1, on the chosen iterate
-
-  double after = best_loss;
-  // sec. 8: backtracking Armijo line search, shrinking by 0.8.
-  const double alpha = options_.line_search
-                           ? armijo(*model_, *head_, inputs, targets, theta0, *d, 1.0, r.loss, gd, 0.8, 60, p, after)
-                           : (std::isfinite(after) ? 1.0 : 0.0);
-  set_parameters(*model_, theta0, *d, alpha);
-  r.step_scale = alpha;
-  r.loss_after = alpha == 0 ? r.loss : after;
-  r.step_norm = alpha * std::sqrt(dd);
-  ++steps_;
-  return r;
-}
-
-// ---- state for checkpoints ------------------------------------------------------------------------
-
-template <Real T>
-nn::OptimizerState<T> NaturalGradient<T>::save_state() const {
-  nn::OptimizerState<T> s;
-  s.kind = "natural_gradient";
-  s.numbers["lambda"] = lm_.lambda;
-  s.counters["steps"] = static_cast<std::int64_t>(steps_);
-  return s;
-}
-
-template <Real T>
-void NaturalGradient<T>::load_state(const nn::OptimizerState<T>& s) {
-  s.require_kind("natural_gradient", "NaturalGradient::load_state");
-  const double lambda = s.number("lambda");
-  const std::int64_t steps = s.counter("steps");
-  LevenbergMarquardt lm = lm_;
-  lm.lambda = lambda;
-  lm.validate();  // a lambda that is not finite is refused here
-  if (steps < 0) throw ValueError("NaturalGradient::load_state: negative step count");
-  lm_ = lm;
-  steps_ = static_cast<std::uint64_t>(steps);
+HessianFreeReport HessianFree<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
+  return damped_step(policy_of(options_), *model_, *head_, comm_, state_, inputs, targets);
 }
 
 template <Real T>
 nn::OptimizerState<T> HessianFree<T>::save_state() const {
-  nn::OptimizerState<T> s;
-  s.kind = "hessian_free";
-  s.numbers["lambda"] = lm_.lambda;
-  s.counters["steps"] = static_cast<std::int64_t>(steps_);
-  if (previous_.defined()) s.tensors["warm_start"] = previous_.clone();
-  return s;
+  return save_damped_state("hessian_free", state_);
 }
 
 template <Real T>
 void HessianFree<T>::load_state(const nn::OptimizerState<T>& s) {
-  s.require_kind("hessian_free", "HessianFree::load_state");
-  const double lambda = s.number("lambda");
-  const std::int64_t steps = s.counter("steps");
-  Tensor<T> warm;
-  if (s.has_tensor("warm_start")) warm = s.tensor("warm_start", Shape{model_->num_parameters()}).clone();
-  LevenbergMarquardt lm = lm_;
-  lm.lambda = lambda;
-  lm.validate();
-  if (steps < 0) throw ValueError("HessianFree::load_state: negative step count");
-  lm_ = lm;
-  steps_ = static_cast<std::uint64_t>(steps);
-  previous_ = warm;
+  load_damped_state("hessian_free", "HessianFree::load_state", s, model_->num_parameters(), state_);
 }
 
 template std::unique_ptr<LinearOperator<float>> make_curvature<float>(Curvature, const nn::Model<float>&,

@@ -53,12 +53,23 @@ Tensor<T> empirical_fisher_diagonal(const nn::Model<T>& model, const nn::Head<T>
                                     const Tensor<T>& targets, Index max_examples, nn::Communicator& comm,
                                     const nn::Shard& shard);
 
-/// What one second-order step did.
+/// What every second-order step reports; each optimizer's report adds the fields only it fills
+/// (CgStepReport for NaturalGradient, HessianFreeReport, KfacReport in kfac.hpp).
 struct StepReport {
   double loss = 0;                  ///< minibatch loss before the step
-  double loss_after = 0;            ///< minibatch loss after the step
+  double loss_after = 0;            ///< minibatch loss after the step (K-FAC: NaN if not evaluated)
   double gradient_norm = 0;
-  double lambda = 0;                ///< damping used for this step's solve
+  double lambda = 0;                ///< damping used for this step
+  double step_scale = 1;            ///< factor applied to the proposed step (0: rejected or undone)
+  double step_norm = 0;             ///< ||theta_new - theta||
+  /// One line: "loss 0.53 -> 0.49 | lambda 0.1 | step 1.0" (without "-> 0.49" when loss_after is
+  /// NaN: not evaluated).
+  std::string str() const;
+};
+
+/// A step solved by CG on the damped curvature and judged by its quadratic model (SEED-NOTES 5):
+/// what NaturalGradient::step returns.
+struct CgStepReport : StepReport {
   double rho = 0;                   ///< reduction ratio actual / predicted (SEED-NOTES 5)
   double predicted_reduction = 0;   ///< decrease promised by the quadratic model
   int cg_iterations = 0;
@@ -66,11 +77,27 @@ struct StepReport {
   /// non_finite also when the loss or gradient at the start is NaN/inf: then no solve ran, the
   /// step is rejected (step_scale 0) and lambda is unchanged.
   CgStatus cg_status = CgStatus::converged;
-  double step_scale = 1;            ///< line-search factor applied to the CG step (0: rejected)
-  int backtrack_iterate = -1;       ///< HF: the CG iteration whose iterate was taken
-  double step_norm = 0;             ///< ||theta_new - theta||
   /// One line: "loss 0.53 -> 0.49 | lambda 0.1 rho 0.82 | cg 17 (progress_stalled) | step 1.0".
   std::string str() const;
+};
+
+/// What HessianFree::step returns: a CG step whose iterate was chosen by CG backtracking.
+struct HessianFreeReport : CgStepReport {
+  int backtrack_iterate = -1;       ///< the CG iteration whose iterate was taken (-1: no solve ran)
+  /// CgStepReport's line with "| iterate k" before the step.
+  std::string str() const;
+};
+
+/// What a damped CG method (NaturalGradient, HessianFree) carries from one step to the next. Both
+/// run one step pipeline (second_order.cpp): gradient and curvature at theta, CG on
+/// (A + lambda I) d = -g, the choice of iterate, Levenberg-Marquardt on lambda, a line search; their
+/// options only choose its policies (step length, warm start, preconditioner, CG backtracking,
+/// line-search shrink factor).
+template <Real T>
+struct DampedStepState {
+  LevenbergMarquardt lm;   ///< lambda and its update rule
+  Tensor<T> previous;      ///< the last CG solution (HessianFree's warm start; undefined for NG)
+  std::uint64_t steps = 0;
 };
 
 /// Natural gradient: d solves (F + lambda I) d = -g by CG on the chosen curvature, then
@@ -105,11 +132,10 @@ class NaturalGradient {
   /// communicator must outlive the optimizer.
   NaturalGradient(nn::Model<T>& model, const nn::Head<T>& head, NaturalGradientOptions options,
                   nn::Communicator& comm);
-  /// One step on the minibatch (inputs (N, D), targets (N, C)).
-  /// One step on a batch. All or nothing: if it throws, the model (parameters, state, step
+  /// One step on a batch (inputs (N, D), targets (N, C)). All or nothing: if it throws, the model (parameters, state, step
   /// counter) and the optimizer (lambda, warm start, step count) are as they were before the call.
-  StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
-  double lambda() const { return lm_.lambda; }
+  CgStepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
+  double lambda() const { return state_.lm.lambda; }
   /// The state a resumed run needs (lambda, the step count); the options are not part of
   /// it (construct the resumed optimizer with the same options). See nn/checkpoint.hpp.
   nn::OptimizerState<T> save_state() const;
@@ -119,13 +145,11 @@ class NaturalGradient {
   const NaturalGradientOptions& options() const { return options_; }
 
  private:
-  StepReport step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets);
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
   NaturalGradientOptions options_;
   nn::Communicator* comm_ = nullptr;  // null: one process
-  LevenbergMarquardt lm_;
-  std::uint64_t steps_ = 0;
+  DampedStepState<T> state_;          // lambda and the step count (no warm start)
 };
 
 /// Hessian-free optimization (Martens 2010): GGN products on a curvature minibatch, CG warm-started
@@ -156,8 +180,8 @@ class HessianFree {
   HessianFree(nn::Model<T>& model, const nn::Head<T>& head, HessianFreeOptions options, nn::Communicator& comm);
   /// One step on a batch. All or nothing: if it throws, the model (parameters, state, step
   /// counter) and the optimizer (lambda, warm start, step count) are as they were before the call.
-  StepReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
-  double lambda() const { return lm_.lambda; }
+  HessianFreeReport step(const Tensor<T>& inputs, const Tensor<T>& targets);
+  double lambda() const { return state_.lm.lambda; }
   /// The state a resumed run needs (lambda, the step count and the CG warm start); the options are not part of
   /// it (construct the resumed optimizer with the same options). See nn/checkpoint.hpp.
   nn::OptimizerState<T> save_state() const;
@@ -167,14 +191,11 @@ class HessianFree {
   const HessianFreeOptions& options() const { return options_; }
 
  private:
-  StepReport step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets);
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
   HessianFreeOptions options_;
   nn::Communicator* comm_ = nullptr;  // null: one process
-  LevenbergMarquardt lm_;
-  Tensor<T> previous_;  // last CG solution, for the warm start
-  std::uint64_t steps_ = 0;
+  DampedStepState<T> state_;          // lambda, the last CG solution (warm start), the step count
 };
 
 /// Fingerprints of the options every rank must agree on (Communicator::agree).

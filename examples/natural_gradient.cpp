@@ -12,10 +12,11 @@
 // rho, CG iterations), a summary table, and the cost table of curvature::measure_costs.
 // --log-csv FILE / --log-json FILE record every step of every optimizer (examples/training_log.hpp).
 // --distributed, under `mpirun -np k` (built with -DAMARI_MPI=ON): data-parallel Adam, natural
-// gradient and Hessian-free, each rank holding 1/k of every batch (examples/distributed_support.hpp,
-// docs/scaling.md); K-FAC is skipped there.
+// gradient, Hessian-free and K-FAC, each rank holding 1/k of every batch
+// (examples/distributed_support.hpp, docs/scaling.md).
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <vector>
@@ -40,7 +41,7 @@ struct Setup {
   const example::Options& opt;
   std::uint64_t seed;
   example::TrainingLog& log;                            // --log-csv / --log-json
-  std::optional<curvature::StepReport>& last_report;  // set by NG and HF steps for the log
+  std::optional<curvature::CgStepReport>& last_report;  // set by NG and HF steps for the log
 };
 
 // Runs `epochs` epochs, calling step(batch inputs, one-hot targets) -> loss for every minibatch.
@@ -118,7 +119,7 @@ int main(int argc, char** argv) {
   try {
     const auto data = example::load_fashion_mnist(opt.str("data"), opt.integer("train-subset"));
     example::TrainingLog log = example::open_training_log(opt);
-    std::optional<curvature::StepReport> last_report;
+    std::optional<curvature::CgStepReport> last_report;
     const Setup setup{data, opt, static_cast<std::uint64_t>(opt.integer("seed")), log, last_report};
     const std::string which = opt.str("optimizers");
     const long log_every = opt.integer("log-every");
@@ -142,7 +143,7 @@ int main(int argc, char** argv) {
                                 return static_cast<double>(loss);
                               }));
     }
-    auto report = [&](const char* name, long step, const curvature::StepReport& r) {
+    auto report = [&](const char* name, long step, const auto& r) {  // each optimizer prints its own report
       last_report = r;
       if (log_every > 0 && step % log_every == 0) std::printf("[%s]   step %4ld  %s\n", name, step, r.str().c_str());
     };
@@ -176,21 +177,21 @@ int main(int argc, char** argv) {
                                 return r.loss;
                               }));
     }
-    if (which.find("kfac") != std::string::npos && parallel.distributed()) {
-      std::printf("[k-fac] skipped: K-FAC is not data-parallel yet (docs/scaling.md)\n");
-    } else if (which.find("kfac") != std::string::npos) {
+    if (which.find("kfac") != std::string::npos) {
       nn::Model<float> model = fresh_model();
       curvature::KfacOptions o;
       o.learning_rate = opt.real("kfac-lr");
       o.seed = setup.seed;
       o.evaluate_loss_after = false;
-      curvature::Kfac<float> kfac(model, head, o);
+      // Data-parallel: collective construction (options checked, rank 0's parameters), then every
+      // step reduces the loss, gradient and factor statistics of the ranks' rows.
+      auto kfac = parallel.distributed() ? std::make_unique<curvature::Kfac<float>>(model, head, o, parallel.comm())
+                                         : std::make_unique<curvature::Kfac<float>>(model, head, o);
       results.push_back(train(setup, "k-fac", model, opt.integer("batch"),
                               [&](const Tensor<float>& x, const Tensor<float>& y, long step) {
-                                const auto r = kfac.step(x, y);
+                                const auto r = kfac->step(parallel.rows(x), parallel.rows(y));
                                 if (log_every > 0 && step % log_every == 0)
-                                  std::printf("[kfac] step %4ld  loss %.4f  |g| %.3g  step %.3g  clip %.2f\n", step,
-                                              r.loss, r.gradient_norm, r.step_norm, r.step_scale);
+                                  std::printf("[kfac] step %4ld  %s\n", step, r.str().c_str());
                                 return r.loss;
                               }));
     }

@@ -42,6 +42,8 @@ int main(int argc, char** argv) {
                               {"data", nn::kFashionMnistDir},
                               {"train-subset", "0"},
                               {"optimizer", "adam"},
+                              {"eval-every", "0"},
+                              {"target-accuracy", "0"},
                               {"kfac-lr", "0.1"},
                               {"kfac-damping", "0.1"},
                               {"kfac-momentum", "0.9"},
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
                               {"kfac-weight-decay", "0"},
                               {"kfac-anneal", "1"},
                               {"kfac-inverse-every", "50"},
+                              {"kfac-stats-every", "10"},
                               {"kfac-stats", "32"},
                               {"kfac-fisher", "sampled"},
                               {"kfac-conv", "expand"},
@@ -58,6 +61,8 @@ int main(int argc, char** argv) {
                               {"batch-norm", "1: batch norm after each convolution (--arch cnn)"},
                               {"dropout", "dropout probability before each Linear (--arch cnn)"},
                               {"optimizer", "adam or kfac"},
+                              {"eval-every", "also evaluate the test accuracy every N steps (0: at epoch ends only)"},
+                              {"target-accuracy", "stop once the test accuracy reaches it, printing the training time (0: never)"},
                               {"kfac-lr", "K-FAC learning rate"},
                               {"kfac-damping", "K-FAC damping (factored Tikhonov)"},
                               {"kfac-momentum", "K-FAC momentum"},
@@ -65,6 +70,7 @@ int main(int argc, char** argv) {
                               {"kfac-weight-decay", "K-FAC weight decay"},
                               {"kfac-anneal", "1: cosine-anneal the K-FAC step over the run"},
                               {"kfac-inverse-every", "steps between refreshes of the factor inverses"},
+                              {"kfac-stats-every", "steps between updates of the factor statistics"},
                               {"kfac-stats", "examples of each batch used for the factor statistics"},
                               {"kfac-fisher", "sampled, kflr or empirical"},
                               {"kfac-conv", "expand or reduce (Kronecker factors of a convolution)"},
@@ -109,6 +115,7 @@ int main(int argc, char** argv) {
           .learning_rate = opt.real("kfac-lr"),
           .damping = opt.real("kfac-damping"),
           .inverse_update_every = static_cast<int>(opt.integer("kfac-inverse-every")),
+          .statistics_update_every = static_cast<int>(opt.integer("kfac-stats-every")),
           .fisher = fisher == "sampled"  ? curvature::KfacFisher::sampled
                     : fisher == "kflr"   ? curvature::KfacFisher::kflr
                                          : curvature::KfacFisher::empirical,
@@ -144,7 +151,8 @@ int main(int argc, char** argv) {
                                   " momentum " + std::to_string(o.momentum) + " kl_clip " + std::to_string(o.kl_clip)) +
                   " weight decay " + std::to_string(o.weight_decay) +
                   (opt.integer("kfac-anneal") != 0 ? " (cosine-annealed)" : "") + " inverses every " +
-                  std::to_string(o.inverse_update_every) + " steps, statistics on " +
+                  std::to_string(o.inverse_update_every) + " steps, statistics every " +
+                  std::to_string(o.statistics_update_every) + " steps on " +
                   std::to_string(o.statistics_batch) + " examples, " + fisher + ", conv " + conv;
     } else {
       throw ValueError("--optimizer must be adam or kfac, got " + which);
@@ -155,10 +163,29 @@ int main(int argc, char** argv) {
                 opt.integer("batch"), described.c_str());
     double accuracy = 0;
     example::Progress progress("train_cnn");
-    example::TrainingClock clock;
+    example::TrainingClock clock;  // training time only: evaluations are not counted
     long total_steps = 0;
     const long per_epoch = static_cast<long>(data.train.size()) / opt.integer("batch");
-    for (long epoch = 1; epoch <= opt.integer("epochs"); ++epoch) {
+    const long eval_every = opt.integer("eval-every");
+    const double target = opt.real("target-accuracy");
+    bool reached = false;
+    // Test accuracy now (the clock paused); true once it reaches --target-accuracy, which is
+    // reported with the training time it took (time to accuracy, the fair way to compare optimizers
+    // whose steps cost differently).
+    auto evaluate = [&](long epoch, double train_loss, const char* record) {
+      const auto eval = nn::evaluate(model, head, data.test.inputs, data.test.labels, 10);
+      accuracy = eval.accuracy;
+      log.write({.record = record, .optimizer = which, .epoch = epoch, .step = total_steps,
+                 .seconds = clock.seconds(), .loss = train_loss, .test_loss = eval.loss,
+                 .test_accuracy = eval.accuracy});
+      if (target > 0 && !reached && eval.accuracy >= target) {
+        reached = true;
+        std::printf("reached test accuracy %.4f >= %.4f after %ld steps, %.1f s of training\n", eval.accuracy,
+                    target, total_steps, clock.seconds());
+      }
+      return eval.accuracy;
+    };
+    for (long epoch = 1; epoch <= opt.integer("epochs") && !reached; ++epoch) {
       const double epoch_start = clock.seconds();
       clock.resume();
       progress.start(epoch, per_epoch);
@@ -172,17 +199,24 @@ int main(int argc, char** argv) {
         ++steps, ++total_steps;
         log.write({.optimizer = which, .epoch = epoch, .step = total_steps, .seconds = clock.seconds(), .loss = loss});
         progress.update(steps, loss);
+        if (eval_every > 0 && total_steps % eval_every == 0 && steps < per_epoch) {
+          clock.pause();
+          progress.finish();
+          const double a = evaluate(epoch, loss_sum / steps, "evaluation");
+          std::printf("  step %ld: test accuracy %.4f  (%.1f s of training)\n", total_steps, a, clock.seconds());
+          std::fflush(stdout);
+          if (reached) break;
+          model.train();
+          clock.resume();
+        }
       }
       clock.pause();
       progress.finish();
-      const auto eval = nn::evaluate(model, head, data.test.inputs, data.test.labels, 10);
-      accuracy = eval.accuracy;
-      log.write({.record = "epoch", .optimizer = which, .epoch = epoch, .step = total_steps,
-                 .seconds = clock.seconds(), .loss = loss_sum / steps, .test_loss = eval.loss,
-                 .test_accuracy = eval.accuracy});
+      if (reached) break;  // the evaluation that reached the target was the last
+      const double a = evaluate(epoch, loss_sum / steps, "epoch");
       const double seconds = clock.seconds() - epoch_start, total_seconds = clock.seconds();
       std::printf("epoch %ld  train loss %.4f  test accuracy %.4f  %.1f s  (total %.1f s)\n", epoch, loss_sum / steps,
-                  eval.accuracy, seconds, total_seconds);
+                  a, seconds, total_seconds);
       std::fflush(stdout);
     }
     std::printf("final test accuracy: %.4f\n", accuracy);

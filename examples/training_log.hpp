@@ -2,13 +2,15 @@
 // Lines (--log-csv FILE, --log-json FILE), and a progress display that is a bar on a terminal and
 // an occasional plain line otherwise (so CI logs stay short).
 //
-// Both files hold the same records, one per optimizer step and one per epoch, in this column order:
+// Both files hold the same records, one per optimizer step, epoch and evaluation, in this column order:
 //   record,optimizer,epoch,step,seconds,loss,lambda,rho,cg_iterations,test_loss,test_accuracy
-// record is "step" or "epoch"; step counts the optimizer's steps from 1 across epochs; seconds is
+// record is "step", "epoch" or "evaluation" (a test evaluation within an epoch, train_cnn
+// --eval-every); step counts the optimizer's steps from 1 across epochs; seconds is
 // the training time of this optimizer so far (test-set evaluation excluded). A step record's loss
 // is the minibatch loss before the step; lambda, rho and cg_iterations are present only for the
 // optimizers that have them (natural gradient, Hessian-free). An epoch record's loss is the mean
-// training loss of the epoch, with the test loss and accuracy. A field that does not apply is
+// training loss of the epoch, with the test loss and accuracy (an evaluation record's: of the epoch
+// so far). A field that does not apply is
 // empty in the CSV and absent from the JSON object; a non-finite number is written as nan/inf in
 // the CSV and as null in JSON (which has no NaN).
 #pragma once
@@ -29,7 +31,7 @@ namespace example {
 
 /// One line of the training log (see the file comment for the meaning of each field).
 struct LogRecord {
-  std::string record = "step";  ///< "step" or "epoch"
+  std::string record = "step";  ///< "step", "epoch" or "evaluation"
   std::string optimizer;
   long epoch = 0;
   long step = 0;

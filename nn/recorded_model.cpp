@@ -1,5 +1,7 @@
 #include <amari/nn/recorded_model.hpp>
 
+#include <string>
+
 namespace amari::nn {
 
 template <Real T>
@@ -10,15 +12,16 @@ RecordedModel<T>::RecordedModel(const Model<T>& model, Tensor<T> inputs, RecordO
       theta_(model.gather()),  // a snapshot: later model updates do not disturb the record
       tape_(std::make_unique<Tape<T>>()),
       one_(Tensor<T>::scalar(T(1))) {
-  if (!x_.defined()) throw ValueError("RecordedModel: the inputs are an undefined tensor");
-  if (options.head && !y_.defined()) throw ValueError("RecordedModel: a head was given without targets");
+  const std::string op = options.op ? options.op : "RecordedModel";
+  if (!x_.defined()) throw ValueError(op + ": the inputs are an undefined tensor");
+  if (options.head && !y_.defined()) throw ValueError(op + ": a head was given without targets");
   const std::vector<Tensor<T>> views = model.split(theta_);
   params_.reserve(views.size());
   for (const auto& v : views) params_.push_back(tape_->variable(v));
   const std::span<const Var<T>> params(params_);
   z_ = options.taps ? model.forward_observed(Var<T>(x_), params, *options.taps) : model.forward(Var<T>(x_), params);
   if (z_.shape().rank() != 2) {
-    throw ShapeError("RecordedModel: the model's output must be logits of shape (N, C), got " + z_.shape().str());
+    throw ShapeError(op + ": the model's output must be logits of shape (N, C), got " + z_.shape().str());
   }
   if (options.head) loss_ = options.head->loss(z_, y_);
 }

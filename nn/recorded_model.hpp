@@ -4,7 +4,9 @@
 // Curvature products (SEED-NOTES 4) pay the forward pass once per linearization and then run sweeps
 // over the record: J v (a tangent sweep to the logits), J^T b (an adjoint sweep from the logits),
 // and, when a loss was recorded too, the gradient and H v (forward-over-reverse). The GGN, the
-// Fisher operators, the Hessian, per-example gradients and the diagonal GGN all start here, so the
+// Fisher operators, the Hessian, verify() and the Laplace approximations use it directly; K-FAC's
+// statistics, the per-example gradients and the diagonal GGN use it with layer taps
+// (curvature/detail/tapped_record.hpp), sweeping its tape to the tapped layers' outputs. So the
 // model is recorded in one place.
 //
 // A record is a value: it owns its tape (Vars stay valid when the record is moved) and a copy of
@@ -32,8 +34,12 @@ struct RecordOptions {
   /// Targets (N, C) for the loss; required with head.
   Tensor<T> targets;
   /// When set, every Linear and Conv2d layer reports itself during the recording (layer taps:
-  /// input value, output variable, weight index), e.g. for K-FAC statistics.
+  /// input value, output variable, weight index), e.g. for K-FAC statistics. Only used while the
+  /// constructor runs.
   TapObserver<Var<T>>* taps = nullptr;
+  /// The operation the recording's errors name first, e.g. "diagonal_ggn", so that a caller's
+  /// bad input is reported under the caller's name; "RecordedModel" when null.
+  const char* op = nullptr;
 };
 
 /// z = f(x; theta) (and optionally the loss) recorded at a copy of the model's parameters, in the
@@ -42,7 +48,8 @@ template <Real T>
 class RecordedModel {
  public:
   /// Records the forward pass of `model` on `inputs` (N, ...). The output must be logits (N, C)
-  /// (ShapeError otherwise). Cost: one taped forward pass (plus the loss with options.head).
+  /// (ShapeError naming options.op otherwise). Cost: one copy of the P parameters and one taped
+  /// forward pass (plus the loss with options.head).
   RecordedModel(const Model<T>& model, Tensor<T> inputs, RecordOptions<T> options = {});
   RecordedModel(RecordedModel&&) noexcept = default;
   RecordedModel& operator=(RecordedModel&&) noexcept = default;

@@ -131,8 +131,10 @@ TEST_CASE("adaptive K-FAC: alpha and mu minimize the exact quadratic model of th
     CHECK(kfac.adaptive_momentum() == Approx(mu).epsilon(1e-10).margin(1e-14));
     const double m =
         alpha * b1 + mu * b2 + 0.5 * (alpha * alpha * a11 + 2 * alpha * mu * a12 + mu * mu * a22);
-    CHECK(r.predicted_reduction == Approx(-m).epsilon(1e-10));
-    CHECK(r.predicted_reduction > 0);
+    REQUIRE(r.adaptive);
+    CHECK(r.adaptive->momentum == kfac.adaptive_momentum());
+    CHECK(r.adaptive->predicted_reduction == Approx(-m).epsilon(1e-10));
+    CHECK(r.adaptive->predicted_reduction > 0);
     // theta moved by delta = alpha Delta + mu delta_0, which becomes the next delta_0.
     const Tensor<double>& theta = model.parameters();
     const Tensor<double>& delta = kfac.previous_update();
@@ -148,7 +150,8 @@ TEST_CASE("adaptive K-FAC: alpha and mu minimize the exact quadratic model of th
     // rho = (h(theta + delta) - h(theta)) / M(delta), h with the weight decay term.
     const double h0 = r.loss + 0.5 * wd * dot(theta0, theta0);
     const double h1 = r.loss_after + 0.5 * wd * dot(theta, theta);
-    CHECK(r.rho == Approx((h1 - h0) / m).epsilon(1e-10));
+    REQUIRE(r.adaptive->rho);
+    CHECK(*r.adaptive->rho == Approx((h1 - h0) / m).epsilon(1e-10));
   }
 }
 
@@ -172,9 +175,11 @@ TEST_CASE(
       const auto r = kfac.step(x, y);
       // h(theta + delta) - h(theta) = g^T delta + 1/2 delta^T F delta = M(delta) - lambda/2
       // |delta|^2 exactly, so rho = 1 + lambda |delta|^2 / (2 predicted_reduction).
-      const double m = -r.predicted_reduction;
-      CHECK(r.rho == Approx((m - 0.5 * lambda * r.step_norm * r.step_norm) / m).epsilon(1e-8));
-      CHECK(r.rho > 0.75);
+      REQUIRE(r.adaptive);
+      REQUIRE(r.adaptive->rho);
+      const double m = -r.adaptive->predicted_reduction, rho = *r.adaptive->rho;
+      CHECK(rho == Approx((m - 0.5 * lambda * r.step_norm * r.step_norm) / m).epsilon(1e-8));
+      CHECK(rho > 0.75);
       // Steps 0, 2, 4 update lambda; the others leave it.
       CHECK(kfac.damping() == Approx(t % t1 == 0 ? lambda * omega : lambda).epsilon(1e-15));
     }
@@ -188,9 +193,10 @@ TEST_CASE(
         model, head,
         {.damping = 1e-6, .adaptive = true, .damping_adaptation_every = t1, .min_damping = 1e-9});
     const auto r = kfac.step(x, y);
-    INFO("rho " << r.rho << " predicted " << r.predicted_reduction << " loss " << r.loss << " -> "
-                << r.loss_after);
-    CHECK(r.rho < 0.25);
+    REQUIRE(r.adaptive);
+    REQUIRE(r.adaptive->rho);
+    INFO(r.str());
+    CHECK(*r.adaptive->rho < 0.25);
     CHECK(kfac.damping() == Approx(1e-6 / omega).epsilon(1e-15));
   }
   SECTION("lambda stays within [min_damping, max_damping]") {
@@ -231,8 +237,10 @@ TEST_CASE("adaptive K-FAC reduces the training loss of a small MLP over 20 steps
     const auto r = kfac.step(x, y);
     if (t == 0) first = r.loss;
     last = r.loss_after;
-    CHECK(std::isfinite(r.rho));
-    CHECK(r.predicted_reduction > 0);
+    REQUIRE(r.adaptive);
+    CHECK(r.adaptive->rho.has_value());  // evaluate_loss_after is on by default
+    CHECK(std::isfinite(r.adaptive->rho.value_or(0)));
+    CHECK(r.adaptive->predicted_reduction > 0);
     CHECK(r.step_scale > 0);
   }
   INFO("loss " << first << " -> " << last << ", lambda " << kfac.damping());

@@ -100,7 +100,7 @@ void check_all_or_nothing(const Options& options, int fail_at) {
   CHECK(opt.lambda() == lambda);
   // The next step is the one an optimizer that never saw the failure takes.
   head.fail_at = 0;
-  const curv::StepReport a = opt.step(d.x, d.y), b = twin_opt.step(d.x, d.y);
+  const auto a = opt.step(d.x, d.y), b = twin_opt.step(d.x, d.y);
   CHECK(a.loss == b.loss);
   CHECK(a.loss_after == b.loss_after);
   CHECK(a.lambda == b.lambda);

@@ -71,7 +71,7 @@ TEST_CASE(
   mpi::Communicator comm;
   Problem p;
   const Local l = local_part(p, comm);
-  auto check = [&](const curv::StepReport& a, const curv::StepReport& b, double lambda_a,
+  auto check = [&](const curv::CgStepReport& a, const curv::CgStepReport& b, double lambda_a,
                    double lambda_b, const nn::Model<double>& model,
                    const nn::Model<double>& reference) {
     CHECK(a.cg_iterations == b.cg_iterations);
@@ -93,8 +93,8 @@ TEST_CASE(
     curv::NaturalGradient<double> single(reference, p.head, o);
     for (int s = 0; s < 3; ++s) {
       INFO("step " << s);
-      const curv::StepReport a = distributed.step(l.x, l.y);
-      const curv::StepReport b = single.step(p.x, p.y);
+      const auto a = distributed.step(l.x, l.y);
+      const auto b = single.step(p.x, p.y);
       check(a, b, distributed.lambda(), single.lambda(), model, reference);
     }
   }
@@ -108,8 +108,8 @@ TEST_CASE(
     curv::HessianFree<double> single(reference, p.head, o);
     for (int s = 0; s < 3; ++s) {
       INFO("step " << s);
-      const curv::StepReport a = distributed.step(l.x, l.y);
-      const curv::StepReport b = single.step(p.x, p.y);
+      const auto a = distributed.step(l.x, l.y);
+      const auto b = single.step(p.x, p.y);
       CHECK(a.backtrack_iterate == b.backtrack_iterate);
       check(a, b, distributed.lambda(), single.lambda(), model, reference);
     }
@@ -134,8 +134,8 @@ TEST_CASE("mpi: with dropout, K-FAC and EKFAC steps equal the single-process ste
     curv::Kfac<double> single(reference, p.head, o);
     for (int s = 0; s < 3; ++s) {
       INFO("step " << s);
-      const curv::StepReport a = distributed.step(l.x, l.y);
-      const curv::StepReport b = single.step(p.x, p.y);
+      const auto a = distributed.step(l.x, l.y);
+      const auto b = single.step(p.x, p.y);
       CHECK(model.first_example() == l.first);
       CHECK(std::abs(a.loss - b.loss) <= 1e-12 * std::abs(b.loss));
       CHECK(std::abs(a.loss_after - b.loss_after) <= 1e-12 * std::abs(b.loss_after));

@@ -55,8 +55,8 @@ TEST_CASE("mpi: K-FAC and EKFAC steps equal the single-process steps on the unio
     curv::Kfac<double> single(reference, p.head, o);
     for (int s = 0; s < 3; ++s) {
       INFO("step " << s);
-      const curv::StepReport a = distributed.step(l.x, l.y);
-      const curv::StepReport b = single.step(p.x, p.y);
+      const curv::KfacReport a = distributed.step(l.x, l.y);
+      const curv::KfacReport b = single.step(p.x, p.y);
       CHECK(std::abs(a.loss - b.loss) <= 1e-12 * std::abs(b.loss));
       CHECK(std::abs(a.loss_after - b.loss_after) <= 1e-12 * std::abs(b.loss_after));
       CHECK(std::abs(a.step_scale - b.step_scale) <= 1e-12);
@@ -110,20 +110,25 @@ TEST_CASE(
   curv::Kfac<double> single(reference, p.head, o);
   for (int s = 0; s < 4; ++s) {
     INFO("step " << s);
-    const curv::StepReport a = distributed.step(l.x, l.y);
-    const curv::StepReport b = single.step(p.x, p.y);
+    const curv::KfacReport a = distributed.step(l.x, l.y);
+    const curv::KfacReport b = single.step(p.x, p.y);
+    REQUIRE(a.adaptive);
+    REQUIRE(b.adaptive);
+    REQUIRE(a.adaptive->rho);  // lambda is updated at every step: rho is always evaluated
+    REQUIRE(b.adaptive->rho);
+    const double rho_a = *a.adaptive->rho, rho_b = *b.adaptive->rho;
     CHECK(std::abs(a.loss - b.loss) <= 1e-12 * std::abs(b.loss));
     CHECK(std::abs(a.step_scale - b.step_scale) <= 1e-10 * std::abs(b.step_scale));
-    CHECK(std::abs(distributed.adaptive_momentum() - single.adaptive_momentum()) <=
-          1e-10 * (std::abs(single.adaptive_momentum()) + 1e-3));
-    CHECK(std::abs(a.predicted_reduction - b.predicted_reduction) <=
-          1e-10 * std::abs(b.predicted_reduction));
-    CHECK(std::abs(a.rho - b.rho) <= 1e-8 * std::abs(b.rho));
+    CHECK(std::abs(a.adaptive->momentum - b.adaptive->momentum) <=
+          1e-10 * (std::abs(b.adaptive->momentum) + 1e-3));
+    CHECK(std::abs(a.adaptive->predicted_reduction - b.adaptive->predicted_reduction) <=
+          1e-10 * std::abs(b.adaptive->predicted_reduction));
+    CHECK(std::abs(rho_a - rho_b) <= 1e-8 * std::abs(rho_b));
     CHECK(std::abs(distributed.damping() - single.damping()) <= 1e-12 * single.damping());
     CHECK(relative_difference(p.model.parameters(), reference.parameters()) <= 1e-10);
     CHECK(same_tensor_on_every_rank(comm, p.model.parameters()));
-    const double scalars[] = {a.step_scale, distributed.adaptive_momentum(), a.rho,
-                              distributed.damping(), a.predicted_reduction};
+    const double scalars[] = {a.step_scale, a.adaptive->momentum, rho_a, distributed.damping(),
+                              a.adaptive->predicted_reduction};
     CHECK(same_on_every_rank(comm, scalars, 5));
   }
 }

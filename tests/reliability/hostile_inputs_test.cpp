@@ -377,7 +377,7 @@ void second_order_step_on_nan_data_keeps_model(Options options, bool nan_in_targ
   const Tensor<T> before = model.gather();
   Method method(model, head, options);
   for (int step = 0; step < 2; ++step) {
-    const curvature::StepReport r = method.step(x, y);
+    const curvature::CgStepReport r = method.step(x, y);
     INFO(r.str());
     CHECK(std::isnan(r.loss));
     CHECK(r.step_scale == 0.0);
