@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <limits>
 
+#include <amari/curvature/detail/cg_kernels.hpp>
 #include <amari/curvature/detail/format.hpp>
 #include <amari/curvature/vector_ops.hpp>
 
@@ -55,6 +56,25 @@ bool progress_stalled(const std::vector<double>& phi, int i, double epsilon) {
 // Steps at which iterates are kept for backtracking: ceil(5 * 1.3^j) (Martens 2010, sec. 4.6).
 int keep_step(int j) {
   return static_cast<int>(std::ceil(5.0 * std::pow(1.3, j)));
+}
+
+// The system A = B + lambda I split into its parts when A is a DampedOperator (lambda = 0 and
+// B = A otherwise). CG then applies B and adds lambda p inside its own passes over A p (see
+// detail/cg_kernels.hpp), with the values DampedOperator::apply gives (the class is final, so that
+// is its whole product): the damped product is never stored, which saves a pass over three
+// vectors per iteration.
+template <Real T>
+struct DampingSplit {
+  LinearOperator<T>& undamped;
+  double lambda;
+};
+
+template <Real T>
+DampingSplit<T> split_damping(LinearOperator<T>& A) {
+  if (auto* damped = dynamic_cast<DampedOperator<T>*>(&A)) {
+    return {damped->base(), damped->lambda()};
+  }
+  return {A, 0.0};
 }
 
 }  // namespace
@@ -109,30 +129,34 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
     return res;
   };
 
+  // Work vectors, allocated once (no allocation inside the loop). Without a preconditioner z is
+  // r itself (z = M^{-1} r with M = I), sharing storage. Bp receives the products: B p in the
+  // iterations (B = A without its damping, see split_damping), A x0 for a warm start.
+  Tensor<T> r = Tensor<T>::uninitialized(Shape{n});
+  Tensor<T> p = Tensor<T>::uninitialized(Shape{n});
+  Tensor<T> Bp = Tensor<T>::uninitialized(Shape{n});
+  Tensor<T> z = M ? Tensor<T>::uninitialized(Shape{n}) : r;
+  const DampingSplit<T> system = split_damping(A);
+
   constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-  const double bnorm = norm(b);
+  // r = b and p = b (the first direction of a cold start without M) in the pass that sums b^T b.
+  const double bb = detail::cg_start(b, r, p);
+  const double bnorm = std::sqrt(bb);
   // A non-finite right-hand side (a NaN gradient) has no meaningful solution: x = 0 is "no step".
   if (!std::isfinite(bnorm)) return stop_at_start(CgStatus::non_finite, kNaN, kNaN);
   if (x0 && !all_finite(*x0)) return stop_at_start(CgStatus::non_finite, bnorm, 1.0);
   // b = 0: the solution of an SPD system is x = 0, whatever the warm start.
   if (bnorm == 0.0) return stop_at_start(CgStatus::converged, 0.0, 0.0);
 
-  // Work vectors, allocated once (no allocation inside the loop). Without a preconditioner z is
-  // r itself (z = M^{-1} r with M = I), sharing storage.
-  Tensor<T> r = Tensor<T>::uninitialized(Shape{n});
-  Tensor<T> p = Tensor<T>::uninitialized(Shape{n});
-  Tensor<T> Ap = Tensor<T>::uninitialized(Shape{n});
-  Tensor<T> z = M ? Tensor<T>::uninitialized(Shape{n}) : r;
-
-  copy(b, r);
+  double rr = bb;
   if (x0) {
     // Warm start (Martens 2010, sec. 4.5): r_0 = b - A x0, one product.
     copy(*x0, x);
-    A.apply(x, Ap);
+    A.apply(x, Bp);
     ++res.products;
-    axpy(-1.0, Ap, r);
+    axpy(-1.0, Bp, r);
+    rr = dot(r, r);
   }
-  double rr = dot(r, r);
   // phi(x) = 0.5 x^T A x - b^T x = -0.5 x^T (b + r) since A x = b - r: no product needed.
   const double phi0 = x0 ? -0.5 * (dot(x, b) + dot(x, r)) : 0.0;
   if (!std::isfinite(rr) || !std::isfinite(phi0)) {
@@ -150,7 +174,7 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
   auto first_direction = [&]() -> bool {
     if (M) {
       M->apply(r, z);
-      rz = dot(r, z);
+      rz = detail::cg_dot(r, z);
       if (!std::isfinite(rz)) {
         status = CgStatus::non_finite;
         return false;
@@ -161,7 +185,7 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
         return false;
       }
     }
-    copy(z, p);
+    if (M || x0) copy(z, p);  // else p = r = b already
     return true;
   };
 
@@ -182,10 +206,12 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
         status = CgStatus::max_iterations;
         break;
       }
-      A.apply(p, Ap);
+      // Besides the product, an iteration makes three passes over the vectors (p^T A p, the
+      // residual step, the direction step: detail/cg_kernels.hpp).
+      system.undamped.apply(p, Bp);
       ++res.products;
       // A NaN or inf anywhere in A p makes p^T A p non-finite (NaN * 0 and inf * 0 are NaN).
-      const double pAp = dot(p, Ap);
+      const double pAp = detail::cg_curvature(p, Bp, system.lambda);
       if (!std::isfinite(pAp)) {
         status = CgStatus::non_finite;
         break;
@@ -204,12 +230,11 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
       // Recursive residual r_{i+1} = r_i - alpha A p_i: saves the product b - A x_{i+1}; it drifts
       // from the true residual by rounding only. Updated before x so that a non-finite residual
       // leaves x = x_i intact.
-      // Fused passes (vector_ops.hpp): each block is updated and reduced while in cache.
-      const double rr_new = axpy_and_norm_squared(-alpha, Ap, r);
+      const double rr_new = detail::cg_residual_step(alpha, p, Bp, system.lambda, r);
       double rz_new = rr_new;
       if (M && std::isfinite(rr_new)) {
         M->apply(r, z);
-        rz_new = dot(r, z);
+        rz_new = detail::cg_dot(r, z);
       }
       if (!std::isfinite(rr_new) || !std::isfinite(rz_new)) {
         status = CgStatus::non_finite;
@@ -219,33 +244,31 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
         status = CgStatus::non_positive_curvature;  // M stopped being positive definite
         break;
       }
-      const auto [xb, xr] = axpy_and_dots(alpha, p, x, b, r);
-      const double phi = -0.5 * (xb + xr);
+      const double beta = rz_new / rz;  // Fletcher-Reeves form, exact for CG on SPD A
+      // x_{i+1} = x_i + alpha p_i and p_{i+1} = z_{i+1} + beta p_i in one pass, which also sums
+      // phi(x) = 0.5 x^T A x - b^T x = -0.5 x^T (b + r) at x_{i+1} (A x = b - r: no product).
+      const detail::CgModelSums sums = detail::cg_direction_step(alpha, beta, z, r, b, p, x);
+      const double phi = -0.5 * (sums.xb + sums.xr);
       if (!std::isfinite(phi)) {
-        // The step overflowed T. Undo it; if the undo cannot restore finite values, fall back to
-        // the starting point as if no step had been taken.
-        axpy(-alpha, p, x);
+        // The step overflowed T. p_i is overwritten, so x_i cannot be recovered: fall back to the
+        // starting point as if no step had been taken.
         status = CgStatus::non_finite;
-        if (!all_finite(x)) {
-          if (x0) {
-            copy(*x0, x);
-          } else {
-            x.fill(T(0));
-          }
-          i = 0;
-          res.model_values.resize(1);
-          res.iterate_steps.clear();
-          res.iterates.clear();
-          rnorm = rnorm0;
+        if (x0) {
+          copy(*x0, x);
+        } else {
+          x.fill(T(0));
         }
+        i = 0;
+        res.model_values.resize(1);
+        res.iterate_steps.clear();
+        res.iterates.clear();
+        rnorm = rnorm0;
         break;
       }
       ++i;
       rnorm = std::sqrt(rr_new);
       rr = rr_new;
-      const double beta = rz_new / rz;  // Fletcher-Reeves form, exact for CG on SPD A
       rz = rz_new;
-      xpby(z, beta, p);  // p_{i+1} = z_{i+1} + beta p_i
       res.model_values.push_back(phi);
       if (options.keep_iterates && i == next_keep) {
         res.iterate_steps.push_back(i);

@@ -51,7 +51,9 @@ const char* to_string(CgStatus status);
 /// shares storage with b, x0 or a kept iterate; model_values.size() == iterations + 1;
 /// iterate_steps and iterates have one entry each per kept iterate, iterate_steps increases and
 /// ends at `iterations` (both empty without keep_iterates); iterations <= products <= iterations
-/// + 2. The fields are public for reading; a caller who changes them owns the result.
+/// + 2, except after a step that overflowed (status non_finite, iterations = 0, see
+/// conjugate_gradient). The fields are public for reading; a caller who changes them owns the
+/// result.
 template <Real T>
 struct CgResult {
   /// The solution estimate, shape (n).
@@ -75,6 +77,7 @@ struct CgResult {
   std::vector<double> model_values;
   /// Number of A v products made: iterations, + 1 for a warm start, + 1 if the solve stopped
   /// inside an iteration (non-positive curvature or a non-finite value found after the product).
+  /// A step that overflowed resets iterations to 0 but not this count.
   int products = 0;
 };
 
@@ -83,18 +86,21 @@ struct CgResult {
 ///  - x0: warm start (Martens 2010, sec. 4.5, e.g. the decayed previous step); costs one product
 ///    for r_0 = b - A x0. Default x0 = 0 with r_0 = b and no product.
 ///  - M: optional SPD preconditioner, applied as z = M^{-1} r once per iteration.
-/// Dot products are accumulated in double for T = float too; step scalars are double.
+/// Dot products are accumulated in double for T = float too, deterministically (the same result
+/// for any thread count, see vector_ops.hpp); step scalars are double.
 /// Memory: x, r, p, A p (and z with M) are allocated once; no allocation per iteration besides
 /// kept iterates and the model_values history. Cost per iteration: one product, one M^{-1} r,
-/// and four passes over the vectors: p^T A p, the residual update fused with ||r||^2, the iterate
-/// update fused with the quadratic model's x^T b and x^T r, the direction update (plus r^T z
-/// with M).
+/// and three passes over the vectors: p^T A p; the residual update fused with ||r||^2; the
+/// iterate and direction updates fused with the quadratic model's x^T b and x^T r (plus r^T z
+/// with M). When A is a DampedOperator B + lambda I, CG applies B and adds lambda p within its
+/// first two passes, with the values DampedOperator::apply gives (the damped product is not
+/// stored): A.base() is applied, not A.
 /// Non-finite values never throw and never reach x (status non_finite):
 ///  - b or x0 not finite, or the warm-start product A x0 not finite: x = 0, 0 iterations;
 ///  - A p, a step scalar or the new residual not finite: x = x_i, the last finite iterate (x0 if
 ///    the first product fails); the solve stops at once, with no further products;
-///  - the step x_i + alpha p overflows T: x is rolled back to x_i (up to rounding), or, if that is
-///    not finite either, reset to the starting point with iterations = 0.
+///  - the step x_i + alpha p overflows T: x is reset to the starting point (x0, or 0) with
+///    iterations = 0, as if no step had been taken.
 /// Throws ShapeError (naming conjugate_gradient, the operator and the shapes) if b, x0 or M do not
 /// have size A.size(); ValueError if max_iterations < 0 or a tolerance is negative or NaN. b and x0
 /// are only read; A and M are only applied. An exception thrown by A or M (e.g. a failed product)

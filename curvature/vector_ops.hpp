@@ -1,6 +1,7 @@
-// BLAS-1 style operations on flat vectors (rank-1 Tensor<T>), the only vector arithmetic conjugate
-// gradient needs (SEED-NOTES 5). Each is one pass of a simple loop the compiler vectorizes; above
-// kParallelThreshold elements the pass is split over OpenMP threads with static scheduling.
+// BLAS-1 style operations on flat vectors (rank-1 Tensor<T>), the vector arithmetic of the solvers
+// (SEED-NOTES 5; conjugate gradient's inner loop fuses them further, detail/cg_kernels.hpp). Each
+// is one pass of a simple loop the compiler vectorizes; above kParallelThreshold elements the pass
+// is split over OpenMP threads with static scheduling.
 //
 // Determinism: reductions (dot, norm) split the vector into blocks whose number and boundaries
 // depend on the length only (never on the thread count), sum each block in a fixed lane order and
@@ -34,20 +35,21 @@ template <Real T>
 void axpy(double alpha, const Tensor<T>& x, Tensor<T>& y);
 
 /// y <- alpha x + y, then returns dot(y, y) of the new y, in one pass over memory: each block of
-/// the deterministic reduction is updated and then summed while it is in cache (CG's residual
-/// update r -= alpha A p and ||r||^2). Bitwise the same as axpy followed by dot. ShapeError for
-/// different lengths. Cost: 2n reads, n writes.
+/// the deterministic reduction is updated and then summed while it is in cache (a residual update
+/// r -= alpha A p with ||r||^2). Bitwise the same as axpy followed by dot. ShapeError for
+/// different lengths. Cost: 2n reads, n writes. (conjugate_gradient fuses further, with the
+/// damping term: detail/cg_kernels.hpp.)
 template <Real T>
 double axpy_and_norm_squared(double alpha, const Tensor<T>& x, Tensor<T>& y);
 
-/// y <- alpha x + y, then returns {dot(y, u), dot(y, w)} of the new y in the same pass (CG's
+/// y <- alpha x + y, then returns {dot(y, u), dot(y, w)} of the new y in the same pass (an
 /// iterate update x += alpha p with the quadratic model's x^T b and x^T r). Bitwise the same as
 /// axpy followed by the two dots. ShapeError for different lengths. Cost: 4n reads, n writes.
 template <Real T>
 std::pair<double, double> axpy_and_dots(double alpha, const Tensor<T>& x, Tensor<T>& y, const Tensor<T>& u,
                                         const Tensor<T>& w);
 
-/// y <- x + beta y (the CG direction update p = z + beta p). Same element count required
+/// y <- x + beta y (a CG direction update p = z + beta p). Same element count required
 /// (ShapeError). Cost: 2n reads, n writes.
 template <Real T>
 void xpby(const Tensor<T>& x, double beta, Tensor<T>& y);
