@@ -51,6 +51,19 @@ struct CnnProblem {
   Tape<float> tape;
 };
 
+/// Seconds accumulated per slot, for timing several computations interleaved in one benchmark
+/// iteration (so that machine noise moves all of them together).
+template <int N>
+struct Interleaved {
+  double t[N] = {};
+  template <class F>
+  void time(int k, F&& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    t[k] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+};
+
 void BM_cnn_ratios(benchmark::State& state) {
   CnnProblem p(state.range(0));
   Tensor<float> out = p.model.zeros_like_parameters();
@@ -59,13 +72,9 @@ void BM_cnn_ratios(benchmark::State& state) {
   // Adam on a copy of the parameters, so the measured model stays at the same point.
   nn::Adam<float> adam({.learning_rate = 1e-6});
   Tensor<float> scratch = p.model.parameters().clone();
-  using clock = std::chrono::steady_clock;
-  double t[6] = {0, 0, 0, 0, 0, 0};
-  auto timed = [&](int k, auto&& f) {
-    const auto t0 = clock::now();
-    f();
-    t[k] += std::chrono::duration<double>(clock::now() - t0).count();
-  };
+  Interleaved<6> timer;
+  auto timed = [&](int k, auto&& f) { timer.time(k, f); };
+  const double* t = timer.t;
   for (auto _ : state) {
     timed(0, [&] { benchmark::DoNotOptimize(p.head.loss(p.model.forward(p.x), p.y).item()); });
     timed(1, [&] { benchmark::DoNotOptimize(p.head.loss(p.model.forward_jvp(p.x, p.v), p.y).tangent().item()); });
@@ -145,13 +154,9 @@ void BM_cnn_kfac_step(benchmark::State& state) {
   Tensor<float> direction = p.model.zeros_like_parameters();
   nn::Adam<float> adam({.learning_rate = 1e-6});
   Tensor<float> scratch = p.model.parameters().clone();
-  using clock = std::chrono::steady_clock;
-  double t[5] = {0, 0, 0, 0, 0};
-  auto timed = [&](int k, auto&& f) {
-    const auto t0 = clock::now();
-    f();
-    t[k] += std::chrono::duration<double>(clock::now() - t0).count();
-  };
+  Interleaved<5> timer;
+  auto timed = [&](int k, auto&& f) { timer.time(k, f); };
+  const double* t = timer.t;
   for (auto _ : state) {
     timed(0, [&] {
       benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
@@ -180,17 +185,14 @@ void BM_cnn_kfac_refresh(benchmark::State& state) {
   factors.update(p.x, p.y, &p.gradient);
   nn::Adam<float> adam({.learning_rate = 1e-6});
   Tensor<float> scratch = p.model.parameters().clone();
-  using clock = std::chrono::steady_clock;
-  double t[2] = {0, 0};
+  Interleaved<2> timer;
+  const double* t = timer.t;
   for (auto _ : state) {
-    auto t0 = clock::now();
-    benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
-    adam.step(scratch, p.gradient);
-    auto t1 = clock::now();
-    factors.update_inverses(o.damping);
-    auto t2 = clock::now();
-    t[0] += std::chrono::duration<double>(t1 - t0).count();
-    t[1] += std::chrono::duration<double>(t2 - t1).count();
+    timer.time(0, [&] {
+      benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
+      adam.step(scratch, p.gradient);
+    });
+    timer.time(1, [&] { factors.update_inverses(o.damping); });
   }
   state.counters["refresh_ms"] = 1e3 * t[1] / static_cast<double>(state.iterations());
   state.counters["refresh_over_adam"] = t[1] / t[0];

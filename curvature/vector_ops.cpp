@@ -67,54 +67,6 @@ void axpy(double alpha, const Tensor<T>& x, Tensor<T>& y) {
 }
 
 template <Real T>
-double axpy_and_norm_squared(double alpha, const Tensor<T>& x, Tensor<T>& y) {
-  const Index n = x.size();
-  check_same_length("axpy_and_norm_squared", n, y.size());
-  if (n == 0) return 0.0;
-  const T a = static_cast<T>(alpha);
-  const Blocks blocks = blocks_for(n);
-  double partial[kMaxBlocks];
-  const T* xp = x.data();
-  T* yp = y.data();
-  for_each_block(n, blocks, [&](Index b) {
-    const Index lo = b * blocks.size, hi = std::min(n, lo + blocks.size);
-#pragma omp simd
-    for (Index i = lo; i < hi; ++i) yp[i] += a * xp[i];
-    partial[b] = block_dot(yp, yp, lo, hi);  // the block is still in L1 (kMinBlock elements)
-  });
-  double s = 0.0;
-  for (Index b = 0; b < blocks.count; ++b) s += partial[b];
-  return s;
-}
-
-template <Real T>
-std::pair<double, double> axpy_and_dots(double alpha, const Tensor<T>& x, Tensor<T>& y, const Tensor<T>& u,
-                                        const Tensor<T>& w) {
-  const Index n = x.size();
-  check_same_length("axpy_and_dots", n, y.size());
-  check_same_length("axpy_and_dots", n, u.size());
-  check_same_length("axpy_and_dots", n, w.size());
-  if (n == 0) return {0.0, 0.0};
-  const T a = static_cast<T>(alpha);
-  const Blocks blocks = blocks_for(n);
-  double pu[kMaxBlocks], pw[kMaxBlocks];
-  const T* xp = x.data();
-  const T* up = u.data();
-  const T* wp = w.data();
-  T* yp = y.data();
-  for_each_block(n, blocks, [&](Index b) {
-    const Index lo = b * blocks.size, hi = std::min(n, lo + blocks.size);
-#pragma omp simd
-    for (Index i = lo; i < hi; ++i) yp[i] += a * xp[i];
-    pu[b] = block_dot(yp, up, lo, hi);
-    pw[b] = block_dot(yp, wp, lo, hi);
-  });
-  double su = 0.0, sw = 0.0;
-  for (Index b = 0; b < blocks.count; ++b) su += pu[b], sw += pw[b];
-  return {su, sw};
-}
-
-template <Real T>
 void xpby(const Tensor<T>& x, double beta, Tensor<T>& y) {
   const Index n = x.size();
   check_same_length("xpby", n, y.size());
@@ -167,9 +119,6 @@ bool all_finite(const Tensor<T>& x) {
   template double dot<T>(const Tensor<T>&, const Tensor<T>&);  \
   template double norm<T>(const Tensor<T>&);                   \
   template void axpy<T>(double, const Tensor<T>&, Tensor<T>&); \
-  template double axpy_and_norm_squared<T>(double, const Tensor<T>&, Tensor<T>&); \
-  template std::pair<double, double> axpy_and_dots<T>(double, const Tensor<T>&, Tensor<T>&, const Tensor<T>&, \
-                                                       const Tensor<T>&); \
   template void xpby<T>(const Tensor<T>&, double, Tensor<T>&); \
   template void scal<T>(double, Tensor<T>&);                   \
   template void copy<T>(const Tensor<T>&, Tensor<T>&);         \

@@ -9,7 +9,6 @@
 // threads, with or without OpenMP, and for any start address of the data.
 #pragma once
 
-#include <utility>
 
 #include <amari/autodiff/tensor.hpp>
 
@@ -34,21 +33,6 @@ double norm(const Tensor<T>& x);
 template <Real T>
 void axpy(double alpha, const Tensor<T>& x, Tensor<T>& y);
 
-/// y <- alpha x + y, then returns dot(y, y) of the new y, in one pass over memory: each block of
-/// the deterministic reduction is updated and then summed while it is in cache (a residual update
-/// r -= alpha A p with ||r||^2). Bitwise the same as axpy followed by dot. ShapeError for
-/// different lengths. Cost: 2n reads, n writes. (conjugate_gradient fuses further, with the
-/// damping term: detail/cg_kernels.hpp.)
-template <Real T>
-double axpy_and_norm_squared(double alpha, const Tensor<T>& x, Tensor<T>& y);
-
-/// y <- alpha x + y, then returns {dot(y, u), dot(y, w)} of the new y in the same pass (an
-/// iterate update x += alpha p with the quadratic model's x^T b and x^T r). Bitwise the same as
-/// axpy followed by the two dots. ShapeError for different lengths. Cost: 4n reads, n writes.
-template <Real T>
-std::pair<double, double> axpy_and_dots(double alpha, const Tensor<T>& x, Tensor<T>& y, const Tensor<T>& u,
-                                        const Tensor<T>& w);
-
 /// y <- x + beta y (a CG direction update p = z + beta p). Same element count required
 /// (ShapeError). Cost: 2n reads, n writes.
 template <Real T>
@@ -71,9 +55,6 @@ bool all_finite(const Tensor<T>& x);
   extern template double dot<T>(const Tensor<T>&, const Tensor<T>&);  \
   extern template double norm<T>(const Tensor<T>&);                   \
   extern template void axpy<T>(double, const Tensor<T>&, Tensor<T>&); \
-  extern template double axpy_and_norm_squared<T>(double, const Tensor<T>&, Tensor<T>&); \
-  extern template std::pair<double, double> axpy_and_dots<T>(double, const Tensor<T>&, Tensor<T>&, \
-                                                              const Tensor<T>&, const Tensor<T>&); \
   extern template void xpby<T>(const Tensor<T>&, double, Tensor<T>&); \
   extern template void scal<T>(double, Tensor<T>&);                   \
   extern template void copy<T>(const Tensor<T>&, Tensor<T>&);         \

@@ -365,28 +365,3 @@ TEST_CASE("vector ops: all_finite finds a NaN or inf at any position") {
   CHECK(all_finite(Tensor<double>::from(Shape{1}, {std::numeric_limits<double>::max()})));
 }
 
-TEST_CASE("vector ops: the fused update-and-reduce passes equal axpy followed by dot, bitwise", "[vector_ops]") {
-  Rng rng(9);
-  for (Index n : {Index{0}, Index{1}, Index{37}, Index{4097}, (Index{1} << 17) + 5}) {
-    CAPTURE(n);
-    const Tensor<float> x = random_tensor<float>(Shape{n}, rng);
-    const Tensor<float> y0 = random_tensor<float>(Shape{n}, rng);
-    const Tensor<float> u = random_tensor<float>(Shape{n}, rng);
-    const Tensor<float> w = random_tensor<float>(Shape{n}, rng);
-    Tensor<float> ya = y0.clone(), yb = y0.clone();
-    axpy(0.3, x, ya);
-    const double reference = dot(ya, ya);
-    CHECK(axpy_and_norm_squared(0.3, x, yb) == reference);
-    CHECK(std::equal(ya.begin(), ya.end(), yb.begin()));
-    ya.copy_from(y0);
-    yb.copy_from(y0);
-    axpy(-1.7, x, ya);
-    const auto [du, dw] = axpy_and_dots(-1.7, x, yb, u, w);
-    CHECK(du == dot(ya, u));
-    CHECK(dw == dot(ya, w));
-    CHECK(std::equal(ya.begin(), ya.end(), yb.begin()));
-  }
-  Tensor<float> a(Shape{3}), b(Shape{4}), c(Shape{3});
-  CHECK_THROWS_AS(axpy_and_norm_squared(1.0, a, b), amari::ShapeError);
-  CHECK_THROWS_AS(axpy_and_dots(1.0, a, c, a, b), amari::ShapeError);
-}
