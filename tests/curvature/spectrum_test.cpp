@@ -403,6 +403,47 @@ TEST_CASE("lanczos: reported residuals are honest on clustered spectra") {
   }
 }
 
+TEST_CASE("lanczos: a near-zero cluster at the bottom (a rank-deficient GGN) is reported honestly") {
+  // A GGN has rank at most N * C, so most of its spectrum sits at zero up to rounding. Here 30 of
+  // 60 eigenvalues lie in [0, 1e-12]: the smallest Ritz values must stay inside the spectrum (no
+  // negative eigenvalue of a positive semi-definite operator beyond rounding), their residual
+  // estimates must bound the true residuals, and with the whole Krylov space they reach the cluster.
+  const Index n = 60;
+  std::vector<double> lambda;
+  for (int i = 0; i < 30; ++i) lambda.push_back(1e-12 * static_cast<double>(i % 7) / 6.0);
+  for (Index i = 30; i < n; ++i) lambda.push_back(1e-2 * std::pow(1e3, static_cast<double>(i - 30) / 29.0));
+  const Dense a = with_spectrum(lambda, 17);
+  auto op = op_of(a);
+  const double rounding = 1e-12;  // ~ sqrt(n) eps ||A|| with ||A|| = 10, with room
+  for (int steps : {8, 20, 40, 60}) {
+    CAPTURE(steps);
+    LanczosOptions o;
+    o.which = SpectrumEnd::smallest;
+    o.max_iterations = steps;
+    o.tolerance = 0.0;
+    o.verify_residuals = true;
+    const LanczosResult<double> r = lanczos(*op, 4, o);
+    const RitzPairs<double>& low = r.smallest;
+    REQUIRE(low.eigenvalues.size() == 4);
+    for (std::size_t i = 0; i < 4; ++i) {
+      CAPTURE(i, low.eigenvalues[i]);
+      CHECK(low.eigenvalues[i] >= -rounding);
+      CHECK(low.eigenvalues[i] <= 10.0 + rounding);
+      const double truth = true_residual(a, low.eigenvectors[i], low.eigenvalues[i]);
+      CHECK(truth <= low.residual_estimates[i] * (1 + 1e-6) + rounding);
+      CHECK(low.residuals[i] == Approx(truth).margin(1e-12));
+    }
+    if (steps == n) {
+      // The cluster has 7 distinct values, so the Krylov space of any start vector has at most
+      // 37 dimensions and becomes invariant: its Ritz values are the distinct eigenvalues, and
+      // the bottom ones lie in the cluster, to rounding.
+      CHECK(r.status == SpectrumStatus::invariant_subspace);
+      CHECK(r.iterations <= 37);
+      for (std::size_t i = 0; i < 4; ++i) CHECK(std::abs(low.eigenvalues[i]) <= rounding);
+    }
+  }
+}
+
 TEST_CASE("lanczos: an invariant subspace stops cleanly and is reported") {
   SECTION("identity: every vector is an eigenvector") {
     Dense id(6);
