@@ -48,7 +48,6 @@ struct CnnProblem {
   nn::Model<float> model;
   nn::SoftmaxCrossEntropy<float> head;
   Tensor<float> x, y, v, gradient;
-  Tape<float> tape;
 };
 
 /// Seconds accumulated per slot, for timing several computations interleaved in one benchmark
@@ -78,14 +77,16 @@ void BM_cnn_ratios(benchmark::State& state) {
   for (auto _ : state) {
     timed(0, [&] { benchmark::DoNotOptimize(p.head.loss(p.model.forward(p.x), p.y).item()); });
     timed(1, [&] { benchmark::DoNotOptimize(p.head.loss(p.model.forward_jvp(p.x, p.v), p.y).tangent().item()); });
-    timed(2, [&] { benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape)); });
+    timed(2, [&] {
+      benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient));
+    });
     timed(3, [&] {
       curvature::GgnOperator<float> g(p.model, p.head, p.x);
       g.apply(p.v, out);
     });
     timed(4, [&] { linearized.apply(p.v, out); });
     timed(5, [&] {
-      benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
+      benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient));
       adam.step(scratch, p.gradient);
     });
     benchmark::DoNotOptimize(out.data());
@@ -108,7 +109,7 @@ void BM_cnn_memory(benchmark::State& state) {
   for (auto _ : state) {
     const std::size_t base = memory_stats().live_bytes;
     reset_peak_memory();
-    benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
+    benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient));
     grad_peak = static_cast<double>(memory_stats().peak_bytes - base);
     reset_peak_memory();
     {
@@ -159,7 +160,7 @@ void BM_cnn_kfac_step(benchmark::State& state) {
   const double* t = timer.t;
   for (auto _ : state) {
     timed(0, [&] {
-      benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
+      benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient));
       adam.step(scratch, p.gradient);
     });
     timed(1, [&] { benchmark::DoNotOptimize(kfac.step(p.x, p.y).loss); });
@@ -189,7 +190,7 @@ void BM_cnn_kfac_refresh(benchmark::State& state) {
   const double* t = timer.t;
   for (auto _ : state) {
     timer.time(0, [&] {
-      benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient, p.tape));
+      benchmark::DoNotOptimize(nn::gradient_at(p.model, p.head, p.x, p.y, p.gradient));
       adam.step(scratch, p.gradient);
     });
     timer.time(1, [&] { factors.update_inverses(o.damping); });

@@ -45,14 +45,13 @@ struct MlpProblem {
   nn::Model<T> model;
   nn::SoftmaxCrossEntropy<T> head;
   Tensor<T> x, y, v, gradient;
-  Tape<T> tape;
 
   /// f: the mean loss, one plain forward pass.
   T forward() { return head.loss(model.forward(x), y).item(); }
   /// JVP of the loss along v (parameters only), one dual forward pass.
   T jvp() { return head.loss(model.forward_jvp(x, v), y).tangent().item(); }
   /// VJP: the gradient (forward recorded on the tape + one reverse sweep).
-  T vjp() { return nn::loss_and_gradient(model, head, x, y, gradient, tape); }
+  T vjp() { return nn::loss_and_gradient(model, head, x, y, gradient); }
 };
 
 }  // namespace amari::bench

@@ -49,14 +49,18 @@ CostReport measure_costs(const nn::Model<T>& model, const nn::Head<T>& head, con
   Tensor<T> v = Tensor<T>::uninitialized(Shape{p});
   for (Index i = 0; i < p; ++i) v[i] = static_cast<T>(rng.normal());
   Tensor<T> out = Tensor<T>::uninitialized(Shape{p}), grad = model.zeros_like_parameters();
-  Tape<T> tape;
   volatile double sink = 0;
   GgnOperator<T> linearized(model, head, inputs);  // for "one more product at the same theta"
 
   std::vector<std::function<void()>> work = {
       [&] { sink = sink + static_cast<double>(head.loss(model.forward(inputs), targets).item()); },
-      [&] { sink = sink + static_cast<double>(head.loss(model.forward_jvp(inputs, v), targets).tangent().item()); },
-      [&] { sink = sink + static_cast<double>(nn::gradient_at(model, head, inputs, targets, grad, tape)); },
+      [&] {
+        sink = sink + static_cast<double>(
+                          head.loss(model.forward_jvp(inputs, v), targets).tangent().item());
+      },
+      [&] {
+        sink = sink + static_cast<double>(nn::gradient_at(model, head, inputs, targets, grad));
+      },
       [&] {
         GgnOperator<T> g(model, head, inputs);
         g.apply(v, out);

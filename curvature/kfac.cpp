@@ -1460,8 +1460,7 @@ double Kfac<T>::loss_and_gradient(const Tensor<T>& inputs, const Tensor<T>& targ
   // The pass update() records, without the taps and statistics: at model.step(), in the model's
   // mode, leaving its state alone (step_unguarded has already moved it). Data-parallel, the
   // union's mean as update() reduces it.
-  Tape<T> tape;
-  double loss = static_cast<double>(nn::gradient_at(*model_, *head_, inputs, targets, g, tape));
+  double loss = static_cast<double>(nn::gradient_at(*model_, *head_, inputs, targets, g));
   if (comm_) {
     nn::reduce_mean(*comm_, shard.weight(), std::span<T>(g.data(), static_cast<std::size_t>(g.size())));
     nn::reduce_mean(*comm_, shard.weight(), std::span<double>(&loss, 1));

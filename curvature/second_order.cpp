@@ -210,8 +210,8 @@ StepStart<T> start_step(nn::Model<T>& model, const nn::Head<T>& head, const Tens
   s.theta0 = model.gather();
   s.g = model.zeros_like_parameters();
   if (p.comm) {
-    Tape<T> tape;
-    r.loss = static_cast<double>(nn::loss_and_gradient(model, head, inputs, targets, s.g, tape, *p.comm, p.shard));
+    r.loss = static_cast<double>(
+        nn::loss_and_gradient(model, head, inputs, targets, s.g, *p.comm, p.shard));
   } else {
     r.loss = static_cast<double>(nn::loss_and_gradient(model, head, inputs, targets, s.g));
   }

@@ -215,11 +215,10 @@ void regression_section(std::uint64_t seed, bool quick) {
   nn::GaussianLearnedVariance<double> head;
   nn::Adam<double> adam({.learning_rate = 0.01});
   Tensor<double> grad = model.zeros_like_parameters();
-  Tape<double> tape;
   const int steps = quick ? 300 : 2000;
   double loss = 0;
   for (int t = 0; t < steps; ++t) {
-    loss = nn::loss_and_gradient(model, head, x, y, grad, tape);
+    loss = nn::loss_and_gradient(model, head, x, y, grad);
     adam.step(model.parameters(), grad);
   }
   std::printf(
@@ -324,13 +323,12 @@ int main(int argc, char** argv) {
 
     nn::Adam<float> adam({.learning_rate = s.lr});
     Tensor<float> grad = model.zeros_like_parameters();
-    Tape<float> tape;
     const auto t_train = Clock::now();
     for (long epoch = 1; epoch <= s.epochs; ++epoch) {
       for (const auto& b :
            nn::Batches<float>(data.train, s.batch, s.seed, static_cast<std::uint64_t>(epoch),
                               nn::LastBatch::drop)) {
-        nn::loss_and_gradient(model, head, b.inputs, nn::one_hot<float>(b.labels, 10), grad, tape);
+        nn::loss_and_gradient(model, head, b.inputs, nn::one_hot<float>(b.labels, 10), grad);
         adam.step(model.parameters(), grad);
       }
     }

@@ -97,11 +97,11 @@ class Parallel {
   template <amari::Real T>
   T loss_and_gradient(amari::nn::Model<T>& model, const amari::nn::Head<T>& head,
                       const amari::Tensor<T>& x, const amari::Tensor<T>& y,
-                      amari::Tensor<T>& gradient, amari::Tape<T>& tape) {
-    if (!distributed_) return amari::nn::loss_and_gradient(model, head, x, y, gradient, tape);
+                      amari::Tensor<T>& gradient) {
+    if (!distributed_) return amari::nn::loss_and_gradient(model, head, x, y, gradient);
     const amari::Tensor<T> xs = rows(x), ys = rows(y);
     const amari::nn::Shard shard = amari::nn::shard_of(comm(), xs.dim(0));
-    return amari::nn::loss_and_gradient(model, head, xs, ys, gradient, tape, comm(), shard);
+    return amari::nn::loss_and_gradient(model, head, xs, ys, gradient, comm(), shard);
   }
 
   /// Ends the whole job after an error on this rank (the others may wait in a collective): with

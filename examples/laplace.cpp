@@ -140,14 +140,14 @@ int main(int argc, char** argv) {
     nn::SoftmaxCrossEntropy<float> head;
     nn::Adam<float> adam({.learning_rate = opt.real("lr"), .weight_decay = opt.real("weight-decay")});
     Tensor<float> grad = model.zeros_like_parameters();
-    Tape<float> tape;
     for (long epoch = 1; epoch <= epochs; ++epoch) {
       const auto t0 = Clock::now();
       double loss = 0;
       long steps = 0;
       for (const auto& b : nn::Batches<float>(train, opt.integer("batch"), seed,
                                               static_cast<std::uint64_t>(epoch), nn::LastBatch::drop)) {
-        loss += nn::loss_and_gradient(model, head, b.inputs, nn::one_hot<float>(b.labels, 10), grad, tape);
+        loss +=
+            nn::loss_and_gradient(model, head, b.inputs, nn::one_hot<float>(b.labels, 10), grad);
         adam.step(model.parameters(), grad);
         ++steps;
       }

@@ -135,10 +135,10 @@ int main(int argc, char** argv) {
       nn::synchronize_model(parallel.comm(), model);  // every rank starts from rank 0's parameters
       nn::Adam<float> adam({.learning_rate = opt.real("adam-lr")});
       Tensor<float> grad = model.zeros_like_parameters();
-      Tape<float> tape;
       results.push_back(train(setup, "adam", model, opt.integer("adam-batch"),
                               [&](const Tensor<float>& x, const Tensor<float>& y, long) {
-                                const float loss = parallel.loss_and_gradient(model, head, x, y, grad, tape);
+                                const float loss =
+                                    parallel.loss_and_gradient(model, head, x, y, grad);
                                 adam.step(model.parameters(), grad);
                                 return static_cast<double>(loss);
                               }));

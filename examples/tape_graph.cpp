@@ -1,7 +1,8 @@
 // What the tape records for a training loss: a 4-8-3 tanh MLP with a softmax cross-entropy head
-// on a batch of 5 examples, recorded exactly as nn::loss_and_gradient records it (the parameters
-// are tape variables, the batch and its labels are constants). Prints the recorded graph in
-// Graphviz DOT to standard output, or with --table the table of records.
+// on a batch of 5 examples, recorded as the nn::RecordedModel inside nn::loss_and_gradient records
+// it (the parameters are tape variables, the batch and its labels are constants), but on a tape of
+// its own with the variables named. Prints the recorded graph in Graphviz DOT to standard output,
+// or with --table the table of records. (A RecordedModel's tape() prints the same way, unnamed.)
 //
 //   tape_graph > mlp.dot && dot -Tsvg mlp.dot > mlp.svg      # the graph
 //   tape_graph --table                                        # records, slots, residuals, bytes

@@ -94,12 +94,11 @@ int main(int argc, char** argv) {
     std::function<double(const Tensor<float>&, const Tensor<float>&)> step;
     nn::Adam<float> adam({.learning_rate = opt.real("lr")});
     Tensor<float> grad = model.zeros_like_parameters();
-    Tape<float> tape;
     std::unique_ptr<curvature::Kfac<float>> kfac;
     std::string described;
     if (which == "adam") {
       step = [&](const Tensor<float>& x, const Tensor<float>& y) {
-        const double loss = parallel.loss_and_gradient(model, head, x, y, grad, tape);
+        const double loss = parallel.loss_and_gradient(model, head, x, y, grad);
         adam.step(model.parameters(), grad);
         return loss;
       };

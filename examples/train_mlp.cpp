@@ -26,7 +26,6 @@ int main(int argc, char** argv) {
     nn::SoftmaxCrossEntropy<float> head;
     nn::Adam<float> adam({.learning_rate = opt.real("lr")});
     Tensor<float> grad = model.zeros_like_parameters();
-    Tape<float> tape;
     std::printf("%s", model.summary().c_str());
     std::printf("%lld training and %lld test examples, batch %ld, Adam lr %g\n",
                 static_cast<long long>(data.train.size()), static_cast<long long>(data.test.size()),
@@ -45,7 +44,7 @@ int main(int argc, char** argv) {
       for (const auto& b : nn::Batches<float>(data.train, opt.integer("batch"), seed, static_cast<std::uint64_t>(epoch),
                                               nn::LastBatch::drop)) {
         const double loss =
-            nn::loss_and_gradient(model, head, b.inputs, nn::one_hot<float>(b.labels, 10), grad, tape);
+            nn::loss_and_gradient(model, head, b.inputs, nn::one_hot<float>(b.labels, 10), grad);
         adam.step(model.parameters(), grad);
         loss_sum += loss;
         ++steps, ++total_steps;

@@ -9,21 +9,46 @@ RecordedModel<T>::RecordedModel(const Model<T>& model, Tensor<T> inputs, RecordO
     : model_(&model),
       x_(std::move(inputs)),
       y_(std::move(options.targets)),
-      theta_(model.gather()),  // a snapshot: later model updates do not disturb the record
+      // A snapshot, so that later model updates do not disturb the record; or, borrowed, the
+      // model's own storage (a handle: no element is copied).
+      theta_(options.borrow_parameters ? model.parameters() : model.gather()),
       tape_(std::make_unique<Tape<T>>()),
       one_(Tensor<T>::scalar(T(1))) {
   const std::string op = options.op ? options.op : "RecordedModel";
   if (!x_.defined()) throw ValueError(op + ": the inputs are an undefined tensor");
   if (options.head && !y_.defined()) throw ValueError(op + ": a head was given without targets");
+  Model<T>* const updated = options.update_state;
+  if (updated && updated != &model) {
+    throw ValueError(op + ": RecordOptions::update_state must point to the recorded model");
+  }
+  if (updated && options.taps)
+    throw ValueError(op + ": RecordOptions::update_state cannot be used with taps");
   const std::vector<Tensor<T>> views = model.split(theta_);
   params_.reserve(views.size());
   for (const auto& v : views) params_.push_back(tape_->variable(v));
   const std::span<const Var<T>> params(params_);
-  z_ = options.taps ? model.forward_observed(Var<T>(x_), params, *options.taps) : model.forward(Var<T>(x_), params);
-  if (z_.shape().rank() != 2) {
-    throw ShapeError(op + ": the model's output must be logits of shape (N, C), got " + z_.shape().str());
+  // The state before a training pass moves it, to undo the move if the recording throws.
+  const Tensor<T>& state = model.state();
+  const bool moves_state =
+      updated && model.mode() == Mode::train && state.defined() && state.size() > 0;
+  const Tensor<T> saved_state = moves_state ? state.clone() : Tensor<T>();
+  try {
+    if (options.taps) {
+      z_ = model.forward_observed(Var<T>(x_), params, *options.taps);
+    } else if (updated) {
+      z_ = updated->forward_updating_state(Var<T>(x_), params);
+    } else {
+      z_ = model.forward(Var<T>(x_), params);
+    }
+    if (z_.shape().rank() != 2) {
+      throw ShapeError(op + ": the model's output must be logits of shape (N, C), got " +
+                       z_.shape().str());
+    }
+    if (options.head) loss_ = options.head->loss(z_, y_);
+  } catch (...) {
+    if (moves_state) updated->state().copy_from(saved_state);
+    throw;
   }
-  if (options.head) loss_ = options.head->loss(z_, y_);
 }
 
 template <Real T>

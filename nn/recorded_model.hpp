@@ -9,11 +9,18 @@
 // (curvature/detail/tapped_record.hpp), sweeping its tape to the tapped layers' outputs. So the
 // model is recorded in one place.
 //
-// A record is a value: it owns its tape (Vars stay valid when the record is moved) and a copy of
-// the parameters it was made at, so a later update of the model does not disturb it. It only
-// references the model's structure (for splitting flat vectors), and the model must outlive it.
-// Recording either completes or throws with nothing else changed, so an owner that swaps in a new
-// record only after record() returned keeps its old one when recording fails (strong guarantee).
+// The training gradient (nn::loss_and_gradient, nn::gradient_at, and through gradient_at K-FAC's
+// steps without statistics) records a loss on the model's own parameter storage (a record that
+// ends with the call: RecordOptions::borrow_parameters) and sweeps the gradient once; a training
+// step's record is the step's forward pass (RecordOptions::update_state: batch norm's running
+// statistics move with the batch).
+//
+// A record is a value: it owns its tape (Vars stay valid when the record is moved) and, unless it
+// borrows them, a copy of the parameters it was made at, so a later update of the model does not
+// disturb it. It only references the model's structure (for splitting flat vectors), and the model
+// must outlive it. Recording either completes or throws with nothing else changed (a state update
+// is undone when the recording throws), so an owner that swaps in a new record only after record()
+// returned keeps its old one when recording fails (strong guarantee).
 #pragma once
 
 #include <memory>
@@ -40,16 +47,28 @@ struct RecordOptions {
   /// The operation the recording's errors name first, e.g. "diagonal_ggn", so that a caller's
   /// bad input is reported under the caller's name; "RecordedModel" when null.
   const char* op = nullptr;
+  /// When set, the recording is the forward pass of a training step: this must be the recorded
+  /// model (ValueError otherwise), and in Mode::train its non-parameter state (batch norm's
+  /// running statistics) moves with this batch, once, as Model::forward_updating_state moves it;
+  /// in Mode::eval nothing changes. If the recording throws, the state is restored (a copy of the
+  /// S state values is kept while recording). Not with taps (ValueError). Only used while the
+  /// constructor runs.
+  Model<T>* update_state = nullptr;
+  /// When true, the record uses the model's own parameter storage instead of a copy: no P-element
+  /// copy, but the record (its sweeps and parameters()) is only valid until the model's parameters
+  /// change. For a record that does not outlive the call that makes it, e.g. the training gradient.
+  bool borrow_parameters = false;
 };
 
-/// z = f(x; theta) (and optionally the loss) recorded at a copy of the model's parameters, in the
-/// model's current mode, with its current dropout masks; the model's state is never changed.
+/// z = f(x; theta) (and optionally the loss) recorded at a copy of the model's parameters (or the
+/// parameters themselves: RecordOptions::borrow_parameters), in the model's current mode, with its
+/// current dropout masks; the model's state is changed only by RecordOptions::update_state.
 template <Real T>
 class RecordedModel {
  public:
   /// Records the forward pass of `model` on `inputs` (N, ...). The output must be logits (N, C)
-  /// (ShapeError naming options.op otherwise). Cost: one copy of the P parameters and one taped
-  /// forward pass (plus the loss with options.head).
+  /// (ShapeError naming options.op otherwise). Cost: one copy of the P parameters (none with
+  /// options.borrow_parameters) and one taped forward pass (plus the loss with options.head).
   RecordedModel(const Model<T>& model, Tensor<T> inputs, RecordOptions<T> options = {});
   RecordedModel(RecordedModel&&) noexcept = default;
   RecordedModel& operator=(RecordedModel&&) noexcept = default;
@@ -78,7 +97,8 @@ class RecordedModel {
   const Tensor<T>& inputs() const { return x_; }
   /// The targets the loss was recorded with (undefined without a loss).
   const Tensor<T>& targets() const { return y_; }
-  /// The parameters theta the record was made at (flat, P; a copy, not the model's storage).
+  /// The parameters theta the record was made at (flat, P; a copy, not the model's storage, unless
+  /// RecordOptions::borrow_parameters was set).
   const Tensor<T>& parameters() const { return theta_; }
   /// The parameter variables (one per parameter view, in flat order).
   const std::vector<Var<T>>& parameter_variables() const { return params_; }

@@ -2,24 +2,27 @@
 
 #include <algorithm>
 
+#include <amari/nn/recorded_model.hpp>
+
 namespace amari::nn {
 
 namespace {
 
-// One taped forward pass and one reverse sweep; `forward` runs the model on the parameter Vars.
-template <Real T, class Forward>
-T taped_loss_and_gradient(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-                          Tensor<T>& gradient, Tape<T>& tape, Forward forward) {
-  std::vector<Tensor<T>> grads = model.split(gradient);  // views into `gradient`
-  tape.clear();
-  const std::vector<Var<T>> params = model.variables(tape);
-  const Var<T> z = forward(Var<T>(x), std::span<const Var<T>>(params));
-  const Var<T> loss = head.loss(z, y);
-  const Tensor<T> one = Tensor<T>::scalar(T(1));
-  tape.vjp_into(std::span<const Var<T>>(&loss, 1), std::span<const Tensor<T>>(&one, 1), params, grads);
-  const T value = loss.value().item();
-  tape.clear();
-  return value;
+// One recorded forward pass (a training step's with `update`, the model's state moving with the
+// batch) and one reverse sweep, on the model's own parameters: the record ends with the call. The
+// caller has checked the gradient's length.
+template <Real T>
+T recorded_loss_and_gradient(const Model<T>& model, Model<T>* update, const Head<T>& head,
+                             const Tensor<T>& x, const Tensor<T>& y, Tensor<T>& gradient,
+                             const char* op) {
+  RecordedModel<T> record(model, x,
+                          RecordOptions<T>{.head = &head,
+                                           .targets = y,
+                                           .op = op,
+                                           .update_state = update,
+                                           .borrow_parameters = true});
+  record.gradient(gradient);
+  return record.loss();
 }
 
 // The start of a training step whose batch row 0 is example `first` of the step's batch: in train
@@ -31,32 +34,25 @@ void start_step(Model<T>& model, const Tensor<T>& gradient, Index first) {
   model.set_first_example(first);
 }
 
-template <Real T>
-T taped_training_step(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-                      Tensor<T>& gradient, Tape<T>& tape) {
-  return taped_loss_and_gradient(model, head, x, y, gradient, tape, [&](const Var<T>& xv, std::span<const Var<T>> p) {
-    return model.forward_updating_state(xv, p);
-  });
-}
-
 }  // namespace
 
 template <Real T>
 T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-                    Tensor<T>& gradient, Tape<T>& tape) {
+                    Tensor<T>& gradient) {
   start_step(model, gradient, 0);
-  return taped_training_step(model, head, x, y, gradient, tape);
+  return recorded_loss_and_gradient(model, &model, head, x, y, gradient, "loss_and_gradient");
 }
 
 template <Real T>
 T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-                    Tensor<T>& gradient, Tape<T>& tape, Communicator& comm, const Shard& shard) {
+                    Tensor<T>& gradient, Communicator& comm, const Shard& shard) {
   // Every rank starts the step, also with 0 rows (the ranks' steps stay equal); this rank's rows
   // are examples [offset, offset + local) of the union, which keys their dropout masks.
   start_step(model, gradient, shard.offset);
   double loss = 0;
   if (shard.local > 0) {
-    loss = static_cast<double>(taped_training_step(model, head, x, y, gradient, tape));
+    loss = static_cast<double>(
+        recorded_loss_and_gradient(model, &model, head, x, y, gradient, "loss_and_gradient"));
   } else {
     gradient.fill(T(0));
   }
@@ -92,10 +88,10 @@ void synchronize_model(Communicator& comm, Model<T>& model) {
 
 template <Real T>
 T gradient_at(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-              Tensor<T>& gradient, Tape<T>& tape) {
-  return taped_loss_and_gradient(model, head, x, y, gradient, tape, [&](const Var<T>& xv, std::span<const Var<T>> p) {
-    return model.forward(xv, p);
-  });
+              Tensor<T>& gradient) {
+  model.split(gradient);  // ShapeError before anything is recorded
+  return recorded_loss_and_gradient(model, static_cast<Model<T>*>(nullptr), head, x, y, gradient,
+                                    "gradient_at");
 }
 
 template <Real T>
@@ -124,23 +120,24 @@ Evaluation evaluate(const Model<T>& model, const Head<T>& head, const Tensor<T>&
 }
 
 template float loss_and_gradient<float>(Model<float>&, const Head<float>&, const Tensor<float>&,
-                                        const Tensor<float>&, Tensor<float>&, Tape<float>&);
-template double loss_and_gradient<double>(Model<double>&, const Head<double>&, const Tensor<double>&,
-                                          const Tensor<double>&, Tensor<double>&, Tape<double>&);
+                                        const Tensor<float>&, Tensor<float>&);
+template double loss_and_gradient<double>(Model<double>&, const Head<double>&,
+                                          const Tensor<double>&, const Tensor<double>&,
+                                          Tensor<double>&);
 template float loss_and_gradient<float>(Model<float>&, const Head<float>&, const Tensor<float>&,
-                                        const Tensor<float>&, Tensor<float>&, Tape<float>&, Communicator&,
+                                        const Tensor<float>&, Tensor<float>&, Communicator&,
                                         const Shard&);
-template double loss_and_gradient<double>(Model<double>&, const Head<double>&, const Tensor<double>&,
-                                          const Tensor<double>&, Tensor<double>&, Tape<double>&, Communicator&,
-                                          const Shard&);
+template double loss_and_gradient<double>(Model<double>&, const Head<double>&,
+                                          const Tensor<double>&, const Tensor<double>&,
+                                          Tensor<double>&, Communicator&, const Shard&);
 template std::uint64_t structure_fingerprint<float>(const Model<float>&);
 template std::uint64_t structure_fingerprint<double>(const Model<double>&);
 template void synchronize_model<float>(Communicator&, Model<float>&);
 template void synchronize_model<double>(Communicator&, Model<double>&);
 template float gradient_at<float>(const Model<float>&, const Head<float>&, const Tensor<float>&,
-                                  const Tensor<float>&, Tensor<float>&, Tape<float>&);
-template double gradient_at<double>(const Model<double>&, const Head<double>&, const Tensor<double>&,
-                                    const Tensor<double>&, Tensor<double>&, Tape<double>&);
+                                  const Tensor<float>&, Tensor<float>&);
+template double gradient_at<double>(const Model<double>&, const Head<double>&,
+                                    const Tensor<double>&, const Tensor<double>&, Tensor<double>&);
 template Evaluation evaluate<float>(const Model<float>&, const Head<float>&, const Tensor<float>&,
                                     const std::vector<int>&, Index, Index);
 template Evaluation evaluate<double>(const Model<double>&, const Head<double>&, const Tensor<double>&,

@@ -12,22 +12,16 @@ namespace amari::nn {
 
 /// Mean loss of `head` on `model`'s logits for inputs x (N, ...) and targets y (N, C), and its
 /// gradient with respect to all parameters written into `gradient` (flat, length P; ShapeError
-/// otherwise). One forward pass recorded on `tape` (cleared first) and one reverse sweep; the
-/// gradient lands directly in the flat vector through per-parameter views (no copy).
+/// otherwise). One forward pass recorded by an nn::RecordedModel on the model's own parameters (no
+/// copy; the record ends with the call) and one reverse sweep; the gradient lands directly in the
+/// flat vector through per-parameter views (no copy).
 /// This is the forward pass of a training step: in Mode::train it starts a new step (new dropout
-/// masks: model.step() is incremented first) and updates the model's running statistics. The batch
-/// is the step's whole batch: model.first_example() is set to 0.
+/// masks: model.step() is incremented first) and updates the model's running statistics, once
+/// (RecordOptions::update_state). The batch is the step's whole batch: model.first_example() is
+/// set to 0.
 template <Real T>
 T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-                    Tensor<T>& gradient, Tape<T>& tape);
-
-/// Same, with a tape owned by the call.
-template <Real T>
-T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-                    Tensor<T>& gradient) {
-  Tape<T> tape;
-  return loss_and_gradient(model, head, x, y, gradient, tape);
-}
+                    Tensor<T>& gradient);
 
 /// Data-parallel: the mean loss and gradient over the union of every rank's shard, on every rank.
 /// x and y are this rank's rows (`shard.local` of them, possibly 0; see nn/communicator.hpp); the
@@ -39,7 +33,7 @@ T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, co
 /// moves on every rank, also with 0 rows.
 template <Real T>
 T loss_and_gradient(Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-                    Tensor<T>& gradient, Tape<T>& tape, Communicator& comm, const Shard& shard);
+                    Tensor<T>& gradient, Communicator& comm, const Shard& shard);
 
 /// A fingerprint of a model's structure: parameter and state names and shapes, and the count.
 /// Two models that can exchange flat parameter vectors have equal fingerprints.
@@ -54,10 +48,12 @@ template <Real T>
 void synchronize_model(Communicator& comm, Model<T>& model);
 
 /// The same loss and gradient with no side effect: the pass runs in model.mode() at model.step()
-/// (the current dropout masks) and leaves the state alone. For measurements and checks.
+/// (the current dropout masks) and leaves the state alone. The same RecordedModel and sweep as
+/// loss_and_gradient without the state update. For measurements, checks and K-FAC's steps without
+/// statistics.
 template <Real T>
 T gradient_at(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
-              Tensor<T>& gradient, Tape<T>& tape);
+              Tensor<T>& gradient);
 
 /// Mean loss and accuracy over a whole labelled set, evaluated in batches of `batch_size`
 /// (plain forward passes in Mode::eval, no tape). Inputs (N, D): rows are examples.

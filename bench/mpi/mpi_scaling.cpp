@@ -121,9 +121,8 @@ int run(mpi::Communicator& comm, Net& net, Index batch, Index curvature_batch, i
   });
 
   Tensor<float> g = model.zeros_like_parameters();
-  Tape<float> tape;
-  const Measurement gradient = measure(
-      comm, reps, [&] { nn::loss_and_gradient(model, head, xs, ys, g, tape, comm, shard); });
+  const Measurement gradient =
+      measure(comm, reps, [&] { nn::loss_and_gradient(model, head, xs, ys, g, comm, shard); });
 
   const Tensor<float> theta0 = model.gather();
   curv::NaturalGradientOptions ng_options;

@@ -27,9 +27,8 @@ TEST_CASE("mpi: the reduced loss and gradient equal the single-process ones on t
     CHECK(shard.total == Problem::n);
 
     Tensor<double> g = p.model.zeros_like_parameters(), g_ref = p.model.zeros_like_parameters();
-    Tape<double> tape;
     nn::Model<double> reference = p.model;
-    const double loss = nn::loss_and_gradient(p.model, p.head, l.x, l.y, g, tape, comm, shard);
+    const double loss = nn::loss_and_gradient(p.model, p.head, l.x, l.y, g, comm, shard);
     const double loss_ref = nn::loss_and_gradient(reference, p.head, p.x, p.y, g_ref);
     CHECK(std::abs(loss - loss_ref) <= 1e-12 * std::abs(loss_ref));
     CHECK(relative_difference(g, g_ref) <= 1e-12);

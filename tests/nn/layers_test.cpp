@@ -136,8 +136,7 @@ TEST_CASE("BatchNorm: running statistics move only in the training pass, as PyTo
   model.forward(x);
   model.forward_jvp(x, model.zeros_like_parameters());
   Tensor<double> g = model.zeros_like_parameters();
-  Tape<double> tape;
-  nn::gradient_at(model, head, x, y, g, tape);
+  nn::gradient_at(model, head, x, y, g);
   curvature::GgnOperator<double> ggn(model, head, x);
   Tensor<double> out = model.zeros_like_parameters();
   ggn.apply(model.parameters(), out);
@@ -150,7 +149,7 @@ TEST_CASE("BatchNorm: running statistics move only in the training pass, as PyTo
   nn::Model<double> conv(first_two);
   conv.scatter(model.parameters().view(0, Shape{conv.num_parameters()}).clone());
   const Tensor<double> c = conv.forward(x);  // (6, 5, 5, 2)
-  nn::loss_and_gradient(model, head, x, y, g, tape);
+  nn::loss_and_gradient(model, head, x, y, g);
   for (Index ch = 0; ch < 2; ++ch) {
     double sum = 0, sq = 0;
     const Index m = 6 * 25;
@@ -188,8 +187,7 @@ TEST_CASE("Dropout: one mask per step, shared by the forward pass, its JVP, its 
   CHECK(max_abs_diff(model.forward(x), z0) == 0.0);                     // same step, same mask
   CHECK(max_abs_diff(model.forward_jvp(x, model.zeros_like_parameters()).primal(), z0) == 0.0);
   Tensor<double> g = model.zeros_like_parameters();
-  Tape<double> tape;
-  const double l0 = nn::gradient_at(model, head, x, y, g, tape);
+  const double l0 = nn::gradient_at(model, head, x, y, g);
   CHECK(l0 == Approx(head.loss(z0, y).item()).epsilon(1e-15));
 
   // The gradient at this step matches finite differences of the loss at this step (same masks).
@@ -209,7 +207,7 @@ TEST_CASE("Dropout: one mask per step, shared by the forward pass, its JVP, its 
 
   // A training pass starts a new step: new masks; eval mode: no dropout at all.
   const std::uint64_t step = model.step();
-  nn::loss_and_gradient(model, head, x, y, g, tape);
+  nn::loss_and_gradient(model, head, x, y, g);
   CHECK(model.step() == step + 1);
   CHECK(max_abs_diff(model.forward(x), z0) > 1e-6);
   model.set_step(step);
