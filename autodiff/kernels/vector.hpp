@@ -14,8 +14,9 @@
 // terms in element order, and the lanes are combined in a fixed pairwise order (combine_lanes).
 // Block sums are combined in block order, whatever thread produced them. A result is therefore
 // bit-identical for any number of threads, with or without OpenMP, and for any start address of
-// the data; every sum written with block_sums (dot, sum here, CG's fused passes) gives the same
-// bits as dot() on the same terms.
+// the data; every sum written with block_sums (dot here, CG's fused passes) gives the same bits as
+// dot() on the same terms. sum() is the one exception (vector.cpp says why): fixed blocks too,
+// so as deterministic, but summed in SIMD lanes of T.
 //
 // The lanes are explicit 8-wide vectors (GCC/Clang vector extensions, as in gemm.cpp), so the
 // lane order holds whatever the machine's vector width. Left to itself the compiler turned sums
@@ -211,7 +212,8 @@ inline double block_dot(const T* x, const T* y, Index lo, Index hi) {
 template <class T>
 double dot(Index n, const T* x, const T* y);
 
-/// sum_i x_i over [0, n), accumulated in double by the reduction above. Cost: n reads.
+/// sum_i x_i over [0, n): blocks of 1024 elements summed in SIMD lanes of T, block sums added in
+/// double in block order; bit-identical for any thread count. Cost: n reads.
 template <class T>
 double sum(Index n, const T* x);
 

@@ -324,8 +324,8 @@ TEST_CASE("kernels: sum of 1e6 elements matches a long double reference", "[kern
   for (Index i = 0; i < n; ++i) ry += y[i], abs_sum += std::fabs(y[i]);
   CHECK(std::fabs(amari::sum(y).item() - static_cast<double>(ry)) <=
         1e-14 * static_cast<double>(abs_sum));
-  // Sizes around the smallest block of the reduction (4096 elements) and the threshold.
-  for (Index m : {Index{1}, Index{4095}, Index{4096}, Index{4097}, Index{65535}, Index{65536},
+  // Sizes around the threshold and the 1024-element block boundary.
+  for (Index m : {Index{1}, Index{1023}, Index{1024}, Index{1025}, Index{65535}, Index{65536},
                   Index{65537}}) {
     INFO("m = " << m);
     long double r = 0;
