@@ -174,7 +174,7 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
   auto first_direction = [&]() -> bool {
     if (M) {
       M->apply(r, z);
-      rz = detail::cg_dot(r, z);
+      rz = dot(r, z);
       if (!std::isfinite(rz)) {
         status = CgStatus::non_finite;
         return false;
@@ -234,7 +234,7 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
       double rz_new = rr_new;
       if (M && std::isfinite(rr_new)) {
         M->apply(r, z);
-        rz_new = detail::cg_dot(r, z);
+        rz_new = dot(r, z);
       }
       if (!std::isfinite(rr_new) || !std::isfinite(rz_new)) {
         status = CgStatus::non_finite;

@@ -8,10 +8,10 @@
 #include <limits>
 #include <utility>
 
-#include <amari/curvature/detail/blocked.hpp>
-#include <amari/curvature/vector_ops.hpp>
+#include <amari/autodiff/kernels/vector.hpp>
 #include <amari/curvature/detail/format.hpp>
 #include <amari/curvature/detail/tridiagonal_ql.hpp>
+#include <amari/curvature/vector_ops.hpp>
 #include <amari/nn/random.hpp>
 
 namespace amari::curvature {
@@ -19,12 +19,15 @@ namespace {
 
 // ---- kernels on a set of flat vectors -----------------------------------------------------------
 // They extend vector_ops' single-vector kernels (dot, norm, axpy, all_finite, used as they are) to
-// a set of vectors, on the same block partition (detail/blocked.hpp), so results do not depend on
-// the thread count.
-using detail::block_dot;
-using detail::Blocks;
-using detail::blocks_for;
-using detail::for_each_block;
+// a set of vectors, on the block partition and lanes of the vector kernels
+// (autodiff/kernels/vector.hpp), so results do not depend on the thread count and each entry of
+// Q^T w is bitwise dot(q_i, w).
+using kernels::block_dot;
+using kernels::block_span;
+using kernels::Blocks;
+using kernels::blocks_for;
+using kernels::for_each_block;
+using kernels::Span;
 
 // Linear combinations accumulate kChunk elements at a time in a double buffer on the stack.
 constexpr Index kChunk = 256;
@@ -187,12 +190,11 @@ void OrthonormalBasis<T>::project_out(Tensor<T>& w, std::vector<double>* coeffic
   projection_.resize(static_cast<std::size_t>(k));
   T* wp = w.data();
   // projection = Q^T w: per block, all k partial dots while the block of w is in cache.
-  for_each_block(n_, blocks, [&](Index b) {
-    const Index lo = b * blocks.size;
-    const Index hi = std::min(n_, lo + blocks.size);
+  for_each_block(n_, blocks.count, [&](Index b) {
+    const Span s = block_span(n_, blocks, b);
     for (int i = 0; i < k; ++i) {
       partial_[static_cast<std::size_t>(b * k + i)] =
-          block_dot(vectors_[static_cast<std::size_t>(i)].data(), wp, lo, hi);
+          block_dot(vectors_[static_cast<std::size_t>(i)].data(), wp, s.lo, s.hi);
     }
   });
   for (int i = 0; i < k; ++i) {
@@ -202,9 +204,9 @@ void OrthonormalBasis<T>::project_out(Tensor<T>& w, std::vector<double>* coeffic
     if (coefficients) (*coefficients)[static_cast<std::size_t>(i)] += s;
   }
   // w <- w - Q (Q^T w).
-  for_each_block(n_, blocks, [&](Index b) {
-    const Index lo = b * blocks.size;
-    combine_range(vectors_, projection_.data(), k, 1.0, wp, lo, std::min(n_, lo + blocks.size));
+  for_each_block(n_, blocks.count, [&](Index b) {
+    const Span s = block_span(n_, blocks, b);
+    combine_range(vectors_, projection_.data(), k, 1.0, wp, s.lo, s.hi);
   });
   ++passes_;
 }
@@ -259,9 +261,9 @@ void OrthonormalBasis<T>::combine(const std::vector<double>& c, Tensor<T>& out) 
   if (n_ == 0) return;
   const Blocks blocks = blocks_for(n_);
   T* op = out.data();
-  for_each_block(n_, blocks, [&](Index b) {
-    const Index lo = b * blocks.size;
-    combine_range(vectors_, c.data(), k, 0.0, op, lo, std::min(n_, lo + blocks.size));
+  for_each_block(n_, blocks.count, [&](Index b) {
+    const Span s = block_span(n_, blocks, b);
+    combine_range(vectors_, c.data(), k, 0.0, op, s.lo, s.hi);
   });
 }
 

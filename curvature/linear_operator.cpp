@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <utility>
 
+#include <amari/autodiff/kernels/vector.hpp>
 #include <amari/curvature/detail/format.hpp>
 #include <amari/curvature/vector_ops.hpp>
 
@@ -182,7 +183,7 @@ void DenseOperator<T>::apply(const Tensor<T>& v, Tensor<T>& out) {
   const T* m = matrix_.data();
   const T* x = v.data();
   T* y = out.data();
-#pragma omp parallel for schedule(static) if (n * n >= kParallelThreshold)
+#pragma omp parallel for schedule(static) if (n * n >= kernels::kParallelElements)
   for (Index i = 0; i < n; ++i) {
     const T* row = m + i * n;
     double s = 0.0;
@@ -217,7 +218,7 @@ void DiagonalOperator<T>::apply(const Tensor<T>& v, Tensor<T>& out) {
   const T* d = d_.data();
   const T* x = v.data();
   T* y = out.data();
-#pragma omp parallel for simd schedule(static) if (n >= kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (n >= kernels::kParallelElements)
   for (Index i = 0; i < n; ++i) y[i] = d[i] * x[i];
 }
 
@@ -253,7 +254,7 @@ void DiagonalPreconditioner<T>::apply(const Tensor<T>& r, Tensor<T>& z) {
   const T* m = m_.data();
   const T* x = r.data();
   T* y = z.data();
-#pragma omp parallel for simd schedule(static) if (n >= kParallelThreshold)
+#pragma omp parallel for simd schedule(static) if (n >= kernels::kParallelElements)
   for (Index i = 0; i < n; ++i) y[i] = x[i] / m[i];
 }
 

@@ -1,7 +1,8 @@
 // BLAS-1 style operations on flat vectors (rank-1 Tensor<T>), the vector arithmetic of the solvers
 // (SEED-NOTES 5; conjugate gradient's inner loop fuses them further, detail/cg_kernels.hpp). Each
-// is one pass of a simple loop the compiler vectorizes; above kParallelThreshold elements the pass
-// is split over OpenMP threads with static scheduling.
+// checks the element counts and calls the vector kernel of the same name on the raw data
+// (autodiff/kernels/vector.hpp): one pass of a simple loop the compiler vectorizes, split over
+// OpenMP threads with static scheduling for vectors of 2^16 elements or more.
 //
 // Determinism: reductions (dot, norm) split the vector into blocks whose number and boundaries
 // depend on the length only (never on the thread count), sum each block in a fixed lane order and
@@ -9,14 +10,9 @@
 // threads, with or without OpenMP, and for any start address of the data.
 #pragma once
 
-
 #include <amari/autodiff/tensor.hpp>
 
 namespace amari::curvature {
-
-/// Vectors shorter than this are processed by the calling thread alone: below it the cost of
-/// waking a thread team exceeds the work (a few microseconds of memory traffic).
-inline constexpr Index kParallelThreshold = Index{1} << 16;
 
 /// sum_i x_i y_i, accumulated in double also for T = float (products formed in double).
 /// x and y must have the same number of elements (ShapeError). Cost: 2n reads.

@@ -1,7 +1,8 @@
 // Loops over independent work items and per-channel sums over rows (internal; used by the image
 // and normalization primitives in autodiff/ops).
 //
-// Both follow the rules of elementwise.hpp: OpenMP only above kParallelElements of work, and a
+// Both follow the rules of elementwise.hpp: OpenMP only above kParallelElements (vector.hpp) of
+// work, and a
 // partition that does not depend on the thread count, so every result is bitwise the same at any
 // number of threads.
 #pragma once

@@ -17,6 +17,7 @@
 #include <utility>
 #include <xsimd/xsimd.hpp>
 
+#include <amari/autodiff/kernels/vector.hpp>
 #include <amari/autodiff/shape.hpp>
 
 namespace amari::kernels {
@@ -24,9 +25,7 @@ namespace amari::kernels {
 template <class T>
 using Batch = xsimd::batch<T>;
 
-/// Element counts below this run on one thread: waking the OpenMP team costs a few microseconds,
-/// more than a cheap element-wise pass over 64k elements saves.
-inline constexpr Index kParallelElements = Index{1} << 16;
+// The passes below run on one thread under kParallelElements elements (vector.hpp).
 /// Elements per OpenMP work item (static schedule: deterministic partition per thread count).
 inline constexpr Index kChunk = Index{1} << 13;
 
@@ -179,17 +178,5 @@ void broadcast_map(const Shape& out_shape, T* out, const F& f, const P&... in) {
 /// shape has no elements (an empty src sums to zero).
 template <class T>
 void sum_to_accumulate(const T* src, const Shape& src_shape, T* dst, const Shape& dst_shape);
-
-/// Sum of n elements, accumulated in blocks and combined in double; deterministic per thread count.
-template <class T>
-double sum(Index n, const T* x);
-
-/// Sum of f(x_i, y_i) over i (e.g. a dot product); same accumulation scheme as sum().
-template <class T>
-double dot(Index n, const T* x, const T* y);
-
-/// Element-wise copy (memcpy with a parallel split for large n).
-template <class T>
-void copy(Index n, const T* src, T* dst);
 
 }  // namespace amari::kernels

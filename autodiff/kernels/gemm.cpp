@@ -412,9 +412,15 @@ void gemm_parallel(const Problem<T>& pr, int threads, bool split_rows) {
 
 // ---- matrix-vector shapes -----------------------------------------------------------------------
 
+// The dot and axpy of the matrix-vector shapes. Not the vector kernels of vector.hpp, whose job is
+// a reduction that is bit-identical for any thread count, in double lanes: these are GEMM's
+// arithmetic on one row, single-threaded inside gemv and called once per output on rows that are
+// often short, so they accumulate in T with fused multiply-adds like the micro-kernel (a result in
+// T, as BLAS gives it) at full SIMD width, four independent accumulators deep.
+
 // y[0:len] += s * x[0:len].
 template <class T>
-void axpy(Index len, T s, const T* __restrict x, T* __restrict y) {
+void gemv_axpy(Index len, T s, const T* __restrict x, T* __restrict y) {
   using Batch = xsimd::batch<T>;
   constexpr Index W = Batch::size;
   const Batch sv(s);
@@ -428,7 +434,7 @@ void axpy(Index len, T s, const T* __restrict x, T* __restrict y) {
 
 // sum_i x[i] * y[i], with four independent accumulators to hide the FMA latency.
 template <class T>
-T dot(Index len, const T* x, const T* y) {
+T gemv_dot(Index len, const T* x, const T* y) {
   using Batch = xsimd::batch<T>;
   constexpr Index W = Batch::size;
   Batch acc[4] = {Batch(T(0)), Batch(T(0)), Batch(T(0)), Batch(T(0))};
@@ -485,7 +491,7 @@ void gemv(const Problem<T>& pr) {
       scale_c(pr);
       for (Index p = 0; p < pr.k; ++p) {
         const T ap = pr.trans_a == Trans::no ? pr.a[p] : pr.a[p * pr.lda];
-        axpy(pr.n, pr.alpha * ap, pr.b + p * pr.ldb, pr.c);
+        gemv_axpy(pr.n, pr.alpha * ap, pr.b + p * pr.ldb, pr.c);
       }
     } else {
       // C(0, j) = op(A) row . B row j, both contiguous once A's row is.
@@ -493,7 +499,7 @@ void gemv(const Problem<T>& pr) {
                        ? pr.a
                        : gather(pr.k, pr.a, pr.lda, scratch.get(static_cast<std::size_t>(pr.k)));
       for (Index j = 0; j < pr.n; ++j) {
-        const T d = pr.alpha * dot(pr.k, x, pr.b + j * pr.ldb);
+        const T d = pr.alpha * gemv_dot(pr.k, x, pr.b + j * pr.ldb);
         pr.c[j] = pr.beta == T(0) ? d : pr.beta * pr.c[j] + d;
       }
     }
@@ -505,7 +511,7 @@ void gemv(const Problem<T>& pr) {
   const T* y = pr.trans_b == Trans::yes ? pr.b : gather(pr.k, pr.b, pr.ldb, buffer);
   if (pr.trans_a == Trans::no) {
     for (Index i = 0; i < pr.m; ++i) {
-      const T d = pr.alpha * dot(pr.k, pr.a + i * pr.lda, y);
+      const T d = pr.alpha * gemv_dot(pr.k, pr.a + i * pr.lda, y);
       T& ci = pr.c[i * pr.ldc];
       ci = pr.beta == T(0) ? d : pr.beta * ci + d;
     }
@@ -513,7 +519,7 @@ void gemv(const Problem<T>& pr) {
     // A is stored k x m: accumulate y[p] * (row p of A) into a contiguous column.
     T* column = buffer + pr.k;
     std::fill(column, column + pr.m, T(0));
-    for (Index p = 0; p < pr.k; ++p) axpy(pr.m, y[p], pr.a + p * pr.lda, column);
+    for (Index p = 0; p < pr.k; ++p) gemv_axpy(pr.m, y[p], pr.a + p * pr.lda, column);
     for (Index i = 0; i < pr.m; ++i) {
       const T d = pr.alpha * column[i];
       T& ci = pr.c[i * pr.ldc];

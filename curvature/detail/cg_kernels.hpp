@@ -12,166 +12,55 @@
 // A pass cannot be fused with the next because each needs a scalar reduced over all of the
 // previous one (alpha from p^T A p, beta from r^T r).
 //
-// Reductions use the block partition and lane order of blocked.hpp, so every sum here is
-// bit-identical to the corresponding dot() of vector_ops.hpp, for any thread count; element
-// updates are the same expressions as axpy and xpby there (compiled alike, with a * b + c fused
-// or not in both). The loops are written in explicit
-// 8-wide vectors (GCC/Clang vector extensions, as in kernels/gemm.cpp) whose elements are the
-// kLanes lanes of blocked.hpp: element i of a block goes to lane (i - block start) mod 8, and each
-// lane adds its products in element order, as block_dot does, whatever the machine's vector width.
-// Left to itself the compiler turned the multi-sum loops into scalar code (it vectorizes
-// block_dot's single sum, not sums with stores in between), measured 2-3x slower.
+// Reductions are the one reduction of the vector kernels (autodiff/kernels/vector.hpp:
+// block_sums over its block partition, in its 8 double lanes), so every sum here is bit-identical
+// to the corresponding dot() there, for any thread count; element updates are the same
+// expressions as axpy and xpby there (compiled alike, with a * b + c fused or not in both). The
+// passes only say what a chunk of 8 elements reads, writes and adds to the lanes.
 //
 // Header-only, included by cg.cpp alone: templates used in one place.
 #pragma once
 
-#include <omp.h>
-
 #include <algorithm>
-#include <cstring>
 
+#include <amari/autodiff/kernels/vector.hpp>
 #include <amari/autodiff/tensor.hpp>
-#include <amari/curvature/detail/blocked.hpp>
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 namespace amari::curvature::detail {
 
 namespace cg_lanes {
 
-static_assert(kLanes == 8, "the vectors below hold one block's lanes");
+using kernels::block_span;
+using kernels::block_sums;
+using kernels::Blocks;
+using kernels::blocks_for;
+using kernels::combine_lanes;
+using kernels::for_each_block;
+using kernels::kLanes;
+using kernels::kMaxBlocks;
+using kernels::Lanes;
+using kernels::load;
+using kernels::Span;
+using kernels::store;
+using kernels::Sums;
+using kernels::widen;
 
-template <class T>
-struct VectorOf8 {
-  typedef T type __attribute__((vector_size(8 * sizeof(T))));
-};
-// The kLanes lanes of a block, as elements of T and as the double partial sums.
-template <class T>
-using Lanes = typename VectorOf8<T>::type;
-using Sums = Lanes<double>;
-
-template <class T>
-inline void load(const T* p, Lanes<T>& v) {
-  std::memcpy(&v, p, sizeof v);
-}
-template <class T>
-inline void store(T* p, const Lanes<T>& v) {
-  std::memcpy(p, &v, sizeof v);
-}
-
-// Exact widening to double: one vcvtps2pd with AVX-512. GCC 12 lowers __builtin_convertvector of
-// 8 floats to four half-width conversions and two inserts; the conversions then limited the float
-// passes (cg_curvature on 269k elements: 43 vs 33 us).
-inline void widen(const Lanes<float>& v, Sums& out) {
-#if defined(__AVX512F__)
-  __m256 f;
-  std::memcpy(&f, &v, sizeof f);
-  const __m512d d = _mm512_cvtps_pd(f);
-  std::memcpy(&out, &d, sizeof out);
-#else
-  out = __builtin_convertvector(v, Sums);
-#endif
-}
-inline void widen(const Lanes<double>& v, Sums& out) {
-  out = v;
-}
-
-// The lane sums combined in block_dot's fixed pairwise order.
-inline double combine(const Sums& s) {
-  return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-}
-
-struct Span {
-  Index lo, hi;
-};
-
-// Block b of the partition (empty when b is past the last block).
-inline Span block_span(Index n, const Blocks& blocks, Index b) {
-  const Index lo = std::min(n, b * blocks.size);
-  return {lo, std::min(n, lo + blocks.size)};
-}
-
-// body(c) for c in [0, groups), over OpenMP threads for long vectors as blocked.hpp's
-// for_each_block, but with no parallel region when only one thread may run: entering one costs
-// ~1.6 us even then, 3-5% of a pass.
-template <class Body>
-inline void for_each_group(Index n, Index groups, const Body& body) {
-  if (n >= kParallelThreshold && omp_get_max_threads() > 1) {
-#pragma omp parallel for schedule(static)
-    for (Index c = 0; c < groups; ++c) body(c);
-  } else {
-    for (Index c = 0; c < groups; ++c) body(c);
-  }
-}
-
-// Adds the elements [i, hi) of a block to its lanes (i is a whole number of lane groups past the
-// block's start) and combines them. chunk(i, acc) handles the 8 elements from i; element(i)
-// returns the term of element i.
-template <class Chunk, class Element>
-inline double finish_block(Index i, Index hi, Sums& acc, const Chunk& chunk,
-                           const Element& element) {
-  for (; i + kLanes <= hi; i += kLanes) chunk(i, acc);
-  for (int k = 0; i < hi; ++i, ++k) acc[k] += element(i);
-  return combine(acc);
-}
-
-// One sum per block of the partition of [0, n), combined in block order. With kPaired the blocks
-// are taken two at a time: a block's lanes are one chain of dependent additions, so a lone block
-// waits on the adder's latency, while two independent chains keep it busy. That pays in the
-// passes that only read (p^T A p: 33 vs 41 us on 269k floats); in the residual update, which also
-// writes, one block at a time was faster (47 vs 51 us).
-template <bool kPaired, class Chunk, class Element>
-inline double block_sums(Index n, const Chunk& chunk, const Element& element) {
-  if (n == 0) return 0.0;
-  constexpr Index kAtOnce = kPaired ? 2 : 1;
-  const Blocks blocks = blocks_for(n);
-  double partial[kMaxBlocks + 1];  // + 1: the empty partner of an odd last block
-  for_each_group(n, (blocks.count + kAtOnce - 1) / kAtOnce, [&](Index c) {
-    // Local copies: the kernels' pointers then live in registers. Read through the shared
-    // closures they would be reloaded after every store, which might alias them.
-    const Chunk local_chunk = chunk;
-    const Element local_element = element;
-    const Span a = block_span(n, blocks, kAtOnce * c);
-    Sums acc_a = {};
-    if constexpr (kPaired) {
-      const Span b = block_span(n, blocks, 2 * c + 1);
-      Sums acc_b = {};
-      Index m = std::min(a.hi - a.lo, b.hi - b.lo);
-      m -= m % kLanes;
-      for (Index j = 0; j < m; j += kLanes) {
-        local_chunk(a.lo + j, acc_a);
-        local_chunk(b.lo + j, acc_b);
-      }
-      partial[2 * c] = finish_block(a.lo + m, a.hi, acc_a, local_chunk, local_element);
-      partial[2 * c + 1] = finish_block(b.lo + m, b.hi, acc_b, local_chunk, local_element);
-    } else {
-      partial[c] = finish_block(a.lo, a.hi, acc_a, local_chunk, local_element);
-    }
-  });
-  double s = 0.0;
-  for (Index b = 0; b < blocks.count; ++b) s += partial[b];
-  return s;
-}
-
-// x^T (y + lambda x), or x^T y without kDamped. y + lambda x is formed in T as DampedOperator's
-// axpy forms it.
-template <bool kDamped, Real T>
+// x^T (y + lambda x), with y + lambda x formed in T as DampedOperator's axpy forms it. The terms
+// of kernels::dot with y + lambda x in place of y, in the same lanes and blocks.
+template <Real T>
 double damped_dot(const T* x, const T* y, T lambda, Index n) {
   const auto chunk = [=](Index i, Sums& acc) {
     Lanes<T> xv, yv;
     load(x + i, xv);
     load(y + i, yv);
-    if constexpr (kDamped) yv = yv + lambda * xv;
+    yv = yv + lambda * xv;
     Sums xd, yd;
     widen(xv, xd);
     widen(yv, yd);
     acc += xd * yd;
   };
   const auto element = [=](Index i) {
-    T yi = y[i];
-    if constexpr (kDamped) yi = y[i] + lambda * x[i];
+    const T yi = y[i] + lambda * x[i];
     return static_cast<double>(x[i]) * static_cast<double>(yi);
   };
   return block_sums<true>(n, chunk, element);
@@ -233,21 +122,14 @@ double cg_start(const Tensor<T>& b, Tensor<T>& r, Tensor<T>& p) {
   return cg_lanes::copy_twice_and_norm(b.data(), r.data(), p.data(), b.size());
 }
 
-/// x^T y, equal to dot(x, y) of vector_ops.hpp and faster on long float vectors (see
-/// block_sums). Same lengths required (not checked). Cost: 2n reads.
-template <Real T>
-double cg_dot(const Tensor<T>& x, const Tensor<T>& y) {
-  return cg_lanes::damped_dot<false>(x.data(), y.data(), T(0), x.size());
-}
-
 /// p^T (q + lambda p) with q = B p: the curvature p^T A p of A = B + lambda I, with the damped
 /// product formed element by element as DampedOperator::apply forms it (lambda rounded to T, no
 /// term for lambda = 0) but never stored. Cost: 2n reads.
 template <Real T>
 double cg_curvature(const Tensor<T>& p, const Tensor<T>& q, double lambda) {
   const T l = static_cast<T>(lambda);
-  return lambda != 0.0 ? cg_lanes::damped_dot<true>(p.data(), q.data(), l, p.size())
-                       : cg_lanes::damped_dot<false>(p.data(), q.data(), l, p.size());
+  return lambda != 0.0 ? cg_lanes::damped_dot(p.data(), q.data(), l, p.size())
+                       : kernels::dot(p.size(), p.data(), q.data());
 }
 
 /// r <- r - alpha (q + lambda p), the recursive residual of A = B + lambda I with q = B p as in
@@ -281,7 +163,7 @@ CgModelSums cg_direction_step(double alpha, double beta, const Tensor<T>& z, con
   const Blocks blocks = blocks_for(n);
   double partial[kMaxBlocks][2];
   // Two sums per block: two independent chains already, no pairing of blocks needed.
-  for_each_group(n, blocks.count, [&](Index k) {
+  for_each_block(n, blocks.count, [&](Index k) {
     // Pointers and scalars in locals, as in block_sums.
     const T a = static_cast<T>(alpha);
     const T c = static_cast<T>(beta);
@@ -318,8 +200,8 @@ CgModelSums cg_direction_step(double alpha, double beta, const Tensor<T>& z, con
       xb[l] += static_cast<double>(xi) * static_cast<double>(bp[i]);
       xr[l] += static_cast<double>(xi) * static_cast<double>(rp[i]);
     }
-    partial[k][0] = combine(xb);
-    partial[k][1] = combine(xr);
+    partial[k][0] = combine_lanes(xb);
+    partial[k][1] = combine_lanes(xr);
   });
   CgModelSums sums{0.0, 0.0};
   for (Index k = 0; k < blocks.count; ++k) {

@@ -1,7 +1,8 @@
 // Conjugate gradient's fused vector passes (curvature/detail/cg_kernels.hpp): the solver gives the
 // iterates of a textbook CG, damping folded into the passes gives the numbers of
 // DampedOperator::apply, and the result does not depend on the number of threads. The sizes span
-// one block with a ragged tail, an odd number of blocks and the OpenMP path (detail/blocked.hpp).
+// one block with a ragged tail, an odd number of blocks and the OpenMP path of the reduction the
+// passes share with dot() (autodiff/kernels/vector.hpp).
 #include <omp.h>
 
 #include <algorithm>
@@ -24,7 +25,7 @@ using amari::Tensor;
 using namespace amari::curvature;
 
 // 37: one block with a scalar tail; 69001: 17 blocks (an odd count), a 4057-element last block and
-// more than kParallelThreshold elements, so the passes run through OpenMP.
+// more than kParallelElements (2^16) elements, so the passes run through OpenMP.
 constexpr Index kSizes[] = {37, 69001};
 
 // (A v)_i = d_i v_i + 0.5 (v_{i-1} + v_{i+1}) with d_i in [2, 4]: symmetric and diagonally
