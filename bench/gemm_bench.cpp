@@ -166,23 +166,29 @@ void square_args(benchmark::internal::Benchmark* b) {
 BENCHMARK_TEMPLATE(BM_gemm_square, float)->Name("gemm_square/float")->Apply(square_args);
 BENCHMARK_TEMPLATE(BM_gemm_square, double)->Name("gemm_square/double")->Apply(square_args);
 
-// MLP 784 -> 256 -> 256, batch 128: X 128x784, W1 784x256, H 128x256, W2 256x256.
+// MLP 784 -> 256 -> 256, batch 128: X 128x784, W1 784x256, H 128x256, W2 256x256. At 1 thread and
+// at every core (the thread scaling of the mnist configuration is the scaling of these four).
 void BM_gemm_mlp_forward_layer1(benchmark::State& state) {  // X * W1
-  run_gemm<float>(state, Trans::no, Trans::no, 128, 256, 784, 1);
+  run_gemm<float>(state, Trans::no, Trans::no, 128, 256, 784, static_cast<int>(state.range(0)));
 }
 void BM_gemm_mlp_forward_layer2(benchmark::State& state) {  // H * W2
-  run_gemm<float>(state, Trans::no, Trans::no, 128, 256, 256, 1);
+  run_gemm<float>(state, Trans::no, Trans::no, 128, 256, 256, static_cast<int>(state.range(0)));
 }
 void BM_gemm_mlp_weight_grad(benchmark::State& state) {  // X^T * dY: A 128x784, B 128x256
-  run_gemm<float>(state, Trans::yes, Trans::no, 784, 256, 128, 1);
+  run_gemm<float>(state, Trans::yes, Trans::no, 784, 256, 128, static_cast<int>(state.range(0)));
 }
 void BM_gemm_mlp_input_grad(benchmark::State& state) {  // dY * W1^T: A 128x256, B 784x256
-  run_gemm<float>(state, Trans::no, Trans::yes, 128, 784, 256, 1);
+  run_gemm<float>(state, Trans::no, Trans::yes, 128, 784, 256, static_cast<int>(state.range(0)));
 }
-BENCHMARK(BM_gemm_mlp_forward_layer1)->Name("gemm_mlp/float/NN_m128_n256_k784")->UseRealTime();
-BENCHMARK(BM_gemm_mlp_forward_layer2)->Name("gemm_mlp/float/NN_m128_n256_k256")->UseRealTime();
-BENCHMARK(BM_gemm_mlp_weight_grad)->Name("gemm_mlp/float/TN_m784_n256_k128")->UseRealTime();
-BENCHMARK(BM_gemm_mlp_input_grad)->Name("gemm_mlp/float/NT_m128_n784_k256")->UseRealTime();
+void mlp_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"threads"})->Arg(1);
+  if (omp_get_num_procs() > 1) b->Arg(omp_get_num_procs());
+  b->UseRealTime();
+}
+BENCHMARK(BM_gemm_mlp_forward_layer1)->Name("gemm_mlp/float/NN_m128_n256_k784")->Apply(mlp_args);
+BENCHMARK(BM_gemm_mlp_forward_layer2)->Name("gemm_mlp/float/NN_m128_n256_k256")->Apply(mlp_args);
+BENCHMARK(BM_gemm_mlp_weight_grad)->Name("gemm_mlp/float/TN_m784_n256_k128")->Apply(mlp_args);
+BENCHMARK(BM_gemm_mlp_input_grad)->Name("gemm_mlp/float/NT_m128_n784_k256")->Apply(mlp_args);
 
 }  // namespace
 

@@ -18,6 +18,7 @@
 #include <amari/nn/random.hpp>
 #include <amari/nn/recorded_model.hpp>
 #include <amari/nn/torch_layout.hpp>
+#include <amari/nn/thread_ranks.hpp>
 #include <amari/nn/training.hpp>
 #include <amari/nn/optim.hpp>
 #include <amari/nn/serialize.hpp>
