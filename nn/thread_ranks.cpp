@@ -216,6 +216,9 @@ void run_thread_ranks(int ranks, const std::function<void(Communicator&)>& body)
     if (omp_get_thread_num() == 0) team_size.store(got);
     if (got == ranks) {
       const int rank = omp_get_thread_num();
+      // One thread for any region the body opens, whatever the runtime's nesting default: the
+      // setting belongs to this thread's task and ends with the region.
+      omp_set_num_threads(1);
       try {
         ThreadRank comm(team, rank);
         body(comm);

@@ -27,15 +27,15 @@ namespace amari::nn {
 
 /// Runs body(comm) on `ranks` threads of one OpenMP parallel region, thread r with a Communicator
 /// of rank r of `ranks`. Collectives follow Communicator's contract (rank-order sums in double,
-/// bitwise the same on every rank); each costs two barriers plus the copies. Inside the
-/// body the library's kernels run single-threaded (the calls are nested in the parallel region),
-/// so each rank uses one core. If a rank's body throws, the ranks waiting in a collective are
-/// released with an Error, and run_thread_ranks rethrows the exception of the lowest failing rank
-/// once all threads have left: a failure never hangs the team. ValueError if ranks < 1 or the
-/// OpenMP runtime gives fewer threads than asked (e.g. called from inside a parallel region, where
-/// nested regions get one thread). The collectives must be called in the same order on every rank,
-/// as with MPI; a rank that calls fewer collectives than the others blocks them until it returns,
-/// at which point they fail with an Error instead of waiting forever.
+/// bitwise the same on every rank); each costs two barriers plus the copies. Inside the body the
+/// library's kernels run single-threaded (each rank's OpenMP thread count is 1 for the body's
+/// duration), so each rank uses one core. If a rank's body throws, the ranks waiting in a
+/// collective are released with an Error, and run_thread_ranks rethrows the exception of the rank
+/// that failed first once all threads have left: a failure never hangs the team. ValueError if
+/// ranks < 1 or the OpenMP runtime gives fewer threads than asked (as GCC's runtime does inside a
+/// parallel region, where nested regions get one thread by default). The collectives must be
+/// called in the same order on every rank, as with MPI; a rank that returns from its body while
+/// the others wait in a collective makes them fail with an Error instead of waiting forever.
 void run_thread_ranks(int ranks, const std::function<void(Communicator&)>& body);
 
 }  // namespace amari::nn
