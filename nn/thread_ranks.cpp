@@ -27,9 +27,7 @@ class Team {
         sources_(static_cast<std::size_t>(ranks)),
         lengths_(static_cast<std::size_t>(ranks)),
         values_(static_cast<std::size_t>(ranks)),
-        chunks_d_(static_cast<std::size_t>(ranks)),
-        chunks_f_(static_cast<std::size_t>(ranks)),
-        sums_(static_cast<std::size_t>(ranks)),
+        chunks_(static_cast<std::size_t>(ranks)),
         failures_(static_cast<std::size_t>(ranks)) {}
 
   int ranks() const { return ranks_; }
@@ -80,12 +78,13 @@ class Team {
   }
 
   // data <- the rank-order sum in double, rounded once. Barrier 1: every rank's data is published.
-  // Rank q then sums the elements [n q / k, n (q+1) / k) into its own chunk buffer. Barrier 2: all
-  // chunks are done and nobody reads the published data any more, so each rank copies every chunk
-  // into its own data. No third barrier is needed: a chunk buffer is rewritten only after the next
-  // collective's first barrier, which every rank reaches only after its copies.
+  // Rank q then sums the elements [n q / k, n (q+1) / k) into its own chunk buffer (in double).
+  // Barrier 2: all chunks are done and nobody reads the published data any more, so each rank
+  // copies every chunk into its own data, rounding to T. No third barrier is needed: a chunk
+  // buffer is rewritten only after the next collective's first barrier, which every rank reaches
+  // only after its copies.
   template <class T>
-  void allreduce_sum(int rank, std::span<T> data, std::vector<std::vector<T>>& chunks) {
+  void allreduce_sum(int rank, std::span<T> data) {
     sources_[static_cast<std::size_t>(rank)] = data.data();
     lengths_[static_cast<std::size_t>(rank)] = data.size();
     barrier(rank, "allreduce_sum");
@@ -94,11 +93,9 @@ class Team {
     const auto begin_of = [&](std::size_t q) { return n * q / k; };
     const std::size_t first = begin_of(static_cast<std::size_t>(rank)),
                       last = begin_of(static_cast<std::size_t>(rank) + 1);
-    std::vector<T>& mine = chunks[static_cast<std::size_t>(rank)];
-    mine.resize(last - first);
     // Rank by rank over the whole chunk (contiguous loops that vectorize), each element still
-    // summed in rank order in double: the same sums as one element at a time.
-    std::vector<double>& sum = sums_[static_cast<std::size_t>(rank)];
+    // summed in rank order: the same sums as one element at a time.
+    std::vector<double>& sum = chunks_[static_cast<std::size_t>(rank)];
     sum.resize(last - first);
     const T* s0 = static_cast<const T*>(sources_[0]) + first;
     for (std::size_t i = 0; i < sum.size(); ++i) sum[i] = static_cast<double>(s0[i]);
@@ -106,10 +103,12 @@ class Team {
       const T* sr = static_cast<const T*>(sources_[r]) + first;
       for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += static_cast<double>(sr[i]);
     }
-    for (std::size_t i = 0; i < sum.size(); ++i) mine[i] = static_cast<T>(sum[i]);
     barrier(rank, "allreduce_sum");
-    for (std::size_t q = 0; q < k; ++q)
-      std::copy(chunks[q].begin(), chunks[q].end(), data.begin() + begin_of(q));
+    for (std::size_t q = 0; q < k; ++q) {
+      const std::vector<double>& chunk = chunks_[q];
+      T* out = data.data() + begin_of(q);
+      for (std::size_t i = 0; i < chunk.size(); ++i) out[i] = static_cast<T>(chunk[i]);
+    }
   }
 
   // Barrier 1: the root's data is published; the others copy it. Barrier 2: the root may change its
@@ -157,13 +156,6 @@ class Team {
     if (first >= 0) std::rethrow_exception(failures_[static_cast<std::size_t>(first)]);
   }
 
-  std::vector<std::vector<double>>& chunks_d() {
-    return chunks_d_;
-  }
-  std::vector<std::vector<float>>& chunks_f() {
-    return chunks_f_;
-  }
-
  private:
   int ranks_;
   std::atomic<int> arrived_{0};
@@ -174,9 +166,7 @@ class Team {
   std::vector<const void*> sources_;
   std::vector<std::size_t> lengths_;
   std::vector<std::uint64_t> values_;
-  std::vector<std::vector<double>> chunks_d_;
-  std::vector<std::vector<float>> chunks_f_;
-  std::vector<std::vector<double>> sums_;  // each rank's double accumulator for its chunk
+  std::vector<std::vector<double>> chunks_;  // rank q's sums of its elements, in double
   std::vector<std::exception_ptr> failures_;
 };
 
@@ -186,12 +176,8 @@ class ThreadRank final : public Communicator {
   ThreadRank(Team& team, int rank) : team_(team), rank_(rank) {}
   int rank() const override { return rank_; }
   int size() const override { return team_.ranks(); }
-  void allreduce_sum(std::span<double> data) override {
-    team_.allreduce_sum(rank_, data, team_.chunks_d());
-  }
-  void allreduce_sum(std::span<float> data) override {
-    team_.allreduce_sum(rank_, data, team_.chunks_f());
-  }
+  void allreduce_sum(std::span<double> data) override { team_.allreduce_sum(rank_, data); }
+  void allreduce_sum(std::span<float> data) override { team_.allreduce_sum(rank_, data); }
   void broadcast(std::span<double> data, int root) override { team_.broadcast(rank_, data, root); }
   void broadcast(std::span<float> data, int root) override { team_.broadcast(rank_, data, root); }
   std::vector<std::uint64_t> allgather(std::uint64_t value) override {
