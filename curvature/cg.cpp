@@ -59,10 +59,10 @@ int keep_step(int j) {
 }
 
 // The system A = B + lambda I split into its parts when A is a DampedOperator (lambda = 0 and
-// B = A otherwise). CG then applies B and adds lambda p inside its own passes over A p (see
+// B = A otherwise). CG then applies B and adds lambda p inside its own residual pass (see
 // detail/cg_kernels.hpp), with the values DampedOperator::apply gives (the class is final, so that
 // is its whole product): the damped product is never stored, which saves a pass over three
-// vectors per iteration.
+// vectors per iteration; the curvature is p^T B p + lambda p^T p.
 template <Real T>
 struct DampingSplit {
   LinearOperator<T>& undamped;
@@ -167,6 +167,7 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
   double rnorm = std::sqrt(rr);
   const double rnorm0 = rnorm;
   double rz = rr;
+  double pp = bb;  // p^T p of the current direction, for the damping term of p^T A p
   res.model_values.push_back(phi0);
 
   int i = 0;
@@ -185,7 +186,10 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
         return false;
       }
     }
-    if (M || x0) copy(z, p);  // else p = r = b already
+    if (M || x0) {  // else p = r = b already, and p^T p = b^T b
+      copy(z, p);
+      pp = dot(p, p);
+    }
     return true;
   };
 
@@ -206,12 +210,13 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
         status = CgStatus::max_iterations;
         break;
       }
-      // Besides the product, an iteration makes three passes over the vectors (p^T A p, the
-      // residual step, the direction step: detail/cg_kernels.hpp).
-      system.undamped.apply(p, Bp);
+      // Besides the product, which also gives p^T B p, an iteration makes two passes over the
+      // vectors (the residual step, the direction step: detail/cg_kernels.hpp).
+      const double pBp = system.undamped.apply_quadratic_form(p, Bp);
       ++res.products;
-      // A NaN or inf anywhere in A p makes p^T A p non-finite (NaN * 0 and inf * 0 are NaN).
-      const double pAp = detail::cg_curvature(p, Bp, system.lambda);
+      const double pAp = pBp + system.lambda * pp;
+      // A NaN or inf in B p that p^T B p does not show (an operator taking the form from fewer
+      // numbers than B p) makes r^T r below non-finite, which stops the solve before x moves.
       if (!std::isfinite(pAp)) {
         status = CgStatus::non_finite;
         break;
@@ -247,7 +252,7 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
       const double beta = rz_new / rz;  // Fletcher-Reeves form, exact for CG on SPD A
       // x_{i+1} = x_i + alpha p_i and p_{i+1} = z_{i+1} + beta p_i in one pass, which also sums
       // phi(x) = 0.5 x^T A x - b^T x = -0.5 x^T (b + r) at x_{i+1} (A x = b - r: no product).
-      const detail::CgModelSums sums = detail::cg_direction_step(alpha, beta, z, r, b, p, x);
+      const detail::CgDirectionSums sums = detail::cg_direction_step(alpha, beta, z, r, b, p, x);
       const double phi = -0.5 * (sums.xb + sums.xr);
       if (!std::isfinite(phi)) {
         // The step overflowed T. p_i is overwritten, so x_i cannot be recovered: fall back to the
@@ -269,6 +274,7 @@ CgResult<T> conjugate_gradient(LinearOperator<T>& A, const Tensor<T>& b, const C
       rnorm = std::sqrt(rr_new);
       rr = rr_new;
       rz = rz_new;
+      pp = sums.pp;
       res.model_values.push_back(phi);
       if (options.keep_iterates && i == next_keep) {
         res.iterate_steps.push_back(i);

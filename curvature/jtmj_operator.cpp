@@ -6,6 +6,19 @@ namespace amari::curvature {
 
 template <Real T>
 void JtMJOperator<T>::apply(const Tensor<T>& v, Tensor<T>& out) {
+  product(v, out);
+}
+
+template <Real T>
+double JtMJOperator<T>::apply_quadratic_form(const Tensor<T>& v, Tensor<T>& out) {
+  product(v, out);
+  // v^T J^T b = (J v)^T b = a^T b: the same number as v^T out up to rounding, without reading the
+  // two P-vectors again.
+  return kernels::dot(a_.size(), a_.data(), b_.data());
+}
+
+template <Real T>
+void JtMJOperator<T>::product(const Tensor<T>& v, Tensor<T>& out) {
   check_apply_arguments(*this, v, out);
   const Tensor<T>& z = lin_.logits();
   if (!a_.defined() || !(a_.shape() == z.shape())) {

@@ -111,7 +111,7 @@ inline void store(T* p, const Lanes<T>& v) {
 
 // Exact widening to double: one vcvtps2pd with AVX-512. GCC 12 lowers __builtin_convertvector of
 // 8 floats to four half-width conversions and two inserts; the conversions then limited the float
-// passes (cg_curvature on 269k elements: 43 vs 33 us).
+// passes (a dot over 269k floats: 43 vs 33 us).
 inline void widen(const Lanes<float>& v, Sums& out) {
 #if defined(__AVX512F__)
   __m256 f;

@@ -4,13 +4,15 @@
 // vector is about as large as a core's share of the last-level cache, so a pass costs what it
 // reads and writes. Composed from the BLAS-1 ops of vector_ops.hpp an iteration made six passes
 // (the damping term, p^T A p, the residual update and its norm, the iterate update and the model's
-// two dot products, the direction update), 12 vector reads and 4 writes. These three passes make
-// 9 reads and 3 writes, each vector read once per pass that needs it:
-//   cg_curvature       p, B p          -> p^T A p
+// two dot products, the direction update), 12 vector reads and 4 writes. Now the curvature
+// p^T A p = p^T B p + lambda p^T p comes without a pass of its own: p^T B p with the product
+// (LinearOperator::apply_quadratic_form; the J^T M J operators form it from their logit-space
+// vectors) and p^T p from the pass that wrote p. Two passes remain, 7 reads and 3 writes, each
+// vector read once per pass that needs it:
 //   cg_residual_step   p, B p, r       -> r, r^T r
-//   cg_direction_step  p, x, z, r, b   -> x, p, x^T b, x^T r
-// A pass cannot be fused with the next because each needs a scalar reduced over all of the
-// previous one (alpha from p^T A p, beta from r^T r).
+//   cg_direction_step  p, x, z, r, b   -> x, p, x^T b, x^T r, p^T p
+// The two cannot be fused: the second needs beta = r^T r / r_old^T r_old, a scalar reduced over
+// all of the first.
 //
 // Reductions are the one reduction of the vector kernels (autodiff/kernels/vector.hpp:
 // block_sums over its block partition, in its 8 double lanes), so every sum here is bit-identical
@@ -44,27 +46,6 @@ using kernels::Span;
 using kernels::store;
 using kernels::Sums;
 using kernels::widen;
-
-// x^T (y + lambda x), with y + lambda x formed in T as DampedOperator's axpy forms it. The terms
-// of kernels::dot with y + lambda x in place of y, in the same lanes and blocks.
-template <Real T>
-double damped_dot(const T* x, const T* y, T lambda, Index n) {
-  const auto chunk = [=](Index i, Sums& acc) {
-    Lanes<T> xv, yv;
-    load(x + i, xv);
-    load(y + i, yv);
-    yv = yv + lambda * xv;
-    Sums xd, yd;
-    widen(xv, xd);
-    widen(yv, yd);
-    acc += xd * yd;
-  };
-  const auto element = [=](Index i) {
-    const T yi = y[i] + lambda * x[i];
-    return static_cast<double>(x[i]) * static_cast<double>(yi);
-  };
-  return block_sums<true>(n, chunk, element);
-}
 
 // r <- r - alpha (q + lambda p) (without kDamped: r - alpha q), returning r^T r of the new r.
 template <bool kDamped, Real T>
@@ -122,18 +103,9 @@ double cg_start(const Tensor<T>& b, Tensor<T>& r, Tensor<T>& p) {
   return cg_lanes::copy_twice_and_norm(b.data(), r.data(), p.data(), b.size());
 }
 
-/// p^T (q + lambda p) with q = B p: the curvature p^T A p of A = B + lambda I, with the damped
-/// product formed element by element as DampedOperator::apply forms it (lambda rounded to T, no
-/// term for lambda = 0) but never stored. Cost: 2n reads.
-template <Real T>
-double cg_curvature(const Tensor<T>& p, const Tensor<T>& q, double lambda) {
-  const T l = static_cast<T>(lambda);
-  return lambda != 0.0 ? cg_lanes::damped_dot(p.data(), q.data(), l, p.size())
-                       : kernels::dot(p.size(), p.data(), q.data());
-}
-
-/// r <- r - alpha (q + lambda p), the recursive residual of A = B + lambda I with q = B p as in
-/// cg_curvature, and returns r^T r of the new r. Cost: 3n reads (2n for lambda = 0), n writes.
+/// r <- r - alpha (q + lambda p), the recursive residual of A = B + lambda I with q = B p, the
+/// damped product formed element by element as DampedOperator::apply forms it (lambda rounded to T,
+/// no term for lambda = 0) but never stored, and returns r^T r of the new r. Cost: 3n reads (2n for lambda = 0), n writes.
 template <Real T>
 double cg_residual_step(double alpha, const Tensor<T>& p, const Tensor<T>& q, double lambda,
                         Tensor<T>& r) {
@@ -145,24 +117,25 @@ double cg_residual_step(double alpha, const Tensor<T>& p, const Tensor<T>& q, do
                                                           r.data(), p.size());
 }
 
-/// What cg_direction_step sums over the new iterate.
-struct CgModelSums {
+/// What cg_direction_step sums over the new iterate and direction.
+struct CgDirectionSums {
   double xb;  ///< x^T b
   double xr;  ///< x^T r
+  double pp;  ///< p^T p of the new p: the damping term lambda p^T p of the next p^T A p
 };
 
 /// x <- x + alpha p and p <- z + beta p (z = M^{-1} r, or r itself without a preconditioner), and
 /// returns x^T b and x^T r of the new x, the two terms of the quadratic model value
-/// -0.5 x^T (b + r). Cost: 4n reads (5n when z is not r), 2n writes.
+/// -0.5 x^T (b + r), and p^T p of the new p. Cost: 4n reads (5n when z is not r), 2n writes.
 template <Real T>
-CgModelSums cg_direction_step(double alpha, double beta, const Tensor<T>& z, const Tensor<T>& r,
+CgDirectionSums cg_direction_step(double alpha, double beta, const Tensor<T>& z, const Tensor<T>& r,
                               const Tensor<T>& b, Tensor<T>& p, Tensor<T>& x) {
   using namespace cg_lanes;
   const Index n = p.size();
-  if (n == 0) return {0.0, 0.0};
+  if (n == 0) return {0.0, 0.0, 0.0};
   const Blocks blocks = blocks_for(n);
-  double partial[kMaxBlocks][2];
-  // Two sums per block: two independent chains already, no pairing of blocks needed.
+  double partial[kMaxBlocks][3];
+  // Three sums per block: independent chains already, no pairing of blocks needed.
   for_each_block(n, blocks.count, [&](Index k) {
     // Pointers and scalars in locals, as in block_sums.
     const T a = static_cast<T>(alpha);
@@ -173,7 +146,7 @@ CgModelSums cg_direction_step(double alpha, double beta, const Tensor<T>& z, con
     T* pp = p.data();
     T* xp = x.data();
     const Span s = block_span(n, blocks, k);
-    Sums xb = {}, xr = {};
+    Sums xb = {}, xr = {}, pp2 = {};
     Index i = s.lo;
     for (; i + kLanes <= s.hi; i += kLanes) {
       Lanes<T> pv, xv, zv, rv, bv;
@@ -186,27 +159,33 @@ CgModelSums cg_direction_step(double alpha, double beta, const Tensor<T>& z, con
       store(xp + i, xv);
       pv = zv + c * pv;
       store(pp + i, pv);
-      Sums xd, rd, bd;
+      Sums xd, rd, bd, pd;
       widen(xv, xd);
       widen(rv, rd);
       widen(bv, bd);
+      widen(pv, pd);
       xb += xd * bd;
       xr += xd * rd;
+      pp2 += pd * pd;
     }
     for (int l = 0; i < s.hi; ++i, ++l) {
       const T xi = xp[i] + a * pp[i];
       xp[i] = xi;
-      pp[i] = zp[i] + c * pp[i];
+      const T pi = zp[i] + c * pp[i];
+      pp[i] = pi;
       xb[l] += static_cast<double>(xi) * static_cast<double>(bp[i]);
       xr[l] += static_cast<double>(xi) * static_cast<double>(rp[i]);
+      pp2[l] += static_cast<double>(pi) * static_cast<double>(pi);
     }
     partial[k][0] = combine_lanes(xb);
     partial[k][1] = combine_lanes(xr);
+    partial[k][2] = combine_lanes(pp2);
   });
-  CgModelSums sums{0.0, 0.0};
+  CgDirectionSums sums{0.0, 0.0, 0.0};
   for (Index k = 0; k < blocks.count; ++k) {
     sums.xb += partial[k][0];
     sums.xr += partial[k][1];
+    sums.pp += partial[k][2];
   }
   return sums;
 }

@@ -326,6 +326,44 @@ TEST_CASE("curvature products are symmetric, and GGN, MC Fisher and EF are PSD, 
   }
 }
 
+TEST_CASE("apply_quadratic_form: the product of apply() and v^T A v of the dense matrix", "[ggn]") {
+  // The J^T M J operators take v^T C v = a^T b from their logit-space vectors (jtmj_operator.hpp);
+  // the Hessian uses LinearOperator's default (a dot with the product). The reference is the
+  // dense matrix assembled from products, v^T (A v) summed in this test.
+  Rng rng(23);
+  Model<double> model = make_mlp(rng);
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, kD}, rng);
+  const Tensor<double> y = amari::nn::one_hot<double>({1, 0, 2, 2, 1}, kC);
+  const SoftmaxCrossEntropy<double> head;
+  GgnOperator<double> ggn(model, head, x);
+  MonteCarloFisherOperator<double> mc(model, head, x, 3, 7);
+  EmpiricalFisherOperator<double> ef(model, head, x, y);
+  HessianOperator<double> hessian(model, head, x, y);
+  for (LinearOperator<double>* op : {static_cast<LinearOperator<double>*>(&ggn),
+                                     static_cast<LinearOperator<double>*>(&mc),
+                                     static_cast<LinearOperator<double>*>(&ef),
+                                     static_cast<LinearOperator<double>*>(&hessian)}) {
+    CAPTURE(op->name());
+    const Dense a = dense_of(*op);
+    const Index p = op->size();
+    for (int probe = 0; probe < 5; ++probe) {
+      const Tensor<double> v = normal_tensor<double>(Shape{p}, rng);
+      Tensor<double> out(Shape{p});
+      const double form = op->apply_quadratic_form(v, out);
+      const Tensor<double> av = apply(*op, v);
+      for (Index i = 0; i < p; ++i) REQUIRE(out[i] == av[i]);  // the same product, bit for bit
+      double expected = 0, scale = 0;
+      for (Index r = 0; r < p; ++r)
+        for (Index c = 0; c < p; ++c) {
+          expected += v[r] * a(r, c) * v[c];
+          scale += std::fabs(v[r] * a(r, c) * v[c]);
+        }
+      REQUIRE(scale > 1e-6);
+      CHECK(std::fabs(form - expected) <= 1e-12 * scale);
+    }
+  }
+}
+
 TEST_CASE("linear regression, Gaussian head: F = X^T X / (N sigma^2) and the Hessian equals it",
           "[ggn]") {
   // SEED-NOTES 3: z = x W + b is linear in theta, so J_i is x_i (augmented with 1 for the bias)
