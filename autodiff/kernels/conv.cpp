@@ -4,7 +4,9 @@
 //    "direct convolution" below), or im2col + GEMM where that copy would be larger than the
 //    column matrix (padding or strides far beyond the kernel);
 //  - the adjoints are im2col + one GEMM per group over chunks of images (wbar = cols^T ybar), and a
-//    GEMM into the column matrix followed by col2im (xbar);
+//    GEMM into the column matrix followed by col2im (xbar), or direct kernels where those were
+//    measured faster (conv2d_backward says where: wbar reducing over pixels in registers, xbar at
+//    stride 1 as a forward convolution of ybar with the flipped kernel);
 //  - a 1x1, stride-1, unpadded convolution is one GEMM per group on x itself.
 //
 // The column matrix of a chunk of nc images has one row per output pixel (nc * oh * ow rows) and
@@ -502,6 +504,141 @@ void forward_direct(const ConvGeometry& g, const T* x, const T* w, const T* b, T
       });
 }
 
+// The adjoint in x at stride 1, convT(ybar, w), as a forward convolution: xbar[ih, iw] gathers
+// ybar[ih + ph - i dh, iw + pw - j dw] w[i, j], which is the direct kernel run over ybar padded by
+// (KH - 1) dh - ph rows on top ((KW - 1) dw - pw columns on the left; cut where that is negative)
+// with the kernel flipped in (i, j) and its channel roles swapped (C_out/G in, C_in/G out).
+DirectConv input_adjoint_source(const ConvGeometry& g) {
+  DirectConv d;
+  d.hp = g.h + (g.kh - 1) * g.dilation_h;
+  d.wp = g.w + (g.kw - 1) * g.dilation_w;
+  d.c_src = g.c_out, d.oh = g.h, d.ow = g.w, d.c_dst = g.c_in;
+  d.kh = g.kh, d.kw = g.kw, d.dilation_h = g.dilation_h, d.dilation_w = g.dilation_w;
+  d.groups = g.groups, d.group_src = g.group_out(), d.group_dst = g.group_in();
+  return d;
+}
+
+// Whether `channels` fill at least the fraction num / den of the NR-wide slivers a direct kernel
+// spreads them over (columns past them are computed and dropped).
+template <class T>
+bool fills_slivers(Index channels, Index num, Index den) {
+  return den * channels >= num * slivers_of<T>(channels) * Tile<T>::kNR;
+}
+
+// xbar += convT(ybar, w) by the direct kernel (stride 1 only: see input_adjoint_source).
+template <class T>
+void input_adjoint_direct(const ConvGeometry& g, const T* w, const T* ybar, T* xbar) {
+  const DirectConv d = input_adjoint_source(g);
+  const Index k = d.k(), cig = g.group_in(), cog = g.group_out();
+  const Index x_image = g.h * g.w * g.c_in, y_image = g.oh * g.ow * g.c_out;
+  T* packed = column_buffer<T, 3>(g.groups * slivers_of<T>(cig) * k * Tile<T>::kNR);
+  // Reduction index p = (i KW + j) C_out/G + c of the flipped kernel; output column = x channel.
+  pack_weights<T>(
+      d,
+      [&](Index grp, Index p, Index col) {
+        const Index tap = p / cog, c = p % cog, i = tap / g.kw, j = tap % g.kw;
+        return w[(((g.kh - 1 - i) * g.kw + (g.kw - 1 - j)) * cig + col) * g.c_out + grp * cog + c];
+      },
+      packed);
+  Index* runs = column_buffer<Index, 0>(2 * g.kh * g.kw);
+  const Index run_count = tap_runs(d, runs);
+  const Index chunk = direct_chunk(d, g.n, sizeof(T));
+  const Index top = (g.kh - 1) * g.dilation_h - g.pad_h, left = (g.kw - 1) * g.dilation_w - g.pad_w;
+  for_each_direct_chunk(
+      g.n, chunk, g.n * g.h * g.w * g.c_in * k, [&](Index, Index n0, Index nc) {
+        T* src = column_buffer<T, 2>(chunk * d.src_image());
+        pad_images(ybar + n0 * y_image, nc, g.oh, g.ow, g.c_out, top, left, d.hp, d.wp, src);
+        direct_images(d, src, nc, packed, runs, run_count, static_cast<const T*>(nullptr),
+                      xbar + n0 * x_image, true);
+      });
+}
+
+// One MR x NR tile of a chunk's wbar term, MR taps x NR output channels: out[r, 0:nr] =
+// sum over the chunk's m pixels t of src[origins[t] + taps[r]] * yp[t, :], for r < mr, with yp
+// the chunk's ybar columns packed NR wide. The reduction over pixels stays in registers.
+template <class T>
+void weight_tile(const T* src, const Index* origins, Index m, const Index* taps, int mr,
+                 const T* __restrict yp, T* out, Index ldo, int nr) {
+  using Batch = typename Tile<T>::Batch;
+  constexpr int W = Tile<T>::kWidth, NV = Tile<T>::kNV, MR = Tile<T>::kMR, NR = Tile<T>::kNR;
+  Batch acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = Batch(T(0));
+  }
+  Index off[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) off[r] = taps[std::min(r, mr - 1)];  // tails repeat
+  for (Index t = 0; t < m; ++t) {
+    const T* a = src + origins[t];
+    Batch bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = Batch::load_aligned(yp + t * NR + v * W);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const Batch av(a[off[r]]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(av, bv[v], acc[r][v]);
+    }
+  }
+  alignas(64) T tile[MR * NR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v].store_aligned(tile + r * NR + v * W);
+  }
+  for (int r = 0; r < mr; ++r) {
+    for (int j = 0; j < nr; ++j) out[r * ldo + j] = tile[r * NR + j];
+  }
+}
+
+// wbar += corr(x, ybar) by the direct kernel: per chunk of images the padded copy of x the forward
+// map reads, and per NR-wide sliver of output channels ybar's columns packed contiguously; every
+// tile of MR taps x NR channels then reduces over the chunk's pixels. Chunk terms go to slices of a
+// buffer that are added in chunk order, as on the GEMM path.
+template <class T>
+void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* wbar) {
+  constexpr int MR = Tile<T>::kMR, NR = Tile<T>::kNR;
+  const DirectConv d = forward_source(g);
+  const Index k = d.k(), cig = g.group_in(), cog = g.group_out(), slivers = slivers_of<T>(cog);
+  const Index x_image = g.h * g.w * g.c_in, pixels = g.oh * g.ow, w_size = k * g.c_out;
+  // Offset of reduction index p = (i KW + j) C_in/G + c from a window's origin.
+  Index* taps = column_buffer<Index, 1>(k);
+  for (Index i = 0; i < g.kh; ++i)
+    for (Index j = 0; j < g.kw; ++j)
+      for (Index c = 0; c < cig; ++c)
+        taps[(i * g.kw + j) * cig + c] = i * g.dilation_h * d.wp * g.c_in + j * g.dilation_w * g.c_in + c;
+  const Index chunk = direct_chunk(d, g.n, sizeof(T)), chunks = (g.n + chunk - 1) / chunk;
+  T* partial = column_buffer<T, 1>(chunks * w_size);
+  for_each_direct_chunk(
+      g.n, chunk, g.n * pixels * g.c_out * k, [&](Index c, Index n0, Index nc) {
+        T* src = column_buffer<T, 2>(chunk * d.src_image());
+        pad_images(x + n0 * x_image, nc, g.h, g.w, g.c_in, g.pad_h, g.pad_w, d.hp, d.wp, src);
+        const Index m = nc * pixels;
+        Index* origins = column_buffer<Index, 2>(chunk * pixels);
+        for (Index t = 0; t < m; ++t) origins[t] = d.origin(t);
+        T* yp = column_buffer<T, 4>(chunk * pixels * NR);
+        const T* yc = ybar + n0 * pixels * g.c_out;
+        T* out = partial + c * w_size;
+        for (Index grp = 0; grp < g.groups; ++grp) {
+          for (Index s = 0; s < slivers; ++s) {
+            const Index col = grp * cog + s * NR;
+            const int nr = static_cast<int>(std::min<Index>(NR, cog - s * NR));
+            for (Index t = 0; t < m; ++t) {
+              copy_run(yc + t * g.c_out + col, nr, yp + t * NR);
+              zero_run(NR - nr, yp + t * NR + nr);
+            }
+            for (Index p = 0; p < k; p += MR) {
+              const int mr = static_cast<int>(std::min<Index>(MR, k - p));
+              weight_tile(src + grp * cig, origins, m, taps + p, mr, yp, out + p * g.c_out + col, g.c_out, nr);
+            }
+          }
+        }
+      });
+  for (Index c = 0; c < chunks; ++c) add_run(partial + c * w_size, w_size, wbar);
+}
+
 }  // namespace
 
 template <class T>
@@ -549,6 +686,32 @@ void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* yba
     if (wbar != nullptr) weight_gemms(g, x, g.c_in, m, ybar, T(1), wbar);
     if (xbar != nullptr) input_gemms(g, ybar, m, w, T(1), xbar, g.c_in);
     return;
+  }
+  // The direct kernels where they were measured faster than the GEMM path (float, 1 thread, batch
+  // 128, 3x3 kernels; ops/conv2d.cpp): at stride 1 xbar as a forward convolution of ybar when the
+  // input channels fill 3/4 of the register tiles (C_in/G = 32: 6.95 -> 5.77 ms, but 16: 10.8 ->
+  // 13.0 ms), and wbar when the output channels fill half of them (every layer measured: 1 to 32
+  // input channels, 3.3-11.6 -> 2.5-9.0 ms; 32 -> 64 channels on 14 x 14 about even). Neither
+  // where the padded copy would be larger than the column matrix (as in conv2d_forward).
+  if (xbar != nullptr && g.stride_h == 1 && g.stride_w == 1 && fills_slivers<T>(g.group_in(), 3, 4)) {
+    const DirectConv d = input_adjoint_source(g);
+    const double padded = static_cast<double>(d.hp) * static_cast<double>(d.wp) * static_cast<double>(g.c_out);
+    const double columns = static_cast<double>(pixels) * static_cast<double>(g.groups * g.k());
+    if (padded <= columns) {
+      input_adjoint_direct(g, w, ybar, xbar);
+      xbar = nullptr;
+      if (wbar == nullptr) return;
+    }
+  }
+  if (wbar != nullptr && fills_slivers<T>(g.group_out(), 1, 2)) {
+    const DirectConv d = forward_source(g);
+    const double padded = static_cast<double>(d.hp) * static_cast<double>(d.wp) * static_cast<double>(g.c_in);
+    const double columns = static_cast<double>(pixels) * static_cast<double>(g.groups * g.k());
+    if (padded <= columns) {
+      weight_adjoint_direct(g, x, ybar, wbar);
+      wbar = nullptr;
+      if (xbar == nullptr) return;
+    }
   }
   // wbar is a sum over chunks: each chunk's term goes to its own slice of a buffer, and the slices
   // are added in chunk order (a fixed order whatever thread computed them).

@@ -25,10 +25,13 @@
 // the GEMM's packing: for conv2 below those two copies took 25-31% of the forward time, and y was
 // written twice (bias, then GEMM). corr and convT are GEMMs per group on strided views of w and
 // ybar over chunks of images whose column matrix fits kColumnBytes = 1 MiB: corr after im2col,
-// convT followed by col2im. Direct kernels for those two (corr reducing over pixels with MR taps x
-// NR channels in registers, convT at stride 1 as a forward convolution of padded ybar with the
-// flipped kernel) were measured too and were ~15% slower than the GEMM path on conv2's backward
-// (20.5 against 17.9 ms at 1 thread, medians of separate runs), so they are not used. A 1x1,
+// convT followed by col2im. Where they were measured faster (kernels/conv.cpp, conv2d_backward, has
+// the figures and the rules), the adjoints use direct kernels instead: corr reducing over a chunk's
+// pixels with MR taps x NR channels in registers (from the padded copy of x and NR-wide packed
+// columns of ybar), and convT at stride 1 as a forward convolution of padded ybar with the flipped
+// kernel. On the AMD machine of an earlier measurement the two together were ~15% slower than the
+// GEMM path on conv2's backward (20.5 against 17.9 ms, separate runs); on the Intel machine of
+// 2026-12-02 convT alone gains 17% there and corr gains on the layers with few taps. A 1x1,
 // stride-1, unpadded convolution needs no im2col: x seen as (N H W, C_in) is the column matrix, and
 // all three maps are GEMMs.
 //

@@ -6,8 +6,9 @@
 //   2nd   nothing (zero second derivative wherever the max is unique)
 // Residual: k* for every output element (int32, one per element of y), written by the primal when
 // the result is a Dual or a Var (the op struct holds it; the tape's copy shares it). Plain
-// evaluation skips it. So the primal is one pass over the windows, and the rules one gather or
-// scatter over y: no rule reads x again. Channels are contiguous: every inner loop runs over c.
+// evaluation skips it. So the primal is one pass over the windows, and the rules one pass over the
+// windows selecting k*: no rule reads x again. Channels are contiguous: every inner loop runs over
+// c.
 #include <memory>
 
 #include <amari/autodiff/ops/pool2d.hpp>
@@ -70,29 +71,46 @@ struct MaxPool2d {
       }
     });
   }
-  // f(x_offset, y_offset) for every output element, with the input element k* it came from.
+  // f(x, y, k, c) for every output pixel j of row i of image img and every window position k
+  // inside x: x and y point at the pixel's c channels in x (at position k) and y. The rules select,
+  // channel by channel, where k is the stored k*: contiguous loops over channels the compiler
+  // vectorizes, instead of one index computation per element.
   template <class F>
-  void for_each_row_argmax(Index img, Index i, const F& f) const {
-    const std::int32_t* idx = argmax->at.get();
+  void for_each_row_window(Index img, Index i, const F& f) const {
     for (Index j = 0; j < g.ow; ++j) {
       const auto win = g.window(i, j);
       const Index o = ((img * g.oh + i) * g.ow + j) * g.c;
-      for (Index ch = 0; ch < g.c; ++ch) {
-        const Index k = idx[o + ch];
-        f(g.x_at(img, win.h0 + k / g.kw, win.w0 + k % g.kw) + ch, o + ch);
-      }
+      for (Index a = win.a0; a < win.a1; ++a)
+        for (Index b = win.b0; b < win.b1; ++b)
+          f(g.x_at(img, win.h0 + a, win.w0 + b), o, static_cast<std::int32_t>(a * g.kw + b));
     }
   }
   template <Real T>
   void jvp(const detail::Saved<T, 1>&, const Tensor<T>& dx, Tensor<T>& dy) const {
+    const std::int32_t* idx = argmax->at.get();
+    const Index c = g.c;
     g.for_output_rows([&](Index img, Index i) {
-      for_each_row_argmax(img, i, [&](Index in, Index out) { dy[out] = dx[in]; });
+      for_each_row_window(img, i, [&](Index in, Index out, std::int32_t k) {
+        const T* __restrict d = dx.data() + in;
+        const std::int32_t* __restrict at = idx + out;
+        T* __restrict o = dy.data() + out;
+        for (Index ch = 0; ch < c; ++ch) o[ch] = at[ch] == k ? d[ch] : o[ch];
+      });
     });
   }
   template <Real T>
   void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar) const {
+    // Adding 0 where k is not k* leaves every sum as the scatter of ybar to k* makes it, in the
+    // same order (windows by output pixel): the same values, up to the sign of a zero sum.
+    const std::int32_t* idx = argmax->at.get();
+    const Index c = g.c;
     g.for_scatter_rows([&](Index img, Index i) {
-      for_each_row_argmax(img, i, [&](Index in, Index out) { xbar[in] += ybar[out]; });
+      for_each_row_window(img, i, [&](Index in, Index out, std::int32_t k) {
+        const T* __restrict y = ybar.data() + out;
+        const std::int32_t* __restrict at = idx + out;
+        T* __restrict x = xbar.data() + in;
+        for (Index ch = 0; ch < c; ++ch) x[ch] += at[ch] == k ? y[ch] : T(0);
+      });
     });
   }
   template <Real T>

@@ -247,6 +247,39 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "conv2d: with 32 input and 16 output channels per group (the direct adjoint kernels) the output "
+    "and VJP equal the 7-loop convolution (double, 1e-12)",
+    "[autodiff][conv2d]") {
+  // 32 input channels per group fill the register tiles of the direct xbar kernel (stride 1) in
+  // float and double, 16 output channels half-fill those of the direct wbar kernel (any stride):
+  // kernels/conv.cpp takes the direct paths here, at paddings that cut the padded copy of ybar
+  // (3, beyond the kernel) and dilations that widen it.
+  std::uint64_t seed = 400;
+  int checked = 0;
+  for (Index n : {1, 3})
+    for (Index stride : {1, 2})
+      for (Index padding : {0, 1, 3})
+        for (Index dilation : {1, 2})
+          for (Index groups : {1, 2}) {
+            const Geometry g{n,
+                             6,
+                             5,
+                             32 * groups,
+                             3,
+                             2,
+                             16 * groups,
+                             {.stride = {stride, stride},
+                              .padding = {padding, padding / 2 + 1},
+                              .dilation = {dilation, 1},
+                              .groups = groups},
+                             n == 1};
+            check_against_reference(g, ++seed, 1e-12);
+            ++checked;
+          }
+  CHECK(checked == 48);
+}
+
+TEST_CASE(
     "conv2d: padding and strides far beyond the kernel, where the forward map forms im2col columns, "
     "equal the 7-loop convolution (double, 1e-12)",
     "[autodiff][conv2d]") {
