@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -163,14 +164,21 @@ class TrainingLog {
 
 /// Progress within an epoch. On a terminal: a bar redrawn in place at most ~10 times a second,
 /// erased when the epoch ends (the example then prints its epoch line). Otherwise (a pipe, a CI
-/// log): one plain line at most every `plain_every_seconds`, so short runs print none.
+/// log, a rank under an MPI launcher): one plain line at most every `plain_every_seconds`, so short
+/// runs print none.
 class Progress {
  public:
   explicit Progress(std::string label, double plain_every_seconds = 30)
       : label_(std::move(label)),
-        tty_(isatty(fileno(stdout)) != 0),
+        tty_(isatty(fileno(stdout)) != 0 && !under_mpi_launcher()),
         plain_every_(plain_every_seconds) {}
 
+  /// OpenMPI's mpirun (and other PMI launchers) give every rank a pseudo-terminal but forward its
+  /// output line by line into one stream, a CI log as often as a terminal, where redrawn bars
+  /// become carriage-return noise.
+  static bool under_mpi_launcher() {
+    return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr;
+  }
   /// Starts an epoch of `total` steps.
   void start(long epoch, long total) {
     epoch_ = epoch, total_ = total;
