@@ -9,6 +9,7 @@
 // evaluation skips it. So the primal is one pass over the windows, and the rules one pass over the
 // windows selecting k*: no rule reads x again. Channels are contiguous: every inner loop runs over
 // c.
+#include <limits>
 #include <memory>
 
 #include <amari/autodiff/ops/pool2d.hpp>
@@ -39,22 +40,26 @@ struct MaxPool2d {
       idx = argmax->at.get();
     }
     const Index c = g.c;
+    constexpr T lowest = -std::numeric_limits<T>::infinity();
     g.for_output_rows([&](Index img, Index i) {
       for (Index j = 0; j < g.ow; ++j) {
         const auto win = g.window(i, j);
         const Index o = ((img * g.oh + i) * g.ow + j) * c;
-        T* yo = y.data() + o;
-        std::int32_t* ko = idx ? idx + o : nullptr;
-        bool first = true;
+        T* __restrict yo = y.data() + o;
+        std::int32_t* __restrict ko = idx ? idx + o : nullptr;
+        // Starting from -inf with k* at the window's first position, one comparison per position
+        // gives the first maximum (-inf itself stays at the first position, a NaN wins once):
+        // uniform loops over channels, no copy calls for the first position.
+        const auto first = static_cast<std::int32_t>(win.a0 * g.kw + win.b0);
+        for (Index ch = 0; ch < c; ++ch) yo[ch] = lowest;
+        if (ko) {
+          for (Index ch = 0; ch < c; ++ch) ko[ch] = first;
+        }
         for (Index a = win.a0; a < win.a1; ++a)
           for (Index b = win.b0; b < win.b1; ++b) {
-            const T* xp = x.data() + g.x_at(img, win.h0 + a, win.w0 + b);
+            const T* __restrict xp = x.data() + g.x_at(img, win.h0 + a, win.w0 + b);
             const auto k = static_cast<std::int32_t>(a * g.kw + b);
-            if (first) {
-              std::copy(xp, xp + c, yo);
-              if (ko) std::fill(ko, ko + c, k);
-              first = false;
-            } else if (ko) {
+            if (ko) {
               for (Index ch = 0; ch < c; ++ch) {
                 const T v = xp[ch], m = yo[ch];
                 const bool better = v > m || (v != v && m == m);
