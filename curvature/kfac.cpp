@@ -400,11 +400,12 @@ namespace detail {
 
 template <Real T>
 TappedRecord<T> record_tapped(const char* op, const nn::Model<T>& model, const Tensor<T>& inputs,
-                              TapPolicy policy) {
+                              TapPolicy policy, nn::Model<T>* training_step) {
   TapCollector<T> taps;
   nn::RecordOptions<T> options;
   options.taps = &taps;
   options.op = op;
+  options.update_state = training_step;
   std::optional<nn::RecordedModel<T>> record;
   try {
     record.emplace(model, inputs, std::move(options));
@@ -420,9 +421,10 @@ TappedRecord<T> record_tapped(const char* op, const nn::Model<T>& model, const T
 }
 
 template TappedRecord<float> record_tapped<float>(const char*, const nn::Model<float>&,
-                                                  const Tensor<float>&, TapPolicy);
+                                                  const Tensor<float>&, TapPolicy, nn::Model<float>*);
 template TappedRecord<double> record_tapped<double>(const char*, const nn::Model<double>&,
-                                                    const Tensor<double>&, TapPolicy);
+                                                    const Tensor<double>&, TapPolicy,
+                                                    nn::Model<double>*);
 
 }  // namespace detail
 
@@ -847,7 +849,8 @@ double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& tar
 template <Real T>
 double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>& targets,
                                         Tensor<T>* gradient, nn::Communicator* comm,
-                                        const nn::Shard& shard, const nn::Shard& used) {
+                                        const nn::Shard& shard, const nn::Shard& used,
+                                        nn::Model<T>* training_step) {
   check_batch("KroneckerFactors::update", inputs.shape(), targets.shape());
   State& s = *s_;
   const Statistics& old = s.stats;
@@ -873,9 +876,11 @@ double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>
 
   // The forward pass recorded once; the taps give each layer's a_l and s_l. The record is local:
   // its tape is released when the update ends, whichever way. (A persistent tape would save
-  // nothing: Tape::clear() releases the records and sweep buffers too.)
-  detail::TappedRecord<T> recorded =
-      detail::record_tapped("K-FAC", *s.model, inputs, detail::TapPolicy::refuse);
+  // nothing: Tape::clear() releases the records and sweep buffers too.) It covers all N rows, so
+  // as a training step's pass it moves the running statistics with the whole batch, as
+  // nn::loss_and_gradient does; ns only limits which rows the statistics read.
+  detail::TappedRecord<T> recorded = detail::record_tapped("K-FAC", *s.model, inputs,
+                                                           detail::TapPolicy::refuse, training_step);
   Tape<T>& tape = recorded.record.tape();
   const std::vector<Var<T>>& params = recorded.record.parameter_variables();
   const std::span<const Var<T>> all(params);
@@ -1457,10 +1462,21 @@ KfacReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
 template <Real T>
 double Kfac<T>::loss_and_gradient(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>& g,
                                   const nn::Shard& shard) {
-  // The pass update() records, without the taps and statistics: at model.step(), in the model's
-  // mode, leaving its state alone (step_unguarded has already moved it). Data-parallel, the
-  // union's mean as update() reduces it.
-  double loss = static_cast<double>(nn::gradient_at(*model_, *head_, inputs, targets, g));
+  // The pass update() records, without the taps and statistics: the step's forward pass at
+  // model.step(), in the model's mode, moving the running statistics once (train mode), on the
+  // model's own parameters (the record ends here). Data-parallel, the union's mean as update()
+  // reduces it.
+  double loss = 0;
+  {
+    nn::RecordedModel<T> record(*model_, inputs,
+                                nn::RecordOptions<T>{.head = head_,
+                                                     .targets = targets,
+                                                     .op = "Kfac::step",
+                                                     .update_state = model_,
+                                                     .borrow_parameters = true});
+    record.gradient(g);
+    loss = static_cast<double>(record.loss());
+  }
   if (comm_) {
     nn::reduce_mean(*comm_, shard.weight(), std::span<T>(g.data(), static_cast<std::size_t>(g.size())));
     nn::reduce_mean(*comm_, shard.weight(), std::span<double>(&loss, 1));
@@ -1487,18 +1503,12 @@ KfacReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& tar
   // process's rows are examples [offset, offset + n) of the step's batch (one process: offset 0),
   // which keys their dropout masks.
   model_->set_first_example(comm_ ? shard.offset : 0);
-  if (model_->mode() == nn::Mode::train) {
-    model_->set_step(model_->step() + 1);
-    if (model_->state().size() > 0) {
-      const std::vector<Tensor<T>>& views = model_->parameter_views();
-      model_->forward_updating_state(inputs, std::span<const Tensor<T>>(views));
-    }
-  }
+  if (model_->mode() == nn::Mode::train) model_->set_step(model_->step() + 1);
   // Statistics at steps 0, every, 2 every, ... and whenever there are none (after
   // reset_statistics()); the other steps need only the loss and the gradient.
   const bool statistics = steps_ % static_cast<std::uint64_t>(o.statistics_update_every) == 0 ||
                           factors_.updates() == 0;
-  r.loss = statistics ? factors_.update_impl(inputs, targets, &g, comm_, shard, used)
+  r.loss = statistics ? factors_.update_impl(inputs, targets, &g, comm_, shard, used, model_)
                       : loss_and_gradient(inputs, targets, g, shard);
   r.gradient_norm = norm(g);
   if (steps_ % static_cast<std::uint64_t>(o.inverse_update_every) == 0 ||

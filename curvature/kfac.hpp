@@ -365,9 +365,13 @@ class KroneckerFactors {
   void save_statistics(nn::OptimizerState<T>& state) const;
   std::unique_ptr<Statistics> load_statistics(const nn::OptimizerState<T>& state) const;
   // The updates of one process (comm null) or of this rank's rows; `shard` this rank's rows of
-  // the batch (nn::shard_of), `used` its statistics rows (shard.spread(statistics_batch)).
+  // the batch (nn::shard_of), `used` its statistics rows (shard.spread(statistics_batch)). With
+  // `training_step` (Kfac::step: the model itself), the record is the step's forward pass over
+  // all N rows and moves the running statistics once, as a plain training pass would; the
+  // statistics still read only the first ns rows of that record.
   double update_impl(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>* gradient,
-                     nn::Communicator* comm, const nn::Shard& shard, const nn::Shard& used);
+                     nn::Communicator* comm, const nn::Shard& shard, const nn::Shard& used,
+                     nn::Model<T>* training_step = nullptr);
   void update_inverses_impl(double lambda, nn::Communicator* comm);
   // Kfac::step's rollback: a copy of the statistics (O(layers): tensors are never written in
   // place once stored, so sharing their storage is a snapshot), and putting one back.
@@ -423,8 +427,9 @@ struct KfacReport : StepReport {
 /// after the step was not evaluated: evaluate_loss_after false on a step that does not update
 /// lambda) and the momentum mu. The losses exclude the weight decay term, rho includes it.
 /// In Mode::train a step is a training step like nn::loss_and_gradient's: it advances the model's
-/// step (new dropout masks) and, for a model with state, moves the running statistics with one
-/// extra plain forward pass on the batch (the taped pass itself leaves the state unchanged).
+/// step (new dropout masks) and, for a model with state, moves the running statistics once with
+/// the whole batch, in the step's own recorded pass (the statistics record, or the loss and
+/// gradient record of a step without statistics): no extra forward pass.
 /// KfacReport (default mode): loss, loss_after (NaN unless evaluate_loss_after), gradient_norm
 /// (of the mean loss, without weight decay), lambda, step_scale = nu (0 if the step was undone
 /// because the loss after it was not finite), step_norm; `adaptive` is empty.
