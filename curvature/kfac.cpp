@@ -1505,7 +1505,7 @@ class Kfac<T>::StepSource {
   bool start(StepState& state, Report& r) {
     nn::Model<T>& model = c_.model;
     const nn::Shard& shard = c_.ranks.shard;
-    model.set_first_example(k_.comm_ ? shard.offset : 0);
+    model.set_first_example(shard.offset);  // one process: 0
     if (model.mode() == nn::Mode::train) model.set_step(model.step() + 1);
     g_ = model.zeros_like_parameters();
     const bool statistics =
@@ -1587,7 +1587,11 @@ class Kfac<T>::StepSource {
     }
     r.step_scale = nu;
     r.step_norm = k_.multiplier_ * lr * norm(step);
-    return {.update = std::move(step), .scale = -k_.multiplier_ * lr, .measure_loss_after = o_.evaluate_loss_after};
+    detail::Proposal<T> p;
+    p.update = std::move(step);
+    p.scale = -k_.multiplier_ * lr;  // theta0 - s lr v
+    p.measure_loss_after = o_.evaluate_loss_after;
+    return p;
   }
 
   // The adaptive mode (M&G 2015, secs. 6.5 and 7): the direction Delta = -F_kfac^{-1} g and the
@@ -1644,12 +1648,14 @@ class Kfac<T>::StepSource {
     // anyway, for the report). This M includes the damping term, as the model of sec. 7 does;
     // the objective h includes the weight decay term, as g and M do.
     const bool adapt = state.steps % static_cast<std::uint64_t>(o_.damping_adaptation_every) == 0;
-    return {.update = std::move(delta),
-            .scale = 1.0,
-            .measure_loss_after = o_.evaluate_loss_after || adapt,
-            .predicted_reduction = -model_value,
-            .weight_decay = o_.weight_decay,
-            .adapt_damping = adapt};
+    detail::Proposal<T> p;
+    p.update = std::move(delta);
+    p.scale = 1.0;
+    p.measure_loss_after = o_.evaluate_loss_after || adapt;
+    p.predicted_reduction = -model_value;
+    p.weight_decay = o_.weight_decay;
+    p.adapt_damping = adapt;
+    return p;
   }
 
   Kfac& k_;

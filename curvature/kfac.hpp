@@ -2,8 +2,9 @@
 // bullet) for any model whose Linear and Conv2d layers report themselves through layer taps
 // (nn::LayerTap): inside a Sequential, a Residual, nested containers or a forward function that
 // calls context.tap(). No layer class is inspected; K-FAC records the model's forward pass once
-// with Model::forward_observed and reads, for every tapped layer l, its input value a_l and its
-// output variable s_l, and finds its parameters through LayerTap::weight_index in Model::layout().
+// with Model::forward_observed (in a Kfac step, the training pass Model::forward_updating_state
+// with the same observer) and reads, for every tapped layer l, its input value a_l and its output
+// variable s_l, and finds its parameters through LayerTap::weight_index in Model::layout().
 //
 // One layer s = a W + b holds the matrix Theta = [W; b] ((in + 1) x out, bias as the last row).
 // Linear's flat layout (W (in, out) row-major, then b) and Conv2d's (W (KH, KW, C_in, C_out)
