@@ -19,8 +19,8 @@
 #include <amari/autodiff/kernels/gemm.hpp>
 #include <amari/curvature/damping.hpp>
 #include <amari/curvature/dense_solve.hpp>
+#include <amari/curvature/detail/damped_step.hpp>
 #include <amari/curvature/detail/logit_factor.hpp>
-#include <amari/curvature/detail/model_snapshot.hpp>
 #include <amari/curvature/detail/tapped_record.hpp>
 #include <amari/curvature/distributed_operator.hpp>
 #include <amari/curvature/vector_ops.hpp>
@@ -400,11 +400,12 @@ namespace detail {
 
 template <Real T>
 TappedRecord<T> record_tapped(const char* op, const nn::Model<T>& model, const Tensor<T>& inputs,
-                              TapPolicy policy) {
+                              TapPolicy policy, nn::Model<T>* training_step) {
   TapCollector<T> taps;
   nn::RecordOptions<T> options;
   options.taps = &taps;
   options.op = op;
+  options.update_state = training_step;
   std::optional<nn::RecordedModel<T>> record;
   try {
     record.emplace(model, inputs, std::move(options));
@@ -420,9 +421,10 @@ TappedRecord<T> record_tapped(const char* op, const nn::Model<T>& model, const T
 }
 
 template TappedRecord<float> record_tapped<float>(const char*, const nn::Model<float>&,
-                                                  const Tensor<float>&, TapPolicy);
+                                                  const Tensor<float>&, TapPolicy, nn::Model<float>*);
 template TappedRecord<double> record_tapped<double>(const char*, const nn::Model<double>&,
-                                                    const Tensor<double>&, TapPolicy);
+                                                    const Tensor<double>&, TapPolicy,
+                                                    nn::Model<double>*);
 
 }  // namespace detail
 
@@ -847,7 +849,8 @@ double KroneckerFactors<T>::update(const Tensor<T>& inputs, const Tensor<T>& tar
 template <Real T>
 double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>& targets,
                                         Tensor<T>* gradient, nn::Communicator* comm,
-                                        const nn::Shard& shard, const nn::Shard& used) {
+                                        const nn::Shard& shard, const nn::Shard& used,
+                                        nn::Model<T>* training_step) {
   check_batch("KroneckerFactors::update", inputs.shape(), targets.shape());
   State& s = *s_;
   const Statistics& old = s.stats;
@@ -873,9 +876,11 @@ double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>
 
   // The forward pass recorded once; the taps give each layer's a_l and s_l. The record is local:
   // its tape is released when the update ends, whichever way. (A persistent tape would save
-  // nothing: Tape::clear() releases the records and sweep buffers too.)
-  detail::TappedRecord<T> recorded =
-      detail::record_tapped("K-FAC", *s.model, inputs, detail::TapPolicy::refuse);
+  // nothing: Tape::clear() releases the records and sweep buffers too.) It covers all N rows, so
+  // as a training step's pass it moves the running statistics with the whole batch, as
+  // nn::loss_and_gradient does; ns only limits which rows the statistics read.
+  detail::TappedRecord<T> recorded = detail::record_tapped("K-FAC", *s.model, inputs,
+                                                           detail::TapPolicy::refuse, training_step);
   Tape<T>& tape = recorded.record.tape();
   const std::vector<Var<T>>& params = recorded.record.parameter_variables();
   const std::span<const Var<T>> all(params);
@@ -1385,7 +1390,9 @@ std::string KroneckerFactors<T>::name() const {
 
 template <Real T>
 Kfac<T>::Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options)
-    : model_(&model), head_(&head), factors_(model, head, options), lambda_(options.damping) {}
+    : model_(&model), head_(&head), factors_(model, head, options) {
+  init_damping();
+}
 
 namespace {
 // Options agreed by every rank before any of them validates them: equal options give equal
@@ -1399,12 +1406,25 @@ const KfacOptions& agreed(nn::Communicator& comm, const KfacOptions& o) {
 template <Real T>
 Kfac<T>::Kfac(nn::Model<T>& model, const nn::Head<T>& head, KfacOptions options,
               nn::Communicator& comm)
-    : model_(&model),
-      head_(&head),
-      comm_(&comm),
-      factors_(model, head, agreed(comm, options)),
-      lambda_(options.damping) {
+    : model_(&model), head_(&head), comm_(&comm), factors_(model, head, agreed(comm, options)) {
+  init_damping();
   nn::synchronize_model(comm, model);
+}
+
+template <Real T>
+void Kfac<T>::init_damping() {
+  // lambda starts at `damping`. The adaptive mode moves it every T1 steps by omega = (19/20)^T1
+  // (M&G 2015, sec. 6.5): rho > 3/4 multiplies it by omega, rho < 1/4 (or not finite) divides it,
+  // within [min_damping, max_damping]; the default mode never moves it.
+  const KfacOptions& o = factors_.options();
+  const double omega = std::pow(19.0 / 20.0, o.damping_adaptation_every);
+  state_.lm = LevenbergMarquardt{.lambda = o.damping,
+                                 .decrease = omega,
+                                 .increase = 1.0 / omega,
+                                 .low = 0.25,
+                                 .high = 0.75,
+                                 .min_lambda = o.min_damping,
+                                 .max_lambda = o.max_damping};
 }
 
 std::string KfacReport::str() const {
@@ -1419,133 +1439,6 @@ std::string KfacReport::str() const {
     line += buf;
   }
   return line;
-}
-
-template <Real T>
-KfacReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
-  // Data-parallel: the row counts first (one allgather), so a rank without statistics rows is an
-  // error on every rank.
-  nn::Shard shard, used;
-  if (comm_) {
-    std::tie(shard, used) = statistics_shards(*comm_, leading_rows(inputs), factors_.options());
-  }
-  check_batch("Kfac::step", inputs.shape(), targets.shape());
-  // What a step changes, kept to be put back if it throws midway (strong guarantee): the factors
-  // (a snapshot of handles, O(layers)) and the model. The momentum buffer and the step count are
-  // only assigned once the step succeeded.
-  std::unique_ptr<typename KroneckerFactors<T>::Statistics> saved = factors_.snapshot();
-  const detail::ModelSnapshot<T> model_before(*model_);
-  Tensor<T> velocity = velocity_;
-  // The adaptive state likewise: updated in a copy, stored only once the step succeeded.
-  Adaptive adaptive{lambda_, previous_, alpha_, mu_};
-  try {
-    KfacReport r = step_unguarded(inputs, targets, model_before.parameters(), velocity, adaptive, shard, used);
-    velocity_ = std::move(velocity);
-    lambda_ = adaptive.lambda;
-    previous_ = std::move(adaptive.previous);
-    alpha_ = adaptive.alpha;
-    mu_ = adaptive.mu;
-    ++steps_;
-    return r;
-  } catch (...) {
-    factors_.restore(std::move(saved));
-    model_before.restore(*model_);
-    throw;
-  }
-}
-
-template <Real T>
-double Kfac<T>::loss_and_gradient(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>& g,
-                                  const nn::Shard& shard) {
-  // The pass update() records, without the taps and statistics: at model.step(), in the model's
-  // mode, leaving its state alone (step_unguarded has already moved it). Data-parallel, the
-  // union's mean as update() reduces it.
-  double loss = static_cast<double>(nn::gradient_at(*model_, *head_, inputs, targets, g));
-  if (comm_) {
-    nn::reduce_mean(*comm_, shard.weight(), std::span<T>(g.data(), static_cast<std::size_t>(g.size())));
-    nn::reduce_mean(*comm_, shard.weight(), std::span<double>(&loss, 1));
-  }
-  if (!std::isfinite(loss)) {
-    throw ValueError("K-FAC: the loss " + std::to_string(loss) + " is not finite; the step was not taken");
-  }
-  return loss;
-}
-
-template <Real T>
-KfacReport Kfac<T>::step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
-                                   const Tensor<T>& theta0, Tensor<T>& velocity, Adaptive& adaptive,
-                                   const nn::Shard& shard, const nn::Shard& used) {
-  const KfacOptions& o = factors_.options();
-  KfacReport r;
-  // The damping of this step: fixed, or the adaptive mode's current lambda (M&G 2015, sec. 6.5).
-  const double lambda = o.adaptive ? adaptive.lambda : o.damping;
-  r.lambda = lambda;
-  Tensor<T>& theta = model_->parameters();
-  Tensor<T> g = model_->zeros_like_parameters();
-  // A training step, as nn::loss_and_gradient: in train mode, new dropout masks (the pass after the
-  // step sees the same ones), and running statistics (batch norm) move with this batch. This
-  // process's rows are examples [offset, offset + n) of the step's batch (one process: offset 0),
-  // which keys their dropout masks.
-  model_->set_first_example(comm_ ? shard.offset : 0);
-  if (model_->mode() == nn::Mode::train) {
-    model_->set_step(model_->step() + 1);
-    if (model_->state().size() > 0) {
-      const std::vector<Tensor<T>>& views = model_->parameter_views();
-      model_->forward_updating_state(inputs, std::span<const Tensor<T>>(views));
-    }
-  }
-  // Statistics at steps 0, every, 2 every, ... and whenever there are none (after
-  // reset_statistics()); the other steps need only the loss and the gradient.
-  const bool statistics = steps_ % static_cast<std::uint64_t>(o.statistics_update_every) == 0 ||
-                          factors_.updates() == 0;
-  r.loss = statistics ? factors_.update_impl(inputs, targets, &g, comm_, shard, used)
-                      : loss_and_gradient(inputs, targets, g, shard);
-  r.gradient_norm = norm(g);
-  if (steps_ % static_cast<std::uint64_t>(o.inverse_update_every) == 0 ||
-      !factors_.has_inverses()) {
-    factors_.update_inverses_impl(lambda + o.weight_decay, comm_);
-  }
-  if (o.weight_decay > 0) axpy(o.weight_decay, theta, g);
-  if (o.adaptive) {
-    adaptive_update(inputs, targets, theta0, g, adaptive, shard, used, r);
-    return r;
-  }
-
-  Tensor<T> d = Tensor<T>::uninitialized(g.shape());
-  factors_.precondition(g, d);
-  // Ba et al. 2017: lr^2 g^T F^{-1} g is twice the KL divergence the step predicts.
-  const double gd = dot(g, d);
-  double nu = 1;
-  if (o.kl_clip > 0 && gd > 0) {
-    nu = std::min(1.0, std::sqrt(o.kl_clip / (o.learning_rate * o.learning_rate * gd)));
-  }
-  if (nu != 1) scal(nu, d);
-  const Tensor<T>* step = &d;
-  if (o.momentum > 0) {
-    // v = d + momentum v, into a new buffer: the optimizer's own is replaced only on success.
-    Tensor<T> v = velocity.defined() ? velocity.clone() : model_->zeros_like_parameters();
-    xpby(d, o.momentum, v);
-    velocity = std::move(v);
-    step = &velocity;
-  }
-  axpy(-multiplier_ * o.learning_rate, *step, theta);
-  r.step_scale = nu;
-  r.step_norm = multiplier_ * o.learning_rate * norm(*step);
-  r.loss_after = std::numeric_limits<double>::quiet_NaN();
-  if (o.evaluate_loss_after) {
-    double after = static_cast<double>(head_->loss(model_->forward(inputs), targets).item());
-    if (comm_) nn::reduce_mean(*comm_, shard.weight(), std::span<double>(&after, 1));
-    if (std::isfinite(after)) {
-      r.loss_after = after;
-    } else {  // never keep a step into NaN/inf: undo it, and forget the momentum that led there
-      copy(theta0, theta);
-      if (velocity.defined()) velocity = model_->zeros_like_parameters();
-      r.loss_after = r.loss;
-      r.step_scale = 0;
-      r.step_norm = 0;
-    }
-  }
-  return r;
 }
 
 namespace {
@@ -1591,102 +1484,208 @@ QuadraticStep minimize_quadratic(double a11, double a12, double a22, double b1, 
 
 }  // namespace
 
+// The stages of detail::damped_step_unguarded for a K-FAC step (see the Kfac class comment). One
+// object per step: it keeps the gradient of the objective from the start stage.
 template <Real T>
-void Kfac<T>::adaptive_update(const Tensor<T>& inputs, const Tensor<T>& targets,
-                              const Tensor<T>& theta0, const Tensor<T>& g, Adaptive& adaptive,
-                              const nn::Shard& shard, const nn::Shard& used, KfacReport& r) {
-  const KfacOptions& o = factors_.options();
-  Tensor<T>& theta = model_->parameters();
-  const double kappa = adaptive.lambda + o.weight_decay;  // C = F + kappa I
-  // The K-FAC direction Delta = -F_kfac^{-1} g (no KL clip: alpha sets the length).
-  Tensor<T> direction = Tensor<T>::uninitialized(g.shape());
-  factors_.precondition(g, direction);
-  scal(-1.0, direction);
-  // The exact GGN at theta on the statistics rows; data-parallel, its products are reduced over
-  // the ranks in a fixed order, so every rank gets bitwise the same alpha, mu, rho and lambda.
-  std::unique_ptr<LinearOperator<T>> curvature;
+class Kfac<T>::StepSource {
+ public:
+  using Report = KfacReport;
+
+  StepSource(Kfac& kfac, const detail::StepContext<T>& c, const nn::Shard& used)
+      : k_(kfac), o_(kfac.factors_.options()), c_(c), used_(used) {}
+
+  // A training step, as nn::loss_and_gradient: in train mode, new dropout masks (the pass after
+  // the step sees the same ones). This process's rows are examples [offset, offset + n) of the
+  // step's batch (one process: offset 0), which keys their dropout masks. Then the loss and the
+  // gradient from the step's one recorded pass, which also moves the running statistics (batch
+  // norm) with the whole batch: with the factor statistics at steps 0, every, 2 every, ... and
+  // whenever there are none (after reset_statistics()), from the loss and gradient alone
+  // otherwise. The inverses are refreshed every inverse_update_every steps with lambda + wd, and
+  // g becomes the gradient of the objective (weight decay included). A non-finite loss throws.
+  bool start(StepState& state, Report& r) {
+    nn::Model<T>& model = c_.model;
+    const nn::Shard& shard = c_.ranks.shard;
+    model.set_first_example(shard.offset);  // one process: 0
+    if (model.mode() == nn::Mode::train) model.set_step(model.step() + 1);
+    g_ = model.zeros_like_parameters();
+    const bool statistics =
+        state.steps % static_cast<std::uint64_t>(o_.statistics_update_every) == 0 ||
+        k_.factors_.updates() == 0;
+    r.loss = statistics ? k_.factors_.update_impl(c_.inputs, c_.targets, &g_, k_.comm_, shard, used_, &model)
+                        : loss_and_gradient();
+    r.gradient_norm = norm(g_);
+    if (state.steps % static_cast<std::uint64_t>(o_.inverse_update_every) == 0 ||
+        !k_.factors_.has_inverses()) {
+      k_.factors_.update_inverses_impl(r.lambda + o_.weight_decay, k_.comm_);
+    }
+    if (o_.weight_decay > 0) axpy(o_.weight_decay, model.parameters(), g_);
+    return true;
+  }
+
+  // d = F_kfac^{-1} g with the current damped inverses.
+  Tensor<T> direction(StepState&, Report&) {
+    Tensor<T> d = Tensor<T>::uninitialized(g_.shape());
+    k_.factors_.precondition(g_, d);
+    return d;
+  }
+
+  detail::Proposal<T> length(Tensor<T> d, StepState& state, Report& r) {
+    return o_.adaptive ? quadratic_model(std::move(d), state, r) : clipped_momentum(std::move(d), state, r);
+  }
+
+  // Undone (a loss after the step that is not finite): forget the momentum and delta_0 that led
+  // there (mu = 0 next).
+  void forget(StepState& state) {
+    if (state.velocity.defined()) state.velocity = c_.model.zeros_like_parameters();
+    state.previous = Tensor<T>();
+  }
+
+  void report_rho(Report& r, double rho) { r.adaptive->rho = rho; }
+
+ private:
+  // The mean loss and its gradient on a step without statistics: the pass update_impl records,
+  // without the taps, on the model's own parameters (the record ends here). Data-parallel, the
+  // union's mean as update_impl reduces it.
+  double loss_and_gradient() {
+    double loss = 0;
+    {
+      nn::RecordedModel<T> record(c_.model, c_.inputs,
+                                  nn::RecordOptions<T>{.head = &c_.head,
+                                                       .targets = c_.targets,
+                                                       .op = "Kfac::step",
+                                                       .update_state = &c_.model,
+                                                       .borrow_parameters = true});
+      record.gradient(g_);
+      loss = static_cast<double>(record.loss());
+    }
+    if (k_.comm_) {
+      const double w = c_.ranks.shard.weight();
+      nn::reduce_mean(*k_.comm_, w, std::span<T>(g_.data(), static_cast<std::size_t>(g_.size())));
+      nn::reduce_mean(*k_.comm_, w, std::span<double>(&loss, 1));
+    }
+    if (!std::isfinite(loss)) {
+      throw ValueError("K-FAC: the loss " + std::to_string(loss) + " is not finite; the step was not taken");
+    }
+    return loss;
+  }
+
+  // The default mode: d scaled by nu (KL clip), v = momentum v + d, theta -= s lr v.
+  detail::Proposal<T> clipped_momentum(Tensor<T> d, StepState& state, Report& r) {
+    // Ba et al. 2017: lr^2 g^T F^{-1} g is twice the KL divergence the step predicts.
+    const double lr = o_.learning_rate;
+    const double gd = dot(g_, d);
+    double nu = 1;
+    if (o_.kl_clip > 0 && gd > 0) nu = std::min(1.0, std::sqrt(o_.kl_clip / (lr * lr * gd)));
+    if (nu != 1) scal(nu, d);
+    Tensor<T> step = d;
+    if (o_.momentum > 0) {
+      // v = d + momentum v, into a new buffer: the optimizer's own is replaced only on success.
+      Tensor<T> v = state.velocity.defined() ? state.velocity.clone() : c_.model.zeros_like_parameters();
+      xpby(d, o_.momentum, v);
+      state.velocity = v;
+      step = std::move(v);
+    }
+    r.step_scale = nu;
+    r.step_norm = k_.multiplier_ * lr * norm(step);
+    detail::Proposal<T> p;
+    p.update = std::move(step);
+    p.scale = -k_.multiplier_ * lr;  // theta0 - s lr v
+    p.measure_loss_after = o_.evaluate_loss_after;
+    return p;
+  }
+
+  // The adaptive mode (M&G 2015, secs. 6.5 and 7): the direction Delta = -F_kfac^{-1} g and the
+  // previous update delta_0 combined as delta = s (alpha Delta + mu delta_0), (alpha, mu) the
+  // minimizer of the exact quadratic model; rho and the LM update of lambda every T1 steps.
+  detail::Proposal<T> quadratic_model(Tensor<T> direction, StepState& state, Report& r) {
+    const double kappa = r.lambda + o_.weight_decay;  // C = F + kappa I
+    scal(-1.0, direction);  // no KL clip: alpha sets the length
+    // The exact GGN at theta on the statistics rows; data-parallel, its products are reduced over
+    // the ranks in a fixed order, so every rank gets bitwise the same alpha, mu, rho and lambda.
+    std::unique_ptr<LinearOperator<T>> curvature;
+    if (k_.comm_) {
+      const auto [x, y] = first_rows(c_.inputs, c_.targets, used_.local);
+      curvature = make_distributed_curvature(Curvature::ggn, c_.model, c_.head, x, y, *k_.comm_, used_);
+    } else {
+      const auto [x, y] = first_rows(c_.inputs, c_.targets, o_.statistics_batch);
+      curvature = make_curvature(Curvature::ggn, c_.model, c_.head, x, y);
+    }
+    // C u = F u + kappa u, and the entries u^T C w of the 2 x 2 system (in double).
+    const auto product = [&](const Tensor<T>& u) {
+      Tensor<T> cu = Tensor<T>::uninitialized(u.shape());
+      curvature->apply(u, cu);
+      axpy(kappa, u, cu);
+      return cu;
+    };
+    const Tensor<T> c_direction = product(direction);
+    const double a11 = dot(direction, c_direction);
+    const double b1 = dot(g_, direction);
+    double a12 = 0, a22 = 0, b2 = 0;
+    const bool has_previous = state.previous.defined();
+    if (has_previous) {
+      const Tensor<T> c_previous = product(state.previous);
+      a12 = dot(direction, c_previous);
+      a22 = dot(state.previous, c_previous);
+      b2 = dot(g_, state.previous);
+    }
+    const QuadraticStep q = minimize_quadratic(a11, a12, a22, b1, b2, has_previous);
+    // delta = s (alpha Delta + mu delta_0), and the model's value there (quadratic in s).
+    const double s = k_.multiplier_, alpha = s * q.alpha, mu = s * q.mu;
+    Tensor<T> delta = has_previous ? state.previous.clone() : c_.model.zeros_like_parameters();
+    scal(mu, delta);
+    axpy(alpha, direction, delta);
+    const double model_value =
+        alpha * b1 + mu * b2 + 0.5 * (alpha * alpha * a11 + 2 * alpha * mu * a12 + mu * mu * a22);
+    state.alpha = q.alpha;
+    state.mu = q.mu;
+    state.previous = delta;  // delta_0 of the next step, unless this one is undone
+    r.step_scale = q.alpha;
+    r.step_norm = norm(delta);
+    KfacAdaptiveReport& report = r.adaptive.emplace();
+    report.predicted_reduction = -model_value;
+    report.momentum = q.mu;
+    // M&G 2015, sec. 6.5: rho every T1 steps (and whenever the loss after the step is evaluated
+    // anyway, for the report). This M includes the damping term, as the model of sec. 7 does;
+    // the objective h includes the weight decay term, as g and M do.
+    const bool adapt = state.steps % static_cast<std::uint64_t>(o_.damping_adaptation_every) == 0;
+    detail::Proposal<T> p;
+    p.update = std::move(delta);
+    p.scale = 1.0;
+    p.measure_loss_after = o_.evaluate_loss_after || adapt;
+    p.predicted_reduction = -model_value;
+    p.weight_decay = o_.weight_decay;
+    p.adapt_damping = adapt;
+    return p;
+  }
+
+  Kfac& k_;
+  const KfacOptions& o_;
+  const detail::StepContext<T>& c_;
+  const nn::Shard& used_;
+  Tensor<T> g_;  // the gradient of the objective (weight decay included)
+};
+
+template <Real T>
+KfacReport Kfac<T>::step(const Tensor<T>& inputs, const Tensor<T>& targets) {
+  // Data-parallel: the row counts first (one allgather), so a rank without statistics rows is an
+  // error on every rank.
+  nn::Shard shard, used;
   if (comm_) {
-    const auto [x, y] = first_rows(inputs, targets, used.local);
-    curvature = make_distributed_curvature(Curvature::ggn, *model_, *head_, x, y, *comm_, used);
-  } else {
-    const auto [x, y] = first_rows(inputs, targets, o.statistics_batch);
-    curvature = make_curvature(Curvature::ggn, *model_, *head_, x, y);
+    std::tie(shard, used) = statistics_shards(*comm_, leading_rows(inputs), factors_.options());
   }
-  // C u = F u + kappa u, and the entries u^T C w of the 2 x 2 system (in double).
-  const auto product = [&](const Tensor<T>& u) {
-    Tensor<T> cu = Tensor<T>::uninitialized(u.shape());
-    curvature->apply(u, cu);
-    axpy(kappa, u, cu);
-    return cu;
-  };
-  const Tensor<T> c_direction = product(direction);
-  const double a11 = dot(direction, c_direction);
-  const double b1 = dot(g, direction);
-  double a12 = 0, a22 = 0, b2 = 0;
-  const bool has_previous = adaptive.previous.defined();
-  if (has_previous) {
-    const Tensor<T> c_previous = product(adaptive.previous);
-    a12 = dot(direction, c_previous);
-    a22 = dot(adaptive.previous, c_previous);
-    b2 = dot(g, adaptive.previous);
-  }
-  const QuadraticStep q = minimize_quadratic(a11, a12, a22, b1, b2, has_previous);
-  // delta = s (alpha Delta + mu delta_0), and the model's value there (quadratic in s).
-  const double s = multiplier_, alpha = s * q.alpha, mu = s * q.mu;
-  Tensor<T> delta = has_previous ? adaptive.previous.clone() : model_->zeros_like_parameters();
-  scal(mu, delta);
-  axpy(alpha, direction, delta);
-  const double model_value =
-      alpha * b1 + mu * b2 + 0.5 * (alpha * alpha * a11 + 2 * alpha * mu * a12 + mu * mu * a22);
-  axpy(1.0, delta, theta);
-  adaptive.alpha = q.alpha;
-  adaptive.mu = q.mu;
-  r.step_scale = q.alpha;
-  r.step_norm = norm(delta);
-  KfacAdaptiveReport& report = r.adaptive.emplace();
-  report.predicted_reduction = -model_value;
-  report.momentum = q.mu;
-  r.loss_after = std::numeric_limits<double>::quiet_NaN();
-  // M&G 2015, sec. 6.5: rho every T1 steps (and whenever the loss after the step is evaluated
-  // anyway, for the report).
-  const bool adapt_damping = steps_ % static_cast<std::uint64_t>(o.damping_adaptation_every) == 0;
-  if (!o.evaluate_loss_after && !adapt_damping) {
-    adaptive.previous = std::move(delta);
-    return;
-  }
-  double after = static_cast<double>(head_->loss(model_->forward(inputs), targets).item());
-  if (comm_) nn::reduce_mean(*comm_, shard.weight(), std::span<double>(&after, 1));
-  double actual = std::numeric_limits<double>::quiet_NaN();
-  if (std::isfinite(after)) {
-    r.loss_after = after;
-    // h includes the weight decay term, as g and M do.
-    const double h0 = r.loss + 0.5 * o.weight_decay * dot(theta0, theta0);
-    const double h1 = after + 0.5 * o.weight_decay * dot(theta, theta);
-    actual = h0 - h1;
-    adaptive.previous = std::move(delta);
-  } else {  // never keep a step into NaN/inf: undo it and forget delta_0 (mu = 0 next)
-    copy(theta0, theta);
-    adaptive.previous = Tensor<T>();
-    r.loss_after = r.loss;
-    r.step_scale = 0;
-    r.step_norm = 0;
-  }
-  if (adapt_damping) {
-    // rho > 3/4: lambda *= omega; rho < 1/4 (or not finite): lambda /= omega (M&G 2015,
-    // sec. 6.5, omega = (19/20)^T1).
-    const double omega = std::pow(19.0 / 20.0, o.damping_adaptation_every);
-    LevenbergMarquardt lm{.lambda = adaptive.lambda,
-                          .decrease = omega,
-                          .increase = 1.0 / omega,
-                          .low = 0.25,
-                          .high = 0.75,
-                          .min_lambda = o.min_damping,
-                          .max_lambda = o.max_damping};
-    report.rho = lm.update(actual, -model_value);
-    adaptive.lambda = lm.lambda;
-  } else {
-    report.rho = reduction_ratio(actual, -model_value);
-  }
+  check_batch("Kfac::step", inputs.shape(), targets.shape());
+  if (!comm_) shard = nn::Shard{inputs.dim(0), 0, inputs.dim(0)};
+  // What a step changes besides the model and state_ (which detail::all_or_nothing keeps): the
+  // factors, a snapshot of handles (O(layers)), put back if the step throws.
+  std::unique_ptr<typename KroneckerFactors<T>::Statistics> saved = factors_.snapshot();
+  return detail::all_or_nothing(
+      *model_, state_,
+      [&](const Tensor<T>& theta0, StepState& working) {
+        const detail::StepContext<T> c{*model_, *head_, inputs, targets, detail::Ranks{comm_, shard}, theta0};
+        StepSource source(*this, c, used);
+        return detail::damped_step_unguarded(source, c, working);
+      },
+      [&]() noexcept { factors_.restore(std::move(saved)); });
 }
 
 template <Real T>
@@ -1915,12 +1914,12 @@ nn::OptimizerState<T> Kfac<T>::save_state() const {
   nn::OptimizerState<T> s;
   s.kind = "kfac";
   factors_.save_statistics(s);
-  s.counters["steps"] = static_cast<std::int64_t>(steps_);
+  s.counters["steps"] = static_cast<std::int64_t>(state_.steps);
   s.numbers["step_multiplier"] = multiplier_;
-  if (velocity_.defined()) s.tensors["velocity"] = velocity_.clone();
+  if (state_.velocity.defined()) s.tensors["velocity"] = state_.velocity.clone();
   if (factors_.options().adaptive) {  // only then, so a default state is as it was
-    s.numbers["adaptive_damping"] = lambda_;
-    if (previous_.defined()) s.tensors["previous_update"] = previous_.clone();
+    s.numbers["adaptive_damping"] = state_.lm.lambda;
+    if (state_.previous.defined()) s.tensors["previous_update"] = state_.previous.clone();
   }
   return s;
 }
@@ -1966,13 +1965,13 @@ void Kfac<T>::load_state(const nn::OptimizerState<T>& s) {
         "adaptive");
   }
   factors_.restore(std::move(stats));
-  velocity_ = std::move(velocity);
-  steps_ = static_cast<std::uint64_t>(steps);
+  state_.velocity = std::move(velocity);
+  state_.steps = static_cast<std::uint64_t>(steps);
   multiplier_ = multiplier;
-  lambda_ = lambda;
-  previous_ = std::move(previous);
-  alpha_ = 0;
-  mu_ = 0;
+  state_.lm.lambda = lambda;
+  state_.previous = std::move(previous);
+  state_.alpha = 0;
+  state_.mu = 0;
 }
 
 // ---- KfacPreconditioner -------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 // bullet) for any model whose Linear and Conv2d layers report themselves through layer taps
 // (nn::LayerTap): inside a Sequential, a Residual, nested containers or a forward function that
 // calls context.tap(). No layer class is inspected; K-FAC records the model's forward pass once
-// with Model::forward_observed and reads, for every tapped layer l, its input value a_l and its
-// output variable s_l, and finds its parameters through LayerTap::weight_index in Model::layout().
+// with Model::forward_observed (in a Kfac step, the training pass Model::forward_updating_state
+// with the same observer) and reads, for every tapped layer l, its input value a_l and its output
+// variable s_l, and finds its parameters through LayerTap::weight_index in Model::layout().
 //
 // One layer s = a W + b holds the matrix Theta = [W; b] ((in + 1) x out, bias as the last row).
 // Linear's flat layout (W (in, out) row-major, then b) and Conv2d's (W (KH, KW, C_in, C_out)
@@ -365,9 +366,13 @@ class KroneckerFactors {
   void save_statistics(nn::OptimizerState<T>& state) const;
   std::unique_ptr<Statistics> load_statistics(const nn::OptimizerState<T>& state) const;
   // The updates of one process (comm null) or of this rank's rows; `shard` this rank's rows of
-  // the batch (nn::shard_of), `used` its statistics rows (shard.spread(statistics_batch)).
+  // the batch (nn::shard_of), `used` its statistics rows (shard.spread(statistics_batch)). With
+  // `training_step` (Kfac::step: the model itself), the record is the step's forward pass over
+  // all N rows and moves the running statistics once, as a plain training pass would; the
+  // statistics still read only the first ns rows of that record.
   double update_impl(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>* gradient,
-                     nn::Communicator* comm, const nn::Shard& shard, const nn::Shard& used);
+                     nn::Communicator* comm, const nn::Shard& shard, const nn::Shard& used,
+                     nn::Model<T>* training_step = nullptr);
   void update_inverses_impl(double lambda, nn::Communicator* comm);
   // Kfac::step's rollback: a copy of the statistics (O(layers): tensors are never written in
   // place once stored, so sharing their storage is a snapshot), and putting one back.
@@ -390,11 +395,13 @@ struct KfacReport : StepReport {
   std::string str() const;
 };
 
-/// K-FAC as an optimizer: at every step, update the factors (every statistics_update_every steps)
-/// and the gradient from one recorded forward pass, refresh the inverses every
-/// inverse_update_every steps (and at the first), then
+/// K-FAC as an optimizer: the damped-step pipeline of NaturalGradient and HessianFree
+/// (DampedStepState in second_order.hpp) with K-FAC as its step source. At every step, update the
+/// factors (every statistics_update_every steps) and the gradient from one recorded forward pass,
+/// refresh the inverses every inverse_update_every steps (and at the first), then
 ///   d = F_kfac^{-1} (g + wd theta),  d *= nu (KL clip),  v = momentum v + d,  theta -= s lr v
-/// (s = step_multiplier(), 1 unless set).
+/// (s = step_multiplier(), 1 unless set), with lambda fixed at KfacOptions::damping; the loss
+/// after the step (evaluate_loss_after) guards against a step into NaN/inf, which is undone.
 /// Adaptive mode (KfacOptions::adaptive; M&G 2015, secs. 6.5 and 7): with g the gradient of the
 /// objective h (mean loss + (wd / 2) ||theta||^2) and lambda the current damping (the inverses are
 /// refreshed with lambda + wd), the K-FAC direction Delta = -F_kfac^{-1} g is combined with the
@@ -423,8 +430,9 @@ struct KfacReport : StepReport {
 /// after the step was not evaluated: evaluate_loss_after false on a step that does not update
 /// lambda) and the momentum mu. The losses exclude the weight decay term, rho includes it.
 /// In Mode::train a step is a training step like nn::loss_and_gradient's: it advances the model's
-/// step (new dropout masks) and, for a model with state, moves the running statistics with one
-/// extra plain forward pass on the batch (the taped pass itself leaves the state unchanged).
+/// step (new dropout masks) and, for a model with state, moves the running statistics once with
+/// the whole batch, in the step's own recorded pass (the statistics record, or the loss and
+/// gradient record of a step without statistics): no extra forward pass.
 /// KfacReport (default mode): loss, loss_after (NaN unless evaluate_loss_after), gradient_norm
 /// (of the mean loss, without weight decay), lambda, step_scale = nu (0 if the step was undone
 /// because the loss after it was not finite), step_norm; `adaptive` is empty.
@@ -469,19 +477,19 @@ class Kfac {
   KroneckerFactors<T>& factors() { return factors_; }
   const KroneckerFactors<T>& factors() const { return factors_; }
   /// Steps taken so far.
-  std::uint64_t steps() const { return steps_; }
+  std::uint64_t steps() const { return state_.steps; }
   /// The momentum buffer v (undefined without momentum or before the first step).
-  const Tensor<T>& velocity() const { return velocity_; }
+  const Tensor<T>& velocity() const { return state_.velocity; }
   /// Adaptive mode: the current damping lambda (KfacOptions::damping before the first step); the
   /// next step's model and inverse refreshes use it. Default mode: KfacOptions::damping.
-  double damping() const { return lambda_; }
+  double damping() const { return state_.lm.lambda; }
   /// Adaptive mode: the previous update delta_0 = s (alpha Delta + mu delta_0') (undefined before
   /// the first step and after a step that was undone).
-  const Tensor<T>& previous_update() const { return previous_; }
+  const Tensor<T>& previous_update() const { return state_.previous; }
   /// Adaptive mode: the learning rate alpha of this object's last step (0 before it).
-  double adaptive_learning_rate() const { return alpha_; }
+  double adaptive_learning_rate() const { return state_.alpha; }
   /// Adaptive mode: the momentum mu of this object's last step (0 before it).
-  double adaptive_momentum() const { return mu_; }
+  double adaptive_momentum() const { return state_.mu; }
   /// Everything a resumed run needs to continue bitwise as if it had never stopped (kind "kfac";
   /// see nn/checkpoint.hpp): per tapped layer l, its tap (weight index, kind, bias, convolution
   /// geometry), A_l and G_l, the current damped inverses (K-FAC) or eigenbases and scalings
@@ -499,37 +507,25 @@ class Kfac {
   void load_state(const nn::OptimizerState<T>& state);
 
  private:
-  // The adaptive mode's state, updated by a step in a copy (strong guarantee).
-  struct Adaptive {
-    double lambda;       // the damping
-    Tensor<T> previous;  // delta_0 (undefined: none)
-    double alpha, mu;    // of the last step, for reports
+  // What a step carries to the next, updated in a copy by step() and kept only if the step
+  // succeeds (strong guarantee): lambda and its Levenberg-Marquardt rule (adaptive mode: omega =
+  // (19/20)^T1 within [min_damping, max_damping]; the default mode never moves lambda), the
+  // previous update delta_0 (adaptive mode), the step count, the momentum buffer, and the last
+  // alpha and mu (adaptive mode, for reports).
+  struct StepState : DampedStepState<T> {
+    Tensor<T> velocity;
+    double alpha = 0, mu = 0;
   };
-  // The step itself; theta0 holds the parameters before it, `velocity` is the momentum buffer to
-  // update (a copy of velocity_, stored by step() on success), `adaptive` a copy of the adaptive
-  // state; shard and used are this rank's rows and statistics rows (data-parallel only).
-  KfacReport step_unguarded(const Tensor<T>& inputs, const Tensor<T>& targets,
-                            const Tensor<T>& theta0, Tensor<T>& velocity, Adaptive& adaptive,
-                            const nn::Shard& shard, const nn::Shard& used);
-  // The mean loss and its gradient g on a step without statistics (KfacOptions::
-  // statistics_update_every); shard: this rank's rows (data-parallel only).
-  double loss_and_gradient(const Tensor<T>& inputs, const Tensor<T>& targets, Tensor<T>& g,
-                           const nn::Shard& shard);
-  // The adaptive mode's update from the gradient g of the objective (weight decay included):
-  // alpha, mu, theta += s delta and the LM update of lambda (M&G 2015, secs. 6.5 and 7).
-  void adaptive_update(const Tensor<T>& inputs, const Tensor<T>& targets, const Tensor<T>& theta0,
-                       const Tensor<T>& g, Adaptive& adaptive, const nn::Shard& shard,
-                       const nn::Shard& used, KfacReport& r);
+  // K-FAC's stages of the damped-step pipeline (kfac.cpp; curvature/detail/damped_step.hpp).
+  class StepSource;
+  // lambda = KfacOptions::damping and its rule (see StepState); after the options are validated.
+  void init_damping();
   nn::Model<T>* model_;
   const nn::Head<T>* head_;
   nn::Communicator* comm_ = nullptr;  // null: one process
   KroneckerFactors<T> factors_;
-  Tensor<T> velocity_;
-  std::uint64_t steps_ = 0;
+  StepState state_;
   double multiplier_ = 1;
-  double lambda_ = 0;   // adaptive damping (set to options.damping at construction)
-  Tensor<T> previous_;  // adaptive mode: delta_0
-  double alpha_ = 0, mu_ = 0;
 };
 
 /// z = F_kfac^{-1} r with the current damped inverses of a KroneckerFactors (borrowed: it must

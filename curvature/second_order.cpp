@@ -13,7 +13,7 @@
 #include <amari/curvature/hessian.hpp>
 #include <amari/curvature/linearization.hpp>
 #include <amari/curvature/vector_ops.hpp>
-#include <amari/curvature/detail/model_snapshot.hpp>
+#include <amari/curvature/detail/damped_step.hpp>
 #include <amari/nn/training.hpp>
 
 namespace amari::curvature {
@@ -131,18 +131,7 @@ std::uint64_t options_fingerprint(const HessianFreeOptions& o) {
 
 namespace {
 
-// Where a step's examples live: on this process (comm null, the shard is the whole batch), or
-// sharded over the ranks of comm, every loss, gradient and product then being the mean over the
-// union (nn/communicator.hpp).
-struct Ranks {
-  nn::Communicator* comm = nullptr;
-  nn::Shard shard;
-};
-
-Ranks ranks_of(nn::Communicator* comm, Index rows) {
-  if (!comm) return {nullptr, nn::Shard{rows, 0, rows}};
-  return {comm, nn::shard_of(*comm, rows)};
-}
+using detail::Ranks;
 
 // Options agreed by every rank before any of them validates them: equal options give equal
 // outcomes, so a bad option throws on every rank and a mismatch is reported instead of a hang.
@@ -165,7 +154,7 @@ Batch<T> first_examples(const Tensor<T>& x, const Tensor<T>& y, Index n) {
   return {x.view(0, Shape{n, x.size() / total}), y.view(0, Shape{n, y.shape()[1]})};
 }
 
-// Loss at theta0 + alpha d, leaving the model at that point.
+// Loss at theta0 + alpha d, leaving the model at that point; +inf for a loss that is not finite.
 // With several ranks, the mean over the union (one allreduce_sum of one value).
 template <Real T>
 double loss_at(nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
@@ -173,16 +162,8 @@ double loss_at(nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& x,
   Tensor<T>& theta = model.parameters();
   copy(theta0, theta);
   axpy(alpha, d, theta);
-  double l = p.shard.local > 0 ? static_cast<double>(head.loss(model.forward(x), y).item()) : 0.0;
-  if (p.comm) nn::reduce_mean(*p.comm, p.shard.weight(), std::span<double>(&l, 1));
+  const double l = detail::mean_loss(model, head, x, y, p);
   return std::isfinite(l) ? l : std::numeric_limits<double>::infinity();
-}
-
-// theta = theta0 + alpha d (theta0 itself for alpha == 0).
-template <Real T>
-void set_parameters(nn::Model<T>& model, const Tensor<T>& theta0, const Tensor<T>& d, double alpha) {
-  copy(theta0, model.parameters());
-  if (alpha != 0) axpy(alpha, d, model.parameters());
 }
 
 // A shard of a distributed batch may be empty (N = 0 on this rank); a single-process batch may not.
@@ -191,54 +172,6 @@ void check_batch(const char* op, const Shape& x, const Shape& y, bool allow_empt
     throw ShapeError(std::string(op) + ": inputs " + x.str() + " and targets " + y.str() +
                      " must be (N, D) and (N, C) with the same N >= " + (allow_empty ? "0" : "1"));
   }
-}
-
-// What every second-order step starts from: the parameters, the gradient and the right-hand side
-// -g of (A + lambda I) d = -g, and the curvature operator on the curvature minibatch. Fills the
-// loss, gradient norm and lambda of the report.
-template <Real T>
-struct StepStart {
-  Tensor<T> theta0, g, minus_g;
-  std::unique_ptr<LinearOperator<T>> curvature;  ///< null: non-finite loss or gradient, no step
-};
-
-template <Real T>
-StepStart<T> start_step(nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
-                        const Tensor<T>& targets, Curvature kind, Index curvature_batch, int samples,
-                        std::uint64_t seed, double lambda, const Ranks& p, CgStepReport& r) {
-  StepStart<T> s;
-  s.theta0 = model.gather();
-  s.g = model.zeros_like_parameters();
-  if (p.comm) {
-    r.loss = static_cast<double>(
-        nn::loss_and_gradient(model, head, inputs, targets, s.g, *p.comm, p.shard));
-  } else {
-    r.loss = static_cast<double>(nn::loss_and_gradient(model, head, inputs, targets, s.g));
-  }
-  r.gradient_norm = norm(s.g);
-  r.lambda = lambda;
-  s.minus_g = s.g.clone();
-  scal(-1.0, s.minus_g);
-  // A NaN or inf loss or gradient (bad data, a diverged model) gives no step: no curvature is
-  // built (the caller sees a null operator and returns this report), and the parameters, the
-  // damping and the warm start stay as they were; the report says why instead of throwing.
-  if (!std::isfinite(r.loss) || !std::isfinite(r.gradient_norm)) {
-    r.cg_status = CgStatus::non_finite;
-    r.step_scale = 0;
-    r.loss_after = r.loss;
-    r.step_norm = 0;
-    return s;
-  }
-  if (p.comm) {
-    // curvature_batch examples spread over the ranks in proportion to their rows (Shard::spread).
-    const nn::Shard used = p.shard.spread(curvature_batch);
-    const Batch<T> cb = first_examples(inputs, targets, used.local);
-    s.curvature = make_distributed_curvature(kind, model, head, cb.x, cb.y, *p.comm, used, samples, seed);
-    return s;
-  }
-  const Batch<T> cb = first_examples(inputs, targets, curvature_batch);
-  s.curvature = make_curvature(kind, model, head, cb.x, cb.y, samples, seed);
-  return s;
 }
 
 // Armijo backtracking line search along d from step `alpha`, whose loss is `after`: shrink alpha
@@ -265,12 +198,12 @@ double predicted_reduction(double phi, double g_dot_d, double d_norm2, double la
   return -(alpha * g_dot_d + 0.5 * alpha * alpha * dgd);
 }
 
-// ---- the damped-step pipeline ---------------------------------------------------------------------
+// ---- the CG step source -----------------------------------------------------------------------------
 //
-// NaturalGradient and HessianFree are one method with different policies (SEED-NOTES 5; Martens
-// 2010 for HF): gradient and curvature at theta, CG on (A + lambda I) d = -g, the choice of the
-// iterate, Levenberg-Marquardt on lambda from that iterate's reduction ratio, a line search, the
-// update. What the two options structs choose is collected here.
+// NaturalGradient and HessianFree plug the same step source into the damped-step pipeline
+// (detail/damped_step.hpp; SEED-NOTES 5; Martens 2010 for HF): the curvature operator at theta, CG
+// on (A + lambda I) d = -g, the choice of the iterate and a line search. What the two options
+// structs choose is collected here.
 struct DampedStepPolicy {
   const char* op;                        // "NaturalGradient::step" or "HessianFree::step"
   Curvature curvature;
@@ -312,83 +245,137 @@ DampedStepPolicy policy_of(const HessianFreeOptions& o) {
           .line_search_tries = 60, .cg = o.cg};
 }
 
-// One step without the guard: the model and `state` are left half-way if it throws.
+// The stages of detail::damped_step_unguarded for a CG step. One object per step: it keeps what
+// the start stage computed (g, -g, the curvature operator) for the later stages.
 template <Real T>
-HessianFreeReport damped_step_unguarded(const DampedStepPolicy& policy, nn::Model<T>& model,
-                                        const nn::Head<T>& head, nn::Communicator* comm,
-                                        DampedStepState<T>& state, const Tensor<T>& inputs,
-                                        const Tensor<T>& targets) {
-  HessianFreeReport r;
-  check_batch(policy.op, inputs.shape(), targets.shape(), comm != nullptr);
-  const Ranks p = ranks_of(comm, inputs.dim(0));
-  const double lambda = state.lm.lambda;
-  const StepStart<T> start = start_step(model, head, inputs, targets, policy.curvature, policy.curvature_batch,
-                                        policy.mc_samples, policy.seed + state.steps, lambda, p, r);
-  ++state.steps;
-  if (!start.curvature) return r;  // rejected: non-finite loss or gradient
-  const Tensor<T>& g = start.g;
-  const Tensor<T>& theta0 = start.theta0;
-  DampedOperator<T> a(borrowed(*start.curvature), lambda);
+class CgStepSource {
+ public:
+  using Report = HessianFreeReport;  // NaturalGradient returns its CgStepReport part
 
-  std::unique_ptr<DiagonalPreconditioner<T>> m;
-  if (policy.preconditioner) {
-    // Martens 2010, sec. 4.7: M = (diag(EF) + lambda)^alpha, EF from per-example gradients.
-    const Tensor<T> diag =
-        comm ? empirical_fisher_diagonal(model, head, inputs, targets, policy.preconditioner_examples, *comm, p.shard)
-             : empirical_fisher_diagonal(model, head, inputs, targets, policy.preconditioner_examples);
-    m = std::make_unique<DiagonalPreconditioner<T>>(
-        martens_preconditioner(diag, lambda, policy.preconditioner_exponent));
+  CgStepSource(const DampedStepPolicy& policy, const detail::StepContext<T>& c) : policy_(policy), c_(c) {}
+
+  // The loss and gradient of a training step (nn::loss_and_gradient), and the curvature operator
+  // at theta on the curvature minibatch. A NaN or inf loss or gradient (bad data, a diverged
+  // model) rejects the step: no curvature is built, and the parameters, the damping and the warm
+  // start stay as they were; the report says why instead of throwing.
+  bool start(const DampedStepState<T>& state, Report& r) {
+    const Ranks& p = c_.ranks;
+    g_ = c_.model.zeros_like_parameters();
+    if (p.comm) {
+      r.loss = static_cast<double>(
+          nn::loss_and_gradient(c_.model, c_.head, c_.inputs, c_.targets, g_, *p.comm, p.shard));
+    } else {
+      r.loss = static_cast<double>(nn::loss_and_gradient(c_.model, c_.head, c_.inputs, c_.targets, g_));
+    }
+    r.gradient_norm = norm(g_);
+    minus_g_ = g_.clone();
+    scal(-1.0, minus_g_);
+    if (!std::isfinite(r.loss) || !std::isfinite(r.gradient_norm)) {
+      r.cg_status = CgStatus::non_finite;
+      r.step_scale = 0;
+      r.loss_after = r.loss;
+      r.step_norm = 0;
+      return false;
+    }
+    const std::uint64_t seed = policy_.seed + state.steps;
+    if (p.comm) {
+      // curvature_batch examples spread over the ranks in proportion to their rows (Shard::spread).
+      const nn::Shard used = p.shard.spread(policy_.curvature_batch);
+      const Batch<T> cb = first_examples(c_.inputs, c_.targets, used.local);
+      curvature_ = make_distributed_curvature(policy_.curvature, c_.model, c_.head, cb.x, cb.y, *p.comm, used,
+                                              policy_.mc_samples, seed);
+    } else {
+      const Batch<T> cb = first_examples(c_.inputs, c_.targets, policy_.curvature_batch);
+      curvature_ = make_curvature(policy_.curvature, c_.model, c_.head, cb.x, cb.y, policy_.mc_samples, seed);
+    }
+    return true;
   }
-  // sec. 4.5: start CG from a decayed copy of the previous solution.
-  Tensor<T> x0;
-  const bool warm = state.previous.defined() && state.previous.size() == g.size() && policy.warm_start_decay > 0;
-  if (warm) {
-    x0 = state.previous.clone();
-    scal(policy.warm_start_decay, x0);
+
+  // CG on (A + lambda I) d = -g, from decay * the previous solution (sec. 4.5) and with
+  // (diag(EF) + lambda)^alpha as preconditioner (sec. 4.7) where the policy says so.
+  CgResult<T> direction(DampedStepState<T>& state, Report& r) {
+    const double lambda = r.lambda;
+    DampedOperator<T> a(borrowed(*curvature_), lambda);
+    std::unique_ptr<DiagonalPreconditioner<T>> m;
+    if (policy_.preconditioner) {
+      // Martens 2010, sec. 4.7: M = (diag(EF) + lambda)^alpha, EF from per-example gradients.
+      const Ranks& p = c_.ranks;
+      const Tensor<T> diag =
+          p.comm ? empirical_fisher_diagonal(c_.model, c_.head, c_.inputs, c_.targets,
+                                             policy_.preconditioner_examples, *p.comm, p.shard)
+                 : empirical_fisher_diagonal(c_.model, c_.head, c_.inputs, c_.targets,
+                                             policy_.preconditioner_examples);
+      m = std::make_unique<DiagonalPreconditioner<T>>(
+          martens_preconditioner(diag, lambda, policy_.preconditioner_exponent));
+    }
+    Tensor<T> x0;
+    const bool warm =
+        state.previous.defined() && state.previous.size() == g_.size() && policy_.warm_start_decay > 0;
+    if (warm) {
+      x0 = state.previous.clone();
+      scal(policy_.warm_start_decay, x0);
+    }
+    CgResult<T> cg = conjugate_gradient(a, minus_g_, policy_.cg, warm ? &x0 : nullptr, m.get());
+    r.cg_iterations = cg.iterations;
+    r.cg_products = cg.products;
+    r.cg_status = cg.status;
+    if (policy_.keep_warm_start) state.previous = cg.x;
+    return cg;
   }
-  const CgResult<T> cg = conjugate_gradient(a, start.minus_g, policy.cg, warm ? &x0 : nullptr, m.get());
-  r.cg_iterations = cg.iterations;
-  r.cg_products = cg.products;
-  r.cg_status = cg.status;
-  if (policy.keep_warm_start) state.previous = cg.x;
 
   // The step: CG's solution, or (sec. 4.6, CG backtracking) the last kept iterate, walked back
-  // while the loss keeps dropping. Damping follows this step at step_length, before any line
-  // search shortens it.
-  const double length = policy.step_length;
-  const bool kept = policy.choose_kept_iterate && !cg.iterates.empty();
-  std::size_t best = kept ? cg.iterates.size() - 1 : 0;
-  const Tensor<T>* d = kept ? &cg.iterates[best] : &cg.x;
-  double best_loss = loss_at(model, head, inputs, targets, theta0, *d, length, p);
-  if (kept && policy.backtracking) {
-    while (best > 0) {
-      const double l = loss_at(model, head, inputs, targets, theta0, cg.iterates[best - 1], length, p);
-      if (!(l < best_loss)) break;
-      best_loss = l;
-      d = &cg.iterates[--best];
+  // while the loss keeps dropping. Damping follows this step at step_length (its actual and
+  // predicted reductions), before any line search (sec. 8) shortens it.
+  detail::Proposal<T> length(CgResult<T> cg, DampedStepState<T>&, Report& r) {
+    nn::Model<T>& model = c_.model;
+    const Ranks& p = c_.ranks;
+    const double length = policy_.step_length;
+    const bool kept = policy_.choose_kept_iterate && !cg.iterates.empty();
+    std::size_t best = kept ? cg.iterates.size() - 1 : 0;
+    const Tensor<T>* d = kept ? &cg.iterates[best] : &cg.x;
+    double best_loss = loss_at(model, c_.head, c_.inputs, c_.targets, c_.theta0, *d, length, p);
+    if (kept && policy_.backtracking) {
+      while (best > 0) {
+        const double l = loss_at(model, c_.head, c_.inputs, c_.targets, c_.theta0, cg.iterates[best - 1], length, p);
+        if (!(l < best_loss)) break;
+        best_loss = l;
+        d = &cg.iterates[--best];
+      }
     }
+    // The quadratic model's value at the chosen iterate (CG records it per iteration).
+    const int step_index = kept ? cg.iterate_steps[best] : cg.iterations;
+    const double phi = policy_.choose_kept_iterate && static_cast<std::size_t>(step_index) < cg.model_values.size()
+                           ? cg.model_values[static_cast<std::size_t>(step_index)]
+                           : cg.model_value;
+    r.backtrack_iterate = step_index;
+    const double gd = dot(g_, *d), dd = dot(*d, *d);
+    r.predicted_reduction = predicted_reduction(phi, gd, dd, r.lambda, length);
+    double after = best_loss;
+    const double alpha = policy_.line_search
+                             ? armijo(model, c_.head, c_.inputs, c_.targets, c_.theta0, *d, length, r.loss, gd,
+                                      policy_.line_search_shrink, policy_.line_search_tries, p, after)
+                             : (std::isfinite(after) ? length : 0.0);  // never keep a step into NaN/inf
+    r.step_scale = alpha;
+    r.step_norm = alpha * std::sqrt(dd);
+    return {.update = *d,
+            .scale = alpha,
+            .loss_after = alpha == 0 ? r.loss : after,
+            .predicted_reduction = r.predicted_reduction,
+            .actual_reduction = r.loss - best_loss,
+            .adapt_damping = policy_.adapt_damping};
   }
-  // The quadratic model's value at the chosen iterate (CG records it per iteration).
-  const int step_index = kept ? cg.iterate_steps[best] : cg.iterations;
-  const double phi = policy.choose_kept_iterate && static_cast<std::size_t>(step_index) < cg.model_values.size()
-                         ? cg.model_values[static_cast<std::size_t>(step_index)]
-                         : cg.model_value;
-  r.backtrack_iterate = step_index;
-  const double gd = dot(g, *d), dd = dot(*d, *d);
-  r.predicted_reduction = predicted_reduction(phi, gd, dd, lambda, length);
-  r.rho = policy.adapt_damping ? state.lm.update(r.loss - best_loss, r.predicted_reduction)
-                               : reduction_ratio(r.loss - best_loss, r.predicted_reduction);
-  double after = best_loss;
-  const double alpha = policy.line_search
-                           ? armijo(model, head, inputs, targets, theta0, *d, length, r.loss, gd,
-                                    policy.line_search_shrink, policy.line_search_tries, p, after)
-                           : (std::isfinite(after) ? length : 0.0);  // never keep a step into NaN/inf
-  set_parameters(model, theta0, *d, alpha);
-  r.step_scale = alpha;
-  r.loss_after = alpha == 0 ? r.loss : after;
-  r.step_norm = alpha * std::sqrt(dd);
-  return r;
-}
+
+  // A CG step is never undone by the pipeline's guard (its loss after is finite: a step into
+  // NaN/inf has scale 0 already), and HF keeps its warm start either way.
+  void forget(DampedStepState<T>&) {}
+  void report_rho(Report& r, double rho) { r.rho = rho; }
+
+ private:
+  const DampedStepPolicy& policy_;
+  const detail::StepContext<T>& c_;
+  Tensor<T> g_, minus_g_;
+  std::unique_ptr<LinearOperator<T>> curvature_;
+};
 
 // One step, all or nothing: if it throws, the model (parameters, state, step counter, first
 // example) and `state` (lambda, warm start, step count) are as they were before the call.
@@ -396,16 +383,16 @@ template <Real T>
 HessianFreeReport damped_step(const DampedStepPolicy& policy, nn::Model<T>& model, const nn::Head<T>& head,
                               nn::Communicator* comm, DampedStepState<T>& state, const Tensor<T>& inputs,
                               const Tensor<T>& targets) {
-  const detail::ModelSnapshot<T> model_before(model);
-  DampedStepState<T> working = state;  // `previous` is a handle: the step rebinds it, never writes into it
-  try {
-    HessianFreeReport r = damped_step_unguarded(policy, model, head, comm, working, inputs, targets);
-    state = std::move(working);
-    return r;
-  } catch (...) {
-    model_before.restore(model);
-    throw;
-  }
+  check_batch(policy.op, inputs.shape(), targets.shape(), comm != nullptr);
+  const Ranks ranks = detail::ranks_of(comm, inputs.dim(0));
+  return detail::all_or_nothing(
+      model, state,
+      [&](const Tensor<T>& theta0, DampedStepState<T>& working) {
+        const detail::StepContext<T> c{model, head, inputs, targets, ranks, theta0};
+        CgStepSource<T> source(policy, c);
+        return detail::damped_step_unguarded(source, c, working);
+      },
+      [] {});
 }
 
 // A checkpoint of DampedStepState (nn/checkpoint.hpp): number lambda, counter steps, and tensor

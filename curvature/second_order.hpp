@@ -88,16 +88,21 @@ struct HessianFreeReport : CgStepReport {
   std::string str() const;
 };
 
-/// What a damped CG method (NaturalGradient, HessianFree) carries from one step to the next. Both
-/// run one step pipeline (second_order.cpp): gradient and curvature at theta, CG on
-/// (A + lambda I) d = -g, the choice of iterate, Levenberg-Marquardt on lambda, a line search; their
-/// options only choose its policies (step length, warm start, preconditioner, CG backtracking,
-/// line-search shrink factor).
+/// What a damped step carries from one step to the next. NaturalGradient, HessianFree and Kfac
+/// run one step pipeline (curvature/detail/damped_step.hpp): the loss and gradient at theta, a
+/// direction from a step source (CG on (A + lambda I) d = -g, or K-FAC's preconditioned
+/// gradient), its length (the choice of CG iterate and a line search; K-FAC's KL clip and
+/// momentum, or its adaptive quadratic model), the update, a guard that undoes a step into
+/// NaN/inf, and Levenberg-Marquardt on lambda. NaturalGradient and HessianFree share the CG step
+/// source, whose policies their options choose (step length, warm start, preconditioner, CG
+/// backtracking, line-search shrink factor); Kfac adds its momentum buffer to this state.
 template <Real T>
 struct DampedStepState {
   LevenbergMarquardt lm;   ///< lambda and its update rule
-  Tensor<T> previous;      ///< the last CG solution (HessianFree's warm start; undefined for NG)
-  std::uint64_t steps = 0;
+  /// What the next step starts from: HessianFree's warm start (the last CG solution), adaptive
+  /// K-FAC's previous update delta_0; undefined for NaturalGradient and default K-FAC.
+  Tensor<T> previous;
+  std::uint64_t steps = 0;  ///< steps taken (rejected ones included)
 };
 
 /// Natural gradient: d solves (F + lambda I) d = -g by CG on the chosen curvature, then

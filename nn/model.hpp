@@ -165,10 +165,12 @@ class Model {
     return run<V>(x, params, mode_, /*update_state=*/false, &observer);
   }
   /// The forward pass of a training step: in Mode::train, state such as batch norm's running
-  /// statistics is updated from this batch; in Mode::eval, the same as forward().
+  /// statistics is updated from this batch; in Mode::eval, the same as forward(). With an
+  /// observer, every Linear and Conv2d layer reports itself as in forward_observed (a training
+  /// step whose record also gathers K-FAC's statistics).
   template <Value V>
-  V forward_updating_state(const V& x, std::span<const V> params) {
-    return run<V>(x, params, mode_, mode_ == Mode::train);
+  V forward_updating_state(const V& x, std::span<const V> params, TapObserver<V>* observer = nullptr) {
+    return run<V>(x, params, mode_, mode_ == Mode::train, observer);
   }
   /// One line per parameter: name, shape, offset; then the total; then the state tensors.
   std::string summary() const;

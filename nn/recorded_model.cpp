@@ -21,8 +21,6 @@ RecordedModel<T>::RecordedModel(const Model<T>& model, Tensor<T> inputs, RecordO
   if (updated && updated != &model) {
     throw ValueError(op + ": RecordOptions::update_state must point to the recorded model");
   }
-  if (updated && options.taps)
-    throw ValueError(op + ": RecordOptions::update_state cannot be used with taps");
   const std::vector<Tensor<T>> views = model.split(theta_);
   params_.reserve(views.size());
   for (const auto& v : views) params_.push_back(tape_->variable(v));
@@ -33,10 +31,10 @@ RecordedModel<T>::RecordedModel(const Model<T>& model, Tensor<T> inputs, RecordO
       updated && model.mode() == Mode::train && state.defined() && state.size() > 0;
   const Tensor<T> saved_state = moves_state ? state.clone() : Tensor<T>();
   try {
-    if (options.taps) {
+    if (updated) {
+      z_ = updated->forward_updating_state(Var<T>(x_), params, options.taps);
+    } else if (options.taps) {
       z_ = model.forward_observed(Var<T>(x_), params, *options.taps);
-    } else if (updated) {
-      z_ = updated->forward_updating_state(Var<T>(x_), params);
     } else {
       z_ = model.forward(Var<T>(x_), params);
     }

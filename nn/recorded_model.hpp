@@ -9,11 +9,11 @@
 // (curvature/detail/tapped_record.hpp), sweeping its tape to the tapped layers' outputs. So the
 // model is recorded in one place.
 //
-// The training gradient (nn::loss_and_gradient, nn::gradient_at, and through gradient_at K-FAC's
-// steps without statistics) records a loss on the model's own parameter storage (a record that
-// ends with the call: RecordOptions::borrow_parameters) and sweeps the gradient once; a training
-// step's record is the step's forward pass (RecordOptions::update_state: batch norm's running
-// statistics move with the batch).
+// The training gradient (nn::loss_and_gradient, nn::gradient_at, and K-FAC's steps without
+// statistics) records a loss on the model's own parameter storage (a record that ends with the
+// call: RecordOptions::borrow_parameters) and sweeps the gradient once; a training step's record
+// is the step's forward pass (RecordOptions::update_state: batch norm's running statistics move
+// with the batch), K-FAC's statistics record included (update_state with taps).
 //
 // A record is a value: it owns its tape (Vars stay valid when the record is moved) and, unless it
 // borrows them, a copy of the parameters it was made at, so a later update of the model does not
@@ -51,8 +51,8 @@ struct RecordOptions {
   /// model (ValueError otherwise), and in Mode::train its non-parameter state (batch norm's
   /// running statistics) moves with this batch, once, as Model::forward_updating_state moves it;
   /// in Mode::eval nothing changes. If the recording throws, the state is restored (a copy of the
-  /// S state values is kept while recording). Not with taps (ValueError). Only used while the
-  /// constructor runs.
+  /// S state values is kept while recording). With taps too: the layers report themselves from
+  /// the same pass (K-FAC's statistics steps). Only used while the constructor runs.
   Model<T>* update_state = nullptr;
   /// When true, the record uses the model's own parameter storage instead of a copy: no P-element
   /// copy, but the record (its sweeps and parameters()) is only valid until the model's parameters

@@ -49,8 +49,7 @@ void synchronize_model(Communicator& comm, Model<T>& model);
 
 /// The same loss and gradient with no side effect: the pass runs in model.mode() at model.step()
 /// (the current dropout masks) and leaves the state alone. The same RecordedModel and sweep as
-/// loss_and_gradient without the state update. For measurements, checks and K-FAC's steps without
-/// statistics.
+/// loss_and_gradient without the state update. For measurements and checks.
 template <Real T>
 T gradient_at(const Model<T>& model, const Head<T>& head, const Tensor<T>& x, const Tensor<T>& y,
               Tensor<T>& gradient);

@@ -49,14 +49,19 @@ struct TappedRecord {
 /// std::out_of_range from a module changed after the Model was built) is rethrown as Error naming
 /// the model. Those of the planning (refuse only) are K-FAC's: ValueError for a grouped
 /// convolution or a weight tapped twice, Error for a [W; b] that is not one block. Cost: one copy
-/// of the parameters and one taped forward pass.
+/// of the parameters and one taped forward pass. With `training_step` (which must be `model`:
+/// RecordOptions::update_state), the record is a training step's forward pass and moves the
+/// model's running statistics with the batch, once (restored if the recording throws; a
+/// planning error after it leaves them moved, for the caller's rollback to restore).
 template <Real T>
 TappedRecord<T> record_tapped(const char* op, const nn::Model<T>& model, const Tensor<T>& inputs,
-                              TapPolicy policy);
+                              TapPolicy policy, nn::Model<T>* training_step = nullptr);
 
 extern template TappedRecord<float> record_tapped<float>(const char*, const nn::Model<float>&,
-                                                         const Tensor<float>&, TapPolicy);
+                                                         const Tensor<float>&, TapPolicy,
+                                                         nn::Model<float>*);
 extern template TappedRecord<double> record_tapped<double>(const char*, const nn::Model<double>&,
-                                                           const Tensor<double>&, TapPolicy);
+                                                           const Tensor<double>&, TapPolicy,
+                                                           nn::Model<double>*);
 
 }  // namespace amari::curvature::detail

@@ -1017,7 +1017,8 @@ TEST_CASE(
   const Tensor<double> y = targets_for(head, n, kC, rng);
   // A model with running statistics (batch norm, train mode) and a tripwire: an identity module
   // that throws on a chosen call of the plain forward pass (the loss after the step), after the
-  // factors, the parameters, the momentum and the running statistics have all been moved.
+  // factors, the parameters, the momentum and the running statistics (moved by the step's
+  // recorded pass) have all been moved.
   auto calls = std::make_shared<int>(0);
   auto trigger = std::make_shared<int>(-1);
   auto make = [&](std::uint64_t seed) {
@@ -1049,7 +1050,7 @@ TEST_CASE(
     }
     // 1. The loss after the step throws (the step and the inverse refresh were done).
     *calls = 0;
-    *trigger = 1;  // call 0: the running-statistics pass, call 1: the loss after the step
+    *trigger = 0;  // the step's only plain forward pass: the loss after the step
     CHECK_THROWS_WITH(kfac.step(xs[2], y), Contains("tripwire"));
     *trigger = -1;
     // 2. A NaN in the batch (non-finite loss) and 3. mismatched shapes.

@@ -118,7 +118,7 @@ TEST_CASE(
 
 TEST_CASE(
     "RecordedModel with update_state: a recording that throws leaves the running statistics as "
-    "they were, and update_state must be the recorded model and cannot be used with taps",
+    "they were, and update_state must be the recorded model",
     "[nn][training][recorded_model]") {
   nn::Model<double> model(tg_batch_norm_dropout_net(), 4);
   nn::Model<double> other = model;
