@@ -31,6 +31,15 @@ void DistributedOperator<T>::apply(const Tensor<T>& v, Tensor<T>& out) {
 }
 
 template <Real T>
+double DistributedOperator<T>::apply_quadratic_form(const Tensor<T>& v, Tensor<T>& out) {
+  if (comm_->size() > 1 || !local_) return LinearOperator<T>::apply_quadratic_form(v, out);
+  check_apply_arguments(*this, v, out);
+  const double form = local_->apply_quadratic_form(v, out);
+  nn::reduce_mean(*comm_, weight_, std::span<T>(out.data(), static_cast<std::size_t>(out.size())));
+  return weight_ * form;
+}
+
+template <Real T>
 std::string DistributedOperator<T>::name() const {
   return "Distributed(" + (local_ ? local_->name() : std::string("no local examples")) + ", " +
          std::to_string(comm_->size()) + " ranks)";

@@ -31,6 +31,11 @@ class DistributedOperator final : public LinearOperator<T> {
   /// out = sum_r weight_r A_r v. Cost: one local product, P multiplications and one allreduce_sum
   /// of P values.
   void apply(const Tensor<T>& v, Tensor<T>& out) override;
+  /// out = A v as apply() gives it, and v^T A v. On one rank, the local operator's own form times
+  /// the weight (what a single process computes, bit for bit); on several, the dot of v with the
+  /// reduced product (LinearOperator's default), so a product stays one allreduce_sum, the count
+  /// docs/scaling.md gives.
+  double apply_quadratic_form(const Tensor<T>& v, Tensor<T>& out) override;
   /// "Distributed(<local name>, k ranks)".
   std::string name() const override;
   /// This rank's operator (null when it holds no example).
