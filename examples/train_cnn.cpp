@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
                              example::with_log_options({{"epochs", "5"},
                               {"batch", "128"},
                               {"lr", "0.001"},
+                              {"lr-anneal", "1"},
                               {"seed", "1"},
                               {"arch", "cnn"},
                               {"batch-norm", "0"},
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
                               {"kfac-kl-clip", "K-FAC KL clip of each step"},
                               {"kfac-weight-decay", "K-FAC weight decay"},
                               {"kfac-anneal", "1: cosine-anneal the K-FAC step over the run"},
+                              {"lr-anneal", "1: cosine-anneal Adam's learning rate from --lr to 0 over the run"},
                               {"kfac-inverse-every", "steps between refreshes of the factor inverses"},
                               {"kfac-stats-every", "steps between updates of the factor statistics"},
                               {"kfac-stats", "examples of each batch used for the factor statistics"},
@@ -96,13 +98,23 @@ int main(int argc, char** argv) {
     Tensor<float> grad = model.zeros_like_parameters();
     std::unique_ptr<curvature::Kfac<float>> kfac;
     std::string described;
+    // Steps of the whole run, for the cosine schedules (Loshchilov & Hutter 2017) of both optimizers.
+    const double run_steps = static_cast<double>(opt.integer("epochs")) *
+                             static_cast<double>(data.train.size() / opt.integer("batch"));
+    const auto cosine = [run_steps](double step) {
+      return 0.5 * (1 + std::cos(3.14159265358979323846 * std::min(step / run_steps, 1.0)));
+    };
     if (which == "adam") {
-      step = [&](const Tensor<float>& x, const Tensor<float>& y) {
+      // --lr-anneal 1: the learning rate follows a cosine from --lr down to 0 over the whole run.
+      const bool anneal = opt.integer("lr-anneal") != 0;
+      const double lr = opt.real("lr");
+      step = [&, anneal, lr, steps = 0L](const Tensor<float>& x, const Tensor<float>& y) mutable {
+        if (anneal) adam.set_learning_rate(lr * cosine(static_cast<double>(steps++)));
         const double loss = parallel.loss_and_gradient(model, head, x, y, grad);
         adam.step(model.parameters(), grad);
         return loss;
       };
-      described = "Adam lr " + std::to_string(opt.real("lr"));
+      described = "Adam lr " + std::to_string(lr) + (anneal ? " (cosine-annealed)" : "");
     } else if (which == "kfac") {
       const std::string fisher = opt.str("kfac-fisher"), conv = opt.str("kfac-conv");
       if (fisher != "sampled" && fisher != "kflr" && fisher != "empirical") {
@@ -134,13 +146,8 @@ int main(int argc, char** argv) {
       // --kfac-anneal 1: the step multiplier follows a cosine from 1 down to 0 over the whole run
       // (Loshchilov & Hutter 2017), applied after the KL clip so that it is not undone by it.
       const bool anneal = opt.integer("kfac-anneal") != 0;
-      const double total_steps = static_cast<double>(opt.integer("epochs")) *
-                                 static_cast<double>(data.train.size() / opt.integer("batch"));
-      step = [&, anneal, total_steps](const Tensor<float>& x, const Tensor<float>& y) {
-        if (anneal) {
-          const double t = static_cast<double>(kfac->steps()) / total_steps;
-          kfac->set_step_multiplier(0.5 * (1 + std::cos(3.14159265358979323846 * std::min(t, 1.0))));
-        }
+      step = [&, anneal](const Tensor<float>& x, const Tensor<float>& y) {
+        if (anneal) kfac->set_step_multiplier(cosine(static_cast<double>(kfac->steps())));
         if (parallel.distributed()) return kfac->step(parallel.rows(x), parallel.rows(y)).loss;
         return kfac->step(x, y).loss;
       };
