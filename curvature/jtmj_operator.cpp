@@ -14,7 +14,7 @@ double JtMJOperator<T>::apply_quadratic_form(const Tensor<T>& v, Tensor<T>& out)
   product(v, out);
   // v^T J^T b = (J v)^T b = a^T b: the same number as v^T out up to rounding, without reading the
   // two P-vectors again.
-  return kernels::dot(a_.size(), a_.data(), b_.data());
+  return dot(a_, b_);
 }
 
 template <Real T>

@@ -19,8 +19,8 @@
 #include <string>
 #include <utility>
 
-#include <amari/autodiff/kernels/vector.hpp>
 #include <amari/autodiff/tensor.hpp>
+#include <amari/curvature/vector_ops.hpp>
 
 namespace amari::curvature {
 
@@ -39,12 +39,12 @@ class LinearOperator {
   /// preallocated by the caller and overwritten. Non-const: products may cache buffers.
   virtual void apply(const Tensor<T>& v, Tensor<T>& out) = 0;
   /// out = A v as apply() gives it, and returns the quadratic form v^T A v, summed in double.
-  /// This default applies and then reads v and out once more (kernels::dot); an operator that knows
+  /// This default applies and then reads v and out once more (dot()); an operator that knows
   /// the form more cheaply overrides it (the J^T M J operators take it from their logit-space
   /// tangents: jtmj_operator.hpp). Conjugate gradient asks for p^T A p this way.
   virtual double apply_quadratic_form(const Tensor<T>& v, Tensor<T>& out) {
     apply(v, out);
-    return kernels::dot(v.size(), v.data(), out.data());
+    return dot(v, out);
   }
   /// Human-readable description, e.g. "GGN(softmax-CE, N=128)", used in reports and errors.
   virtual std::string name() const = 0;
