@@ -688,11 +688,12 @@ void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* yba
     return;
   }
   // The direct kernels where they were measured faster than the GEMM path (float, 1 thread, batch
-  // 128, 3x3 kernels; ops/conv2d.cpp): at stride 1 xbar as a forward convolution of ybar when the
-  // input channels fill 3/4 of the register tiles (C_in/G = 32: 6.95 -> 5.77 ms, but 16: 10.8 ->
-  // 13.0 ms), and wbar when the output channels fill half of them (every layer measured: 1 to 32
-  // input channels, 3.3-11.6 -> 2.5-9.0 ms; 32 -> 64 channels on 14 x 14 about even). Neither
-  // where the padded copy would be larger than the column matrix (as in conv2d_forward).
+  // 128, 3x3 kernels, the Intel machine of 2026-12-02; bench/RESULTS.md): at stride 1 xbar as a
+  // forward convolution of ybar when the input channels fill 3/4 of the register tiles (32 -> 64
+  // on 14 x 14: 6.95 -> 5.77 ms, but 16 -> 32 on 28 x 28: 10.8 -> 13.0 ms), and wbar when the output
+  // channels fill half of them (1, 3, 8, 16 -> 32 on 28 x 28: 3.3-11.6 -> 2.5-9.0 ms; 32 -> 64 on
+  // 14 x 14 about even). Neither where the padded copy would be larger than the column matrix (as
+  // in conv2d_forward).
   if (xbar != nullptr && g.stride_h == 1 && g.stride_w == 1 && fills_slivers<T>(g.group_in(), 3, 4)) {
     const DirectConv d = input_adjoint_source(g);
     const double padded = static_cast<double>(d.hp) * static_cast<double>(d.wp) * static_cast<double>(g.c_out);
