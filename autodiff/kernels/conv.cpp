@@ -349,12 +349,8 @@ void direct_tile(const T* const* rows, const Index* runs, Index run_count, const
                  const T* bias, T* c, Index ldc, int mr, int nr, bool accumulate) {
   using Batch = typename Tile<T>::Batch;
   constexpr int W = Tile<T>::kWidth, NV = Tile<T>::kNV, MR = Tile<T>::kMR, NR = Tile<T>::kNR;
-  Batch acc[MR][NV];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = Batch(T(0));
-  }
+  typename Tile<T>::Accumulators acc;
+  Tile<T>::zero(acc);
   for (Index s = 0; s < run_count; ++s) {
     const Index offset = runs[2 * s], length = runs[2 * s + 1];
     const T* a[MR];
@@ -390,11 +386,7 @@ void direct_tile(const T* const* rows, const Index* runs, Index run_count, const
     return;
   }
   alignas(64) T tile[MR * NR];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v].store_aligned(tile + r * NR + v * W);
-  }
+  Tile<T>::spill(acc, tile);
   for (int r = 0; r < mr; ++r) {
     for (int j = 0; j < nr; ++j) {
       const T base = (accumulate ? c[r * ldc + j] : T(0)) + (bias ? bias[j] : T(0));
@@ -561,12 +553,8 @@ void weight_tile(const T* src, const Index* origins, Index m, const Index* taps,
                  const T* __restrict yp, T* out, Index ldo, int nr) {
   using Batch = typename Tile<T>::Batch;
   constexpr int W = Tile<T>::kWidth, NV = Tile<T>::kNV, MR = Tile<T>::kMR, NR = Tile<T>::kNR;
-  Batch acc[MR][NV];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = Batch(T(0));
-  }
+  typename Tile<T>::Accumulators acc;
+  Tile<T>::zero(acc);
   Index off[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) off[r] = taps[std::min(r, mr - 1)];  // tails repeat
@@ -583,11 +571,7 @@ void weight_tile(const T* src, const Index* origins, Index m, const Index* taps,
     }
   }
   alignas(64) T tile[MR * NR];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v].store_aligned(tile + r * NR + v * W);
-  }
+  Tile<T>::spill(acc, tile);
   for (int r = 0; r < mr; ++r) {
     for (int j = 0; j < nr; ++j) out[r * ldo + j] = tile[r * NR + j];
   }

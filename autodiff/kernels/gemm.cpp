@@ -273,12 +273,8 @@ void micro_kernel(Index kc, const T* __restrict ap, const T* __restrict bp, T* c
   constexpr int MR = Blocking<T>::kMR;
   constexpr int NR = Blocking<T>::kNR;
 
-  Batch acc[MR][NV];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = Batch(T(0));
-  }
+  typename Blocking<T>::Accumulators acc;
+  Blocking<T>::zero(acc);
   // Unrolled so the loop counter and pointer bumps are amortized over 4 * MR * NV FMAs.
 #pragma GCC unroll 4
   for (Index p = 0; p < kc; ++p) {
@@ -318,11 +314,7 @@ void micro_kernel(Index kc, const T* __restrict ap, const T* __restrict bp, T* c
   }
   // Edge tile or transposed C: spill the accumulators and write back the valid mr x nr corner.
   alignas(64) T tile[MR * NR];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v].store_aligned(tile + r * NR + v * W);
-  }
+  Blocking<T>::spill(acc, tile);
   for (int r = 0; r < mr; ++r) {
     T* cr = c + r * rs_c;
     const T* tr = tile + r * NR;

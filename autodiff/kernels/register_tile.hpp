@@ -24,6 +24,26 @@ struct RegisterTile {
   static constexpr int kNV = 2;  // batches per tile row
   static constexpr int kNR = kNV * kWidth;
   static constexpr int kMR = kVectorRegisters == 32 ? 8 : 6;
+  /// The accumulators of one tile, meant to live in registers.
+  using Accumulators = Batch[kMR][kNV];
+
+  /// Every accumulator set to 0.
+  static inline void zero(Accumulators& acc) {
+#pragma GCC unroll 16
+    for (int r = 0; r < kMR; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) acc[r][v] = Batch(T(0));
+    }
+  }
+  /// The accumulators stored row by row into an aligned kMR x kNR buffer, for edge tiles whose
+  /// valid corner is then copied out element by element.
+  static inline void spill(const Accumulators& acc, T* tile) {
+#pragma GCC unroll 16
+    for (int r = 0; r < kMR; ++r) {
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) acc[r][v].store_aligned(tile + r * kNR + v * kWidth);
+    }
+  }
 };
 
 }  // namespace amari::kernels
