@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include <amari/autodiff/ops.hpp>
 #include <amari/autodiff/tape.hpp>
 
 namespace amari {
@@ -257,6 +258,56 @@ void check_first_order(CheckReport& report, const CheckedFunction& f, const Poin
       fmt("<J^T u, w> = %.6g, finite differences %.6g", vjp_w, vjp_w_fd));
 }
 
+// The reverse sweep hands a rule the first contribution to an adjoint buffer as a fresh buffer to
+// overwrite, and later ones to add to (NodeBase::vjp_fresh, "Overwrite" in ops/primitive.hpp).
+// Fresh: the result buffers are filled with NaN, which a rule that reads a fresh buffer keeps.
+// Adding: inputs also feed reshape(x_i), recorded after f, so the sweep reaches x_i's buffer
+// through reshape first (cotangent w_i) and f's rules then add J_i^T u to it; once for every
+// input and once for the even-numbered ones (mixed fresh and adding buffers in one rule).
+void check_adjoint_buffers(CheckReport& report, const CheckedFunction& f, const Point& p) {
+  const std::size_t n = p.x.size();
+  {
+    Tape<double> tape;
+    std::vector<Var<double>> xv;
+    for (const auto& t : p.x) xv.push_back(tape.variable(t));
+    const Var<double> outs[] = {f.var_d(xv)};
+    const Tensor<double> us[] = {p.u};
+    Tensors results;
+    for (const auto& t : p.x) {
+      results.push_back(Tensor<double>::uninitialized(t.shape()));
+      results.back().fill(std::numeric_limits<double>::quiet_NaN());
+    }
+    tape.vjp_into(outs, us, xv, results);
+    double diff = 0;
+    for (std::size_t i = 0; i < n; ++i) diff = std::max(diff, max_abs_diff(results[i], p.r.xbar[i]));
+    add(report, "VJP: into NaN-filled buffers equals J^T u (the rules overwrite fresh adjoints)", diff, 0);
+  }
+  for (const std::size_t every : {std::size_t{1}, std::size_t{2}}) {
+    Tape<double> tape;
+    std::vector<Var<double>> xv;
+    for (const auto& t : p.x) xv.push_back(tape.variable(t));
+    std::vector<Var<double>> outs{f.var_d(xv)};
+    Tensors cotangents{p.u};
+    for (std::size_t i = 0; i < n; i += every) {
+      outs.push_back(reshape(xv[i], p.x[i].shape()));
+      cotangents.push_back(p.w[i]);
+    }
+    const Tensors sums = tape.vjp(outs, cotangents, xv);
+    double err = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      Tensor<double> added = sums[i].clone();
+      const bool seeded = i % every == 0;
+      for (Index k = 0; seeded && k < added.size(); ++k) added[k] -= p.w[i][k];
+      err = std::max(err, distance(added, p.r.xbar[i]) /
+                              (norm(p.r.xbar[i]) + (seeded ? norm(p.w[i]) : 0.0) + 1e-300));
+    }
+    add(report,
+        every == 1 ? "VJP: added to adjoints that hold a value, J^T u + w - w = J^T u (relative)"
+                   : "VJP: even inputs' adjoints hold a value, odd ones fresh (relative)",
+        err, 1e-14);
+  }
+}
+
 // With several inputs: input i alone carries a tangent / is requested, the others are constants
 // (the rules' "zero tangent" and "not wanted" paths).
 void check_constant_inputs(CheckReport& report, const CheckedFunction& f, const Point& p) {
@@ -396,6 +447,7 @@ CheckReport check_rules(const std::string& name, const CheckedFunction& f,
   if (!check_primal(report, p.r, "")) return report;
 
   check_first_order(report, f, p);
+  check_adjoint_buffers(report, f, p);
   if (p.x.size() > 1) check_constant_inputs(report, f, p);
   check_second_order(report, f, p);
   check_float(report, f, p);

@@ -13,7 +13,9 @@
 //   JVP           forward mode (Dual) J v against central finite differences of f along v, and
 //                 the tape's forward sweep against forward mode;
 //   VJP           the adjoint identity <u, J v> = sum_i <J_i^T u, v_i>, and <J^T u, w> against
-//                 finite differences of <u, f(x + h w)>;
+//                 finite differences of <u, f(x + h w)>; the rules' two ways of writing an
+//                 adjoint: into buffers filled with NaN (a fresh buffer is overwritten, never
+//                 read) and onto buffers that already hold a value (added to);
 //   constants     with several inputs, each input alone carrying a tangent (the others constant)
 //                 against finite differences, alone requested for a cotangent against the full VJP,
 //                 and alone in a Hessian-vector product against finite differences of its VJP;
@@ -22,8 +24,8 @@
 //                 and the symmetry <w, H v> = <v, H w>;
 // and in float: the same evaluations within float tolerance of the double results. The finite
 // differences are central, Richardson-extrapolated (error O(h^4), h = 1e-3 and 5e-4), in double.
-// The tolerances are fixed and printed with each check. Cost for f of n inputs: 15 + 4 n
-// evaluations of f (15 + 14 n when n > 1), each recorded one on a fresh tape.
+// The tolerances are fixed and printed with each check. Cost for f of n inputs: 18 + 4 n
+// evaluations of f (18 + 14 n when n > 1), each recorded one on a fresh tape.
 #pragma once
 
 #include <concepts>

@@ -336,12 +336,21 @@ void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
     st.adjoint_tangent.assign(nslots, nullptr);
     if (st.adjoint_tangent_buf.size() < nslots) st.adjoint_tangent_buf.resize(nslots);
   }
-  // First touch of a slot zero-fills its buffer; later contributions accumulate.
+  // First touch of a slot. In the first-order sweep the buffer is left as it is and marked fresh:
+  // the first contribution overwrites it (NodeBase::vjp_fresh), later ones accumulate, so no
+  // buffer is zero-filled and then read back. The second-order sweep zero-fills (its two rules
+  // both accumulate into the adjoint tangents).
+  std::vector<unsigned char>& fresh = st.fresh;
+  fresh.assign(nslots, 0);
   auto acquire = [&](std::vector<Tensor<T>*>& ptrs, std::vector<Tensor<T>>& bufs, std::size_t s,
                      bool is_result) -> Tensor<T>* {
     if (!ptrs[s]) {
       ptrs[s] = is_result && target[s] ? target[s] : &workspace(bufs, s, st.slot_shapes[s]);
-      ptrs[s]->fill(T(0));
+      if (second_order) {
+        ptrs[s]->fill(T(0));
+      } else {
+        fresh[s] = 1;
+      }
     }
     return ptrs[s];
   };
@@ -353,7 +362,14 @@ void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
   for (std::size_t k = 0; k < outputs.size(); ++k) {
     const std::int32_t s = slot_of(outputs[k], op, "output", k);
     if (s < 0 || !st.needed[static_cast<std::size_t>(s)]) continue;
-    add_into(*adjoint(static_cast<std::size_t>(s)), cotangents[k]);
+    const auto slot = static_cast<std::size_t>(s);
+    Tensor<T>& a = *adjoint(slot);
+    if (fresh[slot]) {
+      a.copy_from(cotangents[k]);
+      fresh[slot] = 0;
+    } else {
+      add_into(a, cotangents[k]);
+    }
   }
 
   const SweepKind kind = second_order ? SweepKind::second_order : SweepKind::reverse;
@@ -379,7 +395,30 @@ void Tape<T>::reverse_sweep(const char* op, std::span<const Var<T>> outputs,
       }
     }
     if (!any) continue;
-    node->vjp(*st.adjoint[out], xbar);
+    if (second_order) {
+      node->vjp(*st.adjoint[out], xbar);
+    } else {
+      // The rule overwrites the fresh buffers it is the first to reach. An input slot read twice
+      // by this record (x * x) gets two contributions from one rule: zero-filled instead.
+      unsigned first = 0;
+      for (int i = 0; i < node->arity; ++i) {
+        const std::int32_t in = node->inputs[static_cast<std::size_t>(i)];
+        if (!xbar[i] || !fresh[static_cast<std::size_t>(in)]) continue;
+        bool repeated = false;
+        for (int j = 0; j < node->arity; ++j) repeated = repeated || (j != i && xbar[j] == xbar[i]);
+        if (repeated) {
+          xbar[i]->fill(T(0));
+        } else {
+          first |= 1u << i;
+        }
+        fresh[static_cast<std::size_t>(in)] = 0;
+      }
+      if (first) {
+        node->vjp_fresh(*st.adjoint[out], xbar, first);
+      } else {
+        node->vjp(*st.adjoint[out], xbar);
+      }
+    }
     if (second_order) {
       // Forward-over-reverse: the adjoint tangent flows back through the same (linear) VJP rule,
       // and the rule's own dependence on the inputs adds the curvature term.

@@ -57,6 +57,7 @@ struct TapeState {
   std::vector<Tensor<T>> tangent_buf, adjoint_buf, adjoint_tangent_buf;
   std::vector<Tensor<T>*> tangent, adjoint, adjoint_tangent;  // per sweep: null = zero
   std::vector<unsigned char> needed;
+  std::vector<unsigned char> fresh;      // per reverse sweep: adjoint acquired, nothing written yet
   std::vector<Tensor<T>*> target;        // per sweep: caller buffer that receives a slot's result
   std::vector<std::int32_t> io_slots;    // per sweep: slots of the requested inputs/outputs
   std::vector<const Tensor<T>*> saved_scratch;  // *_into alias checks: one record's residuals

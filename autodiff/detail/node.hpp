@@ -29,6 +29,18 @@ class NodeBase {
   virtual void jvp(const Tensor<T>* const* dx, Tensor<T>& dy) const = 0;
   /// VJP rule: xbar[i] += J_i^T ybar for each non-null xbar[i].
   virtual void vjp(const Tensor<T>& ybar, Tensor<T>* const* xbar) const = 0;
+  /// The VJP rule where some adjoint buffers are fresh: bit i of `fresh` set means xbar[i] holds
+  /// no value yet (its contents are arbitrary) and receives xbar[i] = J_i^T ybar; the others
+  /// accumulate as in vjp(). The reverse sweep passes the first contribution to each adjoint this
+  /// way, so a buffer is written once instead of zero-filled and then read back and written. This
+  /// default zero-fills the fresh buffers and calls vjp(); primitives whose rules can write
+  /// directly override it (autodiff/ops/primitive.hpp, "Overwrite").
+  virtual void vjp_fresh(const Tensor<T>& ybar, Tensor<T>* const* xbar, unsigned fresh) const {
+    for (int i = 0; i < kMaxArity; ++i) {
+      if ((fresh >> i & 1u) && xbar[i]) xbar[i]->fill(T(0));
+    }
+    vjp(ybar, xbar);
+  }
   /// Tangent of the VJP rule along the input tangents dx (output tangent dy), ybar held fixed:
   /// xbar_dot[i] += d/de [J_i(x + e dx)^T ybar]. Drives exact Hessian-vector products
   /// (forward-over-reverse). Never called for linear primitives.

@@ -182,16 +182,35 @@ void col2im_image(const ConvGeometry& g, const T* cols, T* xbar) {
   }
 }
 
-// xbar (images [0, nc) of the chunk) += col2im(cols); parallel over images, whose xbar regions are
-// disjoint, so no two threads ever add to the same value.
+// xbar (images [0, nc) of the chunk) += col2im(cols), or = when not `accumulate` (each image's
+// region zeroed just before its sums, while it is in cache); parallel over images, whose xbar
+// regions are disjoint, so no two threads ever add to the same value.
 template <class T>
-void col2im(const ConvGeometry& g, const T* cols, Index nc, T* xbar) {
+void col2im(const ConvGeometry& g, const T* cols, Index nc, T* xbar, bool accumulate) {
   const Index x_image = g.h * g.w * g.c_in, cols_image = g.oh * g.ow * g.groups * g.k();
+  const auto image = [&](Index n) {
+    T* xn = xbar + n * x_image;
+    if (!accumulate) std::fill_n(xn, x_image, T(0));
+    col2im_image(g, cols + n * cols_image, xn);
+  };
   if (go_parallel(nc * cols_image, nc)) {
 #pragma omp parallel for schedule(static)
-    for (Index n = 0; n < nc; ++n) col2im_image(g, cols + n * cols_image, xbar + n * x_image);
+    for (Index n = 0; n < nc; ++n) image(n);
   } else {
-    for (Index n = 0; n < nc; ++n) col2im_image(g, cols + n * cols_image, xbar + n * x_image);
+    for (Index n = 0; n < nc; ++n) image(n);
+  }
+}
+
+// wbar += the chunks' terms in chunk order, or = when not `accumulate` (the first term copied:
+// the same values as adding it to zeros).
+template <class T>
+void reduce_chunk_terms(const T* partial, Index chunks, Index w_size, T* wbar, bool accumulate) {
+  for (Index c = 0; c < chunks; ++c) {
+    if (c == 0 && !accumulate) {
+      copy_run(partial, w_size, wbar);
+    } else {
+      add_run(partial + c * w_size, w_size, wbar);
+    }
   }
 }
 
@@ -519,7 +538,7 @@ bool fills_slivers(Index channels, Index num, Index den) {
 
 // xbar += convT(ybar, w) by the direct kernel (stride 1 only: see input_adjoint_source).
 template <class T>
-void input_adjoint_direct(const ConvGeometry& g, const T* w, const T* ybar, T* xbar) {
+void input_adjoint_direct(const ConvGeometry& g, const T* w, const T* ybar, T* xbar, bool accumulate) {
   const DirectConv d = input_adjoint_source(g);
   const Index k = d.k(), cig = g.group_in(), cog = g.group_out();
   const Index x_image = g.h * g.w * g.c_in, y_image = g.oh * g.ow * g.c_out;
@@ -541,7 +560,7 @@ void input_adjoint_direct(const ConvGeometry& g, const T* w, const T* ybar, T* x
         T* src = column_buffer<T, 2>(chunk * d.src_image());
         pad_images(ybar + n0 * y_image, nc, g.oh, g.ow, g.c_out, top, left, d.hp, d.wp, src);
         direct_images(d, src, nc, packed, runs, run_count, static_cast<const T*>(nullptr),
-                      xbar + n0 * x_image, true);
+                      xbar + n0 * x_image, accumulate);
       });
 }
 
@@ -582,7 +601,7 @@ void weight_tile(const T* src, const Index* origins, Index m, const Index* taps,
 // tile of MR taps x NR channels then reduces over the chunk's pixels. Chunk terms go to slices of a
 // buffer that are added in chunk order, as on the GEMM path.
 template <class T>
-void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* wbar) {
+void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* wbar, bool accumulate) {
   constexpr int MR = Tile<T>::kMR, NR = Tile<T>::kNR;
   const DirectConv d = forward_source(g);
   const Index k = d.k(), cig = g.group_in(), cog = g.group_out(), slivers = slivers_of<T>(cog);
@@ -620,7 +639,7 @@ void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* 
           }
         }
       });
-  for (Index c = 0; c < chunks; ++c) add_run(partial + c * w_size, w_size, wbar);
+  reduce_chunk_terms(partial, chunks, w_size, wbar, accumulate);
 }
 
 }  // namespace
@@ -662,13 +681,18 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T
 
 template <class T>
 void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* ybar, T* xbar,
-                     T* wbar) {
-  if (g.n == 0 || g.oh == 0 || g.ow == 0 || (xbar == nullptr && wbar == nullptr)) return;
+                     T* wbar, bool accumulate_x, bool accumulate_w) {
+  if (xbar == nullptr && wbar == nullptr) return;
+  if (g.n == 0 || g.oh == 0 || g.ow == 0) {  // no term: the adjoints are zero
+    if (xbar != nullptr && !accumulate_x) std::fill_n(xbar, g.n * g.h * g.w * g.c_in, T(0));
+    if (wbar != nullptr && !accumulate_w) std::fill_n(wbar, g.k() * g.c_out, T(0));
+    return;
+  }
   const Index pixels = g.oh * g.ow;
   if (g.pointwise()) {  // the columns are x itself, and the column adjoint is xbar itself
     const Index m = g.n * pixels;
-    if (wbar != nullptr) weight_gemms(g, x, g.c_in, m, ybar, T(1), wbar);
-    if (xbar != nullptr) input_gemms(g, ybar, m, w, T(1), xbar, g.c_in);
+    if (wbar != nullptr) weight_gemms(g, x, g.c_in, m, ybar, accumulate_w ? T(1) : T(0), wbar);
+    if (xbar != nullptr) input_gemms(g, ybar, m, w, accumulate_x ? T(1) : T(0), xbar, g.c_in);
     return;
   }
   // The direct kernels where they were measured faster than the GEMM path (float, 1 thread, batch
@@ -683,7 +707,7 @@ void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* yba
     const double padded = static_cast<double>(d.hp) * static_cast<double>(d.wp) * static_cast<double>(g.c_out);
     const double columns = static_cast<double>(pixels) * static_cast<double>(g.groups * g.k());
     if (padded <= columns) {
-      input_adjoint_direct(g, w, ybar, xbar);
+      input_adjoint_direct(g, w, ybar, xbar, accumulate_x);
       xbar = nullptr;
       if (wbar == nullptr) return;
     }
@@ -693,7 +717,7 @@ void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* yba
     const double padded = static_cast<double>(d.hp) * static_cast<double>(d.wp) * static_cast<double>(g.c_in);
     const double columns = static_cast<double>(pixels) * static_cast<double>(g.groups * g.k());
     if (padded <= columns) {
-      weight_adjoint_direct(g, x, ybar, wbar);
+      weight_adjoint_direct(g, x, ybar, wbar, accumulate_w);
       wbar = nullptr;
       if (xbar == nullptr) return;
     }
@@ -712,12 +736,10 @@ void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* yba
     }
     if (xbar != nullptr) {  // the same buffer, now for the column adjoint
       input_gemms(g, yc, m, w, T(0), cols, ld_cols);
-      col2im(g, cols, nc, xbar + n0 * x_image);
+      col2im(g, cols, nc, xbar + n0 * x_image, accumulate_x);
     }
   });
-  if (wbar != nullptr) {
-    for (Index c = 0; c < chunks; ++c) add_run(partial + c * w_size, w_size, wbar);
-  }
+  if (wbar != nullptr) reduce_chunk_terms(partial, chunks, w_size, wbar, accumulate_w);
 }
 
 template void conv2d_forward<float>(const ConvGeometry&, const float*, const float*, const float*,
@@ -725,8 +747,8 @@ template void conv2d_forward<float>(const ConvGeometry&, const float*, const flo
 template void conv2d_forward<double>(const ConvGeometry&, const double*, const double*,
                                      const double*, double*, bool);
 template void conv2d_backward<float>(const ConvGeometry&, const float*, const float*, const float*,
-                                     float*, float*);
+                                     float*, float*, bool, bool);
 template void conv2d_backward<double>(const ConvGeometry&, const double*, const double*,
-                                      const double*, double*, double*);
+                                      const double*, double*, double*, bool, bool);
 
 }  // namespace amari::kernels

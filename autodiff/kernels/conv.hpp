@@ -36,19 +36,20 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T
 
 /// The two adjoints of the bilinear map (x, w) -> conv(x, w), for the cotangent ybar:
 ///   xbar += conv_transpose(ybar, w)   when xbar is not null (reads w),
-///   wbar += corr(x, ybar)             when wbar is not null (reads x).
+///   wbar += corr(x, ybar)             when wbar is not null (reads x),
+/// each written (=, its old contents never read) instead when its `accumulate_*` is false.
 /// Either may be null; both share one pass over image chunks.
 template <class T>
 void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* ybar, T* xbar,
-                     T* wbar);
+                     T* wbar, bool accumulate_x, bool accumulate_w);
 
 extern template void conv2d_forward<float>(const ConvGeometry&, const float*, const float*,
                                            const float*, float*, bool);
 extern template void conv2d_forward<double>(const ConvGeometry&, const double*, const double*,
                                             const double*, double*, bool);
 extern template void conv2d_backward<float>(const ConvGeometry&, const float*, const float*,
-                                            const float*, float*, float*);
+                                            const float*, float*, float*, bool, bool);
 extern template void conv2d_backward<double>(const ConvGeometry&, const double*, const double*,
-                                             const double*, double*, double*);
+                                             const double*, double*, double*, bool, bool);
 
 }  // namespace amari::kernels

@@ -26,9 +26,10 @@ struct Add {
     }
   }
   template <Real T>
-  void vjp(const detail::Saved<T, 2>&, const Tensor<T>& ybar, Tensor<T>* abar, Tensor<T>* bbar) const {
-    if (abar) kernels::sum_to_accumulate(ybar.data(), ybar.shape(), abar->data(), abar->shape());
-    if (bbar) kernels::sum_to_accumulate(ybar.data(), ybar.shape(), bbar->data(), bbar->shape());
+  void vjp(const detail::Saved<T, 2>&, const Tensor<T>& ybar, Tensor<T>* abar, Tensor<T>* bbar,
+           detail::Overwrite ow) const {
+    if (abar) detail::assign_or_accumulate_sum_to(ow[0], ybar, *abar);
+    if (bbar) detail::assign_or_accumulate_sum_to(ow[1], ybar, *bbar);
   }
 };
 

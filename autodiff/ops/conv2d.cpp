@@ -178,16 +178,17 @@ struct Conv2dBase {
           dy, []<class B>(B v) { return v; }, *db);
     }
   }
-  // xbar += convT(ybar, w) and wbar += corr(x, ybar), each only if wanted (non-null).
+  // xbar += convT(ybar, w) and wbar += corr(x, ybar), each only if wanted (non-null); written
+  // instead of added where ow says the buffer is fresh (ow[0] for xbar, ow[1] for wbar).
   template <Real T>
   void adjoints(const Tensor<T>* x, const Tensor<T>* w, const Tensor<T>& ybar, Tensor<T>* xbar,
-                Tensor<T>* wbar) const {
+                Tensor<T>* wbar, detail::Overwrite ow = {}) const {
     if (!xbar && !wbar) return;
     const Tensor<T>& xs = x ? *x : *xbar;  // shapes only: the geometry is the same
     const Tensor<T>& ws = w ? *w : *wbar;
     kernels::conv2d_backward(geometry_of(xs, ws), x ? x->data() : nullptr, w ? w->data() : nullptr,
                              ybar.data(), xbar ? xbar->data() : nullptr,
-                             wbar ? wbar->data() : nullptr);
+                             wbar ? wbar->data() : nullptr, !ow[0], !ow[1]);
   }
 };
 
@@ -208,9 +209,9 @@ struct Conv2d : Conv2dBase {
   }
   template <Real T>
   void vjp(const detail::Saved<T, 3>& s, const Tensor<T>& ybar, Tensor<T>* xbar, Tensor<T>* wbar,
-           Tensor<T>* bbar) const {
-    adjoints(&s.x[0], &s.x[1], ybar, xbar, wbar);
-    if (bbar) kernels::sum_to_accumulate(ybar.data(), ybar.shape(), bbar->data(), bbar->shape());
+           Tensor<T>* bbar, detail::Overwrite ow) const {
+    adjoints(&s.x[0], &s.x[1], ybar, xbar, wbar, ow);
+    if (bbar) detail::assign_or_accumulate_sum_to(ow[2], ybar, *bbar);
   }
   template <Real T>
   void vjp_tangent(const detail::Saved<T, 3>&, const Tensor<T>* dx, const Tensor<T>* dw,
@@ -235,8 +236,8 @@ struct Conv2dNoBias : Conv2dBase {
   }
   template <Real T>
   void vjp(const detail::Saved<T, 2>& s, const Tensor<T>& ybar, Tensor<T>* xbar,
-           Tensor<T>* wbar) const {
-    adjoints(&s.x[0], &s.x[1], ybar, xbar, wbar);
+           Tensor<T>* wbar, detail::Overwrite ow) const {
+    adjoints(&s.x[0], &s.x[1], ybar, xbar, wbar, ow);
   }
   template <Real T>
   void vjp_tangent(const detail::Saved<T, 2>&, const Tensor<T>* dx, const Tensor<T>* dw,

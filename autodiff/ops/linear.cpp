@@ -58,10 +58,10 @@ struct Linear {
   }
   template <Real T>
   void vjp(const detail::Saved<T, 3>& s, const Tensor<T>& ybar, Tensor<T>* xbar, Tensor<T>* wbar,
-           Tensor<T>* bbar) const {
-    if (xbar) gemm(Trans::no, ybar, Trans::yes, s.x[1], *xbar, T(1));
-    if (wbar) gemm(Trans::yes, s.x[0], Trans::no, ybar, *wbar, T(1));
-    if (bbar) kernels::sum_to_accumulate(ybar.data(), ybar.shape(), bbar->data(), bbar->shape());
+           Tensor<T>* bbar, detail::Overwrite ow) const {
+    if (xbar) gemm(Trans::no, ybar, Trans::yes, s.x[1], *xbar, ow[0] ? T(0) : T(1));
+    if (wbar) gemm(Trans::yes, s.x[0], Trans::no, ybar, *wbar, ow[1] ? T(0) : T(1));
+    if (bbar) detail::assign_or_accumulate_sum_to(ow[2], ybar, *bbar);
   }
   template <Real T>
   void vjp_tangent(const detail::Saved<T, 3>&, const Tensor<T>* dx, const Tensor<T>* dw, const Tensor<T>*,

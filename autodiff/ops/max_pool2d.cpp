@@ -104,11 +104,24 @@ struct MaxPool2d {
     });
   }
   template <Real T>
-  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar) const {
-    // Adding 0 where k is not k* leaves every sum as the scatter of ybar to k* makes it, in the
-    // same order (windows by output pixel): the same values, up to the sign of a zero sum.
+  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar, detail::Overwrite ow) const {
     const std::int32_t* idx = argmax->at.get();
     const Index c = g.c;
+    if (ow[0] && g.tiles_input()) {
+      // Each input element is in one window: written once, ybar at k*, 0 elsewhere.
+      g.for_output_rows([&](Index img, Index i) {
+        for_each_row_window(img, i, [&](Index in, Index out, std::int32_t k) {
+          const T* __restrict y = ybar.data() + out;
+          const std::int32_t* __restrict at = idx + out;
+          T* __restrict x = xbar.data() + in;
+          for (Index ch = 0; ch < c; ++ch) x[ch] = at[ch] == k ? y[ch] : T(0);
+        });
+      });
+      return;
+    }
+    if (ow[0]) xbar.fill(T(0));  // windows overlap or leave elements out: scatter onto zeros
+    // Adding 0 where k is not k* leaves every sum as the scatter of ybar to k* makes it, in the
+    // same order (windows by output pixel): the same values, up to the sign of a zero sum.
     g.for_scatter_rows([&](Index img, Index i) {
       for_each_row_window(img, i, [&](Index in, Index out, std::int32_t k) {
         const T* __restrict y = ybar.data() + out;

@@ -78,11 +78,16 @@ struct Permute {
     gather(dx, dy);
   }
   template <Real T>
-  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar) const {
+  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar, detail::Overwrite ow) const {
+    // A permutation reaches every element of xbar once: a fresh xbar is written, not added to.
     for_each_row(xbar.shape(), [&](Index yo, Index xo, Index step, Index n) {
       T* dst = xbar.data() + xo;
       const T* src = ybar.data() + yo;
-      for (Index i = 0; i < n; ++i) dst[i * step] += src[i];
+      if (ow[0]) {
+        for (Index i = 0; i < n; ++i) dst[i * step] = src[i];
+      } else {
+        for (Index i = 0; i < n; ++i) dst[i * step] += src[i];
+      }
     });
   }
 };

@@ -73,6 +73,11 @@ struct PoolGeometry {
             std::max<Index>(0, -w0),
             std::min(kw, w - w0)};
   }
+  /// True when the windows tile the input: every input element lies in exactly one window
+  /// (stride = kernel, no padding, the sizes divisible), so a VJP can write each element once.
+  bool tiles_input() const {
+    return sh == kh && sw == kw && ph == 0 && pw == 0 && oh * kh == h && ow * kw == w;
+  }
   /// Offset of x[img, r, s, 0].
   Index x_at(Index img, Index r, Index s) const { return ((img * h + r) * w + s) * c; }
 

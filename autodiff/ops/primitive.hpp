@@ -9,11 +9,15 @@
 //   primal(x..., y)                               // y = f(x)
 //   jvp(s, dx..., dy)                             // dy = J dx            (tangent rule)
 //   vjp(s, ybar, xbar...)                         // xbar += J^T ybar     (adjoint rule)
+//     or vjp(s, ybar, xbar..., Overwrite ow)      // ... or xbar[i] = J_i^T ybar where ow[i]
 //   vjp_tangent(s, dx..., dy, ybar, xbar_dot...)  // xbar_dot += d/de J(x + e dx)^T ybar
 // where s holds the saved residuals (s.x[i], s.y). Unary rules get tensors by reference; rules of
 // two or three inputs get pointers, null meaning "zero tangent" (jvp) or "cotangent not wanted" (vjp), so a
 // constant input (data, labels) costs nothing. vjp_tangent is the second-order rule behind exact
-// Hessian-vector products; linear primitives omit it.
+// Hessian-vector products; linear primitives omit it. A VJP rule that takes the trailing Overwrite
+// writes the adjoints the reverse sweep marks fresh (the first contribution to a buffer) instead of
+// adding to them, which saves the sweep a zero fill and a read of every such buffer; rules without
+// it get zero-filled buffers (NodeBase::vjp_fresh). Either way the values are the same.
 //
 // apply(op, inputs...) below then runs the primitive on plain tensors (primal only), on duals
 // (primal + JVP rule: forward mode), or on tape variables (primal + one record on the tape; the
@@ -43,6 +47,13 @@ inline constexpr unsigned none = 0, x0 = 1, x1 = 2, x2 = 4, y = 8;
 }  // namespace save
 
 namespace detail {
+
+/// Which adjoint buffers a VJP rule overwrites: ow[i] true means xbar[i] holds no value yet and
+/// receives J_i^T ybar (its old contents are arbitrary and must not be read); false, add to it.
+struct Overwrite {
+  unsigned mask = 0;
+  bool operator[](int i) const { return (mask >> i & 1u) != 0; }
+};
 
 /// Residuals available to the rules: inputs s.x[i] and output s.y (undefined if not saved).
 template <Real T, int N>
@@ -85,9 +96,34 @@ void call_jvp(const Op& op, const Saved<T, Op::arity>& s, const Tensor<T>* const
     op.jvp(s, dx[0], dx[1], dx[2], dy);
   }
 }
+// True when Op's VJP rule takes the trailing Overwrite (see the top of this file).
 template <class Op, Real T>
-void call_vjp(const Op& op, const Saved<T, Op::arity>& s, const Tensor<T>& ybar, Tensor<T>* const* xbar) {
+constexpr bool vjp_overwrites() {
+  const Saved<T, Op::arity>* s = nullptr;
+  const Tensor<T>* ybar = nullptr;
+  Tensor<T>* xbar = nullptr;
   if constexpr (Op::arity == 1) {
+    return requires(const Op& op) { op.vjp(*s, *ybar, *xbar, Overwrite{}); };
+  } else if constexpr (Op::arity == 2) {
+    return requires(const Op& op) { op.vjp(*s, *ybar, xbar, xbar, Overwrite{}); };
+  } else {
+    return requires(const Op& op) { op.vjp(*s, *ybar, xbar, xbar, xbar, Overwrite{}); };
+  }
+}
+// The VJP rule with the buffers in `ow` overwritten: only called when vjp_overwrites<Op, T>(), or
+// with an empty mask.
+template <class Op, Real T>
+void call_vjp(const Op& op, const Saved<T, Op::arity>& s, const Tensor<T>& ybar, Tensor<T>* const* xbar,
+              Overwrite ow = {}) {
+  if constexpr (vjp_overwrites<Op, T>()) {
+    if constexpr (Op::arity == 1) {
+      if (xbar[0]) op.vjp(s, ybar, *xbar[0], ow);
+    } else if constexpr (Op::arity == 2) {
+      op.vjp(s, ybar, xbar[0], xbar[1], ow);
+    } else {
+      op.vjp(s, ybar, xbar[0], xbar[1], xbar[2], ow);
+    }
+  } else if constexpr (Op::arity == 1) {
     if (xbar[0]) op.vjp(s, ybar, *xbar[0]);
   } else if constexpr (Op::arity == 2) {
     op.vjp(s, ybar, xbar[0], xbar[1]);
@@ -179,6 +215,13 @@ class Node final : public NodeBase<T> {
     if (ybar.size() == 0) return;
     call_vjp(op_, s_, ybar, xbar);
   }
+  void vjp_fresh(const Tensor<T>& ybar, Tensor<T>* const* xbar, unsigned fresh) const override {
+    if (ybar.size() == 0 || !vjp_overwrites<Op, T>()) {
+      NodeBase<T>::vjp_fresh(ybar, xbar, fresh);  // zero-fills, then (if ybar has elements) vjp
+      return;
+    }
+    call_vjp(op_, s_, ybar, xbar, Overwrite{fresh});
+  }
   void vjp_tangent(const Tensor<T>* const* dx, const Tensor<T>& dy, const Tensor<T>& ybar,
                    Tensor<T>* const* xbar_dot) const override {
     if (ybar.size() == 0) return;
@@ -207,6 +250,26 @@ void elementwise(Tensor<T>& out, const F& f, const In&... in) {
 template <Real T, class F, class... In>
 void accumulate(Tensor<T>& out, const F& f, const In&... in) {
   kernels::map_accumulate(out.size(), out.data(), f, in.data()...);
+}
+/// out = f(in...) if `overwrite`, else out += f(in...): a VJP rule's write to an adjoint that the
+/// sweep may have marked fresh (Overwrite).
+template <Real T, class F, class... In>
+void assign_or_accumulate(bool overwrite, Tensor<T>& out, const F& f, const In&... in) {
+  if (overwrite) {
+    elementwise(out, f, in...);
+  } else {
+    accumulate(out, f, in...);
+  }
+}
+/// xbar = or += ybar summed to xbar's shape (the VJP of broadcasting xbar to ybar's shape).
+template <Real T>
+void assign_or_accumulate_sum_to(bool overwrite, const Tensor<T>& ybar, Tensor<T>& xbar) {
+  if (overwrite && xbar.shape() == ybar.shape()) {
+    kernels::copy(ybar.size(), ybar.data(), xbar.data());
+    return;
+  }
+  if (overwrite) xbar.fill(T(0));
+  kernels::sum_to_accumulate(ybar.data(), ybar.shape(), xbar.data(), xbar.shape());
 }
 /// out = f(in...) with each input broadcast to out's shape.
 template <Real T, class F, class... In>

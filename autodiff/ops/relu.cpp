@@ -23,8 +23,9 @@ struct Relu : detail::UnaryElementwise {
     detail::elementwise(dy, []<class B>(B y, B dx) { return xsimd::select(y > B(0), dx, B(0)); }, s.y, dx);
   }
   template <Real T>
-  void vjp(const detail::Saved<T, 1>& s, const Tensor<T>& ybar, Tensor<T>& xbar) const {
-    detail::accumulate(xbar, []<class B>(B y, B yb) { return xsimd::select(y > B(0), yb, B(0)); }, s.y, ybar);
+  void vjp(const detail::Saved<T, 1>& s, const Tensor<T>& ybar, Tensor<T>& xbar, detail::Overwrite ow) const {
+    detail::assign_or_accumulate(ow[0], xbar, []<class B>(B y, B yb) { return xsimd::select(y > B(0), yb, B(0)); },
+                                 s.y, ybar);
   }
   template <Real T>
   void vjp_tangent(const detail::Saved<T, 1>&, const Tensor<T>&, const Tensor<T>&, const Tensor<T>&,

@@ -29,8 +29,8 @@ struct Reshape {
     kernels::copy(dx.size(), dx.data(), dy.data());
   }
   template <Real T>
-  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar) const {
-    detail::accumulate(xbar, []<class B>(B yb) { return yb; }, ybar);
+  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar, detail::Overwrite ow) const {
+    detail::assign_or_accumulate(ow[0], xbar, []<class B>(B yb) { return yb; }, ybar);
   }
 };
 

@@ -21,8 +21,8 @@ struct Tanh : detail::UnaryElementwise {
     detail::elementwise(dy, []<class B>(B y, B dx) { return (B(1) - y * y) * dx; }, s.y, dx);
   }
   template <Real T>
-  void vjp(const detail::Saved<T, 1>& s, const Tensor<T>& ybar, Tensor<T>& xbar) const {
-    detail::accumulate(xbar, []<class B>(B y, B yb) { return (B(1) - y * y) * yb; }, s.y, ybar);
+  void vjp(const detail::Saved<T, 1>& s, const Tensor<T>& ybar, Tensor<T>& xbar, detail::Overwrite ow) const {
+    detail::assign_or_accumulate(ow[0], xbar, []<class B>(B y, B yb) { return (B(1) - y * y) * yb; }, s.y, ybar);
   }
   template <Real T>
   void vjp_tangent(const detail::Saved<T, 1>& s, const Tensor<T>&, const Tensor<T>& dy,

@@ -13,6 +13,7 @@
 #include <amari/autodiff/autodiff.hpp>
 #include <amari/autodiff/check_rules.hpp>
 #include <amari/autodiff/custom_primitive.hpp>
+#include <amari/autodiff/ops/primitive.hpp>  // internal: the built-in primitives' rule convention
 #include <amari/autodiff/tape_print.hpp>
 
 #include "support/ad_check.hpp"
@@ -163,8 +164,35 @@ struct MatVec {
   }
 };
 
+// A rule written as amari's built-in primitives are (autodiff/ops/primitive.hpp), told which adjoint
+// buffers are fresh, that adds to them anyway: the NaN-filled buffers of check_rules keep NaN. (A
+// user primitive's rule always adds; the tape zero-fills fresh buffers for it.)
+struct SinAddsToFresh {
+  static constexpr const char* name = "sin_adds_to_fresh";
+  static constexpr int arity = 1;
+  static constexpr unsigned saves = save::x0;
+  Shape output_shape(const Shape& x) const { return x; }
+  template <Real T>
+  void primal(const Tensor<T>& x, Tensor<T>& y) const {
+    for (Index i = 0; i < y.size(); ++i) y[i] = std::sin(x[i]);
+  }
+  template <Real T>
+  void jvp(const detail::Saved<T, 1>& s, const Tensor<T>& dx, Tensor<T>& dy) const {
+    for (Index i = 0; i < dy.size(); ++i) dy[i] = std::cos(s.x[0][i]) * dx[i];
+  }
+  template <Real T>
+  void vjp(const detail::Saved<T, 1>& s, const Tensor<T>& ybar, Tensor<T>& xbar, detail::Overwrite) const {
+    for (Index i = 0; i < xbar.size(); ++i) xbar[i] += std::cos(s.x[0][i]) * ybar[i];
+  }
+  template <Real T>
+  void vjp_tangent(const detail::Saved<T, 1>& s, const Tensor<T>& dx, const Tensor<T>&,
+                   const Tensor<T>& ybar, Tensor<T>& xbar_dot) const {
+    for (Index i = 0; i < xbar_dot.size(); ++i) xbar_dot[i] -= std::sin(s.x[0][i]) * dx[i] * ybar[i];
+  }
+};
+
 // Deliberate mistakes a matvec can make; each shows in one check of check_rules.
-enum class Bug { constant_a_jvp, constant_a_vjp, constant_a_second_order, asymmetric };
+enum class Bug { constant_a_jvp, constant_a_vjp, constant_a_second_order, asymmetric, overwrites_abar };
 
 struct BrokenMatVec : MatVec {
   Bug bug;
@@ -180,6 +208,7 @@ struct BrokenMatVec : MatVec {
   template <Real T>
   void vjp(const custom::Saved<T, 2>& s, const Tensor<T>& ybar, Tensor<T>* abar,
            Tensor<T>* xbar) const {
+    if (bug == Bug::overwrites_abar && abar) abar->fill(T(0));  // = instead of +=
     MatVec::vjp(s, ybar, abar, xbar);
     if (bug == Bug::constant_a_vjp && !abar && xbar) add_aty(s.x[0], ybar, *xbar, T(-2));
   }
@@ -272,12 +301,12 @@ TEST_CASE("custom primitives pass check_rules: sin, a two-input matvec and a lin
   const CheckReport sin_report = check_rules("sin", unary(SinRules{}), {{Shape{3, 4}}});
   INFO(sin_report.str());
   CHECK(sin_report.ok());
-  CHECK(sin_report.checks.size() == 13);  // 10 + 3 per input
+  CHECK(sin_report.checks.size() == 16);  // 13 + 3 per input
 
   const CheckReport mv = check_rules("matvec", matvec(), kMatVecInputs);
   INFO(mv.str());
   CHECK(mv.ok());
-  CHECK(mv.checks.size() == 22);  // 10 + 3 per input + 3 per input alone
+  CHECK(mv.checks.size() == 25);  // 13 + 3 per input + 3 per input alone
 
   const CheckReport lin =
       check_rules("a_plus_2b", [](auto x) { return custom::apply(APlus2B{}, x[0], x[1]); },
@@ -408,6 +437,12 @@ TEST_CASE("every check of check_rules fails on some deliberately broken function
        check_rules("", broken_matvec(Bug::constant_a_second_order), kMatVecInputs)},
       {"asymmetric second order", "second order: symmetry",
        check_rules("", broken_matvec(Bug::asymmetric), kMatVecInputs)},
+      {"VJP overwrites an adjoint that holds a value", "VJP: added to adjoints",
+       check_rules("", broken_matvec(Bug::overwrites_abar), kMatVecInputs)},
+      {"VJP overwrites an adjoint that holds a value", "VJP: even inputs' adjoints",
+       check_rules("", broken_matvec(Bug::overwrites_abar), kMatVecInputs)},
+      {"built-in style rule adds to a fresh adjoint", "VJP: into NaN-filled buffers",
+       check_rules("", [](auto x) { return detail::apply(SinAddsToFresh{}, x[0]); }, one)},
       {"float Var adds 1e-3", "float primal: Dual and Var values equal",
        check_rules("", float_var_adds, one)},
       {"float primal off", "float vs double: primal",
@@ -477,7 +512,7 @@ TEST_CASE("check_rules reports one line per check and checks at a given point",
   CHECK(r.ok());
   const std::string s = r.str();
   INFO(s);
-  CHECK_THAT(s, Contains("check_rules: sin, input (3), given point: 13 checks, all passed"));
+  CHECK_THAT(s, Contains("check_rules: sin, input (3), given point: 16 checks, all passed"));
   std::size_t lines = 0, pass = 0;
   for (std::size_t at = 0; (at = s.find('\n', at)) != std::string::npos; ++at) ++lines;
   for (std::size_t at = 0; (at = s.find("\nPASS  ", at)) != std::string::npos; ++at) ++pass;
