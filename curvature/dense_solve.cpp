@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
+
 #include <amari/autodiff/kernels/gemm.hpp>
 #include <amari/curvature/detail/tridiagonal_ql.hpp>
 
@@ -35,6 +37,9 @@ void mirror_lower(Index n, T* c, Index ldc) {
 Index cholesky_in_place(Tensor<double>& a) {
   const Index n = check_square("cholesky_in_place", a);
   double* p = a.data();
+  // Steps 2 and 3 split over rows and block columns, whose results are independent, when there is
+  // enough work (each GEMM then on one thread: the factor does not depend on the thread count).
+  const bool parallel = n >= 512 && omp_get_max_threads() > 1 && !omp_in_parallel();
   for (Index k0 = 0; k0 < n; k0 += kDenseBlock) {
     const Index kb = std::min(kDenseBlock, n - k0), k1 = k0 + kb;
     // 1. The diagonal block, whose earlier columns' contributions are already subtracted.
@@ -53,6 +58,7 @@ Index cholesky_in_place(Tensor<double>& a) {
       }
     }
     // 2. The panel below it: L21 = A21 L11^{-T}, one forward substitution per row (contiguous).
+#pragma omp parallel for schedule(static) if (parallel)
     for (Index i = k1; i < n; ++i) {
       double* ri = p + i * n;
       for (Index j = k0; j < k1; ++j) {
@@ -63,6 +69,7 @@ Index cholesky_in_place(Tensor<double>& a) {
       }
     }
     // 3. Trailing update A22 -= L21 L21^T, lower block columns only (n^3/3 flops in total).
+#pragma omp parallel for schedule(dynamic) if (parallel)
     for (Index j0 = k1; j0 < n; j0 += kDenseBlock) {
       const Index jb = std::min(kDenseBlock, n - j0);
       const double* l21 = p + j0 * n + k0;
@@ -79,16 +86,25 @@ void cholesky_inverse_in_place(Tensor<double>& l) {
   const Index n = check_square("cholesky_inverse_in_place", l);
   if (n == 0) return;
   const double* lp = l.data();
+  const Index blocks = (n + kDenseBlock - 1) / kDenseBlock;
+  // Both phases skip the zero triangles (LAPACK's potri count, 2n^3/3 flops in all): each is a set
+  // of independent block GEMMs, run in parallel (each GEMM then on one thread, so the result does
+  // not depend on the thread count) when there is enough work.
+  const bool parallel = n >= 512 && omp_get_max_threads() > 1 && !omp_in_parallel();
   // X = L^{-1}, lower triangular, by block rows I: X[I, :] = L_II^{-1} (E_I - L[I, 0:i0] X[0:i0,
-  // :]).
-  Tensor<double> xt(Shape{n, n});
+  // :]). Block column J of X[0:i0, :] is zero above row j0, so X[I, J] starts from
+  // -L[I, j0:i0] X[j0:i0, J] (n^3/6 multiply-adds over all I, J).
+  Tensor<double> xt = Tensor<double>::uninitialized(Shape{n, n});
   double* x = xt.data();
-  for (Index i0 = 0; i0 < n; i0 += kDenseBlock) {
-    const Index i1 = std::min(i0 + kDenseBlock, n);
-    if (i0 > 0) {
-      kernels::gemm<double>(Trans::no, Trans::no, i1 - i0, i0, i0, -1.0, lp + i0 * n, n, x, n, 0.0,
-                            x + i0 * n, n);
+  for (Index bi = 0; bi < blocks; ++bi) {
+    const Index i0 = bi * kDenseBlock, i1 = std::min(i0 + kDenseBlock, n), ib = i1 - i0;
+#pragma omp parallel for schedule(dynamic) if (parallel)
+    for (Index bj = 0; bj < bi; ++bj) {
+      const Index j0 = bj * kDenseBlock;
+      kernels::gemm<double>(Trans::no, Trans::no, ib, kDenseBlock, i0 - j0, -1.0, lp + i0 * n + j0, n,
+                            x + j0 * n + j0, n, 0.0, x + i0 * n + j0, n);
     }
+    for (Index r = i0; r < i1; ++r) std::fill(x + r * n + i0, x + r * n + i1, 0.0);
     for (Index r = i0; r < i1; ++r) {
       double* xr = x + r * n;
       const double* lr = lp + r * n;
@@ -102,13 +118,22 @@ void cholesky_inverse_in_place(Tensor<double>& l) {
       for (Index j = 0; j <= r; ++j) xr[j] *= inv;
     }
   }
-  // A^{-1} = X^T X; block column J needs rows k >= j0 of X only (X[k, j] = 0 for k < j).
+  // A^{-1} = X^T X, lower blocks I >= J: X[k, I] is zero for k < i0, so C[I, J] =
+  // X[i0:n, I]^T X[i0:n, J] (n^3/6 multiply-adds). Only the lower triangle of X (and the zeroed
+  // upper triangles of its diagonal blocks) is read.
   double* c = l.data();
-  for (Index j0 = 0; j0 < n; j0 += kDenseBlock) {
-    const Index jb = std::min(kDenseBlock, n - j0);
-    const double* xs = x + j0 * n + j0;
-    kernels::gemm<double>(Trans::yes, Trans::no, n - j0, jb, n - j0, 1.0, xs, n, xs, n, 0.0,
-                          c + j0 * n + j0, n);
+  const Index pairs = blocks * (blocks + 1) / 2;
+#pragma omp parallel for schedule(dynamic) if (parallel)
+  for (Index p = 0; p < pairs; ++p) {
+    // p -> (bi, bj) with bj <= bi, row-major over the lower triangle of blocks.
+    Index bi = static_cast<Index>((std::sqrt(8.0 * static_cast<double>(p) + 1.0) - 1.0) / 2.0);
+    while (bi * (bi + 1) / 2 > p) --bi;
+    while ((bi + 1) * (bi + 2) / 2 <= p) ++bi;
+    const Index bj = p - bi * (bi + 1) / 2;
+    const Index i0 = bi * kDenseBlock, j0 = bj * kDenseBlock;
+    const Index ib = std::min(kDenseBlock, n - i0), jb = std::min(kDenseBlock, n - j0);
+    kernels::gemm<double>(Trans::yes, Trans::no, ib, jb, n - i0, 1.0, x + i0 * n + i0, n,
+                          x + i0 * n + j0, n, 0.0, c + i0 * n + j0, n);
   }
   mirror_lower(n, c, n);
 }

@@ -34,8 +34,8 @@ inline constexpr Index kDenseBlock = 64;
 Index cholesky_in_place(Tensor<double>& a);
 
 /// Overwrites a Cholesky factor L (as left by cholesky_in_place) with A^{-1} = L^{-T} L^{-1}, full
-/// and exactly symmetric. Cost: 4n^3/3 flops (triangular inverse 2n^3/3 by blocked GEMM, then the
-/// lower half of L^{-T} L^{-1}, 2n^3/3).
+/// and exactly symmetric. Cost: 2n^3/3 flops (triangular inverse n^3/3 by blocked GEMM, then the
+/// lower half of L^{-T} L^{-1}, n^3/3: the zero triangles are skipped), in parallel over blocks.
 void cholesky_inverse_in_place(Tensor<double>& l);
 
 /// Solves A X = B for X given the Cholesky factor L of A (n, n) and B (n, k) (or (n)), which is
