@@ -53,8 +53,12 @@ struct AvgPool2d {
     pool(dx, dy);
   }
   template <Real T>
-  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar) const {
+  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar, detail::Overwrite ow) const {
     const Index c = g.c;
+    // Windows that tile the input reach each element once: a fresh xbar is written in the same
+    // pass. Otherwise a fresh xbar is zeroed first and the windows add to it.
+    const bool write = ow[0] && g.tiles_input();
+    if (ow[0] && !write) xbar.fill(T(0));
     g.for_scatter_rows([&](Index img, Index i) {
       for (Index j = 0; j < g.ow; ++j) {
         const auto win = g.window(i, j);
@@ -63,7 +67,11 @@ struct AvgPool2d {
         for (Index a = win.a0; a < win.a1; ++a)
           for (Index b = win.b0; b < win.b1; ++b) {
             T* xp = xbar.data() + g.x_at(img, win.h0 + a, win.w0 + b);
-            for (Index ch = 0; ch < c; ++ch) xp[ch] += yo[ch] * inv;
+            if (write) {
+              for (Index ch = 0; ch < c; ++ch) xp[ch] = yo[ch] * inv;
+            } else {
+              for (Index ch = 0; ch < c; ++ch) xp[ch] += yo[ch] * inv;
+            }
           }
       }
     });

@@ -262,7 +262,7 @@ struct BatchNorm {
   }
 
   void vjp(const detail::Saved<T, 3>& s, const Tensor<T>& ybar, Tensor<T>* xbar,
-           Tensor<T>* gammabar, Tensor<T>* betabar) const {
+           Tensor<T>* gammabar, Tensor<T>* betabar, detail::Overwrite ow) const {
     const Tensor<T>& x = s.x[0];
     const Tensor<T>& gamma = s.x[1];
     const Index c = channels(x);
@@ -270,8 +270,9 @@ struct BatchNorm {
     const Sums m = channel_means(x, nullptr, &ybar);
     for (Index ch = 0; ch < c; ++ch) {
       const std::size_t k = static_cast<std::size_t>(ch);
-      if (gammabar) (*gammabar)[ch] += static_cast<T>(count * m.mean_xh_yb[k]);
-      if (betabar) (*betabar)[ch] += static_cast<T>(count * m.mean_yb[k]);
+      const T gb = static_cast<T>(count * m.mean_xh_yb[k]), bb = static_cast<T>(count * m.mean_yb[k]);
+      if (gammabar) (*gammabar)[ch] = ow[1] ? gb : (*gammabar)[ch] + gb;
+      if (betabar) (*betabar)[ch] = ow[2] ? bb : (*betabar)[ch] + bb;
     }
     if (!xbar) return;
     // xbar += gamma r (ybar - b1 - x_hat b2).
@@ -281,7 +282,11 @@ struct BatchNorm {
       const double gr = static_cast<double>(gamma[ch]) * stats->rstd[ch];
       A[k] = gr, B[k] = 0, C[k] = -gr * m.mean_xh_yb[k], D[k] = -gr * m.mean_yb[k];
     }
-    write<true>(x, A, &ybar, B, nullptr, C, D, *xbar);
+    if (ow[0]) {
+      write<false>(x, A, &ybar, B, nullptr, C, D, *xbar);
+    } else {
+      write<true>(x, A, &ybar, B, nullptr, C, D, *xbar);
+    }
   }
 
   void vjp_tangent(const detail::Saved<T, 3>& s, const Tensor<T>* dx, const Tensor<T>* dgamma,

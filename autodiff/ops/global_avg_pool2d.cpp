@@ -47,14 +47,20 @@ struct GlobalAvgPool2d {
     pool(dx, dy);
   }
   template <Real T>
-  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar) const {
+  void vjp(const detail::Saved<T, 1>&, const Tensor<T>& ybar, Tensor<T>& xbar, detail::Overwrite ow) const {
     const Index n = xbar.shape()[0], hw = xbar.shape()[1] * xbar.shape()[2], c = xbar.shape()[3];
     const T inv = T(1) / static_cast<T>(hw);
+    const bool fresh = ow[0];  // every element of xbar gets one term: written, or added to
     kernels::parallel_for(n, xbar.size(), [&](Index i) {
       const T* yi = ybar.data() + i * c;
       T* xi = xbar.data() + i * hw * c;
-      for (Index p = 0; p < hw; ++p)
-        for (Index ch = 0; ch < c; ++ch) xi[p * c + ch] += yi[ch] * inv;
+      for (Index p = 0; p < hw; ++p) {
+        if (fresh) {
+          for (Index ch = 0; ch < c; ++ch) xi[p * c + ch] = yi[ch] * inv;
+        } else {
+          for (Index ch = 0; ch < c; ++ch) xi[p * c + ch] += yi[ch] * inv;
+        }
+      }
     });
   }
 };
