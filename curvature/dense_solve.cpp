@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <omp.h>
@@ -122,14 +123,13 @@ void cholesky_inverse_in_place(Tensor<double>& l) {
   // X[i0:n, I]^T X[i0:n, J] (n^3/6 multiply-adds). Only the lower triangle of X (and the zeroed
   // upper triangles of its diagonal blocks) is read.
   double* c = l.data();
-  const Index pairs = blocks * (blocks + 1) / 2;
+  std::vector<std::pair<Index, Index>> lower;  // (bi, bj) with bj <= bi
+  for (Index bi = 0; bi < blocks; ++bi)
+    for (Index bj = 0; bj <= bi; ++bj) lower.emplace_back(bi, bj);
+  const auto pairs = static_cast<Index>(lower.size());
 #pragma omp parallel for schedule(dynamic) if (parallel)
   for (Index p = 0; p < pairs; ++p) {
-    // p -> (bi, bj) with bj <= bi, row-major over the lower triangle of blocks.
-    Index bi = static_cast<Index>((std::sqrt(8.0 * static_cast<double>(p) + 1.0) - 1.0) / 2.0);
-    while (bi * (bi + 1) / 2 > p) --bi;
-    while ((bi + 1) * (bi + 2) / 2 <= p) ++bi;
-    const Index bj = p - bi * (bi + 1) / 2;
+    const auto [bi, bj] = lower[static_cast<std::size_t>(p)];
     const Index i0 = bi * kDenseBlock, j0 = bj * kDenseBlock;
     const Index ib = std::min(kDenseBlock, n - i0), jb = std::min(kDenseBlock, n - j0);
     kernels::gemm<double>(Trans::yes, Trans::no, ib, jb, n - i0, 1.0, x + i0 * n + i0, n,
