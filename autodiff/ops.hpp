@@ -125,6 +125,10 @@ struct Pool2dOptions {
 /// Maximum over each window of x (N, H, W, C) -> (N, OH, OW, C); padding counts as -inf. The VJP
 /// routes the cotangent to the first maximal element of a window (row-major order). ops/max_pool2d.cpp
 template <Value V> V max_pool2d(const V& x, const Pool2dOptions& options);
+/// max_pool2d(relu(x)) in one pass (equal to it bit for bit, derivatives included): relu of each
+/// window's maximum, derivative 0 where that maximum is <= 0. nn::Sequential uses it for a ReLU
+/// followed by a MaxPool2d. ops/max_pool2d.cpp
+template <Value V> V relu_max_pool2d(const V& x, const Pool2dOptions& options);
 /// Mean over each window of x (N, H, W, C) -> (N, OH, OW, C). ops/avg_pool2d.cpp
 template <Value V> V avg_pool2d(const V& x, const Pool2dOptions& options);
 /// Mean over H and W: (N, H, W, C) -> (N, C). ops/global_avg_pool2d.cpp

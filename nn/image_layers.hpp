@@ -106,6 +106,14 @@ class MaxPool2d final : public Layer<T, MaxPool2d<T>> {
     detail::require_image("MaxPool2d", describe(), x.shape(), -1);
     return max_pool2d(x, options_);
   }
+  /// This pooling of relu(x), as one primitive (relu_max_pool2d: the same values and derivatives,
+  /// without relu's own pass and stored output). nn::Sequential calls it for a ReLU followed by
+  /// this layer.
+  template <Value V>
+  V apply_after_relu(const V& x) const {
+    detail::require_image("MaxPool2d", describe(), x.shape(), -1);
+    return relu_max_pool2d(x, options_);
+  }
 
  private:
   Pool2dOptions options_;

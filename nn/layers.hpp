@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include <amari/nn/image_layers.hpp>
 #include <amari/nn/module.hpp>
 #include <amari/nn/nesting.hpp>
 
@@ -100,6 +101,9 @@ template <Real T> using Softplus = Activation<T, activation::Softplus>;
 template <Real T> using GELU = Activation<T, activation::Gelu>;
 
 /// Modules applied in order. Parameter names are prefixed with the child's index ("0.weight").
+/// A ReLU followed by a MaxPool2d runs as one primitive, relu_max_pool2d: the same values and
+/// derivatives bit for bit, one pass over the ReLU's input fewer forward and backward, and the
+/// ReLU's output never stored (on a tape the pair is one node).
 template <Real T>
 class Sequential final : public Layer<T, Sequential<T>> {
  public:
@@ -110,7 +114,12 @@ class Sequential final : public Layer<T, Sequential<T>> {
   /// Appends a module; returns *this for chaining.
   Sequential& add(std::shared_ptr<const Module<T>> m) {
     if (!m) throw ValueError("Sequential::add: null module");
+    const auto* pool = dynamic_cast<const MaxPool2d<T>*>(m.get());
+    if (pool && !children_.empty() && dynamic_cast<const ReLU<T>*>(children_.back().get())) {
+      pool_after_relu_.back() = pool;
+    }
     children_.push_back(std::move(m));
+    pool_after_relu_.push_back(nullptr);
     return *this;
   }
   /// Constructs a module in place: seq.emplace<Linear<float>>(784, 256).
@@ -137,15 +146,28 @@ class Sequential final : public Layer<T, Sequential<T>> {
   V apply(const V& x, ForwardContext<V>& p) const {
     const detail::NestingLevel level("Sequential::forward");
     if (children_.empty()) return x;
-    V h = children_[0]->forward(x, p);
-    for (std::size_t i = 1; i < children_.size(); ++i) h = children_[i]->forward(h, p);
+    std::size_t i = 0;
+    V h = forward_from(i, x, p);
+    while (i < children_.size()) h = forward_from(i, h, p);
     return h;
   }
   std::size_t size() const { return children_.size(); }
   const Module<T>& operator[](std::size_t i) const { return *children_.at(i); }
 
  private:
+  // Child i on x, or children i and i + 1 fused; advances i past what it ran.
+  template <Value V>
+  V forward_from(std::size_t& i, const V& x, ForwardContext<V>& p) const {
+    if (const MaxPool2d<T>* pool = pool_after_relu_[i]) {
+      i += 2;
+      return pool->apply_after_relu(x);
+    }
+    return children_[i++]->forward(x, p);
+  }
+
   std::vector<std::shared_ptr<const Module<T>>> children_;
+  // Entry i: child i + 1 when child i is a ReLU and child i + 1 a MaxPool2d, else null.
+  std::vector<const MaxPool2d<T>*> pool_after_relu_;
 };
 
 /// Activation choice for mlp().

@@ -4,11 +4,21 @@
 //   JVP   dy[n, i, j, c]         = dx[n, at k*, c]
 //   VJP   xbar[n, at k*, c]     += ybar[n, i, j, c]
 //   2nd   nothing (zero second derivative wherever the max is unique)
+// relu_max_pool2d(x) = max_pool2d(relu(x)) in one pass: since relu is monotone,
+// max_k relu(x_k) = relu(max_k x_k), so y = relu(m) for the window maximum m, and the derivative is
+// max_pool2d's where m > 0 and 0 elsewhere (relu's [x > 0] at the maximum; 0 at the kink, as relu).
+// Encoded as k* = -1, which no window position matches, so both use the same JVP and VJP loops. The
+// values and derivatives are those of relu followed by max_pool2d, bit for bit: a NaN in a window
+// gives NaN (relu passes it, the max picks it) with derivative 0 (relu's [y > 0] is false), and a
+// window of non-positive values gives +0 with derivative 0. It saves relu's pass over the (larger)
+// input and its VJP's pass, and never stores relu's output (nn::Sequential uses it for a ReLU
+// followed by a MaxPool2d).
 // Residual: k* for every output element (int32, one per element of y), written by the primal when
 // the result is a Dual or a Var (the op struct holds it; the tape's copy shares it). Plain
 // evaluation skips it. So the primal is one pass over the windows, and the rules one pass over the
 // windows selecting k*: no rule reads x again. Channels are contiguous: every inner loop runs over
 // c.
+#include <algorithm>
 #include <limits>
 #include <memory>
 
@@ -18,12 +28,14 @@
 namespace amari {
 namespace ops {
 
-struct MaxPool2d {
-  static constexpr const char* name = "max_pool2d";
+template <bool FusedRelu>
+struct MaxPool2dImpl {
+  static constexpr const char* name = FusedRelu ? "relu_max_pool2d" : "max_pool2d";
   static constexpr int arity = 1;
   static constexpr unsigned saves = save::none;
   detail::PoolGeometry g;
-  // Window position k* = a kw + b of each output element; null for plain evaluation.
+  // Window position k* = a kw + b of each output element (-1: derivative 0, FusedRelu only); null
+  // for plain evaluation.
   struct Argmax {
     std::unique_ptr<std::int32_t[]> at;
   };
@@ -50,8 +62,10 @@ struct MaxPool2d {
         // Starting from -inf with k* at the window's first position, one comparison per position
         // gives the first maximum (-inf itself stays at the first position, a NaN wins once):
         // uniform loops over channels, no copy calls for the first position.
-        const auto first = static_cast<std::int32_t>(win.a0 * g.kw + win.b0);
-        for (Index ch = 0; ch < c; ++ch) yo[ch] = lowest;
+        // Fused with relu: starting from 0 with k* = -1 gives relu(m) for the maximum m directly;
+        // only a NaN maximum (relu(NaN) = NaN, derivative 0) needs its k* reset below.
+        const auto first = FusedRelu ? std::int32_t{-1} : static_cast<std::int32_t>(win.a0 * g.kw + win.b0);
+        for (Index ch = 0; ch < c; ++ch) yo[ch] = FusedRelu ? T(0) : lowest;
         if (ko) {
           for (Index ch = 0; ch < c; ++ch) ko[ch] = first;
         }
@@ -73,6 +87,9 @@ struct MaxPool2d {
               }
             }
           }
+        if (FusedRelu && ko) {
+          for (Index ch = 0; ch < c; ++ch) ko[ch] = yo[ch] > T(0) ? ko[ch] : -1;
+        }
       }
     });
   }
@@ -95,6 +112,8 @@ struct MaxPool2d {
     const std::int32_t* idx = argmax->at.get();
     const Index c = g.c;
     g.for_output_rows([&](Index img, Index i) {
+      // Fused: an output whose k* = -1 matches no window position and stays 0.
+      if (FusedRelu) std::fill_n(dy.data() + (img * g.oh + i) * g.ow * c, g.ow * c, T(0));
       for_each_row_window(img, i, [&](Index in, Index out, std::int32_t k) {
         const T* __restrict d = dx.data() + in;
         const std::int32_t* __restrict at = idx + out;
@@ -136,19 +155,35 @@ struct MaxPool2d {
                    Tensor<T>&) const {}
 };
 
+using MaxPool2d = MaxPool2dImpl<false>;
+using ReluMaxPool2d = MaxPool2dImpl<true>;
+
 }  // namespace ops
 
-template <Value V>
-V max_pool2d(const V& x, const Pool2dOptions& options) {
-  detail::require_defined<ops::MaxPool2d>(x);
-  ops::MaxPool2d op;
-  op.g = detail::PoolGeometry::make(ops::MaxPool2d::name, x.shape(), options);
+namespace {
+template <class Op, Value V>
+V apply_max_pool(const V& x, const Pool2dOptions& options) {
+  detail::require_defined<Op>(x);
+  Op op;
+  op.g = detail::PoolGeometry::make(Op::name, x.shape(), options);
   if constexpr (!std::is_same_v<V, Tensor<typename V::value_type>>) {
-    op.argmax = std::make_shared<ops::MaxPool2d::Argmax>();
+    op.argmax = std::make_shared<typename Op::Argmax>();
   }
   return detail::apply(op, x);
 }
-#define AMARI_INSTANTIATE(V) template V max_pool2d<V>(const V&, const Pool2dOptions&);
+}  // namespace
+
+template <Value V>
+V max_pool2d(const V& x, const Pool2dOptions& options) {
+  return apply_max_pool<ops::MaxPool2d>(x, options);
+}
+template <Value V>
+V relu_max_pool2d(const V& x, const Pool2dOptions& options) {
+  return apply_max_pool<ops::ReluMaxPool2d>(x, options);
+}
+#define AMARI_INSTANTIATE(V)                                            \
+  template V max_pool2d<V>(const V&, const Pool2dOptions&); \
+  template V relu_max_pool2d<V>(const V&, const Pool2dOptions&);
 AMARI_FOR_EACH_VALUE_TYPE(AMARI_INSTANTIATE)
 #undef AMARI_INSTANTIATE
 

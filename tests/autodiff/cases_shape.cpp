@@ -52,6 +52,9 @@ std::vector<AdCase> shape_cases() {
     cs.push_back(ad_case(
         "max_pool2d", pool_label("max_pool2d", p.x, p.o), {{p.x, Domain::separated}},
         [o = p.o](auto x) { return amari::max_pool2d(x[0], o); }, bad_pool));
+    cs.push_back(ad_case(
+        "relu_max_pool2d", pool_label("relu_max_pool2d", p.x, p.o), {{p.x, Domain::separated}},
+        [o = p.o](auto x) { return amari::relu_max_pool2d(x[0], o); }, bad_pool));
     for (bool include : {true, false}) {
       if (!include && p.o.padding == std::array<Index, 2>{0, 0}) continue;
       Pool2dOptions o = p.o;

@@ -160,6 +160,53 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "relu_max_pool2d equals max_pool2d(relu(x)) bit for bit: value, JVP and VJP, with ties, "
+    "signed zeros, NaN and all-negative windows",
+    "[autodiff][pool]") {
+  // Values from a small set, so that windows hold ties, zeros of both signs, NaN, and windows
+  // with no positive value; both element types, on 1 and 2 threads (parallel rows).
+  const float pick[] = {-1.0f, -0.0f, 0.0f, 0.5f, 1.0f, 2.0f, -2.0f, NAN};
+  Rng rng(17);
+  for (const auto& o : {pool({2, 2}, {0, 0}, {0, 0}), pool({3, 3}, {1, 1}, {1, 1}),
+                        pool({2, 3}, {3, 2}, {1, 1}), pool({1, 1}, {1, 1}, {0, 0})}) {
+    INFO("kernel " << o.kernel[0] << "x" << o.kernel[1] << " stride " << o.stride[0] << ","
+                   << o.stride[1] << " padding " << o.padding[0] << "," << o.padding[1]);
+    Tensor<float> x = Tensor<float>::uninitialized(Shape{3, 8, 7, 5});
+    for (Index i = 0; i < x.size(); ++i) x[i] = pick[rng.below(8)];
+    const Tensor<float> v = uniform_tensor<float>(x.shape(), rng);
+    const auto fused = [&](const auto& t) { return relu_max_pool2d(t, o); };
+    const auto composed = [&](const auto& t) { return max_pool2d(relu(t), o); };
+    const Tensor<float> y = composed(x);
+    const Tensor<float> u = uniform_tensor<float>(y.shape(), rng);
+    for (int threads : {1, 2}) {
+      with_threads(threads, [&] {
+        CHECK(bitwise_equal(fused(x), y));
+        const auto [yf, jf] = jvp(fused, x, v);
+        const auto [yc, jc] = jvp(composed, x, v);
+        CHECK(bitwise_equal(yf, y));
+        CHECK(bitwise_equal(jf, jc));
+        Tape<float> tape;
+        const Var<float> xs[] = {tape.variable(x)};
+        const Var<float> ys[] = {fused(xs[0]), composed(xs[0])};
+        const Tensor<float> us[] = {u};
+        const Tensor<float> bf = tape.vjp(std::span(ys, 1), us, xs)[0];
+        const Tensor<float> bc = tape.vjp(std::span(ys + 1, 1), us, xs)[0];
+        CHECK(bitwise_equal(bf, bc));
+      });
+    }
+  }
+  // A window of non-positive values gives +0 and derivative 0; a NaN gives NaN and derivative 0.
+  const Tensor<double> x = Tensor<double>::from(Shape{1, 2, 4, 1}, {-1.0, -0.0, NAN, 3.0, -2.0, -3.0, 3.0, 1.0});
+  const auto [y, xbar] = value_and_vjp(
+      [](const Var<double>& t) { return relu_max_pool2d(t, pool({2, 2}, {0, 0}, {0, 0})); }, x,
+      Tensor<double>::full(Shape{1, 1, 2, 1}, 1.0));
+  CHECK(y[0] == 0.0);
+  CHECK_FALSE(std::signbit(y[0]));
+  CHECK(std::isnan(y[1]));
+  CHECK(xbar.to_vector() == std::vector<double>(8, 0.0));
+}
+
+TEST_CASE(
     "pooling: zero batch gives an empty result, hostile geometries raise typed errors naming the "
     "op",
     "[autodiff][pool][errors]") {

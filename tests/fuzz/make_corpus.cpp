@@ -278,7 +278,7 @@ void ops_corpus(const fs::path& dir) {
            .op(Op::matmul, 0, 0, kTransA)
            .bytes);
   // Images: a depthwise 3x3 convolution (groups 2, padding 1), a strided one without bias, the
-  // three poolings, and refused options (groups 0, stride -1, padding above kernel / 2), double.
+  // four poolings, and refused options (groups 0, stride -1, padding above kernel / 2), double.
   save(dir, "conv_pool",
        Program(three_inputs)
            .input({1, 4, 4, 2}, ramp(32))
@@ -292,6 +292,7 @@ void ops_corpus(const fs::path& dir) {
            .raw(Op::conv2d, 0, 1, 2, v(0), {2, 1, 1, 0, 0, 1, 1, 0})       // groups 0
            .raw(Op::conv2d_no_bias, 0, 1, 0, v(0), {kMinus1, 1, 0, 0, 1, 1, 2})
            .raw(Op::avg_pool2d, 0, 0, 0, v(0), {2, 2, 1, 1, 2, 0})
+           .raw(Op::relu_max_pool2d, 3, 0, 0, v(0), {3, 3, 1, 1, 1, 1})  // -> 8: (1, 4, 4, 2)
            .bytes);
   // layer_norm, batch_norm (with statistics, on (N, C) and (N, H, W, C)), dropout, and refused
   // eps and p; tangents equal to values.

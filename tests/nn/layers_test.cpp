@@ -120,6 +120,54 @@ TEST_CASE("Reshape and pooling layers: shapes, and a shape error names the layer
   CHECK_THROWS_MATCHES(pool.forward(Tensor<double>(Shape{3, 4})), ShapeError, MessageContains({"MaxPool2d", "(3, 4)"}));
 }
 
+TEST_CASE("Sequential runs a ReLU followed by a MaxPool2d as one relu_max_pool2d: the same loss, gradient and JVP",
+          "[nn][layers]") {
+  // The same network with a reshape to the same shape between the two layers, which keeps them
+  // apart, gives the same numbers bit for bit, with and without batch norm before the ReLU.
+  const auto net = [](bool batch_norm, bool apart) {
+    auto seq = std::make_shared<Seq>();
+    seq->emplace<nn::Reshape<double>>(std::vector<Index>{5, 5, 1});
+    seq->emplace<nn::Conv2d<double>>(1, 2, 3, Conv2dOptions{.padding = {1, 1}});
+    if (batch_norm) seq->emplace<nn::BatchNorm2d<double>>(2);
+    seq->emplace<nn::ReLU<double>>();
+    if (apart) seq->emplace<nn::Reshape<double>>(std::vector<Index>{5, 5, 2});
+    seq->emplace<nn::MaxPool2d<double>>(2);
+    seq->emplace<nn::Flatten<double>>();
+    seq->emplace<nn::Linear<double>>(8, 3, true, nn::Init::torch_uniform);
+    return seq;
+  };
+  const auto count = [](const std::string& text, const std::string& word) {
+    std::size_t n = 0;
+    for (auto at = text.find(word); at != std::string::npos; at = text.find(word, at + 1)) ++n;
+    return n;
+  };
+  for (bool batch_norm : {false, true}) {
+    nn::Model<double> a(net(batch_norm, false), 3), b(net(batch_norm, true), 3);
+    REQUIRE(a.parameters().to_vector() == b.parameters().to_vector());
+    nn::SoftmaxCrossEntropy<double> head;
+    const Tensor<double> x = batch(6, 25, 4);
+    const Tensor<double> y = nn::one_hot<double>({0, 1, 2, 0, 1, 2}, 3);
+    Tensor<double> ga = a.zeros_like_parameters(), gb = b.zeros_like_parameters();
+    CHECK(nn::gradient_at(a, head, x, y, ga) == nn::gradient_at(b, head, x, y, gb));
+    CHECK(ga.to_vector() == gb.to_vector());
+    Rng rng(5);
+    const Tensor<double> v = uniform_tensor<double>(a.parameters().shape(), rng);
+    const Dual<double> ja = a.forward_jvp(x, v), jb = b.forward_jvp(x, v);
+    CHECK(ja.primal().to_vector() == jb.primal().to_vector());
+    CHECK(ja.tangent().to_vector() == jb.tangent().to_vector());
+    // On a tape the pair is one node.
+    Tape<double> tape;
+    const Var<double> xv = tape.variable(x);
+    std::vector<Var<double>> params;
+    for (const auto& p : a.parameter_views()) params.push_back(tape.variable(p.clone()));
+    a.forward(xv, std::span<const Var<double>>(params));
+    const std::string printed = to_string(tape);
+    CHECK(count(printed, "relu_max_pool2d") == 1);
+    CHECK(count(printed, "relu") == 1);
+    CHECK(count(printed, "max_pool2d") == 1);
+  }
+}
+
 TEST_CASE("BatchNorm: running statistics move only in the training pass, as PyTorch moves them", "[nn][layers][state]") {
   nn::Model<double> model(tiny_cnn(/*batch_norm=*/true, 0), 5);
   REQUIRE(model.state_layout().size() == 2);

@@ -6,9 +6,9 @@
 // 1/8 with many ties and exact zeros), then up to 32 instructions, each applying one public op to
 // values from a pool that grows with every result. Every primitive is reachable: the element-wise,
 // matrix, reduction and softmax ops, linear, conv2d (with and without a bias), max_pool2d,
-// avg_pool2d, global_avg_pool2d, layer_norm, batch_norm (with and without BatchStats), dropout,
-// embedding, permute, concat (of two and of a list) and slice, with fuzzer-chosen options, valid
-// or not. The program runs three times:
+// relu_max_pool2d, avg_pool2d, global_avg_pool2d, layer_norm, batch_norm (with and without
+// BatchStats), dropout, embedding, permute, concat (of two and of a list) and slice, with
+// fuzzer-chosen options, valid or not. The program runs three times:
 //   Tensor<T>: plain evaluation;
 //   Dual<T>:   forward mode, each non-constant input carrying a tangent;
 //   Var<T>:    recorded on a tape, then Tape::jvp, Tape::vjp (a reverse sweep from every active
@@ -41,7 +41,7 @@
 //     linear             operand c (the bias)
 //     conv2d             operand c (the bias), then 7 integer codes: stride h, w, padding h, w,
 //                        dilation h, w, groups (conv2d_no_bias: the 7 codes only)
-//     max/avg_pool2d     6 integer codes: kernel h, w, stride h, w, padding h, w; param bit 4:
+//     (relu_)max/avg_pool2d 6 integer codes: kernel h, w, stride h, w, padding h, w; param bit 4:
 //                        count_include_pad = false (avg_pool2d)
 //     layer_norm         operand c (beta; b is gamma)
 //     batch_norm         operand c (beta; b is gamma); param bit 4: ask for BatchStats
@@ -124,6 +124,7 @@ enum class Op : std::uint8_t {
   concat,
   concat_list,
   slice,
+  relu_max_pool2d,
   count
 };
 
@@ -264,6 +265,7 @@ inline int option_bytes(Op op) {
     case Op::conv2d_no_bias:
       return 7;
     case Op::max_pool2d:
+    case Op::relu_max_pool2d:
     case Op::avg_pool2d:
       return 6;
     case Op::dropout:
@@ -514,6 +516,7 @@ Cost cost(const Instruction<T>& ins, const std::vector<V>& pool) {
     case Op::conv2d_no_bias:
       return conv_cost(x, y, conv_options(ins));
     case Op::max_pool2d:
+    case Op::relu_max_pool2d:
     case Op::avg_pool2d:
       return pool_cost(x, pool_options(ins));
     case Op::embedding: {
@@ -614,6 +617,8 @@ V apply(const Instruction<T>& ins, const std::vector<V>& pool, BatchStats<T>* st
       return amari::conv2d(x, y, conv_options(ins));
     case Op::max_pool2d:
       return amari::max_pool2d(x, pool_options(ins));
+    case Op::relu_max_pool2d:
+      return amari::relu_max_pool2d(x, pool_options(ins));
     case Op::avg_pool2d:
       return amari::avg_pool2d(x, pool_options(ins));
     case Op::global_avg_pool2d:
