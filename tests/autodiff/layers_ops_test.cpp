@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include <omp.h>
@@ -157,6 +158,58 @@ TEST_CASE(
   CHECK(xbar.to_vector() == std::vector<double>{0.0, 1.0, 0.0, 0.0});
   const Tensor<double> xn = Tensor<double>::from(Shape{1, 2, 2, 1}, {1.0, NAN, 5.0, 2.0});
   CHECK(std::isnan(max_pool2d(xn, pool({2, 2}, {0, 0}, {0, 0}))[0]));
+}
+
+TEST_CASE(
+    "permute equals its index map for every permutation of ranks 1-4: value, and VJP written onto "
+    "zeros and added onto values",
+    "[autodiff][permute]") {
+  // Extents above the 16 x 16 tiles of the transposing path, and not multiples of them.
+  const std::vector<Index> extents = {3, 17, 5, 18};
+  Rng rng(23);
+  for (int rank = 1; rank <= 4; ++rank) {
+    const Shape xs(std::span<const Index>(extents.data(), static_cast<std::size_t>(rank)));
+    const Tensor<double> x = uniform_tensor<double>(xs, rng);
+    std::vector<int> perm(static_cast<std::size_t>(rank));
+    std::iota(perm.begin(), perm.end(), 0);
+    do {
+      std::array<Index, 4> yd{}, xstride{};
+      Index s = 1;
+      for (int a = rank - 1; a >= 0; --a) xstride[static_cast<std::size_t>(a)] = s, s *= xs[a];
+      for (int a = 0; a < rank; ++a) yd[static_cast<std::size_t>(a)] = xs[perm[static_cast<std::size_t>(a)]];
+      // x offset of y's element number e (row-major in y).
+      const auto x_offset = [&](Index e) {
+        Index off = 0;
+        for (int a = rank - 1; a >= 0; --a) {
+          const auto ua = static_cast<std::size_t>(a);
+          off += (e % yd[ua]) * xstride[static_cast<std::size_t>(perm[ua])];
+          e /= yd[ua];
+        }
+        return off;
+      };
+      const Tensor<double> y = permute(x, perm);
+      const Tensor<double> u = uniform_tensor<double>(y.shape(), rng);
+      const Tensor<double> w = uniform_tensor<double>(x.shape(), rng);
+      Tape<double> tape;
+      const Var<double> xv[] = {tape.variable(x)};
+      // The reshape is recorded last, so the sweep writes its term first and permute adds to it.
+      const Var<double> ys[] = {permute(xv[0], perm), reshape(xv[0], x.shape())};
+      const Tensor<double> us[] = {u, w};
+      const Tensor<double> fresh = tape.vjp(std::span(ys, 1), std::span(us, 1), xv)[0];
+      const Tensor<double> added = tape.vjp(ys, us, xv)[0];
+      bool values = true, written = true, summed = true;
+      for (Index e = 0; e < y.size(); ++e) {
+        const Index o = x_offset(e);
+        values = values && y[e] == x[o];
+        written = written && fresh[o] == u[e];
+        summed = summed && added[o] == w[o] + u[e];
+      }
+      INFO("rank " << rank << " perm " << ::Catch::Detail::stringify(perm));
+      CHECK(values);
+      CHECK(written);
+      CHECK(summed);
+    } while (std::next_permutation(perm.begin(), perm.end()));
+  }
 }
 
 TEST_CASE(
