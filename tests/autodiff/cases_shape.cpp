@@ -40,6 +40,7 @@ std::vector<AdCase> shape_cases() {
       {Shape{2, 3, 3, 2}, pool({1, 1}, {1, 1}, {0, 0})},  // 1x1 windows
       {Shape{1, 4, 5, 1}, pool({3, 3}, {2, 2}, {1, 1})},  // batch 1, one channel, partial windows
       {Shape{2, 4, 6, 2}, pool({2, 3}, {1, 2}, {1, 1})},  // rectangular kernel and stride
+      {Shape{2, 4, 6, 16}, pool({2, 2}, {0, 0}, {0, 0})}, // 2 x 2 tiles, whole vectors of channels
   };
   for (const auto& p : pools) {
     // Rank 3, zero channels, and an input one smaller than the padded window in each direction.

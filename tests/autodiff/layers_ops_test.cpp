@@ -129,6 +129,14 @@ TEST_CASE(
       CHECK(max_abs_diff(xba, ra.xbar) < 1e-12);
     }
   }
+  // 2 x 2 windows tiling the input with whole vectors of channels: max_pool2d's vector path.
+  const Tensor<double> xv = uniform_tensor<double>(Shape{2, 8, 6, 16}, rng);
+  const Pool2dOptions two = pool({2, 2}, {0, 0}, {0, 0});
+  const Tensor<double> uv = uniform_tensor<double>(Shape{2, 4, 3, 16}, rng);
+  const PoolRef rv = pool_reference(true, xv, uv, two);
+  const auto [yv, xbv] = value_and_vjp([&](const Var<double>& v) { return max_pool2d(v, two); }, xv, uv);
+  CHECK(max_abs_diff(yv, rv.y) == 0.0);
+  CHECK(max_abs_diff(xbv, rv.xbar) == 0.0);
 }
 
 TEST_CASE("global_avg_pool2d equals the mean over H and W", "[autodiff][pool]") {
@@ -158,6 +166,29 @@ TEST_CASE(
   CHECK(xbar.to_vector() == std::vector<double>{0.0, 1.0, 0.0, 0.0});
   const Tensor<double> xn = Tensor<double>::from(Shape{1, 2, 2, 1}, {1.0, NAN, 5.0, 2.0});
   CHECK(std::isnan(max_pool2d(xn, pool({2, 2}, {0, 0}, {0, 0}))[0]));
+  // The same on the vector path (16 channels): channel ch holds a NaN at window position ch % 4
+  // when ch is even (after a larger value when ch % 4 == 2), none when odd. The NaN is the result
+  // and takes the cotangent, plain and fused with relu alike.
+  Tensor<double> xv = Tensor<double>::uninitialized(Shape{1, 2, 2, 16});
+  for (Index q = 0; q < 4; ++q)
+    for (Index ch = 0; ch < 16; ++ch) xv[q * 16 + ch] = (ch % 2 == 0 && q == ch % 4) ? NAN : 7.0 - double(q);
+  for (bool fused : {false, true}) {
+    const auto [yv, xbv] = value_and_vjp(
+        [&](const Var<double>& v) {
+          return fused ? relu_max_pool2d(v, pool({2, 2}, {0, 0}, {0, 0})) : max_pool2d(v, pool({2, 2}, {0, 0}, {0, 0}));
+        },
+        xv, Tensor<double>::full(Shape{1, 1, 1, 16}, 1.0));
+    for (Index ch = 0; ch < 16; ++ch) {
+      INFO("fused " << fused << " channel " << ch);
+      CHECK(std::isnan(yv[ch]) == (ch % 2 == 0));
+      if (ch % 2 == 1) CHECK(yv[ch] == 7.0);
+      // The first maximum (position 0) or the NaN takes the cotangent; fused, a NaN gets 0.
+      for (Index q = 0; q < 4; ++q) {
+        const double want = ch % 2 == 1 ? (q == 0 ? 1.0 : 0.0) : (!fused && q == ch % 4 ? 1.0 : 0.0);
+        CHECK(xbv[q * 16 + ch] == want);
+      }
+    }
+  }
 }
 
 TEST_CASE(
@@ -220,11 +251,18 @@ TEST_CASE(
   // with no positive value; both element types, on 1 and 2 threads (parallel rows).
   const float pick[] = {-1.0f, -0.0f, 0.0f, 0.5f, 1.0f, 2.0f, -2.0f, NAN};
   Rng rng(17);
-  for (const auto& o : {pool({2, 2}, {0, 0}, {0, 0}), pool({3, 3}, {1, 1}, {1, 1}),
-                        pool({2, 3}, {3, 2}, {1, 1}), pool({1, 1}, {1, 1}, {0, 0})}) {
-    INFO("kernel " << o.kernel[0] << "x" << o.kernel[1] << " stride " << o.stride[0] << ","
-                   << o.stride[1] << " padding " << o.padding[0] << "," << o.padding[1]);
-    Tensor<float> x = Tensor<float>::uninitialized(Shape{3, 8, 7, 5});
+  struct Case {
+    Shape x;
+    Pool2dOptions o;
+  };
+  // 32 channels with 2 x 2 tiles: the vector path of max_pool2d.cpp; the rest the general loops.
+  for (const auto& [shape, o] :
+       {Case{Shape{3, 8, 7, 5}, pool({2, 2}, {0, 0}, {0, 0})}, Case{Shape{3, 8, 6, 32}, pool({2, 2}, {0, 0}, {0, 0})},
+        Case{Shape{3, 8, 7, 5}, pool({3, 3}, {1, 1}, {1, 1})}, Case{Shape{3, 8, 7, 5}, pool({2, 3}, {3, 2}, {1, 1})},
+        Case{Shape{3, 8, 7, 5}, pool({1, 1}, {1, 1}, {0, 0})}}) {
+    INFO("x " << shape.str() << " kernel " << o.kernel[0] << "x" << o.kernel[1] << " stride " << o.stride[0]
+              << "," << o.stride[1] << " padding " << o.padding[0] << "," << o.padding[1]);
+    Tensor<float> x = Tensor<float>::uninitialized(shape);
     for (Index i = 0; i < x.size(); ++i) x[i] = pick[rng.below(8)];
     const Tensor<float> v = uniform_tensor<float>(x.shape(), rng);
     const auto fused = [&](const auto& t) { return relu_max_pool2d(t, o); };
