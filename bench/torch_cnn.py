@@ -14,6 +14,13 @@ drifts of a shared machine hit both sides alike.
 
 Use /usr/bin/python3 (Debian's python3-torch) with Debian's OpenBLAS installed (libopenblas0-openmp:
 torch's Linear layers call the system's libblas.so.3, which is the slow reference BLAS otherwise).
+PyTorch's CPU tensors come from glibc's malloc, which may hand large freed blocks back to the
+system, so that in some processes every step pays page faults for its buffers (its gradient was
+measured at 140-253 ms in such processes against 51-52 ms otherwise, bench/RESULTS.md). To compare
+the arithmetic, keep freed memory in both processes (amari's benchmark inherits the setting):
+
+    OMP_NUM_THREADS=1 GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295 \
+        /usr/bin/python3 bench/torch_cnn.py --amari build/release/bench/cnn_bench
 Exits 0 with a message when torch is not importable.
 """
 import argparse
