@@ -168,38 +168,38 @@ struct MaxPool2dImpl {
       }
     });
   }
+  // f(x offset, y offset, k* as a batch of T) for every vector of channels of every output pixel.
+  template <Real T, class F>
+  void for_each_quad_vector(const std::int32_t* idx, const F& f) const {
+    constexpr Index W = xsimd::batch<T>::size;
+    for_each_quad([&](Index in, Index out) {
+      for (Index ch = 0; ch < g.c; ch += W) f(in + ch, out + ch, load_k<T>(idx + out + ch));
+    });
+  }
   template <Real T>
   void jvp_quad(const std::int32_t* idx, const Tensor<T>& dx, Tensor<T>& dy) const {
     using B = xsimd::batch<T>;
-    constexpr Index W = B::size;
     const auto off = quad_offsets();
-    for_each_quad([&](Index in, Index out) {
-      for (Index ch = 0; ch < g.c; ch += W) {
-        const B k = load_k<T>(idx + out + ch);
-        B d(T(0));  // k* = -1 (fused) selects nothing: 0
+    for_each_quad_vector<T>(idx, [&](Index in, Index out, const B& k) {
+      B d(T(0));  // k* = -1 (fused) selects nothing: 0
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) {
-          d = xsimd::select(k == B(static_cast<T>(q)), B::load_unaligned(dx.data() + in + off[static_cast<std::size_t>(q)] + ch), d);
-        }
-        d.store_unaligned(dy.data() + out + ch);
+      for (int q = 0; q < 4; ++q) {
+        d = xsimd::select(k == B(static_cast<T>(q)), B::load_unaligned(dx.data() + in + off[static_cast<std::size_t>(q)]), d);
       }
+      d.store_unaligned(dy.data() + out);
     });
   }
   template <Real T>
   void vjp_quad(const std::int32_t* idx, const Tensor<T>& ybar, Tensor<T>& xbar, bool overwrite) const {
     using B = xsimd::batch<T>;
-    constexpr Index W = B::size;
     const auto off = quad_offsets();
-    for_each_quad([&](Index in, Index out) {
-      for (Index ch = 0; ch < g.c; ch += W) {
-        const B k = load_k<T>(idx + out + ch);
-        const B yb = B::load_unaligned(ybar.data() + out + ch);
+    for_each_quad_vector<T>(idx, [&](Index in, Index out, const B& k) {
+      const B yb = B::load_unaligned(ybar.data() + out);
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) {
-          T* xp = xbar.data() + in + off[static_cast<std::size_t>(q)] + ch;
-          const B term = xsimd::select(k == B(static_cast<T>(q)), yb, B(T(0)));
-          (overwrite ? term : B::load_unaligned(xp) + term).store_unaligned(xp);
-        }
+      for (int q = 0; q < 4; ++q) {
+        T* xp = xbar.data() + in + off[static_cast<std::size_t>(q)];
+        const B term = xsimd::select(k == B(static_cast<T>(q)), yb, B(T(0)));
+        (overwrite ? term : B::load_unaligned(xp) + term).store_unaligned(xp);
       }
     });
   }
