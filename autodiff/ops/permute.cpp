@@ -64,7 +64,10 @@ struct Permute {
   // run length) per row of y's last axis.
   template <class F>
   void for_each_row(const Shape& x, const F& f) const {
-    const auto [ydims, xstride] = padded(x);
+    // Not a structured binding: clang 14 cannot capture one in the lambda below.
+    const Padded layout = padded(x);
+    const auto& ydims = layout.ydims;
+    const auto& xstride = layout.xstride;
     const Index rows = ydims[0] * ydims[1] * ydims[2], n = ydims[3];
     kernels::parallel_for(rows, rows * n, [&](Index r) {
       const Index i0 = r / (ydims[1] * ydims[2]), i1 = (r / ydims[2]) % ydims[1], i2 = r % ydims[2];
@@ -78,7 +81,10 @@ struct Permute {
   template <class F>
   bool for_each_block(const Shape& x, const F& f) const {
     const int rank = x.rank();
-    const auto [ydims, xstride] = padded(x);
+    // Not a structured binding: clang 14 cannot capture one in the lambda below.
+    const Padded layout = padded(x);
+    const auto& ydims = layout.ydims;
+    const auto& xstride = layout.xstride;
     std::array<Index, 4> ystride{};
     if (rank < 2 || perm[static_cast<std::size_t>(rank - 1)] == rank - 1) return false;
     // x's last axis, somewhere before y's last.

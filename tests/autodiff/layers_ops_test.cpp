@@ -256,10 +256,12 @@ TEST_CASE(
     Pool2dOptions o;
   };
   // 32 channels with 2 x 2 tiles: the vector path of max_pool2d.cpp; the rest the general loops.
-  for (const auto& [shape, o] :
+  for (const Case& c :
        {Case{Shape{3, 8, 7, 5}, pool({2, 2}, {0, 0}, {0, 0})}, Case{Shape{3, 8, 6, 32}, pool({2, 2}, {0, 0}, {0, 0})},
         Case{Shape{3, 8, 7, 5}, pool({3, 3}, {1, 1}, {1, 1})}, Case{Shape{3, 8, 7, 5}, pool({2, 3}, {3, 2}, {1, 1})},
         Case{Shape{3, 8, 7, 5}, pool({1, 1}, {1, 1}, {0, 0})}}) {
+    const Shape& shape = c.x;
+    const Pool2dOptions& o = c.o;  // a reference, not a structured binding: lambdas below capture it
     INFO("x " << shape.str() << " kernel " << o.kernel[0] << "x" << o.kernel[1] << " stride " << o.stride[0]
               << "," << o.stride[1] << " padding " << o.padding[0] << "," << o.padding[1]);
     Tensor<float> x = Tensor<float>::uninitialized(shape);
