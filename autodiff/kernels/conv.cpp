@@ -619,6 +619,7 @@ void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* 
         taps[(i * g.kw + j) * cig + c] = i * g.dilation_h * d.wp * g.c_in + j * g.dilation_w * g.c_in + c;
   const Index chunk = direct_chunk(d, g.n, sizeof(T)), chunks = (g.n + chunk - 1) / chunk;
   T* partial = column_buffer<T, 1>(chunks * w_size);
+  const bool in_place = cog % NR == 0;  // every sliver full: the tiles read ybar itself
   for_each_direct_chunk(
       g.n, chunk, g.n * pixels * g.c_out * k, [&](Index c, Index n0, Index nc) {
         T* src = column_buffer<T, 2>(chunk * d.src_image());
@@ -626,7 +627,6 @@ void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* 
         const Index m = nc * pixels;
         Index* origins = column_buffer<Index, 2>(chunk * pixels);
         for (Index t = 0; t < m; ++t) origins[t] = d.origin(t);
-        const bool in_place = cog % NR == 0;
         T* yp = in_place ? nullptr : column_buffer<T, 4>(chunk * pixels * NR);
         const T* yc = ybar + n0 * pixels * g.c_out;
         T* out = partial + c * w_size;

@@ -81,12 +81,12 @@ struct Permute {
   template <class F>
   bool for_each_block(const Shape& x, const F& f) const {
     const int rank = x.rank();
+    if (rank < 2 || perm[static_cast<std::size_t>(rank - 1)] == rank - 1) return false;
     // Not a structured binding: clang 14 cannot capture one in the lambda below.
     const Padded layout = padded(x);
     const auto& ydims = layout.ydims;
     const auto& xstride = layout.xstride;
     std::array<Index, 4> ystride{};
-    if (rank < 2 || perm[static_cast<std::size_t>(rank - 1)] == rank - 1) return false;
     // x's last axis, somewhere before y's last.
     std::size_t q = 0;
     for (int a = 0; a < rank; ++a)
