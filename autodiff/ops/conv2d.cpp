@@ -27,8 +27,9 @@
 // ybar over chunks of images whose column matrix fits kColumnBytes = 1 MiB: corr after im2col,
 // convT followed by col2im. Where they were measured faster (kernels/conv.cpp, conv2d_backward, has
 // the figures and the rules), the adjoints use direct kernels instead: corr reducing over a chunk's
-// pixels with MR taps x NR channels in registers (from the padded copy of x and NR-wide packed
-// columns of ybar), and convT at stride 1 as a forward convolution of padded ybar with the flipped
+// pixels with a tile of taps x channels in registers (from the padded copy of x and NR-wide
+// columns of ybar, read in place when C_out/G is a multiple of NR; 6 taps x 4 vectors when it is a
+// multiple of 4 vectors and the ISA has 32 registers), and convT at stride 1 as a forward convolution of padded ybar with the flipped
 // kernel. On the AMD machine of an earlier measurement the two together were ~15% slower than the
 // GEMM path on conv2's backward (20.5 against 17.9 ms, separate runs); on the Intel machine of
 // 2026-12-02 convT alone gains 17% there and corr gains on the layers with few taps. A 1x1,

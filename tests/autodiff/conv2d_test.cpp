@@ -196,6 +196,8 @@ std::vector<Geometry> large_geometries() {
       {9, 30, 30, 16, 3, 3, 8, {.stride = {1, 2}, .padding = {2, 1}, .dilation = {2, 1}}},
       {9, 20, 18, 12, 3, 3, 12, {.padding = {1, 1}, .groups = 3}, false},
       {9, 12, 12, 64, 1, 1, 32, {.groups = 2}},
+      // 64 output channels: whole slivers of the wide weight tile in float and double.
+      {9, 10, 10, 5, 3, 3, 64, {.padding = {1, 1}}},
   };
 }
 
@@ -294,6 +296,26 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "conv2d: with output channels in whole 4-batch slivers (the wide wbar tile) the output and VJP "
+    "equal the 7-loop convolution (double, 1e-12)",
+    "[autodiff][conv2d]") {
+  // 32 and 64 output channels per group are whole slivers of the 6-tap x 4-batch wbar tile in
+  // double (4 x 8 lanes with AVX-512), 64 in float too; the 3 x 2 kernel of the grid gives
+  // 6 C_in taps, and the 3 x 3 kernels below, 45 and 27, leave partial tiles of taps.
+  CHECK(check_channel_grid(6, 5, 4, 32, 450) == 48);
+  std::uint64_t seed = 460;
+  for (Index groups : {1, 2})
+    for (Index stride : {1, 2}) {
+      check_against_reference({2, 7, 6, 5 * groups, 3, 3, 64 * groups,
+                               {.stride = {stride, stride}, .padding = {1, 1}, .groups = groups}},
+                              ++seed, 1e-12);
+      check_against_reference({3, 6, 6, 3 * groups, 3, 3, 32 * groups,
+                               {.stride = {stride, 1}, .padding = {2, 1}, .dilation = {2, 1}, .groups = groups}},
+                              ++seed, 1e-12);
+    }
+}
+
+TEST_CASE(
     "conv2d: padding and strides far beyond the kernel, where the forward map forms im2col columns, "
     "equal the 7-loop convolution (double, 1e-12)",
     "[autodiff][conv2d]") {
@@ -316,6 +338,7 @@ TEST_CASE("conv2d: large layers (uneven chunks of images, parallel paths) equal 
 TEST_CASE("conv2d: float agrees with double", "[autodiff][conv2d]") {
   std::vector<Geometry> gs = large_geometries();
   gs.push_back({2, 5, 5, 3, 3, 3, 4, {.padding = {1, 1}}});
+  gs.push_back({2, 7, 6, 10, 3, 3, 128, {.padding = {1, 1}, .groups = 2}});
   gs.push_back({2,
                 8,
                 8,
