@@ -40,8 +40,8 @@ inline constexpr Index kColumnBytes = Index{1} << 20;
 // The calling thread's grow-only, 64-byte aligned buffer (one per element type and slot), so a
 // convolution allocates nothing in steady state; private to its thread so concurrent calls from
 // different threads never share it. Slots of T: 0 column matrix, 1 per-chunk weight adjoints,
-// 2 padded source images, 3 packed weights, 4 packed ybar slivers; of Index: 0 tap runs, 1 the
-// weight adjoint's taps, 2 pixel origins.
+// 2 padded source images, 3 packed weights, 4 packed ybar slivers, 5 per-chunk bias adjoints; of
+// Index: 0 tap runs, 1 the weight adjoint's taps, 2 pixel origins.
 template <class T, int Slot = 0>
 T* column_buffer(Index count) {
   struct Buffer {
@@ -581,6 +581,11 @@ void input_adjoint_direct(const ConvGeometry& g, const T* w, const T* ybar, T* x
 // Zen 5): wbar 5.9-6.2 -> 5.0-5.2 ms (150-158 -> 180-185 GFLOP/s). 5 x 4 gave 174, 12 x 2 and
 // 10 x 2 no gain, 4 x 4 half the speed. Each value is the same sequence of FMAs over the pixels
 // whichever tile computes it: the results are bitwise the same.
+// Layers with few taps (k = KH KW C_in/G, plus one row for the bias adjoint, at most 10: a 3 x 3
+// kernel over one input channel) take all of them in one 10 x 2 tile, so that ybar is read once:
+// the 8-row tile read it twice for 9 taps, computing the second time 8 rows for 1. On conv1 of
+// train_cnn (1 -> 32, 28 x 28, batch 128; its chunks of ybar, 7 MB, do not stay in cache) wbar
+// 0.87-0.94 -> 0.49-0.51 ms (scratch program, same process; 9 rows exactly 0.49, 12 rows 0.56).
 template <class T, int MR, int NV>
 struct WeightTileShape {
   static constexpr int kMR = MR, kNV = NV, kNR = NV * static_cast<int>(xsimd::batch<T>::size);
@@ -589,45 +594,45 @@ template <class T>
 using NarrowWeightTile = WeightTileShape<T, Tile<T>::kMR, Tile<T>::kNV>;
 template <class T>
 using WideWeightTile = WeightTileShape<T, 6, 4>;
-inline constexpr bool kWideWeightTile = kVectorRegisters == 32;
+template <class T>
+using FewTapsWeightTile = WeightTileShape<T, 10, Tile<T>::kNV>;
+inline constexpr bool kWideWeightTile = kVectorRegisters == 32;  // also the few-taps tile
 
 // One MR x NR tile of a chunk's wbar term, MR taps x NR output channels: out[r, 0:nr] =
 // sum over the chunk's m pixels t of src[origins[t] + taps[r]] * yp[t, 0:NR], for r < mr, with
 // row t of the chunk's ybar columns at yp + t ldy (NR readable values each). The reduction over
-// pixels stays in registers.
-template <class T, class Shape>
+// pixels stays in registers. With kBias the last row sums ybar itself (the bias adjoint's term,
+// bias[0:nr]) and the taps take the others (mr < MR).
+template <class T, class Shape, bool kBias = false>
 void weight_tile(const T* src, const Index* origins, Index m, const Index* taps, int mr,
-                 const T* __restrict yp, Index ldy, T* out, Index ldo, int nr) {
+                 const T* __restrict yp, Index ldy, T* out, Index ldo, int nr, T* bias = nullptr) {
   using Batch = xsimd::batch<T>;
   constexpr int W = static_cast<int>(Batch::size), NV = Shape::kNV, MR = Shape::kMR;
-  constexpr int NR = Shape::kNR;
+  constexpr int NR = Shape::kNR, kTapRows = kBias ? MR - 1 : MR;
   Batch acc[MR][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = Batch(T(0));
   }
-  Index off[MR];
+  Index off[kTapRows];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) off[r] = taps[std::min(r, mr - 1)];  // tails repeat
+  for (int r = 0; r < kTapRows; ++r) off[r] = taps[std::min(r, mr - 1)];  // tails repeat
   for (Index t = 0; t < m; ++t) {
     const T* a = src + origins[t];
     Batch bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = Batch::load_unaligned(yp + t * ldy + v * W);
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
+    for (int r = 0; r < kTapRows; ++r) {
       const Batch av(a[off[r]]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(av, bv[v], acc[r][v]);
     }
-  }
-  if (nr == NR) {
-    for (int r = 0; r < mr; ++r) {
+    if constexpr (kBias) {
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v].store_unaligned(out + r * ldo + v * W);
+      for (int v = 0; v < NV; ++v) acc[MR - 1][v] += bv[v];
     }
-    return;
   }
   alignas(64) T tile[MR * NR];
 #pragma GCC unroll 16
@@ -635,9 +640,8 @@ void weight_tile(const T* src, const Index* origins, Index m, const Index* taps,
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v].store_aligned(tile + r * NR + v * W);
   }
-  for (int r = 0; r < mr; ++r) {
-    for (int j = 0; j < nr; ++j) out[r * ldo + j] = tile[r * NR + j];
-  }
+  for (int r = 0; r < mr; ++r) copy_run(tile + r * NR, nr, out + r * ldo);
+  if constexpr (kBias) copy_run(tile + (MR - 1) * NR, nr, bias);
 }
 
 // wbar += corr(x, ybar) by the direct kernel: per chunk of images the padded copy of x the forward
@@ -647,9 +651,13 @@ void weight_tile(const T* src, const Index* origins, Index m, const Index* taps,
 // packed NR wide with zeros after its last channel (a partial sliver must not read past ybar). The
 // packed copy was a pass over ybar per sliver: for conv1 of train_cnn (32 channels, 12.8 MB) 4% of
 // its gradient. Chunk terms go to slices of a buffer that are added in chunk order, as on the GEMM
-// path.
+// path. With bbar, the bias adjoint is summed in the same pass: in the last tile of taps when it
+// has a row to spare (conv1: 9 taps + the bias in the 10-row tile), else over the sliver while
+// the chunk's ybar is in cache; a separate pass over the whole of ybar (12.8 MB for conv1) was
+// 2.3% of the CNN's G v. Its chunk terms are added in chunk order too.
 template <class T>
-void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* wbar, bool accumulate) {
+void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* wbar,
+                           bool accumulate, T* bbar, bool accumulate_b) {
   const DirectConv d = forward_source(g);
   const Index k = d.k(), cig = g.group_in(), cog = g.group_out();
   const Index x_image = g.h * g.w * g.c_in, pixels = g.oh * g.ow, w_size = k * g.c_out;
@@ -661,22 +669,35 @@ void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* 
         taps[(i * g.kw + j) * cig + c] = i * g.dilation_h * d.wp * g.c_in + j * g.dilation_w * g.c_in + c;
   const Index chunk = direct_chunk(d, g.n, sizeof(T)), chunks = (g.n + chunk - 1) / chunk;
   T* partial = column_buffer<T, 1>(chunks * w_size);
+  T* partial_b = bbar ? column_buffer<T, 5>(chunks * g.c_out) : nullptr;
   constexpr int NR = NarrowWeightTile<T>::kNR;
   const bool in_place = cog % NR == 0;  // every sliver full: the tiles read ybar itself
   const bool wide = kWideWeightTile && cog % WideWeightTile<T>::kNR == 0;
+  const bool few_taps = kWideWeightTile && k + (bbar ? 1 : 0) <= FewTapsWeightTile<T>::kMR;
   // The tiles of one chunk and group: for each sliver of Shape::kNR output channels (from column
   // `first` of wbar), sliver(col, nr) gives the sliver's ybar columns and their row stride, then
-  // its tiles run over the taps.
+  // its tiles run over the taps (and the bias, into bias_out[col...], when bias_out is not null).
   const auto chunk_tiles = [&]<class Shape>(Shape, const T* xs, Index m, const Index* origins,
-                                            Index first, T* out, const auto& sliver) {
+                                            Index first, T* out, T* bias_out, const auto& sliver) {
     for (Index s = 0; s * Shape::kNR < cog; ++s) {
       const Index col = first + s * Shape::kNR;
       const int nr = static_cast<int>(std::min<Index>(Shape::kNR, cog - s * Shape::kNR));
       const auto [ys, ldy] = sliver(col, nr);
+      bool bias_done = bias_out == nullptr;
       for (Index p = 0; p < k; p += Shape::kMR) {
         const int mr = static_cast<int>(std::min<Index>(Shape::kMR, k - p));
-        weight_tile<T, Shape>(xs, origins, m, taps + p, mr, ys, ldy, out + p * g.c_out + col,
-                              g.c_out, nr);
+        if (!bias_done && mr < Shape::kMR) {  // the last tile, with a row to spare: the bias too
+          weight_tile<T, Shape, true>(xs, origins, m, taps + p, mr, ys, ldy,
+                                      out + p * g.c_out + col, g.c_out, nr, bias_out + col);
+          bias_done = true;
+        } else {
+          weight_tile<T, Shape>(xs, origins, m, taps + p, mr, ys, ldy, out + p * g.c_out + col,
+                                g.c_out, nr);
+        }
+      }
+      if (!bias_done) {  // no row to spare: the sum over the sliver's rows, in cache
+        std::fill_n(bias_out + col, nr, T(0));
+        for (Index t = 0; t < m; ++t) add_run(ys + t * ldy, nr, bias_out + col);
       }
     }
   };
@@ -689,6 +710,7 @@ void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* 
         d.pixel_origins(nc, origins);
         const T* yc = ybar + n0 * pixels * g.c_out;
         T* out = partial + c * w_size;
+        T* out_b = partial_b ? partial_b + c * g.c_out : nullptr;
         const auto inside = [&](Index col, int) { return std::pair{yc + col, g.c_out}; };
         T* yp = in_place ? nullptr : column_buffer<T, 4>(chunk * pixels * NR);
         const auto packed = [&](Index col, int nr) {
@@ -700,20 +722,38 @@ void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* 
         };
         for (Index grp = 0; grp < g.groups; ++grp) {
           const T* xs = src + grp * cig;
-          if constexpr (kWideWeightTile) {  // not compiled where it would spill registers
+          const Index first = grp * cog;
+          if constexpr (kWideWeightTile) {  // not compiled where they would spill registers
+            if (few_taps) {
+              if (in_place) {
+                chunk_tiles(FewTapsWeightTile<T>{}, xs, m, origins, first, out, out_b, inside);
+              } else {
+                chunk_tiles(FewTapsWeightTile<T>{}, xs, m, origins, first, out, out_b, packed);
+              }
+              continue;
+            }
             if (wide) {
-              chunk_tiles(WideWeightTile<T>{}, xs, m, origins, grp * cog, out, inside);
+              chunk_tiles(WideWeightTile<T>{}, xs, m, origins, first, out, out_b, inside);
               continue;
             }
           }
           if (in_place) {
-            chunk_tiles(NarrowWeightTile<T>{}, xs, m, origins, grp * cog, out, inside);
+            chunk_tiles(NarrowWeightTile<T>{}, xs, m, origins, first, out, out_b, inside);
           } else {
-            chunk_tiles(NarrowWeightTile<T>{}, xs, m, origins, grp * cog, out, packed);
+            chunk_tiles(NarrowWeightTile<T>{}, xs, m, origins, first, out, out_b, packed);
           }
         }
       });
   reduce_chunk_terms(partial, chunks, w_size, wbar, accumulate);
+  if (bbar) reduce_chunk_terms(partial_b, chunks, g.c_out, bbar, accumulate_b);
+}
+
+// bbar (+)= the sum of ybar's m rows of c values, row after row (where the direct weight adjoint
+// does not compute it).
+template <class T>
+void bias_adjoint(const T* ybar, Index m, Index c, T* bbar, bool accumulate) {
+  if (!accumulate) std::fill_n(bbar, c, T(0));
+  for (Index t = 0; t < m; ++t) add_run(ybar + t * c, c, bbar);
 }
 
 }  // namespace
@@ -754,19 +794,22 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T
 }
 
 template <class T>
-void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* ybar, T* xbar,
-                     T* wbar, bool accumulate_x, bool accumulate_w) {
-  if (xbar == nullptr && wbar == nullptr) return;
+void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* ybar,
+                     const ConvAdjoints<T>& out) {
+  T *xbar = out.x, *wbar = out.w, *bbar = out.b;
+  if (xbar == nullptr && wbar == nullptr && bbar == nullptr) return;
   if (g.n == 0 || g.oh == 0 || g.ow == 0) {  // no term: the adjoints are zero
-    if (xbar != nullptr && !accumulate_x) std::fill_n(xbar, g.n * g.h * g.w * g.c_in, T(0));
-    if (wbar != nullptr && !accumulate_w) std::fill_n(wbar, g.k() * g.c_out, T(0));
+    if (xbar != nullptr && !out.accumulate_x) std::fill_n(xbar, g.n * g.h * g.w * g.c_in, T(0));
+    if (wbar != nullptr && !out.accumulate_w) std::fill_n(wbar, g.k() * g.c_out, T(0));
+    if (bbar != nullptr && !out.accumulate_b) std::fill_n(bbar, g.c_out, T(0));
     return;
   }
   const Index pixels = g.oh * g.ow;
   if (g.pointwise()) {  // the columns are x itself, and the column adjoint is xbar itself
     const Index m = g.n * pixels;
-    if (wbar != nullptr) weight_gemms(g, x, g.c_in, m, ybar, accumulate_w ? T(1) : T(0), wbar);
-    if (xbar != nullptr) input_gemms(g, ybar, m, w, accumulate_x ? T(1) : T(0), xbar, g.c_in);
+    if (wbar != nullptr) weight_gemms(g, x, g.c_in, m, ybar, out.accumulate_w ? T(1) : T(0), wbar);
+    if (xbar != nullptr) input_gemms(g, ybar, m, w, out.accumulate_x ? T(1) : T(0), xbar, g.c_in);
+    if (bbar != nullptr) bias_adjoint(ybar, m, g.c_out, bbar, out.accumulate_b);
     return;
   }
   // The direct kernels where they were measured faster than the GEMM path (float, 1 thread, batch
@@ -781,9 +824,8 @@ void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* yba
     const double padded = static_cast<double>(d.hp) * static_cast<double>(d.wp) * static_cast<double>(g.c_out);
     const double columns = static_cast<double>(pixels) * static_cast<double>(g.groups * g.k());
     if (padded <= columns) {
-      input_adjoint_direct(g, w, ybar, xbar, accumulate_x);
+      input_adjoint_direct(g, w, ybar, xbar, out.accumulate_x);
       xbar = nullptr;
-      if (wbar == nullptr) return;
     }
   }
   if (wbar != nullptr && fills_slivers<T>(g.group_out(), 1, 2)) {
@@ -791,29 +833,31 @@ void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* yba
     const double padded = static_cast<double>(d.hp) * static_cast<double>(d.wp) * static_cast<double>(g.c_in);
     const double columns = static_cast<double>(pixels) * static_cast<double>(g.groups * g.k());
     if (padded <= columns) {
-      weight_adjoint_direct(g, x, ybar, wbar, accumulate_w);
-      wbar = nullptr;
-      if (xbar == nullptr) return;
+      weight_adjoint_direct(g, x, ybar, wbar, out.accumulate_w, bbar, out.accumulate_b);
+      wbar = bbar = nullptr;
     }
   }
-  // wbar is a sum over chunks: each chunk's term goes to its own slice of a buffer, and the slices
-  // are added in chunk order (a fixed order whatever thread computed them).
-  const Index ld_cols = g.groups * g.k(), x_image = g.h * g.w * g.c_in, w_size = g.k() * g.c_out;
-  const Index chunk = chunk_images(g, sizeof(T)), chunks = (g.n + chunk - 1) / chunk;
-  T* partial = wbar != nullptr ? column_buffer<T, 1>(chunks * w_size) : nullptr;
-  for_each_chunk<T>(g, [&](Index c, Index n0, Index nc, T* cols) {
-    const Index m = nc * pixels;
-    const T* yc = ybar + n0 * pixels * g.c_out;
-    if (wbar != nullptr) {
-      im2col(g, x + n0 * x_image, nc, cols);
-      weight_gemms(g, cols, ld_cols, m, yc, T(0), partial + c * w_size);
-    }
-    if (xbar != nullptr) {  // the same buffer, now for the column adjoint
-      input_gemms(g, yc, m, w, T(0), cols, ld_cols);
-      col2im(g, cols, nc, xbar + n0 * x_image, accumulate_x);
-    }
-  });
-  if (wbar != nullptr) reduce_chunk_terms(partial, chunks, w_size, wbar, accumulate_w);
+  if (xbar != nullptr || wbar != nullptr) {
+    // wbar is a sum over chunks: each chunk's term goes to its own slice of a buffer, and the
+    // slices are added in chunk order (a fixed order whatever thread computed them).
+    const Index ld_cols = g.groups * g.k(), x_image = g.h * g.w * g.c_in, w_size = g.k() * g.c_out;
+    const Index chunk = chunk_images(g, sizeof(T)), chunks = (g.n + chunk - 1) / chunk;
+    T* partial = wbar != nullptr ? column_buffer<T, 1>(chunks * w_size) : nullptr;
+    for_each_chunk<T>(g, [&](Index c, Index n0, Index nc, T* cols) {
+      const Index m = nc * pixels;
+      const T* yc = ybar + n0 * pixels * g.c_out;
+      if (wbar != nullptr) {
+        im2col(g, x + n0 * x_image, nc, cols);
+        weight_gemms(g, cols, ld_cols, m, yc, T(0), partial + c * w_size);
+      }
+      if (xbar != nullptr) {  // the same buffer, now for the column adjoint
+        input_gemms(g, yc, m, w, T(0), cols, ld_cols);
+        col2im(g, cols, nc, xbar + n0 * x_image, out.accumulate_x);
+      }
+    });
+    if (wbar != nullptr) reduce_chunk_terms(partial, chunks, w_size, wbar, out.accumulate_w);
+  }
+  if (bbar != nullptr) bias_adjoint(ybar, g.n * pixels, g.c_out, bbar, out.accumulate_b);
 }
 
 template void conv2d_forward<float>(const ConvGeometry&, const float*, const float*, const float*,
@@ -821,8 +865,8 @@ template void conv2d_forward<float>(const ConvGeometry&, const float*, const flo
 template void conv2d_forward<double>(const ConvGeometry&, const double*, const double*,
                                      const double*, double*, bool);
 template void conv2d_backward<float>(const ConvGeometry&, const float*, const float*, const float*,
-                                     float*, float*, bool, bool);
+                                     const ConvAdjoints<float>&);
 template void conv2d_backward<double>(const ConvGeometry&, const double*, const double*,
-                                      const double*, double*, double*, bool, bool);
+                                      const double*, const ConvAdjoints<double>&);
 
 }  // namespace amari::kernels

@@ -34,22 +34,29 @@ template <class T>
 void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* y,
                     bool accumulate);
 
-/// The two adjoints of the bilinear map (x, w) -> conv(x, w), for the cotangent ybar:
-///   xbar += conv_transpose(ybar, w)   when xbar is not null (reads w),
-///   wbar += corr(x, ybar)             when wbar is not null (reads x),
-/// each written (=, its old contents never read) instead when its `accumulate_*` is false.
-/// Either may be null; both share one pass over image chunks.
+/// Where conv2d_backward writes: each adjoint only where its pointer is not null, added to the
+/// buffer when its `accumulate_*` is true, else written (its old contents never read).
 template <class T>
-void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* ybar, T* xbar,
-                     T* wbar, bool accumulate_x, bool accumulate_w);
+struct ConvAdjoints {
+  T* x = nullptr;  ///< xbar += conv_transpose(ybar, w) (reads w)
+  T* w = nullptr;  ///< wbar += corr(x, ybar) (reads x)
+  T* b = nullptr;  ///< bbar += ybar summed over its pixels (the adjoint of the bias, c_out values)
+  bool accumulate_x = false, accumulate_w = false, accumulate_b = false;
+};
+
+/// The adjoints of y = conv(x, w) + b for the cotangent ybar, those `out` asks for, in one pass
+/// over image chunks (the bias adjoint, where the direct weight-adjoint kernel runs, inside it).
+template <class T>
+void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* ybar,
+                     const ConvAdjoints<T>& out);
 
 extern template void conv2d_forward<float>(const ConvGeometry&, const float*, const float*,
                                            const float*, float*, bool);
 extern template void conv2d_forward<double>(const ConvGeometry&, const double*, const double*,
                                             const double*, double*, bool);
 extern template void conv2d_backward<float>(const ConvGeometry&, const float*, const float*,
-                                            const float*, float*, float*, bool, bool);
+                                            const float*, const ConvAdjoints<float>&);
 extern template void conv2d_backward<double>(const ConvGeometry&, const double*, const double*,
-                                             const double*, double*, double*, bool, bool);
+                                             const double*, const ConvAdjoints<double>&);
 
 }  // namespace amari::kernels

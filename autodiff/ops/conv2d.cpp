@@ -29,8 +29,9 @@
 // the figures and the rules), the adjoints use direct kernels instead: corr reducing over a chunk's
 // pixels with a tile of taps x channels in registers (from the padded copy of x and NR-wide
 // columns of ybar, read in place when C_out/G is a multiple of NR; 6 taps x 4 vectors when it is a
-// multiple of 4 vectors and the ISA has 32 registers), and convT at stride 1 as a forward convolution of padded ybar with the flipped
-// kernel. On the AMD machine of an earlier measurement the two together were ~15% slower than the
+// multiple of 4 vectors, all taps in one 10-row tile when there are few, both where the ISA has 32
+// registers), which also sums bbar while it reads ybar, and convT at stride 1 as a forward
+// convolution of padded ybar with the flipped kernel. On the AMD machine of an earlier measurement the two together were ~15% slower than the
 // GEMM path on conv2's backward (20.5 against 17.9 ms, separate runs); on the Intel machine of
 // 2026-12-02 convT alone gains 17% there and corr gains on the layers with few taps. A 1x1,
 // stride-1, unpadded convolution needs no im2col: x seen as (N H W, C_in) is the column matrix, and
@@ -179,17 +180,23 @@ struct Conv2dBase {
           dy, []<class B>(B v) { return v; }, *db);
     }
   }
-  // xbar += convT(ybar, w) and wbar += corr(x, ybar), each only if wanted (non-null); written
-  // instead of added where ow says the buffer is fresh (ow[0] for xbar, ow[1] for wbar).
+  // xbar += convT(ybar, w), wbar += corr(x, ybar) and bbar += ybar summed over pixels, each only
+  // if wanted (non-null); written instead of added where ow says the buffer is fresh (ow[0] for
+  // xbar, ow[1] for wbar, ow[2] for bbar).
   template <Real T>
   void adjoints(const Tensor<T>* x, const Tensor<T>* w, const Tensor<T>& ybar, Tensor<T>* xbar,
-                Tensor<T>* wbar, detail::Overwrite ow = {}) const {
-    if (!xbar && !wbar) return;
+                Tensor<T>* wbar, Tensor<T>* bbar = nullptr, detail::Overwrite ow = {}) const {
+    if (!xbar && !wbar && !bbar) return;
     const Tensor<T>& xs = x ? *x : *xbar;  // shapes only: the geometry is the same
     const Tensor<T>& ws = w ? *w : *wbar;
     kernels::conv2d_backward(geometry_of(xs, ws), x ? x->data() : nullptr, w ? w->data() : nullptr,
-                             ybar.data(), xbar ? xbar->data() : nullptr,
-                             wbar ? wbar->data() : nullptr, !ow[0], !ow[1]);
+                             ybar.data(),
+                             kernels::ConvAdjoints<T>{.x = xbar ? xbar->data() : nullptr,
+                                                      .w = wbar ? wbar->data() : nullptr,
+                                                      .b = bbar ? bbar->data() : nullptr,
+                                                      .accumulate_x = !ow[0],
+                                                      .accumulate_w = !ow[1],
+                                                      .accumulate_b = !ow[2]});
   }
 };
 
@@ -211,8 +218,7 @@ struct Conv2d : Conv2dBase {
   template <Real T>
   void vjp(const detail::Saved<T, 3>& s, const Tensor<T>& ybar, Tensor<T>* xbar, Tensor<T>* wbar,
            Tensor<T>* bbar, detail::Overwrite ow) const {
-    adjoints(&s.x[0], &s.x[1], ybar, xbar, wbar, ow);
-    if (bbar) detail::assign_or_accumulate_sum_to(ow[2], ybar, *bbar);
+    adjoints(&s.x[0], &s.x[1], ybar, xbar, wbar, bbar, ow);
   }
   template <Real T>
   void vjp_tangent(const detail::Saved<T, 3>&, const Tensor<T>* dx, const Tensor<T>* dw,
@@ -238,7 +244,7 @@ struct Conv2dNoBias : Conv2dBase {
   template <Real T>
   void vjp(const detail::Saved<T, 2>& s, const Tensor<T>& ybar, Tensor<T>* xbar,
            Tensor<T>* wbar, detail::Overwrite ow) const {
-    adjoints(&s.x[0], &s.x[1], ybar, xbar, wbar, ow);
+    adjoints(&s.x[0], &s.x[1], ybar, xbar, wbar, static_cast<Tensor<T>*>(nullptr), ow);
   }
   template <Real T>
   void vjp_tangent(const detail::Saved<T, 2>&, const Tensor<T>* dx, const Tensor<T>* dw,

@@ -296,6 +296,33 @@ TEST_CASE(
 }
 
 TEST_CASE(
+    "conv2d: layers with few taps (one tile of taps and the bias) equal the 7-loop convolution "
+    "(double, 1e-12)",
+    "[autodiff][conv2d]") {
+  // One input channel under a 3 x 3 kernel (9 taps, + 1 row for the bias adjoint: the 10-row
+  // wbar tile), 32 output channels (whole slivers, read in place) and 20 (a packed partial one),
+  // with and without bias, one and two groups, strides 1 and 2.
+  std::uint64_t seed = 480;
+  int checked = 0;
+  for (Index c_out : {32, 20})
+    for (Index groups : {1, 2})
+      for (Index stride : {1, 2})
+        for (bool bias : {true, false}) {
+          check_against_reference({3, 9, 8, groups, 3, 3, c_out * groups,
+                                   {.stride = {stride, stride}, .padding = {1, 1}, .groups = groups},
+                                   bias},
+                                  ++seed, 1e-12);
+          ++checked;
+        }
+  // 10 taps (a 2 x 5 kernel): the tile without the bias, the 8-row tiles with it.
+  for (bool bias : {true, false}) {
+    check_against_reference({2, 6, 9, 1, 2, 5, 32, {.padding = {1, 2}}, bias}, ++seed, 1e-12);
+    ++checked;
+  }
+  CHECK(checked == 18);
+}
+
+TEST_CASE(
     "conv2d: with output channels in whole 4-batch slivers (the wide wbar tile) the output and VJP "
     "equal the 7-loop convolution (double, 1e-12)",
     "[autodiff][conv2d]") {
