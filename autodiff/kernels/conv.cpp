@@ -317,10 +317,15 @@ struct DirectConv {
   // window's origin, for the count oh ow pixels. Incremental: computed from the pixel index, three
   // integer divisions per pixel were 2% of the CNN's gradient.
   void pixel_origins(Index count, Index* origins) const {
-    for (Index n = 0; n < count; ++n)
-      for (Index p = 0; p < oh; ++p)
-        for (Index q = 0; q < ow; ++q)
-          *origins++ = n * src_image() + p * stride_h * wp * c_src + q * stride_w * c_src;
+    // Steps in locals: read through `this` they would be reloaded after every store to origins.
+    const Index image = src_image(), row = stride_h * wp * c_src, col = stride_w * c_src;
+    const Index rows = oh, cols = ow;
+    for (Index n = 0; n < count; ++n) {
+      for (Index p = 0; p < rows; ++p) {
+        Index o = n * image + p * row;
+        for (Index q = 0; q < cols; ++q, o += col) *origins++ = o;
+      }
+    }
   }
 };
 
@@ -456,8 +461,13 @@ void direct_images(const DirectConv& d, const T* src, Index count, const T* pack
       for (Index t = 0; t < m; t += MR) {
         const int mr = static_cast<int>(std::min<Index>(MR, m - t));
         const T* rows[MR];
-        for (int r = 0; r < MR; ++r) {
-          rows[r] = src + origins[t + std::min(r, mr - 1)] + g * d.group_src;  // tails repeat
+        const T* base = src + g * d.group_src;
+        const Index* at = origins + t;
+        if (mr == MR) {
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r) rows[r] = base + at[r];
+        } else {
+          for (int r = 0; r < MR; ++r) rows[r] = base + at[std::min(r, mr - 1)];  // tails repeat
         }
         direct_tile(rows, runs, run_count, bp, bias ? bias + col : nullptr, dst + t * d.c_dst + col,
                     d.c_dst, mr, nr, accumulate);
