@@ -606,7 +606,8 @@ template <class T>
 using WideWeightTile = WeightTileShape<T, 6, 4>;
 template <class T>
 using FewTapsWeightTile = WeightTileShape<T, 10, Tile<T>::kNV>;
-inline constexpr bool kWideWeightTile = kVectorRegisters == 32;  // also the few-taps tile
+// The wide and the few-taps tiles need 32 vector registers (AVX-512); with 16 they would spill.
+inline constexpr bool kLargeWeightTiles = kVectorRegisters == 32;
 
 // One MR x NR tile of a chunk's wbar term, MR taps x NR output channels: out[r, 0:nr] =
 // sum over the chunk's m pixels t of src[origins[t] + taps[r]] * yp[t, 0:NR], for r < mr, with
@@ -682,8 +683,8 @@ void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* 
   T* partial_b = bbar ? column_buffer<T, 5>(chunks * g.c_out) : nullptr;
   constexpr int NR = NarrowWeightTile<T>::kNR;
   const bool in_place = cog % NR == 0;  // every sliver full: the tiles read ybar itself
-  const bool wide = kWideWeightTile && cog % WideWeightTile<T>::kNR == 0;
-  const bool few_taps = kWideWeightTile && k + (bbar ? 1 : 0) <= FewTapsWeightTile<T>::kMR;
+  const bool wide = kLargeWeightTiles && cog % WideWeightTile<T>::kNR == 0;
+  const bool few_taps = kLargeWeightTiles && k + (bbar ? 1 : 0) <= FewTapsWeightTile<T>::kMR;
   // The tiles of one chunk and group: for each sliver of Shape::kNR output channels (from column
   // `first` of wbar), sliver(col, nr) gives the sliver's ybar columns and their row stride, then
   // its tiles run over the taps (and the bias, into bias_out[col...], when bias_out is not null).
@@ -733,7 +734,7 @@ void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* 
         for (Index grp = 0; grp < g.groups; ++grp) {
           const T* xs = src + grp * cig;
           const Index first = grp * cog;
-          if constexpr (kWideWeightTile) {  // not compiled where they would spill registers
+          if constexpr (kLargeWeightTiles) {  // not compiled where they would spill registers
             if (few_taps) {
               if (in_place) {
                 chunk_tiles(FewTapsWeightTile<T>{}, xs, m, origins, first, out, out_b, inside);
