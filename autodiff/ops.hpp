@@ -129,6 +129,16 @@ template <Value V> V max_pool2d(const V& x, const Pool2dOptions& options);
 /// window's maximum, derivative 0 where that maximum is <= 0. nn::Sequential uses it for a ReLU
 /// followed by a MaxPool2d. ops/max_pool2d.cpp
 template <Value V> V relu_max_pool2d(const V& x, const Pool2dOptions& options);
+/// relu_max_pool2d(conv2d(x, w, b, conv), pool) as one primitive: the same values; derivatives
+/// equal up to rounding (the fused rules sum in another order). Where the pooling is 2 x 2 with
+/// stride 2 over an output of even size, the convolution has one group and C_out fills whole SIMD
+/// vectors, the tangent with no tangent of x and the weight and bias adjoints without x's are
+/// computed at the pooled resolution, without the convolution's full-size tangent or cotangent.
+/// nn::Sequential uses it for a Conv2d (with bias) followed by a ReLU and a MaxPool2d.
+/// ops/conv2d_relu_max_pool2d.cpp
+template <Value V>
+V conv2d_relu_max_pool2d(const V& x, const V& w, const V& b, const Conv2dOptions& conv,
+                         const Pool2dOptions& pool);
 /// Mean over each window of x (N, H, W, C) -> (N, OH, OW, C). ops/avg_pool2d.cpp
 template <Value V> V avg_pool2d(const V& x, const Pool2dOptions& options);
 /// Mean over H and W: (N, H, W, C) -> (N, C). ops/global_avg_pool2d.cpp

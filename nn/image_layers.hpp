@@ -79,6 +79,20 @@ class Conv2d final : public Layer<T, Conv2d<T>> {
            .has_bias = bias_, .kernel = kernel_, .conv = options_});
     return y;
   }
+  /// This convolution followed by a ReLU and a max pooling with `pool`'s options, as one
+  /// primitive (conv2d_relu_max_pool2d: the same values, derivatives equal up to rounding, and
+  /// in a curvature product or a gradient the convolution's full-size tangent and cotangent
+  /// never written where its fused rules apply). nn::Sequential calls it for a Conv2d with bias,
+  /// a ReLU and a MaxPool2d in a row, when no observer takes the pass's taps (this path reports
+  /// none: the convolution's output is not a value of the pass).
+  template <Value V>
+  V apply_relu_max_pool(const V& x, ForwardContext<V>& c, const Pool2dOptions& pool) const {
+    detail::require_image("Conv2d", describe(), x.shape(), in_);
+    if (!bias_) throw ValueError("Conv2d::apply_relu_max_pool: " + describe() + " has no bias");
+    const V& w = c.next();
+    return conv2d_relu_max_pool2d(x, w, c.next(), options_, pool);
+  }
+  bool has_bias() const { return bias_; }
   Index in_channels() const { return in_; }
   Index out_channels() const { return out_; }
   const std::array<Index, 2>& kernel() const { return kernel_; }
@@ -114,6 +128,7 @@ class MaxPool2d final : public Layer<T, MaxPool2d<T>> {
     detail::require_image("MaxPool2d", describe(), x.shape(), -1);
     return relu_max_pool2d(x, options_);
   }
+  const Pool2dOptions& options() const { return options_; }
 
  private:
   Pool2dOptions options_;

@@ -103,7 +103,9 @@ template <Real T> using GELU = Activation<T, activation::Gelu>;
 /// Modules applied in order. Parameter names are prefixed with the child's index ("0.weight").
 /// A ReLU followed by a MaxPool2d runs as one primitive, relu_max_pool2d: the same values and
 /// derivatives bit for bit, one pass over the ReLU's input fewer forward and backward, and the
-/// ReLU's output never stored (on a tape the pair is one node).
+/// ReLU's output never stored (on a tape the pair is one node). A Conv2d with bias before them
+/// joins them (conv2d_relu_max_pool2d: the same values, derivatives equal up to rounding) unless
+/// an observer takes the pass's layer taps (K-FAC), which need the convolution's output.
 template <Real T>
 class Sequential final : public Layer<T, Sequential<T>> {
  public:
@@ -117,9 +119,13 @@ class Sequential final : public Layer<T, Sequential<T>> {
     const auto* pool = dynamic_cast<const MaxPool2d<T>*>(m.get());
     if (pool && !children_.empty() && dynamic_cast<const ReLU<T>*>(children_.back().get())) {
       pool_after_relu_.back() = pool;
+      const std::size_t before = children_.size() - 1;  // the ReLU's predecessor, if any
+      const auto* conv = before > 0 ? dynamic_cast<const Conv2d<T>*>(children_[before - 1].get()) : nullptr;
+      if (conv && conv->has_bias()) conv_before_relu_pool_[before - 1] = conv;
     }
     children_.push_back(std::move(m));
     pool_after_relu_.push_back(nullptr);
+    conv_before_relu_pool_.push_back(nullptr);
     return *this;
   }
   /// Constructs a module in place: seq.emplace<Linear<float>>(784, 256).
@@ -155,9 +161,14 @@ class Sequential final : public Layer<T, Sequential<T>> {
   const Module<T>& operator[](std::size_t i) const { return *children_.at(i); }
 
  private:
-  // Child i on x, or children i and i + 1 fused; advances i past what it ran.
+  // Child i on x, or children i to i + 2 or i and i + 1 fused; advances i past what it ran.
   template <Value V>
   V forward_from(std::size_t& i, const V& x, ForwardContext<V>& p) const {
+    if (const Conv2d<T>* conv = conv_before_relu_pool_[i]; conv && !p.observed()) {
+      const MaxPool2d<T>* pool = pool_after_relu_[i + 1];
+      i += 3;
+      return conv->apply_relu_max_pool(x, p, pool->options());
+    }
     if (const MaxPool2d<T>* pool = pool_after_relu_[i]) {
       i += 2;
       return pool->apply_after_relu(x);
@@ -168,6 +179,8 @@ class Sequential final : public Layer<T, Sequential<T>> {
   std::vector<std::shared_ptr<const Module<T>>> children_;
   // Entry i: child i + 1 when child i is a ReLU and child i + 1 a MaxPool2d, else null.
   std::vector<const MaxPool2d<T>*> pool_after_relu_;
+  // Entry i: child i when it is a Conv2d with bias followed by a ReLU and a MaxPool2d, else null.
+  std::vector<const Conv2d<T>*> conv_before_relu_pool_;
 };
 
 /// Activation choice for mlp().

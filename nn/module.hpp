@@ -198,6 +198,9 @@ class ForwardContext {
   void tap(const LayerTap<V>& t) {
     if (observer_) observer_->on_layer(t);
   }
+  /// True when an observer receives the pass's LayerTaps (then every Linear and Conv2d output
+  /// must exist as its own value: nn::Sequential does not fuse a Conv2d with what follows it).
+  bool observed() const { return observer_ != nullptr; }
   Mode mode() const { return mode_; }
   bool training() const { return mode_ == Mode::train; }
   /// True in the one forward pass of a training step that may update running statistics.

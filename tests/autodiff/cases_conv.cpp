@@ -95,6 +95,42 @@ std::vector<AdCase> conv_cases() {
           [o](auto x) { return amari::conv2d(x[0], x[1], o); }, c.bad));
     }
   }
+  // conv2d_relu_max_pool2d: geometries its fused rules serve (2 x 2 pooling tiling the output, one
+  // group, C_out in whole SIMD vectors of float and double: 16 or 32; checked with x constant, as
+  // every input alone) and ones they leave to the unfused kernels (odd output, overlapping
+  // windows, groups, C_out of 3).
+  struct FusedCase {
+    std::string label;
+    Shape x, w;
+    Conv2dOptions conv;
+    Pool2dOptions pool;
+    std::vector<S> bad = {};
+  };
+  const std::vector<FusedCase> fused = {
+      {"3x3 padding 1, 1 -> 16 channels (train_cnn's first layer)", Shape{2, 4, 4, 1}, Shape{3, 3, 1, 16},
+       {.padding = {1, 1}}, {},
+       {{Shape{2, 4, 4, 2}, Shape{3, 3, 1, 16}, Shape{16}},    // mismatched channels
+        {Shape{2, 4, 4, 1}, Shape{3, 3, 1, 16}, Shape{15}},    // bias of the wrong length
+        {Shape{2, 1, 4, 1}, Shape{3, 3, 1, 16}, Shape{16}},    // a 1 x 4 output: no 2 x 2 window
+        {Shape{2, 4, 4, 1}, Shape{7, 7, 1, 16}, Shape{16}}}},  // kernel larger than the padded input
+      {"3x3 padding 1, 2 -> 32 channels (two vectors a tile)", Shape{1, 4, 6, 2}, Shape{3, 3, 2, 32},
+       {.padding = {1, 1}}, {}},
+      {"3x3, 3 -> 16 channels (27 taps, two tiles)", Shape{1, 6, 6, 3}, Shape{3, 3, 3, 16}, {}, {}},
+      {"stride 2, dilation 2, padding 2", Shape{1, 8, 8, 1}, Shape{3, 3, 1, 16},
+       {.stride = {2, 2}, .padding = {2, 2}, .dilation = {2, 2}}, {}},
+      {"odd output 5 x 5 (unfused)", Shape{1, 5, 5, 2}, Shape{1, 1, 2, 16}, {}, {}},
+      {"3 x 3 windows, stride 2 (unfused)", Shape{1, 5, 5, 1}, Shape{1, 1, 1, 3}, {},
+       {.kernel = {3, 3}, .stride = {2, 2}}},
+      {"groups 2 (unfused)", Shape{1, 4, 4, 2}, Shape{3, 3, 1, 16}, {.padding = {1, 1}, .groups = 2}, {}},
+  };
+  for (const auto& c : fused) {
+    const Conv2dOptions co = c.conv;
+    const Pool2dOptions po = c.pool;
+    cs.push_back(ad_case(
+        "conv2d_relu_max_pool2d", "conv2d_relu_max_pool2d " + c.label + ", x " + c.x.str() + ", w " + c.w.str(),
+        {{c.x}, {c.w}, {Shape{c.w[3]}}},
+        [co, po](auto x) { return amari::conv2d_relu_max_pool2d(x[0], x[1], x[2], co, po); }, c.bad));
+  }
   // Composite: conv, relu, conv (1x1), a sum: second-order terms through a non-linearity.
   cs.push_back(ad_case(
       "composite", "conv2d -> tanh -> conv2d 1x1 (x, w1, b1, w2)",

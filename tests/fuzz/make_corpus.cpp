@@ -294,6 +294,20 @@ void ops_corpus(const fs::path& dir) {
            .raw(Op::avg_pool2d, 0, 0, 0, v(0), {2, 2, 1, 1, 2, 0})
            .raw(Op::relu_max_pool2d, 3, 0, 0, v(0), {3, 3, 1, 1, 1, 1})  // -> 8: (1, 4, 4, 2)
            .bytes);
+  // The convolution, ReLU and 2 x 2 max-pool as one primitive: the depthwise convolution above
+  // pooled, and refused poolings of its output (a window larger than it, padding above kernel / 2).
+  save(dir, "conv_relu_pool",
+       Program(three_inputs)
+           .input({1, 4, 4, 2}, ramp(32))
+           .input({3, 3, 1, 2}, ramp(18))
+           .input({2}, {v(0.5), v(-0.25)})
+           .raw(Op::conv2d_relu_max_pool2d, 0, 1, 0, v(0),
+                {2, 1, 1, 1, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0})  // -> 3: (1, 2, 2, 2)
+           .raw(Op::conv2d_relu_max_pool2d, 0, 1, 0, v(0),
+                {2, 1, 1, 1, 1, 1, 1, 2, 5, 5, 0, 0, 0, 0})  // a 5 x 5 window on 4 x 4: refused
+           .raw(Op::conv2d_relu_max_pool2d, 0, 1, 0, v(0),
+                {2, 1, 1, 1, 1, 1, 1, 2, 2, 2, 0, 0, 2, 2})  // padding 2 > 2 / 2: refused
+           .bytes);
   // layer_norm, batch_norm (with statistics, on (N, C) and (N, H, W, C)), dropout, and refused
   // eps and p; tangents equal to values.
   save(dir, "norm_dropout",

@@ -168,6 +168,65 @@ TEST_CASE("Sequential runs a ReLU followed by a MaxPool2d as one relu_max_pool2d
   }
 }
 
+TEST_CASE(
+    "Sequential runs a Conv2d, a ReLU and a MaxPool2d as one conv2d_relu_max_pool2d unless an observer "
+    "takes the layer taps: the same loss, and gradient, JVP and GGN product to rounding",
+    "[nn][layers]") {
+  // 16 output channels and a 6 x 6 image: the fused rules of the primitive serve the first layer
+  // (its input is data). The same network with a reshape between the ReLU and the pooling keeps
+  // the three apart.
+  const auto net = [](bool apart) {
+    auto seq = std::make_shared<Seq>();
+    seq->emplace<nn::Reshape<double>>(std::vector<Index>{6, 6, 1});
+    seq->emplace<nn::Conv2d<double>>(1, 16, 3, Conv2dOptions{.padding = {1, 1}});
+    seq->emplace<nn::ReLU<double>>();
+    if (apart) seq->emplace<nn::Reshape<double>>(std::vector<Index>{6, 6, 16});
+    seq->emplace<nn::MaxPool2d<double>>(2);
+    seq->emplace<nn::Flatten<double>>();
+    seq->emplace<nn::Linear<double>>(144, 3, true, nn::Init::torch_uniform);
+    return seq;
+  };
+  nn::Model<double> a(net(false), 3), b(net(true), 3);
+  REQUIRE(a.parameters().to_vector() == b.parameters().to_vector());
+  nn::SoftmaxCrossEntropy<double> head;
+  const Tensor<double> x = batch(5, 36, 4);
+  const Tensor<double> y = nn::one_hot<double>({0, 1, 2, 0, 1}, 3);
+  Tensor<double> ga = a.zeros_like_parameters(), gb = b.zeros_like_parameters();
+  CHECK(nn::gradient_at(a, head, x, y, ga) == nn::gradient_at(b, head, x, y, gb));
+  CHECK(test::rel_err(ga, gb) < 1e-14);
+  Rng rng(5);
+  const Tensor<double> v = uniform_tensor<double>(a.parameters().shape(), rng);
+  const Dual<double> ja = a.forward_jvp(x, v), jb = b.forward_jvp(x, v);
+  CHECK(ja.primal().to_vector() == jb.primal().to_vector());
+  CHECK(test::rel_err(ja.tangent(), jb.tangent()) < 1e-14);
+  Tensor<double> gva = a.zeros_like_parameters(), gvb = b.zeros_like_parameters();
+  curvature::GgnOperator<double>(a, head, x).apply(v, gva);
+  curvature::GgnOperator<double>(b, head, x).apply(v, gvb);
+  CHECK(test::rel_err(gva, gvb) < 1e-13);
+  // On a tape the three are one node; with an observer, three.
+  const auto printed = [&](bool observed) {
+    Tape<double> tape;
+    std::vector<Var<double>> params;
+    for (const auto& p : a.parameter_views()) params.push_back(tape.variable(p.clone()));
+    struct Count final : nn::TapObserver<Var<double>> {
+      int layers = 0;
+      void on_layer(const nn::LayerTap<Var<double>>&) override { ++layers; }
+    } observer;
+    if (observed) {
+      a.forward_observed(Var<double>(x), std::span<const Var<double>>(params), observer);
+      CHECK(observer.layers == 2);
+    } else {
+      a.forward(Var<double>(x), std::span<const Var<double>>(params));
+    }
+    return to_string(tape);
+  };
+  const std::string fused = printed(false), observed = printed(true);
+  CHECK(fused.find("conv2d_relu_max_pool2d") != std::string::npos);
+  CHECK(observed.find("conv2d_relu_max_pool2d") == std::string::npos);
+  CHECK(observed.find("conv2d") != std::string::npos);
+  CHECK(observed.find("relu_max_pool2d") != std::string::npos);
+}
+
 TEST_CASE("BatchNorm: running statistics move only in the training pass, as PyTorch moves them", "[nn][layers][state]") {
   nn::Model<double> model(tiny_cnn(/*batch_norm=*/true, 0), 5);
   REQUIRE(model.state_layout().size() == 2);

@@ -364,6 +364,10 @@ std::vector<test::AdCase> zero_size_cases() {
   pool.kernel = {2, 2};
   cs.push_back(ad_case("max_pool2d", "max_pool2d", {{Shape{2, 6, 5, 3}}},
                        [pool](auto x) { return amari::max_pool2d(x[0], pool); }));
+  cs.push_back(ad_case("conv2d_relu_max_pool2d", "conv2d_relu_max_pool2d",
+                       {{Shape{2, 6, 4, 3}}, {Shape{3, 3, 3, 16}}, {Shape{16}}}, [pool](auto x) {
+                         return amari::conv2d_relu_max_pool2d(x[0], x[1], x[2], {.padding = {1, 1}}, pool);
+                       }));
   cs.push_back(ad_case("avg_pool2d", "avg_pool2d", {{Shape{2, 6, 5, 3}}},
                        [pool](auto x) { return amari::avg_pool2d(x[0], pool); }));
   cs.push_back(ad_case("global_avg_pool2d", "global_avg_pool2d", {{Shape{2, 3, 4, 5}}},

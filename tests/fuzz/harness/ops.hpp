@@ -6,7 +6,7 @@
 // 1/8 with many ties and exact zeros), then up to 32 instructions, each applying one public op to
 // values from a pool that grows with every result. Every primitive is reachable: the element-wise,
 // matrix, reduction and softmax ops, linear, conv2d (with and without a bias), max_pool2d,
-// relu_max_pool2d, avg_pool2d, global_avg_pool2d, layer_norm, batch_norm (with and without
+// relu_max_pool2d, conv2d_relu_max_pool2d, avg_pool2d, global_avg_pool2d, layer_norm, batch_norm (with and without
 // BatchStats), dropout, embedding, permute, concat (of two and of a list) and slice, with
 // fuzzer-chosen options, valid or not. The program runs three times:
 //   Tensor<T>: plain evaluation;
@@ -43,6 +43,7 @@
 //                        dilation h, w, groups (conv2d_no_bias: the 7 codes only)
 //     (relu_)max/avg_pool2d 6 integer codes: kernel h, w, stride h, w, padding h, w; param bit 4:
 //                        count_include_pad = false (avg_pool2d)
+//     conv2d_relu_max_pool2d operand c (the bias), conv2d's 7 codes, then the pooling's 6
 //     layer_norm         operand c (beta; b is gamma)
 //     batch_norm         operand c (beta; b is gamma); param bit 4: ask for BatchStats
 //     dropout            seed byte (times 0x9e3779b97f4a7c15), stream byte (255: 2^64 - 1)
@@ -125,6 +126,7 @@ enum class Op : std::uint8_t {
   concat_list,
   slice,
   relu_max_pool2d,
+  conv2d_relu_max_pool2d,
   count
 };
 
@@ -219,7 +221,7 @@ struct Instruction {
   T s1 = 0, s2 = 0;
   std::uint8_t reshape_rank = 0;  // reshape: the target shape; embedding: the index shape
   std::uint8_t reshape_dims[4] = {};
-  std::array<std::uint8_t, 7> opt{};  // the option bytes of conv2d, pools, dropout, permute, ...
+  std::array<std::uint8_t, 13> opt{};  // the option bytes of conv2d, pools, dropout, permute, ...
   std::vector<std::uint8_t> more;     // concat_list: further operands; embedding: index codes
 };
 
@@ -264,6 +266,8 @@ inline int option_bytes(Op op) {
     case Op::conv2d:
     case Op::conv2d_no_bias:
       return 7;
+    case Op::conv2d_relu_max_pool2d:
+      return 13;
     case Op::max_pool2d:
     case Op::relu_max_pool2d:
     case Op::avg_pool2d:
@@ -311,7 +315,7 @@ Program<T> decode(Reader& r, std::uint8_t flags) {
       for (auto& d : ins.reshape_dims) d = r.u8() % 6;
     }
     if (ins.op == Op::linear || ins.op == Op::conv2d || ins.op == Op::layer_norm ||
-        ins.op == Op::batch_norm) {
+        ins.op == Op::batch_norm || ins.op == Op::conv2d_relu_max_pool2d) {
       ins.c = r.u8();
     }
     for (int i = 0; i < option_bytes(ins.op); ++i) ins.opt[static_cast<std::size_t>(i)] = r.u8();
@@ -358,12 +362,14 @@ Conv2dOptions conv_options(const Instruction<T>& ins) {
           .groups = decode_int(o[6])};
 }
 
+/// The pooling options in the instruction's option bytes from `first` on (7 for
+/// conv2d_relu_max_pool2d, after conv2d's).
 template <Real T>
-Pool2dOptions pool_options(const Instruction<T>& ins) {
-  const auto& o = ins.opt;
-  return {.kernel = {decode_int(o[0]), decode_int(o[1])},
-          .stride = {decode_int(o[2]), decode_int(o[3])},
-          .padding = {decode_int(o[4]), decode_int(o[5])},
+Pool2dOptions pool_options(const Instruction<T>& ins, std::size_t first = 0) {
+  const auto o = [&](std::size_t i) { return decode_int(ins.opt[first + i]); };
+  return {.kernel = {o(0), o(1)},
+          .stride = {o(2), o(3)},
+          .padding = {o(4), o(5)},
           .count_include_pad = !((ins.param >> 4) & 1)};
 }
 
@@ -515,6 +521,22 @@ Cost cost(const Instruction<T>& ins, const std::vector<V>& pool) {
     case Op::conv2d:
     case Op::conv2d_no_bias:
       return conv_cost(x, y, conv_options(ins));
+    case Op::conv2d_relu_max_pool2d: {
+      // The convolution's cost, plus the pooling's over the convolution's output.
+      const Conv2dOptions o = conv_options(ins);
+      const Cost c = conv_cost(x, y, o);
+      if (c.work == 0) return c;  // refused by the convolution's checks, or empty
+      long double out[2];
+      for (std::size_t a = 0; a < 2; ++a) {
+        const auto k = static_cast<long double>(y[static_cast<int>(a)]);
+        const long double extent = static_cast<long double>(o.dilation[a]) * (k - 1) + 1;
+        out[a] = std::floor((static_cast<long double>(x[1 + static_cast<int>(a)]) +
+                             2 * static_cast<long double>(o.padding[a]) - extent) /
+                            static_cast<long double>(o.stride[a])) + 1;
+      }
+      const Shape conv_out{x[0], static_cast<Index>(out[0]), static_cast<Index>(out[1]), y[3]};
+      return {c.elements, c.work + pool_cost(conv_out, pool_options(ins, 7)).work};
+    }
     case Op::max_pool2d:
     case Op::relu_max_pool2d:
     case Op::avg_pool2d:
@@ -619,6 +641,8 @@ V apply(const Instruction<T>& ins, const std::vector<V>& pool, BatchStats<T>* st
       return amari::max_pool2d(x, pool_options(ins));
     case Op::relu_max_pool2d:
       return amari::relu_max_pool2d(x, pool_options(ins));
+    case Op::conv2d_relu_max_pool2d:
+      return amari::conv2d_relu_max_pool2d(x, y, z, conv_options(ins), pool_options(ins, 7));
     case Op::avg_pool2d:
       return amari::avg_pool2d(x, pool_options(ins));
     case Op::global_avg_pool2d:
