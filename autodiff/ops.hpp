@@ -133,7 +133,9 @@ template <Value V> V relu_max_pool2d(const V& x, const Pool2dOptions& options);
 /// equal up to rounding (the fused rules sum in another order). Where the pooling is 2 x 2 with
 /// stride 2 over an output of even size, the convolution has one group and C_out fills whole SIMD
 /// vectors, the tangent with no tangent of x and the weight and bias adjoints without x's are
-/// computed at the pooled resolution, without the convolution's full-size tangent or cotangent.
+/// computed at the pooled resolution, and the tangent with one (C_out in whole 32-float or
+/// 16-double slivers, AVX-512) in one pass over dx and x that stores only the selected pixels: the
+/// convolution's full-size tangent is never written, nor, in the first two, its cotangent.
 /// nn::Sequential uses it for a Conv2d (with bias) followed by a ReLU and a MaxPool2d.
 /// ops/conv2d_relu_max_pool2d.cpp
 template <Value V>

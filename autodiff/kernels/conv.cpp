@@ -8,6 +8,9 @@
 //    measured faster (conv2d_backward says where: wbar reducing over pixels in registers, xbar at
 //    stride 1 as a forward convolution of ybar with the flipped kernel);
 //  - a 1x1, stride-1, unpadded convolution is one GEMM per group on x itself.
+//  - conv2d_relu_max_pool2d's tangent with dx (section "the tangent of a convolution read at a
+//    2 x 2 pooling's selection") is one direct pass over dx and x interleaved, whose tiles keep
+//    the pixel each window selects.
 //
 // The column matrix of a chunk of nc images has one row per output pixel (nc * oh * ow rows) and
 // groups * k columns, laid out (pixel, group, kh, kw, c) so that
@@ -30,6 +33,7 @@
 
 #include <amari/autodiff/kernels/elementwise.hpp>
 #include <amari/autodiff/kernels/gemm.hpp>
+#include <amari/autodiff/kernels/window_index.hpp>
 
 namespace amari::kernels {
 namespace {
@@ -371,15 +375,14 @@ void pad_images(const T* src, Index count, Index h, Index w, Index c, Index top,
   }
 }
 
-// One MR x NR output tile: C[r, 0:nr] (+)= bias + sum_p A(r, p) B(p, :) for r < mr, where
-// A(r, p) runs over the taps of the window at rows[r] and B is one packed weight sliver (k x NR,
-// zero past nr). The full reduction stays in registers; C is written once.
+// The reduction of one tile: acc[r] = sum_p A(r, p) B(p, :) over the taps of the windows at rows[r]
+// (acc zeroed first). Always inlined into its callers: as a call, the accumulators went through
+// memory and every convolution took twice as long.
 template <class T>
-void direct_tile(const T* const* rows, const Index* runs, Index run_count, const T* __restrict bp,
-                 const T* bias, T* c, Index ldc, int mr, int nr, bool accumulate) {
+[[gnu::always_inline]] inline void direct_reduce(const T* const* rows, const Index* runs, Index run_count, const T* __restrict bp,
+                   typename Tile<T>::Accumulators& acc) {
   using Batch = typename Tile<T>::Batch;
   constexpr int W = Tile<T>::kWidth, NV = Tile<T>::kNV, MR = Tile<T>::kMR, NR = Tile<T>::kNR;
-  typename Tile<T>::Accumulators acc;
   Tile<T>::zero(acc);
   for (Index s = 0; s < run_count; ++s) {
     const Index offset = runs[2 * s], length = runs[2 * s + 1];
@@ -400,6 +403,18 @@ void direct_tile(const T* const* rows, const Index* runs, Index run_count, const
       bp += NR;
     }
   }
+}
+
+// One MR x NR output tile: C[r, 0:nr] (+)= bias + sum_p A(r, p) B(p, :) for r < mr, where
+// A(r, p) runs over the taps of the window at rows[r] and B is one packed weight sliver (k x NR,
+// zero past nr). The full reduction stays in registers; C is written once.
+template <class T>
+void direct_tile(const T* const* rows, const Index* runs, Index run_count, const T* __restrict bp,
+                 const T* bias, T* c, Index ldc, int mr, int nr, bool accumulate) {
+  using Batch = typename Tile<T>::Batch;
+  constexpr int W = Tile<T>::kWidth, NV = Tile<T>::kNV, MR = Tile<T>::kMR, NR = Tile<T>::kNR;
+  typename Tile<T>::Accumulators acc;
+  direct_reduce(rows, runs, run_count, bp, acc);
   if (mr == MR && nr == NR) {
     Batch b[NV];
 #pragma GCC unroll 4
@@ -531,6 +546,130 @@ void forward_direct(const ConvGeometry& g, const T* x, const T* w, const T* b, T
         direct_images(d, src, nc, packed, runs, run_count, b, y + n0 * g.oh * g.ow * g.c_out,
                       accumulate);
       });
+}
+
+// ---- the tangent of a convolution read at a 2 x 2 pooling's selection -------------------------
+//
+// conv2d_relu_max_pool2d's tangent when x has one too (ops/conv2d_relu_max_pool2d.cpp): dy = S t,
+// t = conv(dx, w) + conv(x, dw) + db, S reading t at each 2 x 2 window's pixel k*. Unfused, t is
+// two direct convolutions (the second adding to the first's output) and a pass of the pooling's
+// JVP: t is written, read and written again, and read once more. Here one direct convolution
+// computes t: its source interleaves dx and x pixel by pixel (2 C_in values per pixel in the padded
+// copy) and its packed weights interleave w and dw likewise, so one reduction covers both terms; its
+// tiles take the output pixels window by window (MR = 8 rows: two windows of four pixels), and
+// their epilogue adds db and keeps, lane by lane, the row k* selects. t is never stored.
+
+// Pixel origins in window order: for each image, each pooled (i, j), the four pixels (2i, 2j),
+// (2i, 2j + 1), (2i + 1, 2j), (2i + 1, 2j + 1), in k* order.
+void window_origins(const DirectConv& d, Index count, Index* origins) {
+  const Index image = d.src_image(), row = d.stride_h * d.wp * d.c_src, col = d.stride_w * d.c_src;
+  for (Index n = 0; n < count; ++n)
+    for (Index i = 0; i < d.oh / 2; ++i)
+      for (Index j = 0; j < d.ow / 2; ++j) {
+        const Index o = n * image + 2 * i * row + 2 * j * col;
+        *origins++ = o;
+        *origins++ = o + col;
+        *origins++ = o + row;
+        *origins++ = o + row + col;
+      }
+}
+
+// Images [0, count) of a and b (h, w, c each), interleaved pixel by pixel into dst (hp, wp, 2c) at
+// row offset `top` and column offset `left`, zero elsewhere (as pad_images).
+template <class T>
+void pad_image_pairs(const T* a, const T* b, Index count, Index h, Index w, Index c, Index top,
+                     Index left, Index hp, Index wp, T* dst) {
+  const Index col_lo = std::max<Index>(0, left), col_hi = std::min(wp, left + w);
+  for (Index n = 0; n < count; ++n, a += h * w * c, b += h * w * c) {
+    for (Index r = 0; r < hp; ++r, dst += wp * 2 * c) {
+      const Index sr = r - top;
+      if (sr < 0 || sr >= h || col_lo >= col_hi) {
+        std::fill(dst, dst + wp * 2 * c, T(0));
+        continue;
+      }
+      std::fill(dst, dst + col_lo * 2 * c, T(0));
+      for (Index q = col_lo; q < col_hi; ++q) {
+        const Index at = (sr * w + q - left) * c;
+        copy_run(a + at, c, dst + q * 2 * c);
+        copy_run(b + at, c, dst + q * 2 * c + c);
+      }
+      std::fill(dst + col_hi * 2 * c, dst + wp * 2 * c, T(0));
+    }
+  }
+}
+
+// The tiles of images [0, count) of the padded source, window by window: dy (pooled, c_out values
+// per element) = the selected row of each window's four, plus bias.
+template <class T>
+void selected_images(const DirectConv& d, const T* src, Index count, const T* packed,
+                     const Index* runs, Index run_count, const T* bias, const std::int32_t* k_star,
+                     T* dy) {
+  using Batch = typename Tile<T>::Batch;
+  constexpr int W = Tile<T>::kWidth, NV = Tile<T>::kNV, MR = Tile<T>::kMR, NR = Tile<T>::kNR;
+  static_assert(MR % 4 == 0, "tiles of whole windows");
+  const Index m = count * d.oh * d.ow, k = d.k(), slivers = d.c_dst / NR;
+  Index* origins = column_buffer<Index, 2>(m);
+  window_origins(d, count, origins);
+  for (Index s = 0; s < slivers; ++s) {
+    const T* bp = packed + s * k * NR;
+    const Index col = s * NR;
+    Batch b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = bias ? Batch::load_unaligned(bias + col + v * W) : Batch(T(0));
+    for (Index t = 0; t < m; t += MR) {
+      const int windows = static_cast<int>(std::min<Index>(MR, m - t)) / 4;
+      const T* rows[MR];
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) rows[r] = src + origins[t + std::min(r, 4 * windows - 1)];
+      typename Tile<T>::Accumulators acc;
+      direct_reduce(rows, runs, run_count, bp, acc);
+      for (int w = 0; w < windows; ++w) {
+        const Index at = (t / 4 + w) * d.c_dst + col;  // the pooled element's first channel
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          const Batch kv = load_window_index<T>(k_star + at + v * W);
+          Batch out(T(0));  // k* = -1: derivative 0
+#pragma GCC unroll 4
+          for (int q = 0; q < 4; ++q) out = xsimd::select(kv == Batch(T(q)), acc[4 * w + q][v] + b[v], out);
+          out.store_unaligned(dy + at + v * W);
+        }
+      }
+    }
+  }
+}
+
+// The selected tangent by the direct kernel: dx and dw either may be null (not both).
+template <class T>
+void pool_tangent_direct(const ConvGeometry& g, const T* x, const T* w, const T* dx, const T* dw,
+                         const T* db, const std::int32_t* k_star, T* dy) {
+  const bool pair = dx && dw;
+  DirectConv d = forward_source(g);
+  d.c_src = d.group_src = pair ? 2 * g.c_in : g.c_in;
+  const Index k = d.k(), x_image = g.h * g.w * g.c_in, per_image = (g.oh / 2) * (g.ow / 2) * g.c_out;
+  T* packed = column_buffer<T, 3>(slivers_of<T>(g.c_out) * k * Tile<T>::kNR);
+  // Reduction index p = (i kw + j) c_src + c: w's tap (i, j, c) for the dx half, dw's for the x half.
+  pack_weights<T>(
+      d,
+      [&](Index, Index p, Index col) {
+        const Index tap = p / d.c_src, c = p % d.c_src;
+        const T* weights = pair ? (c < g.c_in ? w : dw) : (dx ? w : dw);
+        return weights[(tap * g.c_in + c % g.c_in) * g.c_out + col];
+      },
+      packed);
+  Index* runs = column_buffer<Index, 0>(2 * g.kh * g.kw);
+  const Index run_count = tap_runs(d, runs);
+  const Index chunk = direct_chunk(d, g.n, sizeof(T));
+  for_each_direct_chunk(g.n, chunk, g.n * g.oh * g.ow * g.c_out * k, [&](Index, Index n0, Index nc) {
+    T* src = column_buffer<T, 2>(chunk * d.src_image());
+    if (pair) {
+      pad_image_pairs(dx + n0 * x_image, x + n0 * x_image, nc, g.h, g.w, g.c_in, g.pad_h, g.pad_w,
+                      d.hp, d.wp, src);
+    } else {
+      pad_images(dx ? dx + n0 * x_image : x + n0 * x_image, nc, g.h, g.w, g.c_in, g.pad_h, g.pad_w,
+                 d.hp, d.wp, src);
+    }
+    selected_images(d, src, nc, packed, runs, run_count, db, k_star + n0 * per_image, dy + n0 * per_image);
+  });
 }
 
 // The adjoint in x at stride 1, convT(ybar, w), as a forward convolution: xbar[ih, iw] gathers
@@ -805,6 +944,30 @@ void conv2d_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T
 }
 
 template <class T>
+bool conv2d_pool_tangent_applies(const ConvGeometry& g) {
+  if (Tile<T>::kMR % 4 != 0 || g.groups != 1 || g.oh % 2 != 0 || g.ow % 2 != 0 || g.oh == 0 ||
+      g.ow == 0 || g.c_out % Tile<T>::kNR != 0) {
+    return false;
+  }
+  // As conv2d_forward: the direct kernel only where its padded copy is not larger than the column
+  // matrix (here twice the channels, counted in double).
+  const DirectConv d = forward_source(g);
+  const double padded = static_cast<double>(d.hp) * static_cast<double>(d.wp) * static_cast<double>(g.c_in);
+  return padded <= static_cast<double>(g.oh * g.ow) * static_cast<double>(g.k());
+}
+
+template <class T>
+void conv2d_pool_tangent(const ConvGeometry& g, const T* x, const T* w, const T* dx, const T* dw,
+                         const T* db, const std::int32_t* k_star, T* dy) {
+  if (g.n == 0) return;
+  if constexpr (Tile<T>::kMR % 4 == 0) {
+    pool_tangent_direct(g, x, w, dx, dw, db, k_star, dy);
+  } else {  // conv2d_pool_tangent_applies is false: never called
+    (void)x, (void)w, (void)dx, (void)dw, (void)db, (void)k_star, (void)dy;
+  }
+}
+
+template <class T>
 void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* ybar,
                      const ConvAdjoints<T>& out) {
   T *xbar = out.x, *wbar = out.w, *bbar = out.b;
@@ -875,6 +1038,13 @@ template void conv2d_forward<float>(const ConvGeometry&, const float*, const flo
                                     float*, bool);
 template void conv2d_forward<double>(const ConvGeometry&, const double*, const double*,
                                      const double*, double*, bool);
+template bool conv2d_pool_tangent_applies<float>(const ConvGeometry&);
+template bool conv2d_pool_tangent_applies<double>(const ConvGeometry&);
+template void conv2d_pool_tangent<float>(const ConvGeometry&, const float*, const float*, const float*,
+                                         const float*, const float*, const std::int32_t*, float*);
+template void conv2d_pool_tangent<double>(const ConvGeometry&, const double*, const double*,
+                                          const double*, const double*, const double*,
+                                          const std::int32_t*, double*);
 template void conv2d_backward<float>(const ConvGeometry&, const float*, const float*, const float*,
                                      const ConvAdjoints<float>&);
 template void conv2d_backward<double>(const ConvGeometry&, const double*, const double*,

@@ -6,6 +6,8 @@
 // the geometry they are given.
 #pragma once
 
+#include <cstdint>
+
 #include <amari/autodiff/shape.hpp>
 
 namespace amari::kernels {
@@ -50,10 +52,32 @@ template <class T>
 void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* ybar,
                      const ConvAdjoints<T>& out);
 
+/// True when conv2d_pool_tangent serves this convolution: one group, an output of even height and
+/// width, C_out in whole register-tile slivers, a padded copy no larger than the column matrix,
+/// and a register tile of whole 2 x 2 windows (8 rows: ISAs with 32 vector registers).
+template <class T>
+bool conv2d_pool_tangent_applies(const ConvGeometry& g);
+
+/// dy = the tangent t = conv(dx, w) + conv(x, dw) + db (dx, dw, db each possibly null; dx or dw
+/// given) read at each 2 x 2 window's pixel k*: dy[n, i, j, o] = t[n, 2i + k*/2, 2j + k*%2, o]
+/// where k*[n, i, j, o] >= 0, else 0 (conv2d_relu_max_pool2d's tangent). dy and k* are (n, oh/2,
+/// ow/2, c_out). One direct convolution over dx and x together; t is never stored.
+template <class T>
+void conv2d_pool_tangent(const ConvGeometry& g, const T* x, const T* w, const T* dx, const T* dw,
+                         const T* db, const std::int32_t* k_star, T* dy);
+
 extern template void conv2d_forward<float>(const ConvGeometry&, const float*, const float*,
                                            const float*, float*, bool);
 extern template void conv2d_forward<double>(const ConvGeometry&, const double*, const double*,
                                             const double*, double*, bool);
+extern template bool conv2d_pool_tangent_applies<float>(const ConvGeometry&);
+extern template bool conv2d_pool_tangent_applies<double>(const ConvGeometry&);
+extern template void conv2d_pool_tangent<float>(const ConvGeometry&, const float*, const float*,
+                                                const float*, const float*, const float*,
+                                                const std::int32_t*, float*);
+extern template void conv2d_pool_tangent<double>(const ConvGeometry&, const double*, const double*,
+                                                 const double*, const double*, const double*,
+                                                 const std::int32_t*, double*);
 extern template void conv2d_backward<float>(const ConvGeometry&, const float*, const float*,
                                             const float*, const ConvAdjoints<float>&);
 extern template void conv2d_backward<double>(const ConvGeometry&, const double*, const double*,

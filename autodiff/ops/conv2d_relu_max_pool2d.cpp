@@ -13,9 +13,13 @@
 // whole SIMD vectors (kernels/conv_pool.hpp), the rules that need neither dx nor xbar (a first
 // layer, whose input is data) run at the pooled resolution: the tangent computes the convolution
 // at the four pixels of each window in registers and keeps the one k* selects; the weight and bias
-// adjoints split each pooled cotangent by k* into its window's four pixels. Everything else (and
-// the primal, which must pool the whole convolution anyway) goes through a full-size buffer and
-// the unfused kernels. Values are those of conv2d followed by relu_max_pool2d, bit for bit; the
+// adjoints split each pooled cotangent by k* into its window's four pixels. The tangent with dx
+// (a later layer) is one direct convolution over dx and x together whose tiles hold whole windows
+// and keep the selected pixel (kernels/conv.cpp, conv2d_pool_tangent: one group, C_out in whole
+// register-tile slivers, an ISA with 32 vector registers), instead of two convolutions into a
+// full-size buffer and the pooling's JVP. Everything else (the adjoints with xbar, the primal,
+// which must pool the whole convolution anyway) goes through a full-size buffer and the unfused
+// kernels. Values are those of conv2d followed by relu_max_pool2d, bit for bit; the
 // fused rules add the same terms in another order (equal up to rounding; tests/autodiff checks
 // both against the unfused pair).
 // Residuals: x and w (conv2d's), and k* (relu_max_pool2d's, held by the op as there).
@@ -57,6 +61,12 @@ struct Conv2dReluMaxPool2d : Conv2dBase {
     if (!dx && fused<T>(g)) {
       kernels::conv_pool_tangent(g, s.x[0].data(), dw ? dw->data() : nullptr,
                                  db ? db->data() : nullptr, pool.argmax->at.get(), dy.data());
+      return;
+    }
+    if ((dx || dw) && pool.quad<T>() && kernels::conv2d_pool_tangent_applies<T>(g)) {
+      kernels::conv2d_pool_tangent(g, s.x[0].data(), s.x[1].data(), dx ? dx->data() : nullptr,
+                                   dw ? dw->data() : nullptr, db ? db->data() : nullptr,
+                                   pool.argmax->at.get(), dy.data());
       return;
     }
     Tensor<T> dc = convolution_buffer<T>();
