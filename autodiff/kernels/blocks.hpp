@@ -10,6 +10,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <amari/autodiff/kernels/elementwise.hpp>
@@ -26,6 +28,15 @@ void parallel_for(Index n, Index work, const F& f) {
   }
 #pragma omp parallel for schedule(static)
   for (Index i = 0; i < n; ++i) f(i);
+}
+
+/// f(std::integral_constant<int, n>) for a runtime n in [First, Last]: a register tile whose size
+/// the shapes choose, compiled for each size it can take. Nothing is called for n outside.
+template <int First, int Last, class F>
+void with_constant(int n, const F& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (void)((n == First + I ? (f(std::integral_constant<int, First + I>{}), true) : false) || ...);
+  }(std::make_integer_sequence<int, Last - First + 1>{});
 }
 
 /// Rows per block of a row-blocked reduction over (rows, cols) data: about 1024 elements a block,

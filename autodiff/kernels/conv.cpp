@@ -33,6 +33,7 @@
 
 #include <amari/autodiff/kernels/elementwise.hpp>
 #include <amari/autodiff/kernels/gemm.hpp>
+#include <amari/autodiff/kernels/pad_images.hpp>
 #include <amari/autodiff/kernels/window_index.hpp>
 
 namespace amari::kernels {
@@ -351,28 +352,6 @@ Index tap_runs(const DirectConv& d, Index* runs) {
     }
   }
   return count;
-}
-
-// Copies images [0, count) of src (h, w, c) into dst (hp, wp, c) at row offset `top` and column
-// offset `left`, zero elsewhere; source rows or columns falling outside dst are dropped (padding
-// beyond what any window reaches is never materialized).
-template <class T>
-void pad_images(const T* src, Index count, Index h, Index w, Index c, Index top, Index left,
-                Index hp, Index wp, T* dst) {
-  const Index col_lo = std::max<Index>(0, left), col_hi = std::min(wp, left + w);
-  for (Index n = 0; n < count; ++n, src += h * w * c) {
-    for (Index r = 0; r < hp; ++r, dst += wp * c) {
-      const Index sr = r - top;
-      if (sr < 0 || sr >= h || col_lo >= col_hi) {
-        std::fill(dst, dst + wp * c, T(0));
-        continue;
-      }
-      std::fill(dst, dst + col_lo * c, T(0));
-      std::copy(src + (sr * w + col_lo - left) * c, src + (sr * w + col_hi - left) * c,
-                dst + col_lo * c);
-      std::fill(dst + col_hi * c, dst + wp * c, T(0));
-    }
-  }
 }
 
 // The reduction of one tile: acc[r] = sum_p A(r, p) B(p, :) over the taps of the windows at rows[r]

@@ -34,12 +34,37 @@ void conv_pool_weight_adjoint(const ConvGeometry& g, const T* x, const T* ybar,
                               const std::int32_t* k_star, T* wbar, T* bbar, bool accumulate_w,
                               bool accumulate_b);
 
+/// True when the rules at the selected pixels below serve this convolution: one group, an output
+/// of even height and width, input and output channels in whole SIMD vectors of T
+/// (kernels/conv_pool_selected.cpp: they vectorize over input channels).
+template <class T>
+bool conv_pool_selected_applies(const ConvGeometry& g);
+
+/// As conv_pool_tangent, with the input's tangent too: dy = t = conv(dx, w) + conv(x, dw) + db
+/// read at k* (dx and w, dw and x, db: each pair or db possibly null), computed at the selected
+/// pixel of each (pooled element, channel) only.
+template <class T>
+void conv_pool_selected_tangent(const ConvGeometry& g, const T* x, const T* w, const T* dx,
+                                const T* dw, const T* db, const std::int32_t* k_star, T* dy);
+
+/// xbar = or += convT(cbar, w), cbar = ybar at the pixel k* selects (0 elsewhere), as a scatter
+/// of the selected pixels only.
+template <class T>
+void conv_pool_selected_input_adjoint(const ConvGeometry& g, const T* w, const T* ybar,
+                                      const std::int32_t* k_star, T* xbar, bool accumulate);
+
 #define AMARI_CONV_POOL_DECLARE(T)                                                                  \
   extern template bool conv_pool_fusable<T>(const ConvGeometry&);                                   \
   extern template void conv_pool_tangent<T>(const ConvGeometry&, const T*, const T*, const T*,      \
                                             const std::int32_t*, T*);                               \
   extern template void conv_pool_weight_adjoint<T>(const ConvGeometry&, const T*, const T*,         \
-                                                   const std::int32_t*, T*, T*, bool, bool);
+                                                   const std::int32_t*, T*, T*, bool, bool);   \
+  extern template bool conv_pool_selected_applies<T>(const ConvGeometry&);                          \
+  extern template void conv_pool_selected_tangent<T>(const ConvGeometry&, const T*, const T*,       \
+                                                     const T*, const T*, const T*,                  \
+                                                     const std::int32_t*, T*);                      \
+  extern template void conv_pool_selected_input_adjoint<T>(const ConvGeometry&, const T*,           \
+                                                           const T*, const std::int32_t*, T*, bool);
 AMARI_CONV_POOL_DECLARE(float)
 AMARI_CONV_POOL_DECLARE(double)
 #undef AMARI_CONV_POOL_DECLARE

@@ -8,20 +8,27 @@
 //         derivative: conv2d's bilinear term only)
 // Why one primitive: in a curvature product the convolution's full-size tangent and cotangent are
 // each written once and read once just to be pooled or to be unpooled; on train_cnn's first layer
-// each is 12.8 MB (batch 128, 28 x 28 x 32 floats) against 3.2 MB pooled. Where the pooling is 2 x 2
-// with stride 2 tiling the convolution's output, the convolution has one group and C_out fills
-// whole SIMD vectors (kernels/conv_pool.hpp), the rules that need neither dx nor xbar (a first
-// layer, whose input is data) run at the pooled resolution: the tangent computes the convolution
-// at the four pixels of each window in registers and keeps the one k* selects; the weight and bias
-// adjoints split each pooled cotangent by k* into its window's four pixels. The tangent with dx
-// (a later layer) is one direct convolution over dx and x together whose tiles hold whole windows
-// and keep the selected pixel (kernels/conv.cpp, conv2d_pool_tangent: one group, C_out in whole
-// register-tile slivers, an ISA with 32 vector registers), instead of two convolutions into a
-// full-size buffer and the pooling's JVP. Everything else (the adjoints with xbar, the primal,
-// which must pool the whole convolution anyway) goes through a full-size buffer and the unfused
-// kernels. Values are those of conv2d followed by relu_max_pool2d, bit for bit; the
-// fused rules add the same terms in another order (equal up to rounding; tests/autodiff checks
-// both against the unfused pair).
+// each is 12.8 MB (batch 128, 28 x 28 x 32 floats) against 3.2 MB pooled. And only one pixel of
+// each window, per channel, carries a derivative through the pooling: the rules need the
+// convolution there only. Where the pooling is 2 x 2 with stride 2 tiling the convolution's
+// output, the convolution has one group and C_out fills whole SIMD vectors:
+// - input channels in whole vectors too (a later layer; kernels/conv_pool_selected.cpp): the
+//   tangent (with or without dx) is computed at the selected pixel of each (pooled element,
+//   channel) only, as dot products over the input channels, and xbar is the transposed
+//   convolution of the selected pixels' cotangents only, scattered: a quarter of the full-size
+//   rules' multiply-adds. The weight and bias adjoints go through the full-size cotangent and
+//   conv2d's kernels (the selected-pixel form of them measured slower: bench/RESULTS.md);
+// - otherwise, the rules that need neither dx nor xbar (a first layer, whose input is data) run at
+//   the pooled resolution (kernels/conv_pool.hpp): the tangent computes the convolution at the four
+//   pixels of each window in registers and keeps the one k* selects; the weight and bias adjoints
+//   split each pooled cotangent by k* into its window's four pixels. A tangent with dx is one
+//   direct convolution over dx and x together whose tiles hold whole windows and keep the selected
+//   pixel (kernels/conv.cpp, conv2d_pool_tangent: C_out in whole register-tile slivers, an ISA with
+//   32 vector registers).
+// Everything else (the primal, which must pool the whole convolution anyway, the second-order
+// rule) goes through a full-size buffer and the unfused kernels. Values are those of conv2d
+// followed by relu_max_pool2d, bit for bit; the fused rules add the same terms in another order
+// (equal up to rounding; tests/autodiff checks both against the unfused pair).
 // Residuals: x and w (conv2d's), and k* (relu_max_pool2d's, held by the op as there).
 #include <amari/autodiff/kernels/conv_pool.hpp>
 #include <amari/autodiff/ops/conv2d.hpp>
@@ -48,6 +55,11 @@ struct Conv2dReluMaxPool2d : Conv2dBase {
   bool fused(const kernels::ConvGeometry& g) const {
     return pool.quad<T>() && kernels::conv_pool_fusable<T>(g);
   }
+  // The rules at the selected pixels apply: input channels in whole vectors (a later layer).
+  template <Real T>
+  bool selected(const kernels::ConvGeometry& g) const {
+    return pool.quad<T>() && kernels::conv_pool_selected_applies<T>(g);
+  }
   template <Real T>
   void primal(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& b, Tensor<T>& y) const {
     Tensor<T> c = convolution_buffer<T>();
@@ -58,6 +70,13 @@ struct Conv2dReluMaxPool2d : Conv2dBase {
   void jvp(const detail::Saved<T, 3>& s, const Tensor<T>* dx, const Tensor<T>* dw,
            const Tensor<T>* db, Tensor<T>& dy) const {
     const auto g = geometry_of(s.x[0], s.x[1]);
+    if ((dx || dw) && selected<T>(g)) {
+      kernels::conv_pool_selected_tangent(g, s.x[0].data(), s.x[1].data(),
+                                          dx ? dx->data() : nullptr, dw ? dw->data() : nullptr,
+                                          db ? db->data() : nullptr, pool.argmax->at.get(),
+                                          dy.data());
+      return;
+    }
     if (!dx && fused<T>(g)) {
       kernels::conv_pool_tangent(g, s.x[0].data(), dw ? dw->data() : nullptr,
                                  db ? db->data() : nullptr, pool.argmax->at.get(), dy.data());
@@ -90,6 +109,12 @@ struct Conv2dReluMaxPool2d : Conv2dBase {
                                         wbar ? wbar->data() : nullptr,
                                         bbar ? bbar->data() : nullptr, !ow[1], !ow[2]);
       return;
+    }
+    if (xbar && selected<T>(g)) {
+      kernels::conv_pool_selected_input_adjoint(g, s.x[1].data(), ybar.data(),
+                                                pool.argmax->at.get(), xbar->data(), !ow[0]);
+      if (!wbar && !bbar) return;
+      xbar = nullptr;  // the weight and bias adjoints as below
     }
     adjoints(&s.x[0], &s.x[1], unpooled(ybar), xbar, wbar, bbar, ow);
   }

@@ -97,7 +97,7 @@ std::vector<AdCase> conv_cases() {
   }
   // conv2d_relu_max_pool2d: geometries its fused rules serve (2 x 2 pooling tiling the output, one
   // group, C_out in whole SIMD vectors of float and double: 16 or 32; checked with x constant, as
-  // every input alone) and ones they leave to the unfused kernels (odd output, overlapping
+  // every input alone; C_in of 16: the rules at the selected pixels) and ones they leave to the unfused kernels (odd output, overlapping
   // windows, groups, C_out of 3).
   struct FusedCase {
     std::string label;
@@ -118,6 +118,11 @@ std::vector<AdCase> conv_cases() {
       {"3x3, 3 -> 16 channels (27 taps, two tiles)", Shape{1, 6, 6, 3}, Shape{3, 3, 3, 16}, {}, {}},
       {"stride 2, dilation 2, padding 2", Shape{1, 8, 8, 1}, Shape{3, 3, 1, 16},
        {.stride = {2, 2}, .padding = {2, 2}, .dilation = {2, 2}}, {}},
+      // input channels in whole vectors: the tangent and xbar at the selected pixels only
+      {"3x3 padding 1, 16 -> 16 channels (selected pixels)", Shape{2, 2, 4, 16}, Shape{3, 3, 16, 16},
+       {.padding = {1, 1}}, {}},
+      {"stride 2, dilation 2, padding 2, 16 -> 32 channels (selected pixels)", Shape{1, 7, 7, 16},
+       Shape{3, 3, 16, 32}, {.stride = {2, 2}, .padding = {2, 2}, .dilation = {2, 2}}, {}},
       {"odd output 5 x 5 (unfused)", Shape{1, 5, 5, 2}, Shape{1, 1, 2, 16}, {}, {}},
       {"3 x 3 windows, stride 2 (unfused)", Shape{1, 5, 5, 1}, Shape{1, 1, 1, 3}, {},
        {.kernel = {3, 3}, .stride = {2, 2}}},

@@ -1,7 +1,9 @@
 // conv2d_relu_max_pool2d against the pair it fuses, relu_max_pool2d(conv2d(x, w, b)): values,
 // tangents and adjoints, with x constant (the fused rules of kernels/conv_pool.cpp) and with x a
-// variable (the tangent of kernels/conv.cpp's conv2d_pool_tangent where it applies, else and for
-// the adjoints the unfused kernels), in float and double, at 1 and 2 threads. With small integers as
+// variable (where the input channels fill whole vectors, the tangent and xbar at the selected
+// pixels of kernels/conv_pool_selected.cpp; else the tangent of kernels/conv.cpp's
+// conv2d_pool_tangent where it applies, else and for the other adjoints the unfused kernels), in
+// float and double, at 1 and 2 threads. With small integers as
 // data every sum is exact in either order, so the fused rules must give the unfused bits; with
 // random data they agree to rounding. The registry (cases_conv.cpp) checks the rules against
 // finite differences and the adjoint identity.
@@ -97,16 +99,17 @@ void check_against_pair(const Geometry& geo, bool integers) {
     INFO(geo.label << ", " << (integers ? "integers" : "uniform values") << ", " << threads << " threads, "
                    << (sizeof(T) == 4 ? "float" : "double"));
     CHECK(same_bits(f.y, p.y));
-    CHECK(same_bits(f.xbar_all, p.xbar_all));  // unfused kernels, the same calls
-    CHECK(same_bits(f.wbar_all, p.wbar_all));
+    CHECK(same_bits(f.wbar_all, p.wbar_all));  // unfused kernels, the same calls
     CHECK(same_bits(f.bbar_all, p.bbar_all));
     if (integers) {  // every sum exact: the fused order gives the same bits
+      CHECK(same_bits(f.xbar_all, p.xbar_all));
       CHECK(same_bits(f.tangent_all, p.tangent_all));
       CHECK(same_bits(f.tangent_w, p.tangent_w));
       CHECK(same_bits(f.wbar, p.wbar));
       CHECK(same_bits(f.bbar, p.bbar));
     } else {
       const double tol = sizeof(T) == 4 ? 1e-5 : 1e-13;
+      CHECK(rel_err(f.xbar_all, p.xbar_all) < tol);
       CHECK(rel_err(f.tangent_all, p.tangent_all) < tol);
       CHECK(rel_err(f.tangent_w, p.tangent_w) < tol);
       CHECK(rel_err(f.wbar, p.wbar) < tol);
@@ -117,6 +120,7 @@ void check_against_pair(const Geometry& geo, bool integers) {
     } else {  // partial sums per chunk of images, added in chunk order, whatever the threads
       CHECK(same_bits(f.tangent_w, one_thread.tangent_w));
       CHECK(same_bits(f.tangent_all, one_thread.tangent_all));
+      CHECK(same_bits(f.xbar_all, one_thread.xbar_all));
       CHECK(same_bits(f.wbar, one_thread.wbar));
       CHECK(same_bits(f.bbar, one_thread.bbar));
     }
@@ -133,9 +137,16 @@ TEST_CASE(
   const std::vector<Geometry> geometries = {
       // train_cnn's first layer, batch 40 (chunks of uneven size, parallel): 9 taps x 2 vectors
       {"train_cnn's first layer", Shape{40, 28, 28, 1}, Shape{3, 3, 1, 32}, {.padding = {1, 1}}},
-      // train_cnn's second layer (batch 10: chunks of images, a partial one): its tangent with dx
-      // is one direct convolution over dx and x together, read at k* (kernels/conv.cpp)
+      // train_cnn's second layer (batch 10: chunks of images, a partial one): tangent and xbar at
+      // the selected pixels (kernels/conv_pool_selected.cpp)
       {"train_cnn's second layer", Shape{10, 14, 14, 32}, Shape{3, 3, 32, 64}, {.padding = {1, 1}}},
+      // the same rules with stride, dilation and padding; a 5 x 5 kernel over a padding of 3; 1 x 1
+      {"16 input channels, stride 2, dilation 2", Shape{3, 11, 11, 16}, Shape{3, 3, 16, 32},
+       {.stride = {2, 2}, .padding = {2, 2}, .dilation = {2, 2}}},
+      {"5 x 5 kernel, padding 3", Shape{2, 8, 8, 32}, Shape{5, 5, 32, 16}, {.padding = {3, 3}}},
+      {"1 x 1 kernel", Shape{3, 6, 6, 16}, Shape{1, 1, 16, 16}, {}},
+      // 8 input channels: whole vectors of double only (float takes conv2d_pool_tangent)
+      {"8 input channels", Shape{3, 6, 8, 8}, Shape{3, 3, 8, 16}, {.padding = {1, 1}}},
       // 27 taps: two tap tiles of one vector
       {"3 input channels", Shape{5, 8, 6, 3}, Shape{3, 3, 3, 16}, {.padding = {1, 1}}},
       {"stride 2, dilation 2", Shape{3, 12, 12, 2}, Shape{3, 3, 2, 48}, {.stride = {2, 2}, .padding = {2, 2}, .dilation = {2, 2}}},
