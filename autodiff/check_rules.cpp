@@ -381,6 +381,34 @@ void check_second_order(CheckReport& report, const CheckedFunction& f, const Poi
   }
   add(report, "second order: symmetry <w, H v> = <v, H w> (absolute)", std::fabs(w_hv - v_hw),
       1e-10 * s + 1e-300, fmt("<w, H v> = %.6g, <v, H w> = %.6g", w_hv, v_hw));
+
+  // The rules add to adjoint tangents (custom_primitive.hpp): every input also feeds x_i * x_i,
+  // recorded after f with cotangent w_i, whose second-order term 2 w_i v_i the sweep writes into
+  // x_i's adjoint tangent before f's rules add theirs.
+  Tape<double> both;
+  std::vector<Var<double>> xb;
+  for (const auto& t : p.x) xb.push_back(both.variable(t));
+  std::vector<Var<double>> ends{f.var_d(xb)};
+  Tensors cotangents{p.u};
+  for (std::size_t i = 0; i < n; ++i) {
+    ends.push_back(xb[i] * xb[i]);
+    cotangents.push_back(p.w[i]);
+  }
+  const Tensors hv_both = both.hvp(ends, cotangents, xb, p.v);
+  double err = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    Tensor<double> h = hv_both[i].clone();
+    double seeded = 0;
+    for (Index k = 0; k < h.size(); ++k) {
+      h[k] -= 2 * p.w[i][k] * p.v[i][k];
+      seeded += 4 * p.w[i][k] * p.w[i][k] * p.v[i][k] * p.v[i][k];
+    }
+    err = std::max(err, distance(h, p.r.hv[i]) / (norm(p.r.hv[i]) + std::sqrt(seeded) + 1e-300));
+  }
+  add(report,
+      "second order: added to adjoint tangents that hold a value, H v + 2 w v - 2 w v = H v "
+      "(relative)",
+      err, 1e-13);
 }
 
 // The same evaluations in single precision, against the double results.

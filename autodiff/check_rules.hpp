@@ -21,11 +21,12 @@
 //                 and alone in a Hessian-vector product against finite differences of its VJP;
 //   second order  the tape's Hessian-vector product (forward over reverse: the VJP rule of the
 //                 tangents plus the second-order rule) against finite differences of the VJP,
-//                 and the symmetry <w, H v> = <v, H w>;
+//                 the symmetry <w, H v> = <v, H w>, and the rules adding to adjoint tangents that
+//                 already hold a value;
 // and in float: the same evaluations within float tolerance of the double results. The finite
 // differences are central, Richardson-extrapolated (error O(h^4), h = 1e-3 and 5e-4), in double.
-// The tolerances are fixed and printed with each check. Cost for f of n inputs: 18 + 4 n
-// evaluations of f (18 + 14 n when n > 1), each recorded one on a fresh tape.
+// The tolerances are fixed and printed with each check. Cost for f of n inputs: 19 + 4 n
+// evaluations of f (19 + 14 n when n > 1), each recorded one on a fresh tape.
 #pragma once
 
 #include <concepts>

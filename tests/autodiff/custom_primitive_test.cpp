@@ -192,7 +192,14 @@ struct SinAddsToFresh {
 };
 
 // Deliberate mistakes a matvec can make; each shows in one check of check_rules.
-enum class Bug { constant_a_jvp, constant_a_vjp, constant_a_second_order, asymmetric, overwrites_abar };
+enum class Bug {
+  constant_a_jvp,
+  constant_a_vjp,
+  constant_a_second_order,
+  asymmetric,
+  overwrites_abar,
+  overwrites_abar_dot
+};
 
 struct BrokenMatVec : MatVec {
   Bug bug;
@@ -218,6 +225,7 @@ struct BrokenMatVec : MatVec {
   void vjp_tangent(const custom::Saved<T, 2>& s, const Tensor<T>* da, const Tensor<T>* dx,
                    const Tensor<T>& dy, const Tensor<T>& ybar, Tensor<T>* abar_dot,
                    Tensor<T>* xbar_dot) const {
+    if (bug == Bug::overwrites_abar_dot && abar_dot) abar_dot->fill(T(0));  // = instead of +=
     MatVec::vjp_tangent(s, da, dx, dy, ybar, abar_dot, xbar_dot);
     if (bug == Bug::constant_a_second_order && !da && xbar_dot) add_aty(s.x[0], ybar, *xbar_dot);
     if (bug == Bug::asymmetric && da && xbar_dot) add_aty(*da, ybar, *xbar_dot);
@@ -301,12 +309,12 @@ TEST_CASE("custom primitives pass check_rules: sin, a two-input matvec and a lin
   const CheckReport sin_report = check_rules("sin", unary(SinRules{}), {{Shape{3, 4}}});
   INFO(sin_report.str());
   CHECK(sin_report.ok());
-  CHECK(sin_report.checks.size() == 16);  // 13 + 3 per input
+  CHECK(sin_report.checks.size() == 17);  // 14 + 3 per input
 
   const CheckReport mv = check_rules("matvec", matvec(), kMatVecInputs);
   INFO(mv.str());
   CHECK(mv.ok());
-  CHECK(mv.checks.size() == 25);  // 13 + 3 per input + 3 per input alone
+  CHECK(mv.checks.size() == 26);  // 14 + 3 per input + 3 per input alone
 
   const CheckReport lin =
       check_rules("a_plus_2b", [](auto x) { return custom::apply(APlus2B{}, x[0], x[1]); },
@@ -441,6 +449,9 @@ TEST_CASE("every check of check_rules fails on some deliberately broken function
        check_rules("", broken_matvec(Bug::overwrites_abar), kMatVecInputs)},
       {"VJP overwrites an adjoint that holds a value", "VJP: even inputs' adjoints",
        check_rules("", broken_matvec(Bug::overwrites_abar), kMatVecInputs)},
+      {"second order overwrites an adjoint tangent that holds a value",
+       "second order: added to adjoint tangents",
+       check_rules("", broken_matvec(Bug::overwrites_abar_dot), kMatVecInputs)},
       {"built-in style rule adds to a fresh adjoint", "VJP: into NaN-filled buffers",
        check_rules("", [](auto x) { return detail::apply(SinAddsToFresh{}, x[0]); }, one)},
       {"float Var adds 1e-3", "float primal: Dual and Var values equal",
@@ -512,7 +523,7 @@ TEST_CASE("check_rules reports one line per check and checks at a given point",
   CHECK(r.ok());
   const std::string s = r.str();
   INFO(s);
-  CHECK_THAT(s, Contains("check_rules: sin, input (3), given point: 16 checks, all passed"));
+  CHECK_THAT(s, Contains("check_rules: sin, input (3), given point: 17 checks, all passed"));
   std::size_t lines = 0, pass = 0;
   for (std::size_t at = 0; (at = s.find('\n', at)) != std::string::npos; ++at) ++lines;
   for (std::size_t at = 0; (at = s.find("\nPASS  ", at)) != std::string::npos; ++at) ++pass;

@@ -15,7 +15,7 @@ void expect_ad(const AdCase& c, std::uint64_t seed) {
   // The full list for a function of n inputs (check_rules.hpp): a report that stopped early (the
   // modes returned values of different shapes) has fewer, and already holds a failed check.
   const std::size_t n = c.inputs.size();
-  CHECK(report.checks.size() == 13 + 3 * n + (n > 1 ? 3 * n : 0));
+  CHECK(report.checks.size() == 14 + 3 * n + (n > 1 ? 3 * n : 0));
 }
 
 void expect_errors(const AdCase& c) {
