@@ -34,6 +34,7 @@
 #include <amari/autodiff/kernels/elementwise.hpp>
 #include <amari/autodiff/kernels/gemm.hpp>
 #include <amari/autodiff/kernels/pad_images.hpp>
+#include <amari/autodiff/kernels/thread_buffer.hpp>
 #include <amari/autodiff/kernels/window_index.hpp>
 
 namespace amari::kernels {
@@ -41,33 +42,6 @@ namespace {
 
 // Budget of one chunk's column matrix (see ops/conv2d.cpp for the measurement behind it).
 inline constexpr Index kColumnBytes = Index{1} << 20;
-
-// The calling thread's grow-only, 64-byte aligned buffer (one per element type and slot), so a
-// convolution allocates nothing in steady state; private to its thread so concurrent calls from
-// different threads never share it. Slots of T: 0 column matrix, 1 per-chunk weight adjoints,
-// 2 padded source images, 3 packed weights, 4 packed ybar slivers, 5 per-chunk bias adjoints; of
-// Index: 0 tap runs, 1 the weight adjoint's taps, 2 pixel origins.
-template <class T, int Slot = 0>
-T* column_buffer(Index count) {
-  struct Buffer {
-    T* data = nullptr;
-    Index capacity = 0;
-    ~Buffer() { release(); }
-    void release() {
-      if (data != nullptr) ::operator delete (data, std::align_val_t{64});
-      data = nullptr;
-      capacity = 0;
-    }
-  };
-  thread_local Buffer buffer;
-  if (count > buffer.capacity) {
-    buffer.release();
-    buffer.data = static_cast<T*>(
-        ::operator new (static_cast<std::size_t>(count) * sizeof(T), std::align_val_t{64}));
-    buffer.capacity = count;
-  }
-  return buffer.data;
-}
 
 // Images per chunk: as many as fit kColumnBytes, at least one. A function of the shapes only, never
 // of the thread count, so the chunk partial sums accumulate into wbar in the same order whatever
@@ -286,12 +260,12 @@ void for_each_chunk(const ConvGeometry& g, Body body) {
       g.n * pixels * g.groups * g.k() >= kParallelElements) {
 #pragma omp parallel num_threads(threads)
     {
-      T* cols = column_buffer<T>(count);
+      T* cols = thread_buffer<T>(count);
 #pragma omp for schedule(static)
       for (Index c = 0; c < chunks; ++c) body(c, c * chunk, std::min(chunk, g.n - c * chunk), cols);
     }
   } else {
-    T* cols = column_buffer<T>(count);
+    T* cols = thread_buffer<T>(count);
     for (Index c = 0; c < chunks; ++c) body(c, c * chunk, std::min(chunk, g.n - c * chunk), cols);
   }
 }
@@ -445,7 +419,7 @@ void direct_images(const DirectConv& d, const T* src, Index count, const T* pack
                    const Index* runs, Index run_count, const T* bias, T* dst, bool accumulate) {
   constexpr int MR = Tile<T>::kMR, NR = Tile<T>::kNR;
   const Index m = count * d.oh * d.ow, k = d.k(), slivers = slivers_of<T>(d.group_dst);
-  Index* origins = column_buffer<Index, 2>(m);
+  Index* origins = thread_buffer<Index, 2>(m);
   d.pixel_origins(count, origins);
   for (Index g = 0; g < d.groups; ++g) {
     for (Index s = 0; s < slivers; ++s) {
@@ -512,15 +486,15 @@ void forward_direct(const ConvGeometry& g, const T* x, const T* w, const T* b, T
                     bool accumulate) {
   const DirectConv d = forward_source(g);
   const Index k = d.k(), cog = g.group_out(), x_image = g.h * g.w * g.c_in;
-  T* packed = column_buffer<T, 3>(g.groups * slivers_of<T>(cog) * k * Tile<T>::kNR);
+  T* packed = thread_buffer<T, 3>(g.groups * slivers_of<T>(cog) * k * Tile<T>::kNR);
   pack_weights<T>(
       d, [&](Index grp, Index p, Index col) { return w[p * g.c_out + grp * cog + col]; }, packed);
-  Index* runs = column_buffer<Index, 0>(2 * g.kh * g.kw);
+  Index* runs = thread_buffer<Index, 0>(2 * g.kh * g.kw);
   const Index run_count = tap_runs(d, runs);
   const Index chunk = direct_chunk(d, g.n, sizeof(T));
   for_each_direct_chunk(
       g.n, chunk, g.n * g.oh * g.ow * g.c_out * k, [&](Index, Index n0, Index nc) {
-        T* src = column_buffer<T, 2>(chunk * d.src_image());
+        T* src = thread_buffer<T, 2>(chunk * d.src_image());
         pad_images(x + n0 * x_image, nc, g.h, g.w, g.c_in, g.pad_h, g.pad_w, d.hp, d.wp, src);
         direct_images(d, src, nc, packed, runs, run_count, b, y + n0 * g.oh * g.ow * g.c_out,
                       accumulate);
@@ -587,7 +561,7 @@ void selected_images(const DirectConv& d, const T* src, Index count, const T* pa
   constexpr int W = Tile<T>::kWidth, NV = Tile<T>::kNV, MR = Tile<T>::kMR, NR = Tile<T>::kNR;
   static_assert(MR % 4 == 0, "tiles of whole windows");
   const Index m = count * d.oh * d.ow, k = d.k(), slivers = d.c_dst / NR;
-  Index* origins = column_buffer<Index, 2>(m);
+  Index* origins = thread_buffer<Index, 2>(m);
   window_origins(d, count, origins);
   for (Index s = 0; s < slivers; ++s) {
     const T* bp = packed + s * k * NR;
@@ -625,7 +599,7 @@ void pool_tangent_direct(const ConvGeometry& g, const T* x, const T* w, const T*
   DirectConv d = forward_source(g);
   d.c_src = d.group_src = pair ? 2 * g.c_in : g.c_in;
   const Index k = d.k(), x_image = g.h * g.w * g.c_in, per_image = (g.oh / 2) * (g.ow / 2) * g.c_out;
-  T* packed = column_buffer<T, 3>(slivers_of<T>(g.c_out) * k * Tile<T>::kNR);
+  T* packed = thread_buffer<T, 3>(slivers_of<T>(g.c_out) * k * Tile<T>::kNR);
   // Reduction index p = (i kw + j) c_src + c: w's tap (i, j, c) for the dx half, dw's for the x half.
   pack_weights<T>(
       d,
@@ -635,11 +609,11 @@ void pool_tangent_direct(const ConvGeometry& g, const T* x, const T* w, const T*
         return weights[(tap * g.c_in + c % g.c_in) * g.c_out + col];
       },
       packed);
-  Index* runs = column_buffer<Index, 0>(2 * g.kh * g.kw);
+  Index* runs = thread_buffer<Index, 0>(2 * g.kh * g.kw);
   const Index run_count = tap_runs(d, runs);
   const Index chunk = direct_chunk(d, g.n, sizeof(T));
   for_each_direct_chunk(g.n, chunk, g.n * g.oh * g.ow * g.c_out * k, [&](Index, Index n0, Index nc) {
-    T* src = column_buffer<T, 2>(chunk * d.src_image());
+    T* src = thread_buffer<T, 2>(chunk * d.src_image());
     if (pair) {
       pad_image_pairs(dx + n0 * x_image, x + n0 * x_image, nc, g.h, g.w, g.c_in, g.pad_h, g.pad_w,
                       d.hp, d.wp, src);
@@ -678,7 +652,7 @@ void input_adjoint_direct(const ConvGeometry& g, const T* w, const T* ybar, T* x
   const DirectConv d = input_adjoint_source(g);
   const Index k = d.k(), cig = g.group_in(), cog = g.group_out();
   const Index x_image = g.h * g.w * g.c_in, y_image = g.oh * g.ow * g.c_out;
-  T* packed = column_buffer<T, 3>(g.groups * slivers_of<T>(cig) * k * Tile<T>::kNR);
+  T* packed = thread_buffer<T, 3>(g.groups * slivers_of<T>(cig) * k * Tile<T>::kNR);
   // Reduction index p = (i KW + j) C_out/G + c of the flipped kernel; output column = x channel.
   pack_weights<T>(
       d,
@@ -687,13 +661,13 @@ void input_adjoint_direct(const ConvGeometry& g, const T* w, const T* ybar, T* x
         return w[(((g.kh - 1 - i) * g.kw + (g.kw - 1 - j)) * cig + col) * g.c_out + grp * cog + c];
       },
       packed);
-  Index* runs = column_buffer<Index, 0>(2 * g.kh * g.kw);
+  Index* runs = thread_buffer<Index, 0>(2 * g.kh * g.kw);
   const Index run_count = tap_runs(d, runs);
   const Index chunk = direct_chunk(d, g.n, sizeof(T));
   const Index top = (g.kh - 1) * g.dilation_h - g.pad_h, left = (g.kw - 1) * g.dilation_w - g.pad_w;
   for_each_direct_chunk(
       g.n, chunk, g.n * g.h * g.w * g.c_in * k, [&](Index, Index n0, Index nc) {
-        T* src = column_buffer<T, 2>(chunk * d.src_image());
+        T* src = thread_buffer<T, 2>(chunk * d.src_image());
         pad_images(ybar + n0 * y_image, nc, g.oh, g.ow, g.c_out, top, left, d.hp, d.wp, src);
         direct_images(d, src, nc, packed, runs, run_count, static_cast<const T*>(nullptr),
                       xbar + n0 * x_image, accumulate);
@@ -791,14 +765,14 @@ void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* 
   const Index k = d.k(), cig = g.group_in(), cog = g.group_out();
   const Index x_image = g.h * g.w * g.c_in, pixels = g.oh * g.ow, w_size = k * g.c_out;
   // Offset of reduction index p = (i KW + j) C_in/G + c from a window's origin.
-  Index* taps = column_buffer<Index, 1>(k);
+  Index* taps = thread_buffer<Index, 1>(k);
   for (Index i = 0; i < g.kh; ++i)
     for (Index j = 0; j < g.kw; ++j)
       for (Index c = 0; c < cig; ++c)
         taps[(i * g.kw + j) * cig + c] = i * g.dilation_h * d.wp * g.c_in + j * g.dilation_w * g.c_in + c;
   const Index chunk = direct_chunk(d, g.n, sizeof(T)), chunks = (g.n + chunk - 1) / chunk;
-  T* partial = column_buffer<T, 1>(chunks * w_size);
-  T* partial_b = bbar ? column_buffer<T, 5>(chunks * g.c_out) : nullptr;
+  T* partial = thread_buffer<T, 1>(chunks * w_size);
+  T* partial_b = bbar ? thread_buffer<T, 5>(chunks * g.c_out) : nullptr;
   constexpr int NR = NarrowWeightTile<T>::kNR;
   const bool in_place = cog % NR == 0;  // every sliver full: the tiles read ybar itself
   const bool wide = kLargeWeightTiles && cog % WideWeightTile<T>::kNR == 0;
@@ -832,16 +806,16 @@ void weight_adjoint_direct(const ConvGeometry& g, const T* x, const T* ybar, T* 
   };
   for_each_direct_chunk(
       g.n, chunk, g.n * pixels * g.c_out * k, [&](Index c, Index n0, Index nc) {
-        T* src = column_buffer<T, 2>(chunk * d.src_image());
+        T* src = thread_buffer<T, 2>(chunk * d.src_image());
         pad_images(x + n0 * x_image, nc, g.h, g.w, g.c_in, g.pad_h, g.pad_w, d.hp, d.wp, src);
         const Index m = nc * pixels;
-        Index* origins = column_buffer<Index, 2>(chunk * pixels);
+        Index* origins = thread_buffer<Index, 2>(chunk * pixels);
         d.pixel_origins(nc, origins);
         const T* yc = ybar + n0 * pixels * g.c_out;
         T* out = partial + c * w_size;
         T* out_b = partial_b ? partial_b + c * g.c_out : nullptr;
         const auto inside = [&](Index col, int) { return std::pair{yc + col, g.c_out}; };
-        T* yp = in_place ? nullptr : column_buffer<T, 4>(chunk * pixels * NR);
+        T* yp = in_place ? nullptr : thread_buffer<T, 4>(chunk * pixels * NR);
         const auto packed = [&](Index col, int nr) {
           for (Index t = 0; t < m; ++t) {
             copy_run(yc + t * g.c_out + col, nr, yp + t * NR);
@@ -995,7 +969,7 @@ void conv2d_backward(const ConvGeometry& g, const T* x, const T* w, const T* yba
     // slices are added in chunk order (a fixed order whatever thread computed them).
     const Index ld_cols = g.groups * g.k(), x_image = g.h * g.w * g.c_in, w_size = g.k() * g.c_out;
     const Index chunk = chunk_images(g, sizeof(T)), chunks = (g.n + chunk - 1) / chunk;
-    T* partial = wbar != nullptr ? column_buffer<T, 1>(chunks * w_size) : nullptr;
+    T* partial = wbar != nullptr ? thread_buffer<T, 1>(chunks * w_size) : nullptr;
     for_each_chunk<T>(g, [&](Index c, Index n0, Index nc, T* cols) {
       const Index m = nc * pixels;
       const T* yc = ybar + n0 * pixels * g.c_out;

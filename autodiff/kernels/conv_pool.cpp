@@ -19,6 +19,7 @@
 
 #include <amari/autodiff/kernels/blocks.hpp>
 #include <amari/autodiff/kernels/pad_images.hpp>
+#include <amari/autodiff/kernels/thread_buffer.hpp>
 #include <amari/autodiff/kernels/window_index.hpp>
 
 namespace amari::kernels {
@@ -55,11 +56,9 @@ struct PaddedImage {
 // Image img of x, zero-padded, into the calling thread's buffer.
 template <class T>
 const T* pad_image(const ConvGeometry& g, const PaddedImage& p, const T* x, Index img) {
-  thread_local std::vector<T> buffer;
-  buffer.resize(static_cast<std::size_t>(p.size()));
-  pad_images(x + img * g.h * g.w * g.c_in, 1, g.h, g.w, g.c_in, g.pad_h, g.pad_w, p.hp, p.wp,
-             buffer.data());
-  return buffer.data();
+  T* padded = thread_buffer<T, 6>(p.size());
+  pad_images(x + img * g.h * g.w * g.c_in, 1, g.h, g.w, g.c_in, g.pad_h, g.pad_w, p.hp, p.wp, padded);
+  return padded;
 }
 
 // Most taps one register tile holds.
@@ -238,14 +237,15 @@ void conv_pool_weight_adjoint(const ConvGeometry& g, const T* x, const T* ybar,
   // Chunks of images: their number depends on the shapes only, so the partial sums are added in
   // the same order for any thread count.
   const Index chunks = std::min<Index>(g.n, 32), w_size = k * g.c_out, width = w_size + g.c_out;
-  std::vector<T> partial(static_cast<std::size_t>(chunks * width), T(0));
+  T* partial = thread_buffer<T, 9>(chunks * width);
+  std::fill(partial, partial + chunks * width, T(0));
   // Two vectors of channels per tile where the taps fit half the tile (train_cnn's first layer: 9
   // taps x 2 vectors), else one: the pooled cotangents are then read once, in order.
   const Index nv = g.c_out % (2 * W) == 0 && k <= fused::kMaxTapTile / 2 ? 2 : 1;
   const Index max_taps = fused::kMaxTapTile / nv;
   const Index tiles = (k + max_taps - 1) / max_taps;
   parallel_for(chunks, g.n * per_image * 4 * k, [&](Index c) {
-    T* wp = partial.data() + c * width;
+    T* wp = partial + c * width;
     for (Index img = c * g.n / chunks; img < (c + 1) * g.n / chunks; ++img) {
       const T* yb = ybar + img * per_image;
       if (!wbar) {  // the bias adjoint alone: the pooled cotangents where k* >= 0
@@ -276,7 +276,7 @@ void conv_pool_weight_adjoint(const ConvGeometry& g, const T* x, const T* ybar,
   if (wbar && !accumulate_w) std::fill(wbar, wbar + w_size, T(0));
   if (bbar && !accumulate_b) std::fill(bbar, bbar + g.c_out, T(0));
   for (Index c = 0; c < chunks; ++c) {
-    const T* part = partial.data() + c * width;
+    const T* part = partial + c * width;
     if (wbar)
       for (Index i = 0; i < w_size; ++i) wbar[i] += part[i];
     if (bbar)

@@ -53,6 +53,13 @@ template <class T>
 void conv_pool_selected_input_adjoint(const ConvGeometry& g, const T* w, const T* ybar,
                                       const std::int32_t* k_star, T* xbar, bool accumulate);
 
+/// As conv_pool_weight_adjoint (the same contract), summing over the selected pixels only, per
+/// chunk of images in chunk order (the same bits for any thread count).
+template <class T>
+void conv_pool_selected_weight_adjoint(const ConvGeometry& g, const T* x, const T* ybar,
+                                       const std::int32_t* k_star, T* wbar, T* bbar,
+                                       bool accumulate_w, bool accumulate_b);
+
 #define AMARI_CONV_POOL_DECLARE(T)                                                                  \
   extern template bool conv_pool_fusable<T>(const ConvGeometry&);                                   \
   extern template void conv_pool_tangent<T>(const ConvGeometry&, const T*, const T*, const T*,      \
@@ -64,7 +71,9 @@ void conv_pool_selected_input_adjoint(const ConvGeometry& g, const T* w, const T
                                                      const T*, const T*, const T*,                  \
                                                      const std::int32_t*, T*);                      \
   extern template void conv_pool_selected_input_adjoint<T>(const ConvGeometry&, const T*,           \
-                                                           const T*, const std::int32_t*, T*, bool);
+                                                           const T*, const std::int32_t*, T*, bool); \
+  extern template void conv_pool_selected_weight_adjoint<T>(                                        \
+      const ConvGeometry&, const T*, const T*, const std::int32_t*, T*, T*, bool, bool);
 AMARI_CONV_POOL_DECLARE(float)
 AMARI_CONV_POOL_DECLARE(double)
 #undef AMARI_CONV_POOL_DECLARE

@@ -14,14 +14,15 @@
 //            W lanes summed per (e, o) and added across lanes at the end;
 //   adjoint  xbar[s + k] += ybar[e, o] w[k, o]: the transposed convolution as a scatter; for each
 //            window position q the channels selecting it are summed in registers, then added to
-//            the padded xbar once.
+//            the padded xbar once;
+//            wbar[k, o] += ybar[e, o] x[s + k], bbar[o] += ybar[e, o]: per channel, over the
+//            elements of one image at a time (its padded windows stay in L1), in registers.
 // A quarter of the full-size rules' multiply-adds, with the weights read transposed ((o, k) rows,
-// so K is contiguous). Each multiply-add reads its own window vector (no register reuse, as the
-// direct convolution's broadcasts have), so these run at about half the FMA rate; still about
-// 1.6x (tangent) and 1.15x (xbar) faster than the full-size kernels on train_cnn's second layer.
-// The weight adjoint in this form (per channel, summed over the elements) measured slower than
-// conv2d's (bench/RESULTS.md) and is not here. Values equal the unfused rules' up to the order of
-// the additions.
+// so K is contiguous) and no full-size buffer. Each multiply-add reads its own window or weight
+// vector (the direct convolution reuses each loaded vector across a register tile), so these run
+// below the FMA rate; on train_cnn's second layer they still take 0.55-0.65x the full-size
+// kernels' time (bench/RESULTS.md). Values equal the unfused rules' up to the order of the
+// additions.
 #include <amari/autodiff/kernels/conv_pool.hpp>
 
 #include <algorithm>
@@ -37,6 +38,7 @@
 
 #include <amari/autodiff/kernels/blocks.hpp>
 #include <amari/autodiff/kernels/pad_images.hpp>
+#include <amari/autodiff/kernels/thread_buffer.hpp>
 #include <amari/autodiff/kernels/window_index.hpp>
 
 namespace amari::kernels {
@@ -47,8 +49,9 @@ namespace selected {
 inline constexpr Index kChunkBytes = Index{128} << 10;
 // Elements of one tangent block (independent sums per weight vector loaded).
 inline constexpr int kBlockElements = 8;
-// Most runs of W channels one register tile of the adjoints holds.
+// Most runs of W channels one register tile of the adjoints holds: one segment, several.
 inline constexpr int kMaxRuns = 16;
+inline constexpr int kMaxTile = 24;
 
 // Where the windows of a chunk of images are: the padded images (the rows and columns some window
 // reaches), the window origin of each pooled element's top-left pixel, the offsets of the other
@@ -61,6 +64,10 @@ struct Windows {
   std::array<Index, 4> quad{};
   std::vector<Index> runs;     // run v: tap (a, b), channels [u W, u W + W)
   std::vector<Index> origins;  // element e of a chunk (image-major), position 0
+  // The runs as segments of `segment` runs contiguous in the padded image (and in K): a tap row
+  // (kw C_in channels) where the columns are not dilated, `segment_step` apart; else one tap
+  // (segment_step 0: not evenly spaced).
+  Index segment = 0, segment_step = 0;
 
   Windows(const ConvGeometry& g, Index W, Index element_bytes)
       : hp((g.oh - 1) * g.stride_h + (g.kh - 1) * g.dilation_h + 1),
@@ -75,6 +82,8 @@ struct Windows {
       for (Index b = 0; b < g.kw; ++b)
         for (Index u = 0; u < g.c_in; u += W)
           runs.push_back((a * g.dilation_h * wp + b * g.dilation_w) * g.c_in + u);
+    segment = (g.dilation_w == 1 ? g.kw * g.c_in : g.c_in) / W;
+    segment_step = g.dilation_w == 1 ? g.dilation_h * wp * g.c_in : 0;
     for (Index img = 0; img < chunk; ++img)
       for (Index i = 0; i < g.oh / 2; ++i)
         for (Index j = 0; j < g.ow / 2; ++j) origins.push_back(img * image + 2 * i * row + 2 * j * col);
@@ -90,23 +99,11 @@ struct Windows {
   }
 };
 
-// The calling thread's buffer `Slot` of at least `count` values, 64-byte aligned (every SIMD load
-// of the kernels below is then within one cache line: the padded images' pixels and the weight
-// rows are whole vectors apart).
-template <class T, int Slot>
-T* scratch(Index count) {
-  constexpr std::size_t kAlign = 64 / sizeof(T);
-  thread_local std::vector<T> buffer;
-  if (buffer.size() < static_cast<std::size_t>(count) + kAlign)
-    buffer.resize(static_cast<std::size_t>(count) + kAlign);
-  const auto address = reinterpret_cast<std::uintptr_t>(buffer.data());
-  return buffer.data() + ((64 - address % 64) % 64) / sizeof(T);
-}
-
-// (k, c_out) weights as (c_out, k) rows, in the calling thread's buffer `Slot`.
+// (k, c_out) weights as (c_out, k) rows, in the calling thread's buffer `Slot` (64-byte aligned:
+// the rows are whole vectors long, so every load of them is within one cache line).
 template <class T, int Slot>
 const T* transposed(const T* w, Index k, Index c_out) {
-  T* t = scratch<T, Slot + 8>(k * c_out);
+  T* t = thread_buffer<T, Slot>(k * c_out);
   for (Index r = 0; r < k; ++r)
     for (Index o = 0; o < c_out; ++o) t[o * k + r] = w[r * c_out + o];
   return t;
@@ -236,6 +233,36 @@ void scatter_runs(const Windows& win, const T* wt, Index k, Index v0, const Inde
   }
 }
 
+// Channel o's weight adjoint for NS segments of NV runs each, the segments `step` apart in the
+// window from `offset` (the runs of each contiguous), over the m elements of one padded image,
+// added to out (the segments' NV W values each, `out_step` apart):
+//   out[s][v] += sum_e ybar[e] x[s(e) + offset + s step + v W],
+// with ybar and the window position of channel o one value per element, `stride` apart (ybar 0
+// and position 0 where k* = -1). The NS NV sums are independent chains of multiply-adds; each
+// load is a segment's base register and a constant; the image's windows stay in L1 while every
+// channel passes over them.
+template <int NS, int NV, class T>
+void weight_runs(const Windows& win, const T* xp, const T* ybar_o, const std::int32_t* q_o,
+                 Index m, Index stride, Index offset, Index step, T* out, Index out_step) {
+  using B = xsimd::batch<T>;
+  constexpr Index W = B::size;
+  B acc[NS][NV];
+  for (int r = 0; r < NS; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = B::load_aligned(out + r * out_step + v * W);
+  for (Index e = 0; e < m; ++e) {
+    const B y(ybar_o[e * stride]);
+    const T* src = xp + win.at(e, q_o[e * stride]) + offset;
+#pragma GCC unroll 3
+    for (int r = 0; r < NS; ++r) {
+      const T* row = src + r * step;
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(y, B::load_aligned(row + v * W), acc[r][v]);
+    }
+  }
+  for (int r = 0; r < NS; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v].store_aligned(out + r * out_step + v * W);
+}
+
 // Calls f(v0, NV) over the runs in register tiles of balanced sizes, at most kMaxRuns each.
 template <class F>
 void for_each_run_tile(Index runs, const F& f) {
@@ -245,6 +272,33 @@ void for_each_run_tile(Index runs, const F& f) {
     const Index v1 = (t + 1) * runs / tiles;
     with_constant<1, kMaxRuns>(static_cast<int>(v1 - v0), [&](auto nv) { f(v0, nv); });
     v0 = v1;
+  }
+}
+
+// Calls f(run, NS, NV) over the runs in register tiles of NS segments of NV runs (segments
+// `win.segment_step` apart in the window where there are several: the rows of an undilated
+// kernel), at most kMaxTile runs a tile; runs [run, run + NV) of each segment are contiguous.
+template <class F>
+void for_each_segment_tile(const Windows& win, const F& f) {
+  const Index segments = static_cast<Index>(win.runs.size()) / win.segment;
+  if (win.segment_step > 0 && 3 * win.segment <= kMaxTile) {  // whole segments, up to 3 a tile
+    with_constant<1, kMaxTile / 3>(static_cast<int>(win.segment), [&](auto nv) {
+      Index sgm = 0;
+      for (; sgm + 3 <= segments; sgm += 3) f(sgm * win.segment, std::integral_constant<int, 3>{}, nv);
+      for (; sgm < segments; ++sgm) f(sgm * win.segment, std::integral_constant<int, 1>{}, nv);
+    });
+    return;
+  }
+  const Index tiles = (win.segment + kMaxRuns - 1) / kMaxRuns;  // one segment in tiles
+  for (Index sgm = 0; sgm < segments; ++sgm) {
+    Index j0 = 0;
+    for (Index t = 0; t < tiles; ++t) {
+      const Index j1 = (t + 1) * win.segment / tiles;
+      with_constant<1, kMaxRuns>(static_cast<int>(j1 - j0), [&](auto nv) {
+        f(sgm * win.segment + j0, std::integral_constant<int, 1>{}, nv);
+      });
+      j0 = j1;
+    }
   }
 }
 
@@ -264,16 +318,16 @@ void conv_pool_selected_tangent(const ConvGeometry& g, const T* x, const T* w, c
   constexpr Index W = xsimd::batch<T>::size;
   const selected::Windows win(g, W, sizeof(T));
   const Index k = g.k(), c_out = g.c_out, per_chunk = win.chunk * win.image;
-  const T* wt = dx ? selected::transposed<T, 0>(w, k, c_out) : nullptr;
-  const T* dwt = dw ? selected::transposed<T, 1>(dw, k, c_out) : nullptr;
+  const T* wt = dx ? selected::transposed<T, 10>(w, k, c_out) : nullptr;
+  const T* dwt = dw ? selected::transposed<T, 11>(dw, k, c_out) : nullptr;
   const Index work = g.n * win.per_image * c_out * k * ((dx ? 1 : 0) + (dw ? 1 : 0));
   parallel_for(win.chunks(g.n), work, [&](Index c) {
     const Index n0 = win.first(c), nc = win.count(c, g.n), m = nc * win.per_image;
-    T* dxp = dx ? selected::scratch<T, 0>(per_chunk) : nullptr;
-    T* xp = dw ? selected::scratch<T, 1>(per_chunk) : nullptr;
+    T* dxp = dx ? thread_buffer<T, 6>(per_chunk) : nullptr;
+    T* xp = dw ? thread_buffer<T, 7>(per_chunk) : nullptr;
     if (dxp) pad_images(dx + n0 * g.h * g.w * g.c_in, nc, g.h, g.w, g.c_in, g.pad_h, g.pad_w, win.hp, win.wp, dxp);
     if (xp) pad_images(x + n0 * g.h * g.w * g.c_in, nc, g.h, g.w, g.c_in, g.pad_h, g.pad_w, win.hp, win.wp, xp);
-    T* sums = selected::scratch<T, 2>(kBlockElements * c_out * W);
+    T* sums = thread_buffer<T, 8>(kBlockElements * c_out * W);
     const std::int32_t* ks = k_star + n0 * win.per_image * c_out;
     T* out = dy + n0 * win.per_image * c_out;
     Index e0 = 0;
@@ -296,13 +350,13 @@ void conv_pool_selected_input_adjoint(const ConvGeometry& g, const T* w, const T
   constexpr Index W = xsimd::batch<T>::size;
   const selected::Windows win(g, W, sizeof(T));
   const Index k = g.k(), c_out = g.c_out, runs = static_cast<Index>(win.runs.size());
-  const T* wt = selected::transposed<T, 0>(w, k, c_out);
+  const T* wt = selected::transposed<T, 10>(w, k, c_out);
   parallel_for(win.chunks(g.n), g.n * win.per_image * c_out * k, [&](Index c) {
     const Index n0 = win.first(c), nc = win.count(c, g.n), m = nc * win.per_image;
-    T* padded = selected::scratch<T, 0>(nc * win.image);
+    T* padded = thread_buffer<T, 6>(nc * win.image);
     std::fill(padded, padded + nc * win.image, T(0));
     // The channels selecting each window position, for one element at a time.
-    Index* lists = selected::scratch<Index, 0>(4 * c_out);
+    Index* lists = thread_buffer<Index, 3>(4 * c_out);
     const Index* selecting[4] = {lists, lists + c_out, lists + 2 * c_out, lists + 3 * c_out};
     for (Index e = 0; e < m; ++e) {
       const Index at = (n0 * win.per_image + e) * c_out;
@@ -322,12 +376,73 @@ void conv_pool_selected_input_adjoint(const ConvGeometry& g, const T* w, const T
   });
 }
 
+template <class T>
+void conv_pool_selected_weight_adjoint(const ConvGeometry& g, const T* x, const T* ybar,
+                                       const std::int32_t* k_star, T* wbar, T* bbar,
+                                       bool accumulate_w, bool accumulate_b) {
+  using B = xsimd::batch<T>;
+  constexpr Index W = B::size;
+  const selected::Windows win(g, W, sizeof(T));
+  const Index k = g.k(), c_out = g.c_out, m = win.per_image;
+  const Index chunks = win.chunks(g.n), width = c_out * k + c_out;
+  // Per-chunk partial sums, (c_out, k) then the c_out bias terms, added in chunk order: the same
+  // bits for any thread count.
+  T* partial = thread_buffer<T, 9>(chunks * width);
+  parallel_for(chunks, g.n * m * c_out * k, [&](Index c) {
+    T* part = partial + c * width;
+    std::fill(part, part + width, T(0));
+    T* xp = thread_buffer<T, 6>(win.image);
+    // One image's cotangents and window positions, (m, c_out) as ybar: 0 and 0 where k* = -1.
+    T* y_kept = thread_buffer<T, 7>(c_out * m);
+    std::int32_t* position = thread_buffer<std::int32_t, 0>(c_out * m);
+    for (Index img = win.first(c); img < win.first(c) + win.count(c, g.n); ++img) {
+      const T* yb = ybar + img * m * c_out;
+      const std::int32_t* ks = k_star + img * m * c_out;
+      for (Index at = 0; at < m * c_out; at += W) {
+        const B q = load_window_index<T>(ks + at);
+        xsimd::select(q >= B(T(0)), B::load_unaligned(yb + at), B(T(0))).store_aligned(y_kept + at);
+        store_window_index<T>(xsimd::max(q, B(T(0))), position + at);
+      }
+      if (bbar)
+        for (Index e = 0; e < m; ++e)
+          for (Index o = 0; o < c_out; o += W) {
+            T* b = part + c_out * k + o;
+            (B::load_unaligned(b) + B::load_aligned(y_kept + e * c_out + o)).store_unaligned(b);
+          }
+      if (!wbar) continue;
+      pad_images(x + img * g.h * g.w * g.c_in, 1, g.h, g.w, g.c_in, g.pad_h, g.pad_w, win.hp, win.wp, xp);
+      for (Index o = 0; o < c_out; ++o)
+        selected::for_each_segment_tile(win, [&](Index v0, auto ns, auto nv) {
+          selected::weight_runs<decltype(ns)::value, decltype(nv)::value>(
+              win, xp, y_kept + o, position + o, m, c_out, win.runs[static_cast<std::size_t>(v0)],
+              win.segment_step, part + o * k + v0 * W, win.segment * W);
+        });
+    }
+  });
+  if (wbar) {
+    if (!accumulate_w) std::fill(wbar, wbar + k * c_out, T(0));
+    // wbar (k, c_out) += the chunks' (c_out, k) sums, chunk by chunk.
+    for (Index c = 0; c < chunks; ++c) {
+      const T* part = partial + c * width;
+      for (Index r = 0; r < k; ++r)
+        for (Index o = 0; o < c_out; ++o) wbar[r * c_out + o] += part[o * k + r];
+    }
+  }
+  if (bbar) {
+    if (!accumulate_b) std::fill(bbar, bbar + c_out, T(0));
+    for (Index c = 0; c < chunks; ++c)
+      for (Index o = 0; o < c_out; ++o) bbar[o] += partial[c * width + c_out * k + o];
+  }
+}
+
 #define AMARI_CONV_POOL_SELECTED_INSTANTIATE(T)                                                   \
   template bool conv_pool_selected_applies<T>(const ConvGeometry&);                               \
   template void conv_pool_selected_tangent<T>(const ConvGeometry&, const T*, const T*, const T*,  \
                                               const T*, const T*, const std::int32_t*, T*);       \
   template void conv_pool_selected_input_adjoint<T>(const ConvGeometry&, const T*, const T*,      \
-                                                    const std::int32_t*, T*, bool);
+                                                    const std::int32_t*, T*, bool);               \
+  template void conv_pool_selected_weight_adjoint<T>(const ConvGeometry&, const T*, const T*,     \
+                                                     const std::int32_t*, T*, T*, bool, bool);
 AMARI_CONV_POOL_SELECTED_INSTANTIATE(float)
 AMARI_CONV_POOL_SELECTED_INSTANTIATE(double)
 #undef AMARI_CONV_POOL_SELECTED_INSTANTIATE

@@ -14,10 +14,10 @@
 // output, the convolution has one group and C_out fills whole SIMD vectors:
 // - input channels in whole vectors too (a later layer; kernels/conv_pool_selected.cpp): the
 //   tangent (with or without dx) is computed at the selected pixel of each (pooled element,
-//   channel) only, as dot products over the input channels, and xbar is the transposed
-//   convolution of the selected pixels' cotangents only, scattered: a quarter of the full-size
-//   rules' multiply-adds. The weight and bias adjoints go through the full-size cotangent and
-//   conv2d's kernels (the selected-pixel form of them measured slower: bench/RESULTS.md);
+//   channel) only, as dot products over the input channels; xbar is the transposed convolution of
+//   the selected pixels' cotangents only, scattered; wbar and bbar sum over the selected pixels
+//   only, channel by channel; the second-order rule's two terms are those adjoints with dw and dx.
+//   A quarter of the full-size rules' multiply-adds, and no full-size buffer;
 // - otherwise, the rules that need neither dx nor xbar (a first layer, whose input is data) run at
 //   the pooled resolution (kernels/conv_pool.hpp): the tangent computes the convolution at the four
 //   pixels of each window in registers and keeps the one k* selects; the weight and bias adjoints
@@ -25,8 +25,8 @@
 //   direct convolution over dx and x together whose tiles hold whole windows and keep the selected
 //   pixel (kernels/conv.cpp, conv2d_pool_tangent: C_out in whole register-tile slivers, an ISA with
 //   32 vector registers).
-// Everything else (the primal, which must pool the whole convolution anyway, the second-order
-// rule) goes through a full-size buffer and the unfused kernels. Values are those of conv2d
+// Everything else (the primal, which must pool the whole convolution anyway, and the rules not
+// named above) goes through a full-size buffer and the unfused kernels. Values are those of conv2d
 // followed by relu_max_pool2d, bit for bit; the fused rules add the same terms in another order
 // (equal up to rounding; tests/autodiff checks both against the unfused pair).
 // Residuals: x and w (conv2d's), and k* (relu_max_pool2d's, held by the op as there).
@@ -104,27 +104,43 @@ struct Conv2dReluMaxPool2d : Conv2dBase {
            Tensor<T>* bbar, detail::Overwrite ow) const {
     if (!xbar && !wbar && !bbar) return;
     const auto g = geometry_of(s.x[0], s.x[1]);
+    if (selected<T>(g)) {
+      if (xbar)
+        kernels::conv_pool_selected_input_adjoint(g, s.x[1].data(), ybar.data(),
+                                                  pool.argmax->at.get(), xbar->data(), !ow[0]);
+      if (wbar || bbar)
+        kernels::conv_pool_selected_weight_adjoint(g, s.x[0].data(), ybar.data(),
+                                                   pool.argmax->at.get(),
+                                                   wbar ? wbar->data() : nullptr,
+                                                   bbar ? bbar->data() : nullptr, !ow[1], !ow[2]);
+      return;
+    }
     if (!xbar && fused<T>(g)) {
       kernels::conv_pool_weight_adjoint(g, s.x[0].data(), ybar.data(), pool.argmax->at.get(),
                                         wbar ? wbar->data() : nullptr,
                                         bbar ? bbar->data() : nullptr, !ow[1], !ow[2]);
       return;
     }
-    if (xbar && selected<T>(g)) {
-      kernels::conv_pool_selected_input_adjoint(g, s.x[1].data(), ybar.data(),
-                                                pool.argmax->at.get(), xbar->data(), !ow[0]);
-      if (!wbar && !bbar) return;
-      xbar = nullptr;  // the weight and bias adjoints as below
-    }
     adjoints(&s.x[0], &s.x[1], unpooled(ybar), xbar, wbar, bbar, ow);
   }
   template <Real T>
-  void vjp_tangent(const detail::Saved<T, 3>&, const Tensor<T>* dx, const Tensor<T>* dw,
+  void vjp_tangent(const detail::Saved<T, 3>& s, const Tensor<T>* dx, const Tensor<T>* dw,
                    const Tensor<T>*, const Tensor<T>&, const Tensor<T>& ybar, Tensor<T>* xbar_dot,
                    Tensor<T>* wbar_dot, Tensor<T>*) const {
     Tensor<T>* x_dot = dw ? xbar_dot : nullptr;
     Tensor<T>* w_dot = dx ? wbar_dot : nullptr;
-    if (x_dot || w_dot) adjoints(dx, dw, unpooled(ybar), x_dot, w_dot);
+    if (!x_dot && !w_dot) return;
+    const auto g = geometry_of(s.x[0], s.x[1]);
+    if (selected<T>(g)) {  // conv2d's bilinear term, at the selected pixels
+      const std::int32_t* k_star = pool.argmax->at.get();
+      if (x_dot)
+        kernels::conv_pool_selected_input_adjoint(g, dw->data(), ybar.data(), k_star, x_dot->data(), true);
+      if (w_dot)
+        kernels::conv_pool_selected_weight_adjoint(g, dx->data(), ybar.data(), k_star, w_dot->data(),
+                                                   static_cast<T*>(nullptr), true, true);
+      return;
+    }
+    adjoints(dx, dw, unpooled(ybar), x_dot, w_dot);
   }
 };
 

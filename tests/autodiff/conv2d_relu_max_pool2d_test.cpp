@@ -1,9 +1,9 @@
 // conv2d_relu_max_pool2d against the pair it fuses, relu_max_pool2d(conv2d(x, w, b)): values,
 // tangents and adjoints, with x constant (the fused rules of kernels/conv_pool.cpp) and with x a
-// variable (where the input channels fill whole vectors, the tangent and xbar at the selected
-// pixels of kernels/conv_pool_selected.cpp; else the tangent of kernels/conv.cpp's
-// conv2d_pool_tangent where it applies, else and for the other adjoints the unfused kernels), in
-// float and double, at 1 and 2 threads. With small integers as
+// variable (where the input channels fill whole vectors, the tangent and all three adjoints at the
+// selected pixels of kernels/conv_pool_selected.cpp; else the tangent of kernels/conv.cpp's
+// conv2d_pool_tangent where it applies, else and for the adjoints the unfused kernels), in float
+// and double, at 1 and 2 threads. With small integers as
 // data every sum is exact in either order, so the fused rules must give the unfused bits; with
 // random data they agree to rounding. The registry (cases_conv.cpp) checks the rules against
 // finite differences and the adjoint identity.
@@ -99,10 +99,10 @@ void check_against_pair(const Geometry& geo, bool integers) {
     INFO(geo.label << ", " << (integers ? "integers" : "uniform values") << ", " << threads << " threads, "
                    << (sizeof(T) == 4 ? "float" : "double"));
     CHECK(same_bits(f.y, p.y));
-    CHECK(same_bits(f.wbar_all, p.wbar_all));  // unfused kernels, the same calls
-    CHECK(same_bits(f.bbar_all, p.bbar_all));
     if (integers) {  // every sum exact: the fused order gives the same bits
       CHECK(same_bits(f.xbar_all, p.xbar_all));
+      CHECK(same_bits(f.wbar_all, p.wbar_all));
+      CHECK(same_bits(f.bbar_all, p.bbar_all));
       CHECK(same_bits(f.tangent_all, p.tangent_all));
       CHECK(same_bits(f.tangent_w, p.tangent_w));
       CHECK(same_bits(f.wbar, p.wbar));
@@ -110,6 +110,8 @@ void check_against_pair(const Geometry& geo, bool integers) {
     } else {
       const double tol = sizeof(T) == 4 ? 1e-5 : 1e-13;
       CHECK(rel_err(f.xbar_all, p.xbar_all) < tol);
+      CHECK(rel_err(f.wbar_all, p.wbar_all) < tol);
+      CHECK(rel_err(f.bbar_all, p.bbar_all) < tol);
       CHECK(rel_err(f.tangent_all, p.tangent_all) < tol);
       CHECK(rel_err(f.tangent_w, p.tangent_w) < tol);
       CHECK(rel_err(f.wbar, p.wbar) < tol);
@@ -121,6 +123,8 @@ void check_against_pair(const Geometry& geo, bool integers) {
       CHECK(same_bits(f.tangent_w, one_thread.tangent_w));
       CHECK(same_bits(f.tangent_all, one_thread.tangent_all));
       CHECK(same_bits(f.xbar_all, one_thread.xbar_all));
+      CHECK(same_bits(f.wbar_all, one_thread.wbar_all));
+      CHECK(same_bits(f.bbar_all, one_thread.bbar_all));
       CHECK(same_bits(f.wbar, one_thread.wbar));
       CHECK(same_bits(f.bbar, one_thread.bbar));
     }
@@ -137,8 +141,8 @@ TEST_CASE(
   const std::vector<Geometry> geometries = {
       // train_cnn's first layer, batch 40 (chunks of uneven size, parallel): 9 taps x 2 vectors
       {"train_cnn's first layer", Shape{40, 28, 28, 1}, Shape{3, 3, 1, 32}, {.padding = {1, 1}}},
-      // train_cnn's second layer (batch 10: chunks of images, a partial one): tangent and xbar at
-      // the selected pixels (kernels/conv_pool_selected.cpp)
+      // train_cnn's second layer (batch 10: chunks of images, a partial one): the tangent and the
+      // adjoints at the selected pixels (kernels/conv_pool_selected.cpp)
       {"train_cnn's second layer", Shape{10, 14, 14, 32}, Shape{3, 3, 32, 64}, {.padding = {1, 1}}},
       // the same rules with stride, dilation and padding; a 5 x 5 kernel over a padding of 3; 1 x 1
       {"16 input channels, stride 2, dilation 2", Shape{3, 11, 11, 16}, Shape{3, 3, 16, 32},
