@@ -20,9 +20,9 @@
 // A quarter of the full-size rules' multiply-adds, with the weights read transposed ((o, k) rows,
 // so K is contiguous) and no full-size buffer. Each multiply-add reads its own window or weight
 // vector (the direct convolution reuses each loaded vector across a register tile), so these run
-// below the FMA rate; on train_cnn's second layer they still take 0.55-0.65x the full-size
-// kernels' time (bench/RESULTS.md). Values equal the unfused rules' up to the order of the
-// additions.
+// below the FMA rate; on train_cnn's second layer they take about 0.63x (tangent, weight and bias
+// adjoints) and 0.87x (xbar) the full-size kernels' time (bench/RESULTS.md). Values equal the
+// unfused rules' up to the order of the additions.
 #include <amari/autodiff/kernels/conv_pool.hpp>
 
 #include <algorithm>
