@@ -200,10 +200,49 @@ void BM_cnn_kfac_refresh(benchmark::State& state) {
   state.counters["threads"] = omp_get_max_threads();
 }
 
+// fc1's factor A (3137 x 3137) after `updates` statistics updates of 32 rows each, as in
+// train_cnn's K-FAC run (statistics every 20 steps, inverses every 100: its refreshes see 32 to
+// 992 rows): the damped inverse in the Woodbury form (KfacOptions::low_rank_inverses) against the
+// dense one, preconditioning and refresh, timed alternately in one process. (Every update here
+// reads the same batch, whose rows repeat: the cost does not depend on the rows' values.)
+void BM_cnn_kfac_low_rank(benchmark::State& state) {
+  CnnProblem p(128);
+  const auto updates = static_cast<int>(state.range(0));
+  curvature::KfacOptions low_rank = cnn_kfac_options(), dense = low_rank;
+  dense.low_rank_inverses = false;
+  curvature::KroneckerFactors<float> fl(p.model, p.head, low_rank), fd(p.model, p.head, dense);
+  for (int k = 0; k < updates; ++k) {
+    fl.update(p.x, p.y, &p.gradient);
+    fd.update(p.x, p.y);
+  }
+  fl.update_inverses(low_rank.damping);
+  fd.update_inverses(dense.damping);
+  Tensor<float> direction = p.model.zeros_like_parameters();
+  Interleaved<4> timer;
+  const double* t = timer.t;
+  for (auto _ : state) {
+    timer.time(0, [&] { fl.precondition(p.gradient, direction); });
+    timer.time(1, [&] { fd.precondition(p.gradient, direction); });
+    timer.time(2, [&] { fl.update_inverses(low_rank.damping); });
+    timer.time(3, [&] { fd.update_inverses(dense.damping); });
+    benchmark::DoNotOptimize(direction.data());
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.counters["fc1_rows"] = static_cast<double>(fl.inverse_a_rank(2));
+  state.counters["low_rank_precondition_ms"] = 1e3 * t[0] / n;
+  state.counters["dense_precondition_ms"] = 1e3 * t[1] / n;
+  state.counters["precondition_low_over_dense"] = t[0] / t[1];
+  state.counters["low_rank_refresh_ms"] = 1e3 * t[2] / n;
+  state.counters["dense_refresh_ms"] = 1e3 * t[3] / n;
+  state.counters["refresh_low_over_dense"] = t[2] / t[3];
+  state.counters["threads"] = omp_get_max_threads();
+}
+
 BENCHMARK(BM_cnn_ratios)->Arg(128)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_cnn_memory)->Arg(128)->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(BM_cnn_kfac_step)->Arg(128)->Unit(benchmark::kMillisecond)->MinTime(2);
 BENCHMARK(BM_cnn_kfac_refresh)->Arg(128)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_cnn_kfac_low_rank)->Arg(1)->Arg(16)->Arg(31)->Unit(benchmark::kMillisecond)->Iterations(3);
 
 }  // namespace
 

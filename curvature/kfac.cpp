@@ -20,6 +20,7 @@
 #include <amari/curvature/damping.hpp>
 #include <amari/curvature/dense_solve.hpp>
 #include <amari/curvature/detail/damped_step.hpp>
+#include <amari/curvature/detail/factor_rows.hpp>
 #include <amari/curvature/detail/logit_factor.hpp>
 #include <amari/curvature/detail/tapped_record.hpp>
 #include <amari/curvature/distributed_operator.hpp>
@@ -135,6 +136,7 @@ std::uint64_t options_fingerprint(const KfacOptions& o) {
   if (o.statistics_update_every != 1) {  // likewise only then
     text += " statistics_every " + std::to_string(o.statistics_update_every);
   }
+  if (!o.low_rank_inverses) text += " dense_inverses";  // likewise
   if (o.adaptive) {  // only then, so the fingerprint of the default options is as it was
     std::snprintf(buf, sizeof buf, " adaptive %d %.17g %.17g", o.damping_adaptation_every,
                   o.min_damping, o.max_damping);
@@ -782,6 +784,10 @@ struct KroneckerFactors<T>::Statistics {
   std::vector<KfacLayer> layers;
   std::vector<std::pair<Index, Index>> untapped;  // flat (offset, length) ranges
   std::vector<Tensor<T>> a, g, a_inv, g_inv;
+  // KfacOptions::low_rank_inverses: the rows behind A_l while they are few, and A_l's damped
+  // inverse in the Woodbury form (then a_inv[l] is undefined) where the last refresh had them.
+  std::vector<detail::FactorRows<T>> a_rows;
+  std::vector<detail::WoodburyInverse<T>> a_woodbury;
   std::vector<Tensor<T>> u_a, u_g, scalings;  // EKFAC
   std::vector<double> pi, damping_used;
   double untapped_scale = 0;  // 1 / (untapped_curvature + lambda) of the last update_inverses()
@@ -919,6 +925,8 @@ double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>
     next.g.resize(count);
     next.a_inv.resize(count);
     next.g_inv.resize(count);
+    next.a_rows.resize(count);
+    next.a_woodbury.resize(count);
     next.pi.assign(count, 1.0);
     next.damping_used.assign(count, 0.0);
   }
@@ -1055,6 +1063,21 @@ double KroneckerFactors<T>::update_impl(const Tensor<T>& inputs, const Tensor<T>
       throw ValueError("K-FAC: layer " + layers[l].name + ": the moving average of factor " +
                        (a_overflows ? "A" : "G") + " overflows; the statistics were left unchanged");
     }
+    // The rows behind A_l, kept while there are at most rows / 2 of them (low_rank_inverses; the
+    // data-parallel statistics travel as reduced matrices, so there they are never kept).
+    const KfacLayer& L = layers[l];
+    const bool conv = L.kind == KfacLayerKind::conv2d;
+    const Index oh = conv ? outs[l].shape()[1] : 1, ow = conv ? outs[l].shape()[2] : 1;
+    const Index count = ns * ((conv && approx == KfacConv::expand) ? oh * ow : 1);
+    const detail::FactorRows<T> kept = next.a_rows[l];  // old's (none at the first update)
+    const Index had = kept.defined() ? kept.rows.dim(0) : 0;
+    if (o.low_rank_inverses && !ekfac && !comm && (old.updates == 0 || kept.defined()) &&
+        2 * (had + count) <= L.rows()) {
+      augmented_rows(L, approx, acts[l], oh, ow, 0, ns, s.rows);
+      next.a_rows[l] = detail::with_rows_appended(kept, s.rows.data(), count, L.rows());
+    } else {
+      next.a_rows[l] = detail::FactorRows<T>{};
+    }
   }
   if (ekfac) {
     std::vector<Tensor<T>> s_batch(num_layers);
@@ -1110,14 +1133,17 @@ namespace {
 template <Real T>
 struct LayerInverse {
   Tensor<T> a_inv, g_inv;
+  detail::WoodburyInverse<T> a_woodbury;  // instead of a_inv where the rows behind A were given
   double pi = 1, used = 0;
 };
 
 // Factors (A + pi gamma I) and (G + gamma / pi I) of one layer; retries with 10x the dampings.
+// With a_rows (the rows behind A, KfacOptions::low_rank_inverses), A's inverse is built in the
+// Woodbury form from them (the same matrix up to rounding; pi still comes from A's trace).
 // ValueError naming the layer for a non-finite factor or a failure after every retry.
 template <Real T>
 LayerInverse<T> invert_layer(const KfacLayer& layer, const Tensor<T>& a_t, const Tensor<T>& g_t,
-                             double lambda) {
+                             double lambda, const detail::FactorRows<T>* a_rows, double decay) {
   const double gamma = std::sqrt(lambda);
   const double ta = mean_diagonal(a_t), tg = mean_diagonal(g_t);
   for (const auto& [f, name] : {std::pair{&a_t, "A"}, std::pair{&g_t, "G"}}) {
@@ -1137,9 +1163,17 @@ LayerInverse<T> invert_layer(const KfacLayer& layer, const Tensor<T>& a_t, const
   for (int attempt = 0; attempt <= kDampingRetries && !ok; ++attempt, boost *= 10) {
     // Double copies made per attempt from the factors themselves (a retry needs them undamped):
     // no third copy of the largest factor (3137 x 3137 in train_cnn) is kept alongside.
-    ai = to_double(a_t);
+    const double delta_a = out.pi * gamma * boost;
+    if (a_rows) {
+      std::optional<detail::WoodburyInverse<T>> w = detail::woodbury_inverse(*a_rows, decay, delta_a);
+      ok = w.has_value();
+      if (ok) out.a_woodbury = std::move(*w);
+    } else {
+      ai = to_double(a_t);
+      ok = damped_inverse(ai, delta_a);
+    }
     gi = to_double(g_t);
-    ok = damped_inverse(ai, out.pi * gamma * boost) && damped_inverse(gi, gamma / out.pi * boost);
+    ok = ok && damped_inverse(gi, gamma / out.pi * boost);
     if (ok) out.used = lambda * boost * boost;
   }
   if (!ok) {
@@ -1148,7 +1182,7 @@ LayerInverse<T> invert_layer(const KfacLayer& layer, const Tensor<T>& a_t, const
                      ") are not positive definite even with damping lambda = " +
                      std::to_string(lambda * boost * boost / 100));
   }
-  out.a_inv = from_double<T>(ai);
+  if (!a_rows) out.a_inv = from_double<T>(ai);
   out.g_inv = from_double<T>(gi);
   return out;
 }
@@ -1187,16 +1221,20 @@ void KroneckerFactors<T>::update_inverses_impl(double lambda, nn::Communicator* 
     return;
   }
   std::vector<Tensor<T>> a_inv(num_layers), g_inv(num_layers);
+  std::vector<detail::WoodburyInverse<T>> woodbury(num_layers);
   std::vector<double> pis(num_layers), used(num_layers);
   const auto keep = [&](std::size_t l, LayerInverse<T>&& inv) {
     a_inv[l] = std::move(inv.a_inv);
     g_inv[l] = std::move(inv.g_inv);
+    woodbury[l] = std::move(inv.a_woodbury);
     pis[l] = inv.pi;
     used[l] = inv.used;
   };
   if (!comm) {
     for (std::size_t l = 0; l < num_layers; ++l) {
-      keep(l, invert_layer(st.layers[l], st.a[l], st.g[l], lambda));
+      const detail::FactorRows<T>& rows = st.a_rows[l];
+      keep(l, invert_layer(st.layers[l], st.a[l], st.g[l], lambda,
+                           rows.defined() ? &rows : nullptr, s.options.decay));
     }
   } else {
     // KAISA-style (Pauloski et al. 2021): layer l is factored on rank l mod k, then broadcast.
@@ -1206,7 +1244,9 @@ void KroneckerFactors<T>::update_inverses_impl(double lambda, nn::Communicator* 
     std::string why;
     for (std::size_t l = me; l < num_layers && failed == 0; l += k) {
       try {
-        keep(l, invert_layer(st.layers[l], st.a[l], st.g[l], lambda));
+        // Dense: the broadcast below carries the (rows, rows) inverse.
+        keep(l, invert_layer(st.layers[l], st.a[l], st.g[l], lambda,
+                             static_cast<const detail::FactorRows<T>*>(nullptr), s.options.decay));
       } catch (const ValueError& e) {
         failed = l + 1;
         why = e.what();
@@ -1247,6 +1287,7 @@ void KroneckerFactors<T>::update_inverses_impl(double lambda, nn::Communicator* 
   Statistics& out = s.stats;
   out.a_inv.swap(a_inv);
   out.g_inv.swap(g_inv);
+  out.a_woodbury.swap(woodbury);
   out.pi.swap(pis);
   out.damping_used.swap(used);
   out.untapped_scale = 1.0 / (s.options.untapped_curvature + lambda);
@@ -1294,8 +1335,13 @@ void KroneckerFactors<T>::precondition(const Tensor<T>& g, Tensor<T>& out) {
       continue;
     }
     // U = A^{-1} X G^{-1} for the row-major block X = [grad W; grad b]: (A (x) G)^{-1} vec(X).
-    kernels::gemm<T>(Trans::no, Trans::no, rows, cols, rows, T(1), st.a_inv[l].data(), rows,
-                     g.data() + L.offset, cols, T(0), tmp, cols);
+    // A^{-1} in the Woodbury form needs r cols <= rows cols / 2 values of scratch (tmp2).
+    if (st.a_woodbury[l].defined()) {
+      detail::apply_woodbury_inverse(st.a_woodbury[l], g.data() + L.offset, cols, tmp, tmp2);
+    } else {
+      kernels::gemm<T>(Trans::no, Trans::no, rows, cols, rows, T(1), st.a_inv[l].data(), rows,
+                       g.data() + L.offset, cols, T(0), tmp, cols);
+    }
     kernels::gemm<T>(Trans::no, Trans::no, rows, cols, cols, T(1), tmp, cols, st.g_inv[l].data(),
                      cols, T(0), out.data() + L.offset, cols);
   }
@@ -1325,8 +1371,15 @@ const Tensor<T>& KroneckerFactors<T>::factor_g(std::size_t l) const {
   return checked(s_->stats.g, l, "factor_g");
 }
 template <Real T>
-const Tensor<T>& KroneckerFactors<T>::inverse_a(std::size_t l) const {
-  return checked(s_->stats.a_inv, l, "inverse_a");
+Tensor<T> KroneckerFactors<T>::inverse_a(std::size_t l) const {
+  const Tensor<T>& dense = checked(s_->stats.a_inv, l, "inverse_a");
+  const detail::WoodburyInverse<T>& w = s_->stats.a_woodbury[l];
+  return w.defined() ? detail::dense_woodbury_inverse(w) : dense;
+}
+template <Real T>
+Index KroneckerFactors<T>::inverse_a_rank(std::size_t l) const {
+  checked(s_->stats.a_inv, l, "inverse_a_rank");
+  return s_->stats.a_woodbury[l].rank();
 }
 template <Real T>
 const Tensor<T>& KroneckerFactors<T>::inverse_g(std::size_t l) const {
@@ -1796,6 +1849,68 @@ KfacLayer stored_layer(const nn::OptimizerState<T>& s, std::size_t l,
   }
 }
 
+// The rows behind layer l's A (low_rank_inverses), if the state has them: at most rows / 2 rows,
+// one positive whole count per update summing to them.
+template <Real T>
+detail::FactorRows<T> stored_factor_rows(const nn::OptimizerState<T>& s, std::size_t l,
+                                         const KfacLayer& L, std::uint64_t updates) {
+  const std::string rows_name = entry(l, "A_rows"), counts_name = entry(l, "A_rows_per_update");
+  if (!s.has_tensor(rows_name) && !s.has_tensor(counts_name)) return {};
+  const Tensor<T>& stored = s.tensors.at(s.has_tensor(rows_name) ? rows_name : counts_name);
+  const Index r = s.has_tensor(rows_name) && stored.rank() == 2 ? stored.dim(0) : 0;
+  if (r < 1 || 2 * r > L.rows()) {
+    throw ValueError("Kfac::load_state: layer " + L.name + ": tensor '" + rows_name +
+                     "' must be (r, " + std::to_string(L.rows()) + ") with 1 <= r <= " +
+                     std::to_string(L.rows() / 2) + " (got " +
+                     (s.has_tensor(rows_name) ? stored.shape().str() : std::string("none")) + ")");
+  }
+  detail::FactorRows<T> out;
+  out.rows = stored_tensor(s, rows_name, Shape{r, L.rows()}, L.name);
+  const Tensor<T> counts =
+      stored_tensor(s, counts_name, Shape{static_cast<Index>(updates)}, L.name);
+  Index sum = 0;
+  for (Index k = 0; k < counts.size(); ++k) {
+    const T c = counts[k];
+    if (!(c >= T(1)) || c != std::floor(c) || c > static_cast<T>(r)) {
+      throw ValueError("Kfac::load_state: layer " + L.name + ": tensor '" + counts_name +
+                       "' holds " + std::to_string(static_cast<double>(c)) + " at index " +
+                       std::to_string(k) + " (a whole count of rows from 1 to " +
+                       std::to_string(r) + " expected)");
+    }
+    out.per_update.push_back(static_cast<Index>(c));
+    sum += out.per_update.back();
+  }
+  if (sum != r) {
+    throw ValueError("Kfac::load_state: layer " + L.name + ": tensor '" + counts_name +
+                     "' counts " + std::to_string(sum) + " rows, '" + rows_name + "' holds " +
+                     std::to_string(r));
+  }
+  return out;
+}
+
+// Layer l's A inverse in the Woodbury form: C and P of one shape (r, rows), r <= rows / 2, delta > 0.
+template <Real T>
+detail::WoodburyInverse<T> stored_woodbury(const nn::OptimizerState<T>& s, std::size_t l,
+                                           const KfacLayer& L) {
+  const std::string c_name = entry(l, "A_inverse_woodbury_C");
+  const Tensor<T>& c = s.tensors.at(c_name);
+  const Index r = c.rank() == 2 ? c.dim(0) : 0;
+  if (r < 1 || 2 * r > L.rows()) {
+    throw ValueError("Kfac::load_state: layer " + L.name + ": tensor '" + c_name +
+                     "' has shape " + c.shape().str() + ", expected (r, " +
+                     std::to_string(L.rows()) + ") with 1 <= r <= " + std::to_string(L.rows() / 2));
+  }
+  detail::WoodburyInverse<T> w;
+  w.c = stored_tensor(s, c_name, Shape{r, L.rows()}, L.name);
+  w.p = stored_tensor(s, entry(l, "A_inverse_woodbury_P"), Shape{r, L.rows()}, L.name);
+  w.delta = stored_number(s, entry(l, "A_inverse_woodbury_delta"), 0.0);
+  if (!(w.delta > 0)) {
+    throw ValueError("Kfac::load_state: layer " + L.name + ": number '" +
+                     entry(l, "A_inverse_woodbury_delta") + "' must be positive");
+  }
+  return w;
+}
+
 }  // namespace
 
 template <Real T>
@@ -1829,12 +1944,27 @@ void KroneckerFactors<T>::save_statistics(nn::OptimizerState<T>& out) const {
     if (st.updates == 0) continue;
     out.tensors[entry(l, "A")] = st.a[l].clone();
     out.tensors[entry(l, "G")] = st.g[l].clone();
+    if (st.a_rows[l].defined()) {  // low_rank_inverses: the rows behind A and their updates
+      const auto& per_update = st.a_rows[l].per_update;
+      Tensor<T> counts = Tensor<T>::uninitialized(Shape{static_cast<Index>(per_update.size())});
+      for (std::size_t k = 0; k < per_update.size(); ++k) {
+        counts[static_cast<Index>(k)] = static_cast<T>(per_update[k]);  // exact: <= rows / 2
+      }
+      out.tensors[entry(l, "A_rows")] = st.a_rows[l].rows.clone();
+      out.tensors[entry(l, "A_rows_per_update")] = std::move(counts);
+    }
     if (ekfac) {
       out.tensors[entry(l, "eigenvectors_A")] = st.u_a[l].clone();
       out.tensors[entry(l, "eigenvectors_G")] = st.u_g[l].clone();
       out.tensors[entry(l, "scalings")] = st.scalings[l].clone();
     } else if (st.has_inverses) {
-      out.tensors[entry(l, "A_inverse")] = st.a_inv[l].clone();
+      if (st.a_woodbury[l].defined()) {
+        out.tensors[entry(l, "A_inverse_woodbury_C")] = st.a_woodbury[l].c.clone();
+        out.tensors[entry(l, "A_inverse_woodbury_P")] = st.a_woodbury[l].p.clone();
+        out.numbers[entry(l, "A_inverse_woodbury_delta")] = st.a_woodbury[l].delta;
+      } else {
+        out.tensors[entry(l, "A_inverse")] = st.a_inv[l].clone();
+      }
       out.tensors[entry(l, "G_inverse")] = st.g_inv[l].clone();
     }
   }
@@ -1878,8 +2008,15 @@ std::unique_ptr<typename KroneckerFactors<T>::Statistics> KroneckerFactors<T>::l
     const Shape a_shape{L.rows(), L.rows()}, g_shape{L.out, L.out};
     st->a.push_back(stored_tensor(s, entry(l, "A"), a_shape, L.name));
     st->g.push_back(stored_tensor(s, entry(l, "G"), g_shape, L.name));
+    st->a_rows.push_back(stored_factor_rows(s, l, L, st->updates));
+    st->a_woodbury.emplace_back();
     if (!ekfac && st->has_inverses) {
-      st->a_inv.push_back(stored_tensor(s, entry(l, "A_inverse"), a_shape, L.name));
+      if (s.has_tensor(entry(l, "A_inverse_woodbury_C"))) {
+        st->a_woodbury.back() = stored_woodbury(s, l, L);
+        st->a_inv.emplace_back();
+      } else {
+        st->a_inv.push_back(stored_tensor(s, entry(l, "A_inverse"), a_shape, L.name));
+      }
       st->g_inv.push_back(stored_tensor(s, entry(l, "G_inverse"), g_shape, L.name));
     } else {
       st->a_inv.emplace_back();

@@ -69,7 +69,11 @@
 // pi = sqrt((tr(A) / dim A) / (tr(G) / dim G)),
 //   F_l + lambda I  ~  (A + pi gamma I) (x) (G + gamma / pi I),
 // and they are refreshed every inverse_update_every steps only (M&G use every 20th iteration), by a
-// double-precision Cholesky factorization (dense_solve.hpp).
+// double-precision Cholesky factorization (dense_solve.hpp). A factor A built from few statistics
+// rows so far (r <= rows / 2, e.g. a wide first Linear with 32 statistics examples per update) is
+// inverted from those rows instead, in the Woodbury form of KfacOptions::low_rank_inverses
+// (curvature/detail/factor_rows.hpp): the same damped inverse up to rounding, from an r x r
+// Cholesky factorization.
 //
 // EKFAC (George, Laurent, Bouthillier, Ballas, Vincent 2018, "Fast Approximate Natural Gradient
 // Descent in a Kronecker-factored Eigenbasis", NeurIPS; KfacOptions::approximation = ekfac): with
@@ -117,8 +121,10 @@
 // in + 1 and T output positions (T = 1 for Linear), in flops: forward 2 N T in out; gradient sweep
 // ~4 N T in out; the sampled-label sweep ~2 N T in out (C of them for kflr, none for empirical);
 // A and G, Ns T (rows^2 + out^2) (symmetric Gram products over the im2col rows; reduce: Ns instead
-// of Ns T); preconditioning 2 rows out (rows + out); the loss after the step, 2 N T in out. An
-// inverse refresh adds 5/3 (rows^3 + out^3) flops in double.
+// of Ns T); preconditioning 2 rows out (rows + out) (4 r rows out + 2 rows out^2 for A's inverse
+// in the Woodbury form of r rows); the loss after the step, 2 N T in out. An inverse refresh adds
+// 5/3 (rows^3 + out^3) flops in double (about 4 r^2 rows + r^3 / 3 + 5/3 out^3 in the Woodbury
+// form).
 #pragma once
 
 #include <array>
@@ -192,6 +198,16 @@ struct KfacOptions {
   double untapped_curvature = 1;
   /// K-FAC (default) or EKFAC (eigenvalue-corrected, George et al. 2018).
   KfacApproximation approximation = KfacApproximation::kfac;
+  /// A factor A_l built from r <= rows / 2 statistics rows so far (a wide layer with few
+  /// statistics examples: train_cnn's first Linear gets 32 rows per update against rows = 3137)
+  /// keeps those rows, and its damped inverse is built in the Woodbury form
+  /// (A + d I)^{-1} = (I - C^T (d I + C C^T)^{-1} C) / d, C the rows scaled by their weights in the
+  /// moving average: an r x r Cholesky inverse instead of a rows x rows one, and 4 r rows out
+  /// instead of 2 rows^2 out flops per preconditioning. The same matrix up to rounding (A_l's
+  /// average is kept as well). Once a layer's rows would exceed rows / 2 they are dropped and its
+  /// inverse is dense from the next refresh on. False: always dense. Not used with EKFAC or the
+  /// data-parallel Kfac (whose statistics travel as reduced matrices).
+  bool low_rank_inverses = true;
   /// Adaptive mode (M&G 2015, secs. 6.5 and 7; kfac-jax's use_adaptive_learning_rate,
   /// use_adaptive_momentum and use_adaptive_damping): the learning rate alpha and the momentum mu
   /// of every step minimize the exact quadratic model of the objective, and the damping lambda
@@ -297,7 +313,8 @@ class KroneckerFactors {
   /// (G_l + sqrt(lambda) / pi_l I)^{-1} from the current averages. If a Cholesky factorization
   /// fails, both dampings of that layer are multiplied by 10 (up to 6 times); then ValueError
   /// naming the layer. ValueError also for a non-finite factor, lambda <= 0 or no update yet.
-  /// Cost: 5/3 (rows^3 + out^3) flops per layer, in double. EKFAC: sets the damping of
+  /// Cost: 5/3 (rows^3 + out^3) flops per layer, in double (A's part 4 r^2 rows + r^3 / 3 in the
+  /// Woodbury form of KfacOptions::low_rank_inverses, r <= rows / 2). EKFAC: sets the damping of
   /// (s + lambda)^{-1} (the eigenbases and scalings come from update()); O(1). Strong guarantee.
   void update_inverses(double lambda);
   /// Data-parallel update_inverses (collective, KAISA-style; Pauloski et al. 2021): layer l is
@@ -314,8 +331,10 @@ class KroneckerFactors {
   /// out = blockdiag_l((A_l + ...)^{-1} (x) (G_l + ...)^{-1}) g, i.e. U_l = A_inv G_mat G_inv for
   /// each layer's (rows, out) block (EKFAC: U_A ((U_A^T G_mat U_G) / (s + lambda)) U_G^T), and
   /// g_i / (untapped_curvature + lambda) for every parameter in no tapped layer. g and out flat of
-  /// length P (ShapeError); out may be g. Cost: 2 rows out (rows + out) flops per layer (EKFAC:
-  /// twice that). ValueError before the first update_inverses().
+  /// length P (ShapeError); out may be g. Cost: 2 rows out (rows + out) flops per layer (4 r rows
+  /// out + 2 rows out^2 with A's inverse in the Woodbury form of r rows; EKFAC: twice the dense
+  /// figure).
+  /// ValueError before the first update_inverses().
   void precondition(const Tensor<T>& g, Tensor<T>& out);
 
   /// The tapped layers, in the order of the first update's forward pass (empty before it).
@@ -327,8 +346,12 @@ class KroneckerFactors {
   const Tensor<T>& factor_a(std::size_t layer) const;
   /// The moving average G_l ((out, out)), exactly symmetric.
   const Tensor<T>& factor_g(std::size_t layer) const;
-  /// The damped inverse of A_l of the last update_inverses() (undefined before).
-  const Tensor<T>& inverse_a(std::size_t layer) const;
+  /// The damped inverse of A_l of the last update_inverses() (undefined before); a (rows, rows)
+  /// matrix built from the Woodbury form where the refresh used it (see inverse_a_rank).
+  Tensor<T> inverse_a(std::size_t layer) const;
+  /// r of the Woodbury form of A_l's damped inverse of the last update_inverses()
+  /// (KfacOptions::low_rank_inverses), 0 where that inverse is a dense (rows, rows) matrix.
+  Index inverse_a_rank(std::size_t layer) const;
   /// The damped inverse of G_l of the last update_inverses() (undefined before).
   const Tensor<T>& inverse_g(std::size_t layer) const;
   /// EKFAC: the eigenvectors U_A of A_l ((rows, rows), column i for the i-th smallest eigenvalue)

@@ -14,15 +14,17 @@ namespace {
 using namespace amari;
 namespace curv = amari::curvature;
 
-std::shared_ptr<const nn::Module<double>> net() {
+std::shared_ptr<const nn::Module<double>> net_of_width(Index hidden) {
   auto s = std::make_shared<nn::Sequential<double>>();
-  s->emplace<nn::Linear<double>>(4, 8);
-  s->emplace<nn::BatchNorm<double>>(8);
+  s->emplace<nn::Linear<double>>(4, hidden);
+  s->emplace<nn::BatchNorm<double>>(hidden);
   s->emplace<nn::Tanh<double>>();
   s->emplace<nn::Dropout<double>>(0.2);
-  s->emplace<nn::Linear<double>>(8, 3);
+  s->emplace<nn::Linear<double>>(hidden, 3);
   return s;
 }
+
+std::shared_ptr<const nn::Module<double>> net() { return net_of_width(8); }
 
 struct Data {
   Tensor<double> x, y;
@@ -38,22 +40,23 @@ struct Data {
   Tensor<double> yb(int k) const { return y.view((k % 4) * 10 * 3, Shape{10, 3}).clone(); }
 };
 
-// make(model) -> optimizer; step(opt, model, data, k) runs step k.
+// make(model) -> optimizer; step(opt, model, data, k) runs step k; arch() the network.
 template <class Make, class Step>
-void check_resume(Make make, Step step) {
+void check_resume(Make make, Step step,
+                  std::shared_ptr<const nn::Module<double>> (*arch)() = net) {
   const Data d;
   amari::test::TempDir dir;
   const std::string path = dir.file("run.safetensors");
-  nn::Model<double> straight(net(), 5);
+  nn::Model<double> straight(arch(), 5);
   auto opt_straight = make(straight);
   for (int k = 0; k < 20; ++k) step(*opt_straight, straight, d, k);
 
-  nn::Model<double> first(net(), 5);
+  nn::Model<double> first(arch(), 5);
   auto opt_first = make(first);
   for (int k = 0; k < 10; ++k) step(*opt_first, first, d, k);
   nn::save_checkpoint(path, first, opt_first->save_state());
 
-  nn::Model<double> resumed(net(), 99);  // another initialization: everything must come from the file
+  nn::Model<double> resumed(arch(), 99);  // another initialization: everything must come from the file
   auto opt_resumed = make(resumed);
   nn::OptimizerState<double> state;
   nn::load_checkpoint(path, resumed, state);
@@ -64,7 +67,7 @@ void check_resume(Make make, Step step) {
   CHECK(amari::test::max_abs_diff(resumed.parameters(), straight.parameters()) == 0.0);
   CHECK(amari::test::max_abs_diff(resumed.state(), straight.state()) == 0.0);
   // The run really moved: a resume that reset the model would be far off.
-  CHECK(amari::test::max_abs_diff(straight.parameters(), nn::Model<double>(net(), 5).parameters()) > 1e-3);
+  CHECK(amari::test::max_abs_diff(straight.parameters(), nn::Model<double>(arch(), 5).parameters()) > 1e-3);
 }
 
 }  // namespace
@@ -247,6 +250,57 @@ TEST_CASE("resume: K-FAC with momentum, 10 steps + checkpoint + 10 steps equal 2
   static const nn::SoftmaxCrossEntropy<double> head;
   const curv::KfacOptions o = resume_kfac_options(curv::KfacApproximation::kfac);
   check_resume([&](nn::Model<double>& m) { return std::make_unique<curv::Kfac<double>>(m, head, o); }, kfac_step);
+}
+
+// A network whose second Linear (24 -> 3, A 25 x 25) gets one statistics row per update: its
+// inverse is in the Woodbury form (KfacOptions::low_rank_inverses) until 12 rows, so the checkpoint
+// after step 10 holds the rows behind A and a Woodbury inverse, and the resumed run drops the rows
+// at update 13 as the straight one does.
+std::shared_ptr<const nn::Module<double>> wide_net() { return net_of_width(24); }
+
+TEST_CASE("resume: K-FAC with low-rank (Woodbury) inverses, 10 steps + checkpoint + 10 steps equal 20 steps bitwise",
+          "[resume][kfac]") {
+  static const nn::SoftmaxCrossEntropy<double> head;
+  curv::KfacOptions o = resume_kfac_options(curv::KfacApproximation::kfac);
+  o.statistics_batch = 1;
+  check_resume([&](nn::Model<double>& m) { return std::make_unique<curv::Kfac<double>>(m, head, o); }, kfac_step,
+               wide_net);
+  // The checkpoint of that run holds what the resume needed.
+  const Data d;
+  nn::Model<double> model(wide_net(), 5);
+  curv::Kfac<double> kfac(model, head, o);
+  for (int k = 0; k < 10; ++k) kfac_step(kfac, model, d, k);
+  CHECK(kfac.factors().inverse_a_rank(1) == 9);  // the refresh at step 8, after its 9th update
+  const nn::OptimizerState<double> good = kfac.save_state();
+  CHECK(good.tensors.at("layer1/A_rows").shape() == Shape{10, 25});
+  CHECK(good.tensors.at("layer1/A_rows_per_update").shape() == Shape{10});
+  CHECK(good.tensors.at("layer1/A_inverse_woodbury_C").shape() == Shape{9, 25});
+  CHECK(good.has_tensor("layer1/A_inverse") == false);
+  CHECK(good.has_tensor("layer0/A_rows") == false);  // 5 x 5: dropped after the second update
+  // Bad low-rank entries are refused by name and change nothing.
+  nn::Model<double> target_model(wide_net(), 7);
+  curv::Kfac<double> target(target_model, head, o);
+  kfac_step(target, target_model, d, 0);
+  const nn::OptimizerState<double> before = target.save_state();
+  nn::OptimizerState<double> bad = good;
+  bad.tensors["layer1/A_rows_per_update"] = good.tensors.at("layer1/A_rows_per_update").clone();
+  bad.tensors["layer1/A_rows_per_update"][3] = 2;  // 11 rows counted, 10 stored
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("layer1/A_rows_per_update") &&
+                                                Catch::Contains("11 rows"));
+  bad = good;
+  bad.tensors["layer1/A_rows_per_update"] = good.tensors.at("layer1/A_rows_per_update").clone();
+  bad.tensors["layer1/A_rows_per_update"][0] = 0.5;
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("whole count"));
+  bad = good;
+  bad.tensors["layer1/A_rows"] = Tensor<double>(Shape{13, 25});  // more than 25 / 2 rows
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("layer1/A_rows") && Catch::Contains("r <= 12"));
+  bad = good;
+  bad.tensors.erase("layer1/A_inverse_woodbury_P");
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("layer1/A_inverse_woodbury_P"));
+  bad = good;
+  bad.numbers["layer1/A_inverse_woodbury_delta"] = 0;
+  CHECK_THROWS_WITH(target.load_state(bad), Catch::Contains("A_inverse_woodbury_delta"));
+  CHECK(same_state(target.save_state(), before));
 }
 
 TEST_CASE("resume: EKFAC with momentum, 10 steps + checkpoint + 10 steps equal 20 steps bitwise",
