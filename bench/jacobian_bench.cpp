@@ -6,9 +6,11 @@
 // to the tapped layers' outputs, then each example's block from its layer inputs and output
 // gradients) against one batch gradient (recording + one sweep). Counters: per_example_over_gradient
 // (a fresh N x P result), into_reused_buffer_over_gradient (the _into overload), norms_over_gradient
-// and clipped_mean_over_gradient (no N x P matrix), and store_floor_over_gradient: one pass of
+// and clipped_mean_over_gradient (no N x P matrix), store_floor_over_gradient: one pass of
 // plain stores over an N x P buffer (std::fill), the least any method that materializes the matrix
-// must spend (138 MB of floats on "mnist").
+// must spend (138 MB of floats on "mnist"), and chunk1_over_gradient / chunk8_over_gradient:
+// for_each_per_example_gradient with chunks of 1 and 8 examples and a callback that only keeps
+// the buffer's address (every row is still computed and stored: the buffer escapes to the call).
 //
 // BM_jvp_multi/K: amari::jvp_multi of the loss in the flat parameters with K tangents (one
 // recording, K tangent sweeps) against one dual-number JVP (MlpProblem::jvp). Counter
@@ -45,7 +47,8 @@ void BM_per_example(benchmark::State& state) {
   const MlpConfig& c = mlp_configs()[static_cast<std::size_t>(state.range(0))];
   MlpProblem<float> p(c);
   p.model.eval();  // loss_and_gradient then leaves the step counter alone; same pass either way
-  double tg = 0, tp = 0, tn = 0, tr = 0, tc = 0, ts = 0;
+  double tg = 0, tp = 0, tn = 0, tr = 0, tc = 0, ts = 0, t1 = 0, t8 = 0;
+  const auto keep = [](Index, const Tensor<float>& rows) { benchmark::DoNotOptimize(rows.data()); };
   Tensor<float> clipped = p.model.zeros_like_parameters();
   Tensor<float> reused = Tensor<float>::uninitialized(Shape{c.batch, p.model.num_parameters()});
   for (auto _ : state) {
@@ -72,6 +75,12 @@ void BM_per_example(benchmark::State& state) {
     benchmark::DoNotOptimize(reused.data());
     benchmark::ClobberMemory();
     ts += seconds_since(t0);
+    t0 = clock_type::now();
+    amari::curvature::for_each_per_example_gradient<float>(p.model, p.head, p.x, p.y, 1, keep);
+    t1 += seconds_since(t0);
+    t0 = clock_type::now();
+    amari::curvature::for_each_per_example_gradient<float>(p.model, p.head, p.x, p.y, 8, keep);
+    t8 += seconds_since(t0);
   }
   const double n = static_cast<double>(state.iterations());
   state.SetLabel(std::string(c.name) + " N=" + std::to_string(c.batch));
@@ -82,6 +91,8 @@ void BM_per_example(benchmark::State& state) {
   state.counters["into_reused_buffer_over_gradient"] = tr / tg;
   state.counters["clipped_mean_over_gradient"] = tc / tg;
   state.counters["store_floor_over_gradient"] = ts / tg;
+  state.counters["chunk1_over_gradient"] = t1 / tg;
+  state.counters["chunk8_over_gradient"] = t8 / tg;
   state.counters["threads"] = omp_get_max_threads();
 }
 

@@ -1,6 +1,8 @@
 #include <amari/curvature/per_example.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -42,35 +44,59 @@ void conv_example_block(const detail::TappedLayer<T>& layer, const Tensor<T>& d,
                    d.data() + e * positions * L.out, L.out, T(0), dst, L.out);
 }
 
-// Writes every example's gradient block of every tapped layer into row e of `out` (N, P), from
-// one reverse sweep to the tapped outputs (detail/per_example_record.hpp): for Linear the outer
-// product [a_e, 1]^T delta_e, for Conv2d conv_example_block.
+// What the tapped layers' blocks of every example are made of, from one reverse sweep to the
+// tapped outputs (detail/per_example_record.hpp): each layer's errors, and a Linear layer's
+// augmented input rows [a_e, 1] (a Conv2d layer's patches are formed per example).
 template <Real T>
-void tapped_rows(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad, Tensor<T>& out) {
-  const std::vector<detail::TappedLayer<T>>& layers = record.layers();
-  if (layers.empty()) return;
+struct TappedFactors {
   std::vector<Tensor<T>> deltas;
-  record.tapped_errors(logit_grad, deltas);
-  const Index n = out.dim(0), P = out.dim(1);
+  std::vector<std::vector<T>> linear_rows;  // per layer; empty for Conv2d
+};
+
+template <Real T>
+TappedFactors<T> tapped_factors(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad) {
+  TappedFactors<T> f;
+  const std::vector<detail::TappedLayer<T>>& layers = record.layers();
+  if (layers.empty()) return f;
+  record.tapped_errors(logit_grad, f.deltas);
+  f.linear_rows.resize(layers.size());
+  const Index n = logit_grad.dim(0);
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const KfacLayer& L = layers[l].layer;
+    if (L.kind == KfacLayerKind::linear) {
+      layer_input_rows(L, layers[l].input, f.deltas[l].shape(), 0, n, f.linear_rows[l]);
+    }
+  }
+  return f;
+}
+
+// Writes examples [e0, e1)'s gradient blocks of every tapped layer into rows 0, 1, ... of `dst`
+// (row stride P): for Linear the outer product [a_e, 1]^T delta_e, for Conv2d conv_example_block.
+template <Real T>
+void tapped_rows(const detail::PerExampleRecord<T>& record, const TappedFactors<T>& f, Index e0,
+                 Index e1, T* dst, Index P) {
+  const std::vector<detail::TappedLayer<T>>& layers = record.layers();
   std::vector<T> patch;
   for (std::size_t l = 0; l < layers.size(); ++l) {
     const KfacLayer& L = layers[l].layer;
-    const Tensor<T>& d = deltas[l];
+    const Tensor<T>& d = f.deltas[l];
     const Index rows = L.rows(), width = L.out;
     if (L.kind != KfacLayerKind::linear) {
-      for (Index e = 0; e < n; ++e) conv_example_block(layers[l], d, e, patch, out.data() + e * P + L.offset);
+      for (Index e = e0; e < e1; ++e) {
+        conv_example_block(layers[l], d, e, patch, dst + (e - e0) * P + L.offset);
+      }
       continue;
     }
-    layer_input_rows(L, layers[l].input, d.shape(), 0, n, patch);
     // The outer products are independent: parallel over examples, bitwise the same at any
-    // thread count. Memory-bound: N * rows * out stores.
-    kernels::parallel_for(n, n * rows * width, [&](Index e) {
-      const T* a = patch.data() + e * rows;
+    // thread count. Memory-bound: (e1 - e0) * rows * out stores.
+    kernels::parallel_for(e1 - e0, (e1 - e0) * rows * width, [&](Index k) {
+      const Index e = e0 + k;
+      const T* a = f.linear_rows[l].data() + e * rows;
       const T* de = d.data() + e * width;
-      T* dst = out.data() + e * P + L.offset;
+      T* block = dst + k * P + L.offset;
       for (Index r = 0; r < rows; ++r) {
         const T ar = a[r];
-        T* row = dst + r * width;
+        T* row = block + r * width;
         for (Index o = 0; o < width; ++o) row[o] = ar * de[o];
       }
     });
@@ -114,12 +140,14 @@ void tapped_squared_norms(detail::PerExampleRecord<T>& record, const Tensor<T>& 
 }
 
 // Calls visit(n, grads) with example n's gradients of the untapped parameters (one tensor per
-// entry of record.untapped()), from one reverse sweep of the batch record per example with the
-// cotangent in row n only.
+// entry of record.untapped()), for n in [e0, e1) (default: every example), from one reverse sweep
+// of the batch record per example with the cotangent in row n only.
 template <Real T, class Visit>
-void swept_gradients(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad, const Visit& visit) {
+void swept_gradients(detail::PerExampleRecord<T>& record, const Tensor<T>& logit_grad, const Visit& visit,
+                     Index e0 = 0, Index e1 = -1) {
   if (record.untapped().empty()) return;
-  const Index n = logit_grad.dim(0), c = logit_grad.dim(1);
+  const Index c = logit_grad.dim(1);
+  if (e1 < 0) e1 = logit_grad.dim(0);
   nn::RecordedModel<T>& batch = record.batch();
   std::vector<Var<T>> inputs;
   std::vector<Tensor<T>> grads;
@@ -129,7 +157,7 @@ void swept_gradients(detail::PerExampleRecord<T>& record, const Tensor<T>& logit
   }
   Tensor<T> cotangent(logit_grad.shape());  // zero except row e during sweep e
   const std::span<const Var<T>> zs(&batch.logits_variable(), 1);
-  for (Index e = 0; e < n; ++e) {
+  for (Index e = e0; e < e1; ++e) {
     std::copy(logit_grad.data() + e * c, logit_grad.data() + (e + 1) * c, cotangent.data() + e * c);
     batch.tape().vjp_into(zs, std::span<const Tensor<T>>(&cotangent, 1), inputs, grads);
     std::fill(cotangent.data() + e * c, cotangent.data() + (e + 1) * c, T(0));
@@ -137,7 +165,53 @@ void swept_gradients(detail::PerExampleRecord<T>& record, const Tensor<T>& logit
   }
 }
 
+// Rows [e0, e1) of the per-example gradients into rows 0, 1, ... of dst (row stride P): every
+// entry is written, each parameter being in a tapped layer or swept.
+template <Real T>
+void example_rows(const nn::Model<T>& model, detail::PerExampleRecord<T>& record,
+                  const TappedFactors<T>& f, const Tensor<T>& logit_grad, Index e0, Index e1,
+                  T* dst) {
+  const Index P = model.num_parameters();
+  tapped_rows(record, f, e0, e1, dst, P);
+  swept_gradients(
+      record, logit_grad,
+      [&](Index e, const std::vector<Tensor<T>>& grads) {
+        for (std::size_t k = 0; k < grads.size(); ++k) {
+          const nn::ParamInfo& info = model.layout()[record.untapped()[k]];
+          std::copy(grads[k].begin(), grads[k].end(), dst + (e - e0) * P + info.offset);
+        }
+      },
+      e0, e1);
+}
+
 }  // namespace
+
+template <Real T>
+void for_each_per_example_gradient(
+    const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
+    const Tensor<T>& targets, Index chunk,
+    const std::function<void(Index first, const Tensor<T>& rows)>& visit) {
+  constexpr const char* op = "for_each_per_example_gradient";
+  check_batch(op, inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
+  if (chunk < 1) {
+    throw ValueError(std::string(op) + ": chunk must be at least 1 example, got " +
+                     std::to_string(chunk));
+  }
+  if (!visit) throw ValueError(std::string(op) + ": no function to call");
+  const Index n = inputs.dim(0), P = model.num_parameters();
+  detail::PerExampleRecord<T> record(op, model, inputs);
+  const Tensor<T> logit_grad = per_example_logit_gradients(head, record.batch().logits(), targets);
+  const TappedFactors<T> f = tapped_factors(record, logit_grad);
+  const Index k = std::min(chunk, n);
+  Tensor<T> rows = Tensor<T>::uninitialized(Shape{k, P});
+  for (Index e0 = 0; e0 < n; e0 += k) {
+    const Index e1 = std::min(n, e0 + k);
+    // The last chunk may be shorter: a view of its first rows (no copy).
+    Tensor<T> part = e1 - e0 == k ? rows : rows.view(0, Shape{e1 - e0, P});
+    example_rows(model, record, f, logit_grad, e0, e1, part.data());
+    visit(e0, part);
+  }
+}
 
 template <Real T>
 void per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
@@ -154,15 +228,10 @@ void per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head, c
   }
   detail::PerExampleRecord<T> record("per_example_gradients", model, inputs);
   const Tensor<T> logit_grad = per_example_logit_gradients(head, record.batch().logits(), targets);
-  // Every entry is written below: each parameter is in a tapped layer or swept. Nothing is
-  // written before the record and the logit gradients exist, so a throw leaves `out` as it was.
-  tapped_rows(record, logit_grad, out);
-  swept_gradients(record, logit_grad, [&](Index e, const std::vector<Tensor<T>>& grads) {
-    for (std::size_t k = 0; k < grads.size(); ++k) {
-      const nn::ParamInfo& info = model.layout()[record.untapped()[k]];
-      std::copy(grads[k].begin(), grads[k].end(), out.data() + e * P + info.offset);
-    }
-  });
+  // Nothing is written before the record, the logit gradients and the errors exist, so a throw
+  // leaves `out` as it was.
+  const TappedFactors<T> f = tapped_factors(record, logit_grad);
+  example_rows(model, record, f, logit_grad, 0, N, out.data());
 }
 
 template <Real T>
@@ -322,6 +391,12 @@ GradientNoise<T> gradient_noise(const nn::Model<T>& model, const nn::Head<T>& he
 
 template Tensor<float> per_example_gradients<float>(const nn::Model<float>&, const nn::Head<float>&,
                                                     const Tensor<float>&, const Tensor<float>&);
+template void for_each_per_example_gradient<float>(
+    const nn::Model<float>&, const nn::Head<float>&, const Tensor<float>&, const Tensor<float>&, Index,
+    const std::function<void(Index, const Tensor<float>&)>&);
+template void for_each_per_example_gradient<double>(
+    const nn::Model<double>&, const nn::Head<double>&, const Tensor<double>&, const Tensor<double>&,
+    Index, const std::function<void(Index, const Tensor<double>&)>&);
 template Tensor<double> per_example_gradients<double>(const nn::Model<double>&,
                                                       const nn::Head<double>&,
                                                       const Tensor<double>&, const Tensor<double>&);

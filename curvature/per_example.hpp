@@ -19,6 +19,8 @@
 // average to the batch gradient.
 #pragma once
 
+#include <functional>
+
 #include <amari/autodiff/autodiff.hpp>
 #include <amari/nn/heads.hpp>
 #include <amari/nn/model.hpp>
@@ -49,6 +51,22 @@ Tensor<T> per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& he
 template <Real T>
 void per_example_gradients(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
                            const Tensor<T>& targets, Tensor<T>& out);
+
+/// The rows of per_example_gradients() handed to `visit` a chunk at a time, so that the N x P
+/// matrix never exists: visit(first, rows) is called for first = 0, chunk, 2 chunk, ... with rows
+/// (k, P), k = min(chunk, N - first), the gradients of examples first ... first + k - 1, computed
+/// as per_example_gradients() computes them (the same bits). `rows` is one buffer, overwritten by
+/// the next chunk: clone() what must outlive the call. For a consumer that reduces the gradients
+/// as they come (statistics, clipping by another rule, streaming to a file), with chunk * P
+/// memory; a chunk that fits the caches (e.g. 1-4 rows of the mnist MLP's 269,322 floats) also
+/// avoids the main-memory stores that dominate the full matrix. ValueError for chunk < 1 or an
+/// empty `visit`; the errors of per_example_gradients() otherwise, all before the first call of
+/// `visit`; an exception thrown by `visit` ends the loop and propagates. Cost on the mnist MLP:
+/// bench/jacobian_bench.cpp (bench/RESULTS.md).
+template <Real T>
+void for_each_per_example_gradient(const nn::Model<T>& model, const nn::Head<T>& head,
+                                   const Tensor<T>& inputs, const Tensor<T>& targets, Index chunk,
+                                   const std::function<void(Index first, const Tensor<T>& rows)>& visit);
 
 /// Euclidean norms (N) of the rows of per_example_gradients(), accumulated in double, without
 /// forming the N x P matrix: for a tapped Linear layer ||[a_n, 1]^T delta_n||^2 =
@@ -117,6 +135,12 @@ extern template Tensor<double> per_example_gradients<double>(const nn::Model<dou
                                                              const nn::Head<double>&,
                                                              const Tensor<double>&,
                                                              const Tensor<double>&);
+extern template void for_each_per_example_gradient<float>(
+    const nn::Model<float>&, const nn::Head<float>&, const Tensor<float>&, const Tensor<float>&, Index,
+    const std::function<void(Index, const Tensor<float>&)>&);
+extern template void for_each_per_example_gradient<double>(
+    const nn::Model<double>&, const nn::Head<double>&, const Tensor<double>&, const Tensor<double>&,
+    Index, const std::function<void(Index, const Tensor<double>&)>&);
 extern template Tensor<float> per_example_gradient_norms<float>(const nn::Model<float>&,
                                                                 const nn::Head<float>&,
                                                                 const Tensor<float>&,

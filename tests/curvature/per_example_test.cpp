@@ -292,3 +292,95 @@ TEST_CASE("gradient noise from the norms: the trace, mean and noise scale of the
   CHECK_THROWS_AS(gradient_noise(p.model, head, p.x.view(0, Shape{1, kD}), p.y_onehot.view(0, Shape{1, kC})),
                   amari::ValueError);
 }
+
+namespace {
+
+// Every row of for_each_per_example_gradient(chunk) against per_example_gradients, bitwise, and
+// the chunks in order, each of min(chunk, N - first) rows.
+template <class T>
+void check_chunks(const Model<T>& model, const amari::nn::Head<T>& head, const Tensor<T>& x,
+                  const Tensor<T>& y) {
+  const Tensor<T> G = per_example_gradients(model, head, x, y);
+  const Index n = G.dim(0), P = G.dim(1);
+  for (const Index chunk : {Index{1}, Index{4}, n, n + 5}) {
+    INFO("chunk " << chunk);
+    Tensor<T> seen(Shape{n, P});
+    Index expected_first = 0, calls = 0;
+    amari::curvature::for_each_per_example_gradient<T>(
+        model, head, x, y, chunk, [&](Index first, const Tensor<T>& rows) {
+          CHECK(first == expected_first);
+          CHECK(rows.shape() == Shape{std::min(chunk, n - first), P});
+          std::copy(rows.data(), rows.data() + rows.size(), seen.data() + first * P);
+          expected_first += rows.dim(0);
+          ++calls;
+        });
+    CHECK(expected_first == n);
+    CHECK(calls == (n + chunk - 1) / chunk);
+    CHECK(max_abs_diff(seen, G) == 0.0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("per-example gradients in chunks: the rows of the matrix, bitwise, for MLPs and a conv net",
+          "[per_example]") {
+  const amari::nn::SoftmaxCrossEntropy<double> head;
+  Problem p;
+  check_chunks(p.model, head, p.x, p.y_onehot);
+  // A conv net with tapped and untapped (LayerNorm, grouped convolution) parameters, eval mode.
+  amari::Conv2dOptions grouped;
+  grouped.groups = 2;
+  auto net = std::make_shared<amari::nn::Sequential<double>>();
+  net->emplace<amari::nn::Conv2d<double>>(2, 4, 3)
+      .emplace<amari::nn::Tanh<double>>()
+      .emplace<amari::nn::Conv2d<double>>(4, 4, 1, grouped)
+      .emplace<amari::nn::Flatten<double>>()
+      .emplace<amari::nn::LayerNorm<double>>(16)
+      .emplace<amari::nn::Linear<double>>(16, kC);
+  Model<double> conv(net, 2);
+  conv.eval();
+  Rng rng(9);
+  const Tensor<double> x = normal_tensor<double>(Shape{kN, 4, 4, 2}, rng);
+  check_chunks(conv, head, x, p.y_onehot);
+  // Batch norm in train mode: every parameter swept per example.
+  auto bn_net = std::make_shared<amari::nn::Sequential<double>>();
+  bn_net->emplace<amari::nn::Linear<double>>(kD, 5)
+      .emplace<amari::nn::BatchNorm<double>>(5)
+      .emplace<amari::nn::Tanh<double>>()
+      .emplace<amari::nn::Linear<double>>(5, kC);
+  Model<double> bn(bn_net, 4);
+  bn.train();
+  check_chunks(bn, head, p.x, p.y_onehot);
+  // Float.
+  Model<float> f(amari::nn::mlp<float>({kD, 7, kC}, amari::nn::Act::tanh), 3);
+  const amari::nn::SoftmaxCrossEntropy<float> head_f;
+  Rng rng_f(4);
+  const Tensor<float> xf = normal_tensor<float>(Shape{kN, kD}, rng_f);
+  const Tensor<float> yf = amari::nn::one_hot<float>({0, 2, 1, 1, 0, 2}, kC);
+  check_chunks(f, head_f, xf, yf);
+}
+
+TEST_CASE("per-example gradients in chunks: bad chunks, shapes and callbacks are refused before any call",
+          "[per_example]") {
+  const amari::nn::SoftmaxCrossEntropy<double> head;
+  Problem p;
+  int calls = 0;
+  const auto count = [&](Index, const Tensor<double>&) { ++calls; };
+  using amari::curvature::for_each_per_example_gradient;
+  CHECK_THROWS_MATCHES(for_each_per_example_gradient<double>(p.model, head, p.x, p.y_onehot, 0, count),
+                       amari::ValueError, MessageContains({"chunk must be at least 1"}));
+  CHECK_THROWS_MATCHES(for_each_per_example_gradient<double>(p.model, head, p.x, p.y_onehot, 2, nullptr),
+                       amari::ValueError, MessageContains({"for_each_per_example_gradient"}));
+  CHECK_THROWS_MATCHES(
+      for_each_per_example_gradient<double>(p.model, head, p.x, p.y_onehot.view(0, Shape{kN - 1, kC}), 2, count),
+      amari::ShapeError, MessageContains({"for_each_per_example_gradient"}));
+  CHECK(calls == 0);
+  // An exception from the callback ends the loop and reaches the caller.
+  CHECK_THROWS_AS(for_each_per_example_gradient<double>(p.model, head, p.x, p.y_onehot, 2,
+                                                        [&](Index, const Tensor<double>&) {
+                                                          ++calls;
+                                                          throw std::runtime_error("stop");
+                                                        }),
+                  std::runtime_error);
+  CHECK(calls == 1);
+}
