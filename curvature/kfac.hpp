@@ -123,7 +123,7 @@
 // A and G, Ns T (rows^2 + out^2) (symmetric Gram products over the im2col rows; reduce: Ns instead
 // of Ns T); preconditioning 2 rows out (rows + out) (4 r rows out + 2 rows out^2 for A's inverse
 // in the Woodbury form of r rows); the loss after the step, 2 N T in out. An inverse refresh adds
-// 5/3 (rows^3 + out^3) flops in double (about 4 r^2 rows + r^3 / 3 + 5/3 out^3 in the Woodbury
+// 5/3 (rows^3 + out^3) flops in double (about 4 r^2 rows + r^3 + 5/3 out^3 in the Woodbury
 // form).
 #pragma once
 
@@ -313,7 +313,7 @@ class KroneckerFactors {
   /// (G_l + sqrt(lambda) / pi_l I)^{-1} from the current averages. If a Cholesky factorization
   /// fails, both dampings of that layer are multiplied by 10 (up to 6 times); then ValueError
   /// naming the layer. ValueError also for a non-finite factor, lambda <= 0 or no update yet.
-  /// Cost: 5/3 (rows^3 + out^3) flops per layer, in double (A's part 4 r^2 rows + r^3 / 3 in the
+  /// Cost: 5/3 (rows^3 + out^3) flops per layer, in double (A's part 4 r^2 rows + r^3 in the
   /// Woodbury form of KfacOptions::low_rank_inverses, r <= rows / 2). EKFAC: sets the damping of
   /// (s + lambda)^{-1} (the eigenbases and scalings come from update()); O(1). Strong guarantee.
   void update_inverses(double lambda);

@@ -8,8 +8,8 @@
 //   (A + delta I)^{-1} = (I - C^T (delta I + C C^T)^{-1} C) / delta,   C = diag(sqrt(w)) R,
 // with R the (r, d) rows. With P = (delta I + C C^T)^{-1} C stored beside C, applying it to a
 // (d, cols) block X costs two (r, d) x (d, cols)-sized products, 4 r d cols flops against the
-// dense inverse's 2 d^2 cols; building it costs about 4 r^2 d + r^3 / 3 flops (in double)
-// against the dense Cholesky inverse's d^3.
+// dense inverse's 2 d^2 cols; building it costs about 4 r^2 d + r^3 flops (in double: C C^T, its
+// Cholesky inverse, P) against the dense Cholesky inverse's d^3.
 #pragma once
 
 #include <optional>
