@@ -188,6 +188,25 @@ Tensor<T> diagonal_ggn_monte_carlo(const nn::Model<T>& model, const nn::Head<T>&
 }
 
 template <Real T>
+Tensor<T> diagonal_empirical_fisher(const nn::Model<T>& model, const nn::Head<T>& head,
+                                    const Tensor<T>& inputs, const Tensor<T>& targets) {
+  constexpr const char* op = "diagonal_empirical_fisher";
+  check_inputs(op, inputs.shape(), inputs.defined());
+  if (!targets.defined() || targets.rank() != 2 || targets.dim(0) != inputs.dim(0)) {
+    throw ShapeError(std::string(op) + ": targets must be (N, C) with the inputs' N = " +
+                     std::to_string(inputs.dim(0)) + ", got " +
+                     (targets.defined() ? targets.shape().str() : std::string("undefined")));
+  }
+  return diagonal_of_columns(op, model, inputs, 1.0, [&](const Tensor<T>& z) {
+    // The data labels' logit gradients, one column: the empirical Fisher (SEED-NOTES 1), whose
+    // scores are these up to the sign that the square removes.
+    Tensor<T> residual = Tensor<T>::uninitialized(z.shape());
+    head.residual(z, targets, residual);
+    return Columns<T>{std::move(residual)};
+  });
+}
+
+template <Real T>
 Tensor<T> diagonal_ggn_over_dataset(const nn::Model<T>& model, const nn::Head<T>& head,
                                     const Tensor<T>& inputs, Index batch_size, int samples,
                                     std::uint64_t seed) {
@@ -225,6 +244,13 @@ template Tensor<float> diagonal_ggn<float>(const nn::Model<float>&, const nn::He
                                            const Tensor<float>&);
 template Tensor<double> diagonal_ggn<double>(const nn::Model<double>&, const nn::Head<double>&,
                                              const Tensor<double>&);
+template Tensor<float> diagonal_empirical_fisher<float>(const nn::Model<float>&,
+                                                       const nn::Head<float>&, const Tensor<float>&,
+                                                       const Tensor<float>&);
+template Tensor<double> diagonal_empirical_fisher<double>(const nn::Model<double>&,
+                                                         const nn::Head<double>&,
+                                                         const Tensor<double>&,
+                                                         const Tensor<double>&);
 template Tensor<float> diagonal_ggn_monte_carlo<float>(const nn::Model<float>&,
                                                        const nn::Head<float>&, const Tensor<float>&,
                                                        int, std::uint64_t,

@@ -1,5 +1,6 @@
 // The diagonal of the GGN, exact and Monte Carlo (BackPACK's DiagGGN and DiagGGNMC: Dangel,
-// Kunstner, Hennig 2020, "BackPACK: Packing more into backprop", sec. 2 and App. A.3).
+// Kunstner, Hennig 2020, "BackPACK: Packing more into backprop", sec. 2 and App. A.3), and of the
+// empirical Fisher (BackPACK's SumGradSquared / N; a different matrix, SEED-NOTES 1).
 //
 // With B_i a factor of the head's logit Hessian, B_i B_i^T = H_L(z_i) (C x C, SEED-NOTES 3),
 //   G = (1/N) sum_i J_i^T H_L(z_i) J_i = (1/N) sum_i sum_c (J_i^T b_{i,c}) (J_i^T b_{i,c})^T,
@@ -64,6 +65,21 @@ Tensor<T> diagonal_ggn_monte_carlo(const nn::Model<T>& model, const nn::Head<T>&
                                    const Tensor<T>& inputs, int samples, std::uint64_t seed,
                                    const std::vector<Index>& example_ids = {});
 
+/// The diagonal of the EMPIRICAL Fisher, (1/N) sum_n g_n o g_n (P), g_n the gradient of example n's
+/// loss at its data label (per_example.hpp): exactly the diagonal of EmpiricalFisherOperator's
+/// matrix (fisher.hpp) on the same batch. Not the Fisher's diagonal (SEED-NOTES 1: that is
+/// diagonal_ggn for amari's heads, or its Monte-Carlo estimate). N times it is BackPACK's
+/// SumGradSquared, and with the batch gradient it gives the per-coordinate gradient variance
+/// (gradient_noise in per_example.hpp). The same algorithm as diagonal_ggn with the one column
+/// grad_{z_n} l_n = mu(z_n) - T(y_n) per example: one sweep to the tapped layers, (A o A)^T
+/// (Delta o Delta) per Linear layer, squared per-example blocks for Conv2d, per-example sweeps for
+/// untapped parameters or interacting examples. targets (N, C); ShapeError as diagonal_ggn, or for
+/// targets that are not (N, C) with the inputs' N. Cost: about one batch gradient where every
+/// parameter is tapped.
+template <Real T>
+Tensor<T> diagonal_empirical_fisher(const nn::Model<T>& model, const nn::Head<T>& head,
+                                    const Tensor<T>& inputs, const Tensor<T>& targets);
+
 /// The diagonal over a whole data set of inputs (N, ...): sum_b (N_b / N) diag_b over consecutive
 /// batches of batch_size rows, exact (samples = 0) or Monte Carlo (samples >= 1, labels keyed by
 /// the row index in the data set, as DatasetOperator). Equal (up to rounding) to the one-batch
@@ -78,6 +94,14 @@ extern template Tensor<float> diagonal_ggn<float>(const nn::Model<float>&, const
                                                   const Tensor<float>&);
 extern template Tensor<double> diagonal_ggn<double>(const nn::Model<double>&,
                                                     const nn::Head<double>&, const Tensor<double>&);
+extern template Tensor<float> diagonal_empirical_fisher<float>(const nn::Model<float>&,
+                                                              const nn::Head<float>&,
+                                                              const Tensor<float>&,
+                                                              const Tensor<float>&);
+extern template Tensor<double> diagonal_empirical_fisher<double>(const nn::Model<double>&,
+                                                                const nn::Head<double>&,
+                                                                const Tensor<double>&,
+                                                                const Tensor<double>&);
 extern template Tensor<float> diagonal_ggn_monte_carlo<float>(const nn::Model<float>&,
                                                               const nn::Head<float>&,
                                                               const Tensor<float>&, int,

@@ -10,6 +10,7 @@
 #include <amari/autodiff/kernels/blocks.hpp>
 #include <amari/autodiff/kernels/gemm.hpp>
 #include <amari/curvature/detail/per_example_record.hpp>
+#include <amari/curvature/diag_ggn.hpp>
 #include <amari/curvature/kfac.hpp>
 
 namespace amari::curvature {
@@ -374,16 +375,23 @@ GradientNoise<T> gradient_noise(const nn::Model<T>& model, const nn::Head<T>& he
   if (n < 2) throw ValueError(std::string(op) + ": needs at least 2 examples for a variance, got " + std::to_string(n));
   detail::PerExampleRecord<T> record(op, model, inputs);
   Tensor<T> logit_grad = per_example_logit_gradients(head, record.batch().logits(), targets);
-  const std::vector<double> squares = squared_norms(record, logit_grad);
   for (T& v : logit_grad) v /= static_cast<T>(n);  // the mean's cotangent
   GradientNoise<T> r;
   r.mean = swept_sum(model, record, logit_grad);
-  for (const T v : r.mean) r.mean_norm_squared += static_cast<double>(v) * static_cast<double>(v);
-  double sum_squares = 0;
-  for (const double q : squares) sum_squares += q;
-  // sum_n ||g_n - G||^2 = sum_n ||g_n||^2 - N ||G||^2.
-  r.trace_covariance =
-      std::max(0.0, (sum_squares - static_cast<double>(n) * r.mean_norm_squared) / static_cast<double>(n - 1));
+  // Per coordinate sum_n (g_nj - G_j)^2 = sum_n g_nj^2 - N G_j^2 = N (diag(EF)_j - G_j^2), with
+  // diag(EF) = (1/N) sum_n g_n o g_n the empirical Fisher's diagonal (diag_ggn.hpp).
+  const Tensor<T> ef = diagonal_empirical_fisher(model, head, inputs, targets);
+  const double scale = static_cast<double>(n) / static_cast<double>(n - 1);
+  const Index P = r.mean.size();
+  r.variance = Tensor<T>::uninitialized(Shape{P});
+  double sum_ef = 0;
+  for (Index j = 0; j < P; ++j) {
+    const double m = static_cast<double>(r.mean[j]), e = static_cast<double>(ef[j]);
+    r.mean_norm_squared += m * m;
+    sum_ef += e;
+    r.variance[j] = static_cast<T>(std::max(0.0, scale * (e - m * m)));
+  }
+  r.trace_covariance = std::max(0.0, scale * (sum_ef - r.mean_norm_squared));
   r.noise_scale = r.mean_norm_squared > 0 ? r.trace_covariance / r.mean_norm_squared
                                           : std::numeric_limits<double>::infinity();
   return r;

@@ -113,12 +113,15 @@ struct GradientNoise {
 template <Real T>
 GradientNoise<T> gradient_noise(const Tensor<T>& per_example);
 
-/// The same statistics of a batch without the N x P matrix, except `variance` (left undefined):
-/// mean = the batch gradient (one reverse sweep), and tr(Sigma) = (sum_n ||g_n||^2 - N ||G||^2) /
-/// (N - 1) from the per-example norms of per_example_gradient_norms(). Being a difference, that
-/// trace loses relative accuracy when ||G||^2 dominates tr(Sigma) / N (it is clamped at 0); the
-/// matrix version above sums squared deviations instead. N >= 2 (ValueError otherwise). Cost:
-/// per_example_gradient_norms() plus one reverse sweep; memory O(N + P).
+/// The same statistics of a batch without the N x P matrix: mean = the batch gradient (one
+/// reverse sweep of a recorded pass), and from the empirical Fisher's diagonal diag(EF) = (1/N)
+/// sum_n g_n o g_n (diagonal_empirical_fisher, diag_ggn.hpp: BackPACK's SumGradSquared / N)
+/// variance_j = N / (N - 1) (diag(EF)_j - G_j^2) (BackPACK's Variance, with the N - 1 of the matrix
+/// version) and tr(Sigma) = N / (N - 1) (sum_j diag(EF)_j - ||G||^2), each clamped at 0. Being
+/// differences, they lose relative accuracy where G_j^2 dominates the spread (the matrix version
+/// above sums squared deviations instead). N >= 2 (ValueError otherwise). Cost:
+/// diagonal_empirical_fisher (about a batch gradient where every parameter is tapped) plus a
+/// recorded forward pass and one reverse sweep; memory O(N + P) besides the records.
 template <Real T>
 GradientNoise<T> gradient_noise(const nn::Model<T>& model, const nn::Head<T>& head, const Tensor<T>& inputs,
                                 const Tensor<T>& targets);

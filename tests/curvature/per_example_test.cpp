@@ -1,6 +1,7 @@
 // Per-example gradients (curvature/per_example.hpp): row n is the gradient of example n's loss,
 // the rows average to the batch gradient, the norms are the rows' norms, and the noise statistics
 // match the textbook formulas computed here directly.
+#include <amari/curvature/diag_ggn.hpp>
 #include <amari/curvature/per_example.hpp>
 #include <amari/nn/heads.hpp>
 #include <amari/nn/image_layers.hpp>
@@ -74,6 +75,31 @@ void check_rows(const Model<double>& model, const amari::nn::Head<double>& head,
   amari::nn::gradient_at(model, head, x, y, batch);
   const auto stats = gradient_noise(G);
   CHECK(max_abs_diff(stats.mean, batch) <= 1e-12 * std::max(1.0, max_abs(batch)));
+}
+
+// Conv2d and Linear layers (tapped) with a grouped convolution and a LayerNorm (untapped: swept
+// per example), inputs (N, 4, 4, 2).
+Model<double> conv_net_with_untapped() {
+  amari::Conv2dOptions grouped;
+  grouped.groups = 2;
+  auto net = std::make_shared<amari::nn::Sequential<double>>();
+  net->emplace<amari::nn::Conv2d<double>>(2, 4, 3)
+      .emplace<amari::nn::Tanh<double>>()
+      .emplace<amari::nn::Conv2d<double>>(4, 4, 1, grouped)
+      .emplace<amari::nn::Flatten<double>>()
+      .emplace<amari::nn::LayerNorm<double>>(16)
+      .emplace<amari::nn::Linear<double>>(16, kC);
+  return Model<double>(net, 2);
+}
+
+// Batch norm between two Linears, inputs (N, kD): in train mode every parameter is swept.
+Model<double> batch_norm_net() {
+  auto net = std::make_shared<amari::nn::Sequential<double>>();
+  net->emplace<amari::nn::Linear<double>>(kD, 5)
+      .emplace<amari::nn::BatchNorm<double>>(5)
+      .emplace<amari::nn::Tanh<double>>()
+      .emplace<amari::nn::Linear<double>>(5, kC);
+  return Model<double>(net, 4);
 }
 
 }  // namespace
@@ -279,18 +305,50 @@ TEST_CASE("clipped mean gradient: bad thresholds and outputs are refused and not
   for (Index j = 0; j < g.size(); ++j) REQUIRE(g[j] == 7.0);
 }
 
-TEST_CASE("gradient noise from the norms: the trace, mean and noise scale of the matrix version", "[per_example]") {
+TEST_CASE("gradient noise without the matrix: the mean, variance, trace and noise scale of the matrix version",
+          "[per_example]") {
   Problem p;
   const amari::nn::SoftmaxCrossEntropy<double> head;
   const auto dense = gradient_noise(per_example_gradients(p.model, head, p.x, p.y_onehot));
   const auto light = gradient_noise(p.model, head, p.x, p.y_onehot);
   CHECK(max_abs_diff(light.mean, dense.mean) <= 1e-13 * std::max(1.0, max_abs(dense.mean)));
-  CHECK_FALSE(light.variance.defined());
+  REQUIRE(light.variance.shape() == dense.variance.shape());
+  CHECK(max_abs_diff(light.variance, dense.variance) <= 1e-12 * std::max(1.0, max_abs(dense.variance)));
   CHECK(light.trace_covariance == Approx(dense.trace_covariance).epsilon(1e-10));
   CHECK(light.mean_norm_squared == Approx(dense.mean_norm_squared).epsilon(1e-12));
   CHECK(light.noise_scale == Approx(dense.noise_scale).epsilon(1e-10));
   CHECK_THROWS_AS(gradient_noise(p.model, head, p.x.view(0, Shape{1, kD}), p.y_onehot.view(0, Shape{1, kC})),
                   amari::ValueError);
+}
+
+TEST_CASE("empirical Fisher diagonal: the mean of the squared per-example gradients, MLP, conv net, train-mode batch norm",
+          "[per_example]") {
+  // diag(EF) = (1/N) sum_n g_n o g_n from the rows of the per-example matrix, for every head on the
+  // MLP; a conv net with untapped parameters; batch norm in train mode (every parameter swept).
+  const auto check = [](const Model<double>& model, const amari::nn::Head<double>& head, const Tensor<double>& x,
+                        const Tensor<double>& y) {
+    INFO(head.name());
+    const Tensor<double> G = per_example_gradients(model, head, x, y);
+    const Index n = G.dim(0), P = G.dim(1);
+    Tensor<double> want(Shape{P});
+    for (Index e = 0; e < n; ++e)
+      for (Index j = 0; j < P; ++j) want[j] += G[e * P + j] * G[e * P + j] / static_cast<double>(n);
+    const Tensor<double> got = amari::curvature::diagonal_empirical_fisher(model, head, x, y);
+    CHECK(max_abs_diff(got, want) <= 1e-12 * std::max(1.0, max_abs(want)));
+  };
+  Problem p;
+  check(p.model, amari::nn::SoftmaxCrossEntropy<double>(), p.x, p.y_onehot);
+  check(p.model, amari::nn::SigmoidBernoulli<double>(), p.x, p.y_onehot);
+  check(p.model, amari::nn::Gaussian<double>(0.5), p.x, p.y_real);
+  Model<double> conv = conv_net_with_untapped();
+  Rng rng(9);
+  check(conv, amari::nn::SoftmaxCrossEntropy<double>(), normal_tensor<double>(Shape{kN, 4, 4, 2}, rng), p.y_onehot);
+  Model<double> bn = batch_norm_net();
+  bn.train();
+  check(bn, amari::nn::SoftmaxCrossEntropy<double>(), p.x, p.y_onehot);
+  CHECK_THROWS_MATCHES(amari::curvature::diagonal_empirical_fisher(p.model, amari::nn::SoftmaxCrossEntropy<double>(),
+                                                                   p.x, p.y_onehot.view(0, Shape{kN - 1, kC})),
+                       amari::ShapeError, MessageContains({"diagonal_empirical_fisher", "(5, 3)"}));
 }
 
 namespace {
@@ -328,27 +386,13 @@ TEST_CASE("per-example gradients in chunks: the rows of the matrix, bitwise, for
   Problem p;
   check_chunks(p.model, head, p.x, p.y_onehot);
   // A conv net with tapped and untapped (LayerNorm, grouped convolution) parameters, eval mode.
-  amari::Conv2dOptions grouped;
-  grouped.groups = 2;
-  auto net = std::make_shared<amari::nn::Sequential<double>>();
-  net->emplace<amari::nn::Conv2d<double>>(2, 4, 3)
-      .emplace<amari::nn::Tanh<double>>()
-      .emplace<amari::nn::Conv2d<double>>(4, 4, 1, grouped)
-      .emplace<amari::nn::Flatten<double>>()
-      .emplace<amari::nn::LayerNorm<double>>(16)
-      .emplace<amari::nn::Linear<double>>(16, kC);
-  Model<double> conv(net, 2);
+  Model<double> conv = conv_net_with_untapped();
   conv.eval();
   Rng rng(9);
   const Tensor<double> x = normal_tensor<double>(Shape{kN, 4, 4, 2}, rng);
   check_chunks(conv, head, x, p.y_onehot);
   // Batch norm in train mode: every parameter swept per example.
-  auto bn_net = std::make_shared<amari::nn::Sequential<double>>();
-  bn_net->emplace<amari::nn::Linear<double>>(kD, 5)
-      .emplace<amari::nn::BatchNorm<double>>(5)
-      .emplace<amari::nn::Tanh<double>>()
-      .emplace<amari::nn::Linear<double>>(5, kC);
-  Model<double> bn(bn_net, 4);
+  Model<double> bn = batch_norm_net();
   bn.train();
   check_chunks(bn, head, p.x, p.y_onehot);
   // Float.
