@@ -12,7 +12,9 @@
 // for_each_per_example_gradient with chunks of 1 and 8 examples and a callback that only keeps
 // the buffer's address (every row is still computed and stored: the buffer escapes to the call);
 // empirical_fisher_diagonal_over_gradient (diagonal_empirical_fisher) and noise_over_gradient
-// (gradient_noise from the model: mean, per-coordinate variance, trace, noise scale).
+// (gradient_noise from the model: mean, per-coordinate variance, trace, noise scale), and
+// gram_over_gradient (per_example_gradient_gram: the N x N dot products of the per-example
+// gradients).
 //
 // BM_jvp_multi/K: amari::jvp_multi of the loss in the flat parameters with K tangents (one
 // recording, K tangent sweeps) against one dual-number JVP (MlpProblem::jvp). Counter
@@ -50,7 +52,7 @@ void BM_per_example(benchmark::State& state) {
   const MlpConfig& c = mlp_configs()[static_cast<std::size_t>(state.range(0))];
   MlpProblem<float> p(c);
   p.model.eval();  // loss_and_gradient then leaves the step counter alone; same pass either way
-  double tg = 0, tp = 0, tn = 0, tr = 0, tc = 0, ts = 0, t1 = 0, t8 = 0, te = 0, tz = 0;
+  double tg = 0, tp = 0, tn = 0, tr = 0, tc = 0, ts = 0, t1 = 0, t8 = 0, te = 0, tz = 0, tk = 0;
   const auto keep = [](Index, const Tensor<float>& rows) { benchmark::DoNotOptimize(rows.data()); };
   Tensor<float> clipped = p.model.zeros_like_parameters();
   Tensor<float> reused = Tensor<float>::uninitialized(Shape{c.batch, p.model.num_parameters()});
@@ -90,6 +92,9 @@ void BM_per_example(benchmark::State& state) {
     t0 = clock_type::now();
     benchmark::DoNotOptimize(amari::curvature::gradient_noise(p.model, p.head, p.x, p.y).noise_scale);
     tz += seconds_since(t0);
+    t0 = clock_type::now();
+    benchmark::DoNotOptimize(amari::curvature::per_example_gradient_gram(p.model, p.head, p.x, p.y).data());
+    tk += seconds_since(t0);
   }
   const double n = static_cast<double>(state.iterations());
   state.SetLabel(std::string(c.name) + " N=" + std::to_string(c.batch));
@@ -104,6 +109,7 @@ void BM_per_example(benchmark::State& state) {
   state.counters["chunk8_over_gradient"] = t8 / tg;
   state.counters["empirical_fisher_diagonal_over_gradient"] = te / tg;
   state.counters["noise_over_gradient"] = tz / tg;
+  state.counters["gram_over_gradient"] = tk / tg;
   state.counters["threads"] = omp_get_max_threads();
 }
 

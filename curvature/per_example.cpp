@@ -278,6 +278,68 @@ Tensor<T> norms_of(const std::vector<double>& squares) {
 }  // namespace
 
 template <Real T>
+Tensor<T> per_example_gradient_gram(const nn::Model<T>& model, const nn::Head<T>& head,
+                                    const Tensor<T>& inputs, const Tensor<T>& targets) {
+  constexpr const char* op = "per_example_gradient_gram";
+  check_batch(op, inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
+  using kernels::Trans;
+  detail::PerExampleRecord<T> record(op, model, inputs);
+  const Tensor<T> logit_grad = per_example_logit_gradients(head, record.batch().logits(), targets);
+  const TappedFactors<T> f = tapped_factors(record, logit_grad);
+  const Index n = inputs.dim(0);
+  const auto nn2 = static_cast<std::size_t>(n * n);
+  std::vector<double> gram(nn2, 0.0);
+  std::vector<T> left(nn2), right(nn2);
+  // gram += X X^T for the (n, width) rows of x: the examples' dot products over one block.
+  const auto add_dots = [&](const T* x, Index width) {
+    kernels::gemm<T>(Trans::no, Trans::yes, n, n, width, T(1), x, width, x, width, T(0), left.data(), n);
+    for (std::size_t k = 0; k < nn2; ++k) gram[k] += static_cast<double>(left[k]);
+  };
+  const std::vector<detail::TappedLayer<T>>& layers = record.layers();
+  std::vector<T> blocks, patch;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const KfacLayer& L = layers[l].layer;
+    const Tensor<T>& d = f.deltas[l];
+    if (L.kind == KfacLayerKind::linear) {
+      // <[a_n, 1]^T delta_n, [a_m, 1]^T delta_m> = <[a_n, 1], [a_m, 1]> <delta_n, delta_m>: the
+      // Hadamard product of the inputs' and the errors' Gram matrices (BackPACK's BatchDotGrad).
+      kernels::gemm<T>(Trans::no, Trans::yes, n, n, L.rows(), T(1), f.linear_rows[l].data(), L.rows(),
+                       f.linear_rows[l].data(), L.rows(), T(0), left.data(), n);
+      kernels::gemm<T>(Trans::no, Trans::yes, n, n, L.out, T(1), d.data(), L.out, d.data(), L.out, T(0),
+                       right.data(), n);
+      for (std::size_t k = 0; k < nn2; ++k) {
+        gram[k] += static_cast<double>(left[k]) * static_cast<double>(right[k]);
+      }
+      continue;
+    }
+    // Conv2d: the shared weight's per-example blocks, all N of them, then their dot products.
+    const Index size = L.rows() * L.out;
+    blocks.resize(static_cast<std::size_t>(n * size));
+    for (Index e = 0; e < n; ++e) conv_example_block(layers[l], d, e, patch, blocks.data() + e * size);
+    add_dots(blocks.data(), size);
+  }
+  // Untapped parameters: example n's gradient of them from its own sweep, then the dot products.
+  Index width = 0;
+  for (std::size_t p : record.untapped()) width += model.layout()[p].shape.numel();
+  if (width > 0) {
+    std::vector<T> rows(static_cast<std::size_t>(n * width));
+    swept_gradients(record, logit_grad, [&](Index e, const std::vector<Tensor<T>>& grads) {
+      T* dst = rows.data() + e * width;
+      for (const Tensor<T>& g : grads) dst = std::copy(g.begin(), g.end(), dst);
+    });
+    add_dots(rows.data(), width);
+  }
+  Tensor<T> out = Tensor<T>::uninitialized(Shape{n, n});
+  for (Index i = 0; i < n; ++i) {
+    for (Index j = 0; j < n; ++j) {  // exactly symmetric: the mean of the two triangles
+      const auto ij = static_cast<std::size_t>(i * n + j), ji = static_cast<std::size_t>(j * n + i);
+      out[i * n + j] = static_cast<T>(0.5 * (gram[ij] + gram[ji]));
+    }
+  }
+  return out;
+}
+
+template <Real T>
 Tensor<T> per_example_gradient_norms(const nn::Model<T>& model, const nn::Head<T>& head,
                                      const Tensor<T>& inputs, const Tensor<T>& targets) {
   check_batch("per_example_gradient_norms", inputs.shape(), inputs.defined(), targets.shape(), targets.defined());
@@ -399,6 +461,11 @@ GradientNoise<T> gradient_noise(const nn::Model<T>& model, const nn::Head<T>& he
 
 template Tensor<float> per_example_gradients<float>(const nn::Model<float>&, const nn::Head<float>&,
                                                     const Tensor<float>&, const Tensor<float>&);
+template Tensor<float> per_example_gradient_gram<float>(const nn::Model<float>&, const nn::Head<float>&,
+                                                        const Tensor<float>&, const Tensor<float>&);
+template Tensor<double> per_example_gradient_gram<double>(const nn::Model<double>&,
+                                                          const nn::Head<double>&,
+                                                          const Tensor<double>&, const Tensor<double>&);
 template void for_each_per_example_gradient<float>(
     const nn::Model<float>&, const nn::Head<float>&, const Tensor<float>&, const Tensor<float>&, Index,
     const std::function<void(Index, const Tensor<float>&)>&);

@@ -68,6 +68,20 @@ void for_each_per_example_gradient(const nn::Model<T>& model, const nn::Head<T>&
                                    const Tensor<T>& inputs, const Tensor<T>& targets, Index chunk,
                                    const std::function<void(Index first, const Tensor<T>& rows)>& visit);
 
+/// The Gram matrix (N, N) of the per-example gradients, K[n][m] = <g_n, g_m> (the rows of
+/// per_example_gradients(); BackPACK's BatchDotGrad), without the N x P matrix: for a tapped
+/// Linear layer <[a_n, 1]^T delta_n, [a_m, 1]^T delta_m> = <[a_n, 1], [a_m, 1]> <delta_n,
+/// delta_m>, the Hadamard product of two N x N Gram matrices; for a tapped Conv2d layer the N
+/// per-example blocks of its weight (N rows out values) and their N x N dot products; untapped
+/// parameters (and all parameters when the examples interact) from per-example sweeps. Summed in
+/// double, exactly symmetric. Its diagonal is the squared norms; its sum is N^2 ||G||^2; sim(n, m)
+/// = K[n][m] / sqrt(K[n][n] K[m][m]) is the cosine between two examples' gradients. Cost on an MLP
+/// whose parameters are all tapped: one recorded forward pass and one reverse sweep plus 2 N^2
+/// (rows + out) flops per layer. ShapeError for inputs and targets as per_example_gradients().
+template <Real T>
+Tensor<T> per_example_gradient_gram(const nn::Model<T>& model, const nn::Head<T>& head,
+                                    const Tensor<T>& inputs, const Tensor<T>& targets);
+
 /// Euclidean norms (N) of the rows of per_example_gradients(), accumulated in double, without
 /// forming the N x P matrix: for a tapped Linear layer ||[a_n, 1]^T delta_n||^2 =
 /// ||[a_n, 1]||^2 ||delta_n||^2 (Goodfellow 2015), O(in + out) per example; a Conv2d block is
@@ -138,6 +152,14 @@ extern template Tensor<double> per_example_gradients<double>(const nn::Model<dou
                                                              const nn::Head<double>&,
                                                              const Tensor<double>&,
                                                              const Tensor<double>&);
+extern template Tensor<float> per_example_gradient_gram<float>(const nn::Model<float>&,
+                                                               const nn::Head<float>&,
+                                                               const Tensor<float>&,
+                                                               const Tensor<float>&);
+extern template Tensor<double> per_example_gradient_gram<double>(const nn::Model<double>&,
+                                                                 const nn::Head<double>&,
+                                                                 const Tensor<double>&,
+                                                                 const Tensor<double>&);
 extern template void for_each_per_example_gradient<float>(
     const nn::Model<float>&, const nn::Head<float>&, const Tensor<float>&, const Tensor<float>&, Index,
     const std::function<void(Index, const Tensor<float>&)>&);

@@ -102,6 +102,23 @@ Model<double> batch_norm_net() {
   return Model<double>(net, 4);
 }
 
+// Calls check(model, head, x, y) on the cases the matrix-free statistics are compared with the
+// per-example matrix on: the MLP with each head, a conv net with untapped parameters, and batch
+// norm in train mode (every parameter swept).
+template <class Check>
+void on_every_case(const Check& check) {
+  Problem p;
+  check(p.model, amari::nn::SoftmaxCrossEntropy<double>(), p.x, p.y_onehot);
+  check(p.model, amari::nn::SigmoidBernoulli<double>(), p.x, p.y_onehot);
+  check(p.model, amari::nn::Gaussian<double>(0.5), p.x, p.y_real);
+  Model<double> conv = conv_net_with_untapped();
+  Rng rng(9);
+  check(conv, amari::nn::SoftmaxCrossEntropy<double>(), normal_tensor<double>(Shape{kN, 4, 4, 2}, rng), p.y_onehot);
+  Model<double> bn = batch_norm_net();
+  bn.train();
+  check(bn, amari::nn::SoftmaxCrossEntropy<double>(), p.x, p.y_onehot);
+}
+
 }  // namespace
 
 TEST_CASE("per-example gradients: row n equals the gradient on example n alone, for every head",
@@ -336,16 +353,8 @@ TEST_CASE("empirical Fisher diagonal: the mean of the squared per-example gradie
     const Tensor<double> got = amari::curvature::diagonal_empirical_fisher(model, head, x, y);
     CHECK(max_abs_diff(got, want) <= 1e-12 * std::max(1.0, max_abs(want)));
   };
+  on_every_case(check);
   Problem p;
-  check(p.model, amari::nn::SoftmaxCrossEntropy<double>(), p.x, p.y_onehot);
-  check(p.model, amari::nn::SigmoidBernoulli<double>(), p.x, p.y_onehot);
-  check(p.model, amari::nn::Gaussian<double>(0.5), p.x, p.y_real);
-  Model<double> conv = conv_net_with_untapped();
-  Rng rng(9);
-  check(conv, amari::nn::SoftmaxCrossEntropy<double>(), normal_tensor<double>(Shape{kN, 4, 4, 2}, rng), p.y_onehot);
-  Model<double> bn = batch_norm_net();
-  bn.train();
-  check(bn, amari::nn::SoftmaxCrossEntropy<double>(), p.x, p.y_onehot);
   CHECK_THROWS_MATCHES(amari::curvature::diagonal_empirical_fisher(p.model, amari::nn::SoftmaxCrossEntropy<double>(),
                                                                    p.x, p.y_onehot.view(0, Shape{kN - 1, kC})),
                        amari::ShapeError, MessageContains({"diagonal_empirical_fisher", "(5, 3)"}));
@@ -427,4 +436,28 @@ TEST_CASE("per-example gradients in chunks: bad chunks, shapes and callbacks are
                                                         }),
                   std::runtime_error);
   CHECK(calls == 1);
+}
+
+TEST_CASE("per-example gradient Gram matrix: G G^T of the per-example matrix, exactly symmetric",
+          "[per_example]") {
+  const auto check = [](const Model<double>& model, const amari::nn::Head<double>& head, const Tensor<double>& x,
+                        const Tensor<double>& y) {
+    INFO(head.name());
+    const Tensor<double> G = per_example_gradients(model, head, x, y);
+    const Index n = G.dim(0), P = G.dim(1);
+    Tensor<double> want(Shape{n, n});
+    for (Index i = 0; i < n; ++i)
+      for (Index j = 0; j < n; ++j)
+        for (Index k = 0; k < P; ++k) want[i * n + j] += G[i * P + k] * G[j * P + k];
+    const Tensor<double> got = amari::curvature::per_example_gradient_gram(model, head, x, y);
+    REQUIRE(got.shape() == Shape{n, n});
+    CHECK(max_abs_diff(got, want) <= 1e-12 * std::max(1.0, max_abs(want)));
+    for (Index i = 0; i < n; ++i)
+      for (Index j = 0; j < n; ++j) CHECK(got[i * n + j] == got[j * n + i]);
+  };
+  on_every_case(check);
+  Problem p;
+  CHECK_THROWS_MATCHES(amari::curvature::per_example_gradient_gram(p.model, amari::nn::SoftmaxCrossEntropy<double>(),
+                                                                   p.x, p.y_onehot.view(0, Shape{kN - 1, kC})),
+                       amari::ShapeError, MessageContains({"per_example_gradient_gram"}));
 }
